@@ -1,0 +1,77 @@
+"""Decode hyperparameters into a network architecture with the course's rule. Pure: no Keras."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from tuner.config import NetworkConfig
+
+Task = Literal["classification", "regression"]
+# Activations with weights of their own: one slope per unit.
+_PARAMETRIC = {"prelu"}
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """A dense network: hidden layer widths and what goes around them."""
+
+    n_inputs: int
+    n_outputs: int
+    task: Task
+    hidden: tuple[int, ...]
+    dropout: float
+    batch_norm: bool
+    activation: str
+
+    @property
+    def n_params(self) -> int:
+        """Parameters as Keras counts them (trainable and not)."""
+        total, width = 0, self.n_inputs
+        for units in self.hidden:
+            total += width * units + units
+            total += 4 * units if self.batch_norm else 0
+            total += units if self.activation in _PARAMETRIC else 0
+            width = units
+        return total + width * self.n_outputs + self.n_outputs
+
+    def describe(self) -> str:
+        """One line for people, e.g. `47 -> 500 -> 125 -> 31 -> 7 (91,411 parameters)`."""
+        if not self.hidden:
+            kind = "softmax" if self.task == "classification" else "linear"
+            shape = f"{self.n_inputs} -> {self.n_outputs}, no hidden layer ({kind} regression)"
+        else:
+            layers = " -> ".join(str(n) for n in (self.n_inputs, *self.hidden, self.n_outputs))
+            extras = f"{self.activation}, dropout {self.dropout:.3g}"
+            extras += ", batch norm" if self.batch_norm else ""
+            shape = f"{layers} ({extras})"
+        return f"{shape}, {self.n_params:,} parameters"
+
+
+def hidden_layers(
+    neuron_pct: float, neuron_shrink: float, network: NetworkConfig
+) -> tuple[int, ...]:
+    """The course's rule: start at pct * max_neurons, shrink by a factor while above the floor."""
+    layers: list[int] = []
+    # The count stays a real number between layers, as in the course; only the width is cut.
+    count: float = int(neuron_pct * network.max_neurons)
+    while count > network.min_neurons and len(layers) < network.max_layers:
+        layers.append(int(count))
+        count *= neuron_shrink
+    return tuple(layers)
+
+
+def decode(
+    params: Mapping[str, Any], network: NetworkConfig, n_inputs: int, n_outputs: int, task: Task
+) -> Architecture:
+    """The architecture of one point of the space, for data with this many inputs and outputs."""
+    return Architecture(
+        n_inputs=n_inputs,
+        n_outputs=n_outputs,
+        task=task,
+        hidden=hidden_layers(params["neuron_pct"], params["neuron_shrink"], network),
+        dropout=float(params["dropout"]),
+        batch_norm=bool(params.get("batch_norm", False)),
+        activation=network.activation,
+    )

@@ -1,0 +1,168 @@
+"""The `tuner` command: parses arguments, calls the library, maps errors to exit codes.
+
+Heavy modules (pandas, scikit-learn, Keras) are imported inside the commands so that
+`tuner --help` answers at once.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import click
+
+from tuner import __version__
+from tuner.errors import SearchInterrupted, TunerError, UsageError
+
+_CONFIG = click.argument("config", type=click.Path(path_type=Path, dir_okay=True))
+_SET = click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY.PATH=VALUE",
+    help="Override a config key, e.g. --set evaluation.splits=5 (repeatable).",
+)
+_JSON = click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+_QUIET = click.option("--quiet", "-q", is_flag=True, help="No progress output on stderr.")
+_DEBUG = click.option("--debug", is_flag=True, help="Show the traceback of an error.")
+
+
+def _options(*decorators: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    def apply(func: Any) -> Any:
+        for decorator in reversed(decorators):
+            func = decorator(func)
+        return func
+
+    return apply
+
+
+@contextmanager
+def _handled(debug: bool) -> Iterator[None]:
+    """Turn the tool's errors into a one-line message and an exit code."""
+    from tuner.report import print_error
+
+    try:
+        yield
+    except TunerError as exc:
+        if debug:
+            raise
+        print_error(str(exc))
+        raise SystemExit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print_error("interrupted")
+        raise SystemExit(130) from None
+
+
+def _raise_on_sigterm(signum: int, _frame: FrameType | None) -> None:
+    raise SearchInterrupted(signum, "terminated; finished trials are kept")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="tuner")
+def cli() -> None:
+    """Bayesian hyperparameter search for Keras networks on tabular data."""
+
+
+@cli.command()
+@_options(_CONFIG, _SET)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Run folder for the default SQLite study [default: runs/<config name>/].",
+)
+@click.option("--storage", metavar="URL", help="SQLAlchemy URL of the study database.")
+@click.option("--study", "study_name", metavar="NAME", help="Study name [default: config name].")
+@click.option("--resume", is_flag=True, help="Continue an existing study; never re-runs a trial.")
+@_options(_JSON, _QUIET, _DEBUG)
+def search(
+    config: Path,
+    overrides: tuple[str, ...],
+    out: Path | None,
+    storage: str | None,
+    study_name: str | None,
+    resume: bool,
+    as_json: bool,
+    quiet: bool,
+    debug: bool,
+) -> None:
+    """Search the space of CONFIG with Bayesian optimisation; print the best trial."""
+    with _handled(debug):
+        from tuner.config import load_config
+        from tuner.report import ConsoleReporter, QuietReporter, print_search_result, stderr_console
+        from tuner.search import search as run
+        from tuner.space import SearchSpace
+        from tuner.store import sqlite_url
+
+        cfg = load_config(config, overrides)
+        name = study_name or config.stem
+        url = storage or sqlite_url((out or Path("runs") / config.stem) / "study.db")
+        names = SearchSpace(cfg.space).names
+        reporter = QuietReporter() if quiet else ConsoleReporter(stderr_console(), names)
+        signal.signal(signal.SIGTERM, _raise_on_sigterm)
+        result = run(cfg, storage_url=url, study_name=name, resume=resume, reporter=reporter)
+        print_search_result(result, names, as_json)
+
+
+@cli.command()
+@_options(_CONFIG, _SET)
+@click.option(
+    "--vector",
+    metavar="V1,V2,...",
+    help="Values of the searched hyperparameters, in the order of the config's space.",
+)
+@click.option(
+    "--param",
+    "assignments",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="A searched hyperparameter by name (repeatable); the by-name form of --vector.",
+)
+@click.option("--seed", type=int, help="Seed of the splits and weights [default: search.seed].")
+@_options(_JSON, _QUIET, _DEBUG)
+def evaluate(
+    config: Path,
+    overrides: tuple[str, ...],
+    vector: str | None,
+    assignments: tuple[str, ...],
+    seed: int | None,
+    as_json: bool,
+    quiet: bool,
+    debug: bool,
+) -> None:
+    """Score one point of CONFIG's space by bootstrap, exactly as the search does."""
+    with _handled(debug):
+        from tuner.config import load_config
+        from tuner.evaluate import evaluate_config
+        from tuner.report import print_score, stderr_console
+        from tuner.space import SearchSpace
+
+        cfg = load_config(config, overrides)
+        space = SearchSpace(cfg.space)
+        if vector is not None and assignments:
+            raise UsageError("give either --vector or --param, not both")
+        if vector is not None:
+            params = space.params_from_vector(vector)
+        elif assignments or space.names:
+            params = space.params_from_assignments(assignments)
+        else:
+            params = dict(space.fixed)
+        if not quiet:
+            stderr_console().print(f"evaluating {cfg.evaluation.splits} split(s)...")
+        score, arch = evaluate_config(cfg, params, cfg.search.seed if seed is None else seed)
+        print_score(score, params, arch.describe(), as_json)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="tuner")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,413 @@
+"""The search config: YAML in, validated frozen objects out.
+
+Every rule lives here, and every error names the key path, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from tuner.errors import ConfigError
+
+Scalar = bool | int | float | str
+ACTIVATIONS = ("prelu", "relu", "leaky_relu", "elu", "selu", "tanh", "gelu", "swish")
+
+
+@dataclass(frozen=True)
+class Hyperparameter:
+    """What one named hyperparameter may take; `default` None means it must be in `space`."""
+
+    kind: Literal["float", "int", "bool"]
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    default: Scalar | None = None
+    example: str = ""
+
+
+HYPERPARAMETERS: dict[str, Hyperparameter] = {
+    "dropout": Hyperparameter("float", 0.0, 1.0, high_open=True, example="{low: 0.0, high: 0.5}"),
+    "learning_rate": Hyperparameter(
+        "float", 0.0, None, example="{low: 1.0e-4, high: 0.1, log: true}"
+    ),
+    "neuron_pct": Hyperparameter("float", 0.0, 1.0, low_open=True, example="{low: 0.01, high: 1}"),
+    "neuron_shrink": Hyperparameter(
+        "float", 0.0, None, low_open=True, example="{low: 0.01, high: 1}"
+    ),
+    "batch_norm": Hyperparameter("bool", default=False),
+    "batch_size": Hyperparameter("int", 1.0, None, default=32),
+}
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+
+
+class Param(_Section):
+    """One entry of `space`: a fixed value, a range (`low`/`high`) or a choice (`values`)."""
+
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, strict=True, allow_inf_nan=False, populate_by_name=True
+    )
+
+    value: Scalar | None = None
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    integer: bool = Field(False, alias="int")
+    values: list[Scalar] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _scalar_is_fixed(cls, data: Any) -> Any:
+        return data if isinstance(data, Mapping) else {"value": data}
+
+    @model_validator(mode="after")
+    def _one_form(self) -> Param:
+        if self.values is not None:
+            _check_values(self.values)
+        elif self.low is not None or self.high is not None:
+            _check_range(self.low, self.high, self.log)
+        elif self.value is None:
+            raise ValueError(
+                "give a fixed value, {low: .., high: ..} or {values: [..]} (got nothing)"
+            )
+        return self
+
+    def to_data(self) -> Any:
+        """This entry in its shortest YAML form."""
+        if self.kind == "fixed":
+            return self.value
+        if self.kind == "choice":
+            return {"values": list(self.values or [])}
+        data: dict[str, Any] = {"low": self.low, "high": self.high}
+        if self.log:
+            data["log"] = True
+        if self.integer:
+            data["int"] = True
+        return data
+
+    @property
+    def kind(self) -> Literal["fixed", "range", "choice"]:
+        """Which of the three forms this entry has."""
+        if self.values is not None:
+            return "choice"
+        if self.low is not None:
+            return "range"
+        return "fixed"
+
+
+def _check_values(values: list[Scalar]) -> None:
+    if len(values) < 2:
+        raise ValueError(f"values needs at least two entries (got {values!r})")
+    if len({repr(v) for v in values}) != len(values):
+        raise ValueError(f"values must not repeat (got {values!r})")
+
+
+def _check_range(low: float | None, high: float | None, log: bool) -> None:
+    if low is None or high is None:
+        raise ValueError(f"a range needs both low and high (got low={low}, high={high})")
+    if not high > low:
+        raise ValueError(f"high must be greater than low (got low={low}, high={high})")
+    if log and low <= 0:
+        raise ValueError(f"a log-scale range needs low > 0 (got low={low})")
+
+
+class DataConfig(_Section):
+    """Where the data is and what to predict."""
+
+    path: str = Field(min_length=1)
+    target: str = Field(min_length=1)
+    task: Literal["classification", "regression"] = "classification"
+    drop: list[str] = []
+    categorical: list[str] | None = None
+
+
+class NetworkConfig(_Section):
+    """The course's rule that turns neuron_pct / neuron_shrink into layers."""
+
+    max_neurons: int = Field(5000, ge=1)
+    min_neurons: int = Field(25, ge=0)
+    max_layers: int = Field(10, ge=0)
+    activation: Literal[ACTIVATIONS] = "prelu"  # type: ignore[valid-type]
+
+
+class EvaluationConfig(_Section):
+    """How one point is scored: bootstrap splits with early stopping."""
+
+    splits: int = Field(2, ge=1)
+    test_size: float = Field(0.1, gt=0.0, lt=1.0)
+    epochs: int = Field(500, ge=1)
+    patience: int = Field(10, ge=0)
+    min_delta: float = Field(0.001, ge=0.0)
+
+
+class AcquisitionConfig(_Section):
+    """bayes_opt's acquisition function: ucb uses kappa, ei and poi use xi."""
+
+    kind: Literal["ucb", "ei", "poi"] = "ucb"
+    kappa: float = Field(2.576, ge=0.0)
+    xi: float = Field(0.0, ge=0.0)
+
+
+class SearchConfig(_Section):
+    """The trial budget and the optimiser's settings."""
+
+    init_points: int = Field(10, ge=0)
+    n_iter: int = Field(20, ge=0)
+    seed: int = 1
+    acquisition: AcquisitionConfig = AcquisitionConfig()
+
+    @model_validator(mode="after")
+    def _budget(self) -> SearchConfig:
+        if self.init_points + self.n_iter < 1:
+            raise ValueError(
+                f"init_points + n_iter must be at least 1 (got {self.init_points} + {self.n_iter})"
+            )
+        return self
+
+    @property
+    def budget(self) -> int:
+        """Trials that a search runs to completion."""
+        return self.init_points + self.n_iter
+
+
+class Config(_Section):
+    """A whole search: data, space, network rule, evaluation and search settings."""
+
+    data: DataConfig
+    space: dict[str, Param]
+    network: NetworkConfig = NetworkConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
+    search: SearchConfig = SearchConfig()
+
+    @model_validator(mode="after")
+    def _known_hyperparameters(self) -> Config:
+        for name, param in self.space.items():
+            if name not in HYPERPARAMETERS:
+                known = ", ".join(HYPERPARAMETERS)
+                raise ValueError(f"space.{name}: unknown hyperparameter; known ones: {known}")
+            _check_domain(name, param, HYPERPARAMETERS[name])
+        for name, hp in HYPERPARAMETERS.items():
+            if hp.default is None and name not in self.space:
+                raise ValueError(
+                    f"space.{name}: required hyperparameter is missing; add e.g. "
+                    f"`{name}: {hp.example}`"
+                )
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config as plain JSON-ready data, as it would be written in YAML."""
+        data = self.model_dump(mode="json", by_alias=True, exclude={"space"})
+        data["space"] = {name: param.to_data() for name, param in self.space.items()}
+        return data
+
+
+def _check_domain(name: str, param: Param, hp: Hyperparameter) -> None:
+    where = f"space.{name}"
+    if param.kind == "range":
+        if hp.kind == "bool":
+            raise ValueError(f"{where}: is true/false; use {{values: [false, true]}} to search it")
+        if param.integer and hp.kind != "int":
+            raise ValueError(f"{where}: is a real number; remove `int: true`")
+        _check_in_domain(where, "low", param.low, hp)
+        _check_in_domain(where, "high", param.high, hp)
+        if hp.kind == "int" and not (
+            float(param.low).is_integer() and float(param.high).is_integer()
+        ):
+            raise ValueError(
+                f"{where}: bounds must be whole numbers (got low={param.low}, high={param.high})"
+            )
+        return
+    values = param.values if param.kind == "choice" else [param.value]
+    for value in values:
+        _check_type(where, value, hp)
+        _check_in_domain(where, "value", value, hp)  # type: ignore[arg-type]
+
+
+def _check_type(where: str, value: Any, hp: Hyperparameter) -> None:
+    ok = {
+        "bool": isinstance(value, bool),
+        "int": isinstance(value, int) and not isinstance(value, bool),
+        "float": isinstance(value, int | float) and not isinstance(value, bool),
+    }[hp.kind]
+    if not ok:
+        wanted = {"bool": "true or false", "int": "a whole number", "float": "a number"}
+        raise ValueError(f"{where}: must be {wanted[hp.kind]} (got {value!r})")
+
+
+def _check_in_domain(where: str, key: str, value: float | None, hp: Hyperparameter) -> None:
+    if hp.kind == "bool" or value is None:
+        return
+    if hp.low is not None and (value < hp.low or (hp.low_open and value == hp.low)):
+        rule = "above" if hp.low_open else "at least"
+        raise ValueError(f"{where}: {key} must be {rule} {hp.low:g} (got {key}={value})")
+    if hp.high is not None and (value > hp.high or (hp.high_open and value == hp.high)):
+        rule = "below" if hp.high_open else "at most"
+        raise ValueError(f"{where}: {key} must be {rule} {hp.high:g} (got {key}={value})")
+
+
+# --- YAML -----------------------------------------------------------------------------------
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys and aliases (which also stops alias bombs)."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise ConfigError(
+                f"line {event.start_mark.line + 1}: YAML aliases (*{event.anchor}) are not "
+                "supported; write the value out"
+            )
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise ConfigError(
+                    f"line {key_node.start_mark.line + 1}: duplicate key '{key}'; "
+                    "keep only one of them"
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """Parse YAML text strictly; errors name `source` and the line."""
+    try:
+        return yaml.load(text, Loader=_StrictLoader)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from exc
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{source}: not valid YAML{where}: {problem}") from exc
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """Read a config file into a mapping, with one-line errors for every way it can be wrong."""
+    if not path.exists():
+        raise ConfigError(f"{path}: file not found; check the path")
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a directory; give the path of a YAML config file")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: is not UTF-8 text; save the config as UTF-8") from exc
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc.strerror})") from exc
+    if "\x00" in text:
+        raise ConfigError(f"{path}: is a binary file, not a YAML config")
+    raw = parse_yaml(text, str(path))
+    if raw is None:
+        raise ConfigError(f"{path}: is empty; it needs at least the data: and space: sections")
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"{path}: must be a mapping with data: and space: sections (got a {type(raw).__name__})"
+        )
+    return raw
+
+
+# --- overrides ------------------------------------------------------------------------------
+
+
+def apply_overrides(raw: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """Apply `key.path=value` overrides (value parsed as YAML) to a copy of `raw`."""
+    result = _deep_copy(raw)
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        parts = key.strip().split(".")
+        if not sep or not all(parts):
+            raise ConfigError(f"--set {item}: expected key.path=value, e.g. evaluation.splits=5")
+        value = parse_yaml(text, f"--set {key}") if text.strip() else ""
+        node = result
+        for depth, part in enumerate(parts[:-1]):
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                above = ".".join(parts[: depth + 1])
+                raise ConfigError(f"--set {key}: {above} is not a section (it is {child!r})")
+            node = child
+        node[parts[-1]] = value
+        if parts == ["data", "path"] and isinstance(value, str) and not _is_url(value):
+            # A path typed on the command line is relative to where the user stands.
+            node[parts[-1]] = str(Path(value).expanduser().resolve())
+    return result
+
+
+def _deep_copy(raw: Any) -> Any:
+    if isinstance(raw, dict):
+        return {k: _deep_copy(v) for k, v in raw.items()}
+    if isinstance(raw, list):
+        return [_deep_copy(v) for v in raw]
+    return raw
+
+
+def _is_url(path: str) -> bool:
+    return path.startswith(("http://", "https://"))
+
+
+# --- validation -----------------------------------------------------------------------------
+
+
+def validate_config(raw: Mapping[str, Any]) -> Config:
+    """Validate a raw mapping into a Config, raising ConfigError with one line per problem."""
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(format_error(exc.errors()[0])) from exc
+
+
+def load_config(path: Path, overrides: Iterable[str] = ()) -> Config:
+    """Read, override and validate a config file; a relative data.path is relative to it."""
+    raw = read_config_file(path)
+    data = raw.get("data")
+    if isinstance(data, dict) and isinstance(data.get("path"), str):
+        data_path = data["path"]
+        if data_path and not _is_url(data_path) and not Path(data_path).expanduser().is_absolute():
+            data["path"] = str((path.parent / data_path).resolve())
+    return validate_config(apply_overrides(raw, overrides))
+
+
+def format_error(error: Mapping[str, Any]) -> str:
+    """One pydantic error as `key.path: what is wrong (got value)`."""
+    loc = tuple(str(part) for part in error["loc"])
+    where = ".".join(loc)
+    kind = error["type"]
+    if kind == "value_error":
+        message = str(error["ctx"]["error"])
+        return f"{where}: {message}" if where else message
+    if kind == "extra_forbidden":
+        allowed = _allowed_keys(loc[:-1])
+        hint = f"; allowed keys: {', '.join(allowed)}" if allowed else ""
+        return f"{where}: unknown key{hint}"
+    if kind == "missing":
+        return f"{where}: required key is missing"
+    got = error.get("input")
+    message = error["msg"][0].lower() + error["msg"][1:]
+    return f"{where}: {message} (got {got!r})"
+
+
+def _allowed_keys(loc: tuple[str, ...]) -> list[str]:
+    model: Any = Config
+    if loc and loc[0] == "space":
+        model = Param if len(loc) == 2 else None
+    else:
+        for part in loc:
+            field = model.model_fields.get(part)
+            model = field.annotation if field else None
+            if not (isinstance(model, type) and issubclass(model, BaseModel)):
+                return []
+    if model is None:
+        return []
+    return [f.alias or name for name, f in model.model_fields.items()]

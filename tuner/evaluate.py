@@ -1,0 +1,89 @@
+"""Score one point of the space by bootstrap: the same code for `search` and `evaluate`."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from tuner.architecture import Architecture, decode
+from tuner.config import Config, Scalar
+from tuner.data import Dataset, load_dataset, make_splits, prepare_split
+from tuner.errors import TrialFailed
+
+
+@dataclass(frozen=True)
+class Score:
+    """The result of scoring one point: mean held-out loss and what it is made of."""
+
+    loss: float
+    loss_std: float
+    split_losses: tuple[float, ...]
+    epochs: tuple[int, ...]
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "loss": self.loss,
+            "loss_std": self.loss_std,
+            "split_losses": list(self.split_losses),
+            "epochs": list(self.epochs),
+            "seconds": self.seconds,
+        }
+
+
+def architecture_for(
+    config: Config, dataset: Dataset, params: Mapping[str, Scalar]
+) -> Architecture:
+    """The network a point decodes to on this data set (inputs as one-hot encoded)."""
+    n_inputs = len(dataset.numeric) + sum(
+        dataset.features[c].dropna().nunique() for c in dataset.categorical
+    )
+    return decode(params, config.network, n_inputs, dataset.n_outputs, dataset.task)
+
+
+def evaluate_point(
+    config: Config, dataset: Dataset, params: Mapping[str, Scalar], seed: int
+) -> Score:
+    """Train on `evaluation.splits` resampled splits and return the mean held-out loss.
+
+    Raises TrialFailed (kind `diverged`) when training or predictions are not finite.
+    """
+    from tuner.model import train_split  # Keras is imported only when a network is trained
+
+    started = time.perf_counter()
+    evaluation = config.evaluation
+    losses: list[float] = []
+    epochs: list[int] = []
+    splits = make_splits(dataset, evaluation.splits, evaluation.test_size, seed)
+    for index, (train, test) in enumerate(splits):
+        part = prepare_split(dataset, train, test)
+        arch = decode(
+            params, config.network, part.x_train.shape[1], dataset.n_outputs, dataset.task
+        )
+        result = train_split(arch, dict(params), part, evaluation, seed + index)
+        losses.append(result.loss)
+        epochs.append(result.epochs)
+    loss = float(np.mean(losses))
+    if not math.isfinite(loss):
+        raise TrialFailed("diverged", f"held-out loss is {loss}")
+    return Score(
+        loss=loss,
+        loss_std=float(np.std(losses, ddof=1)) if len(losses) > 1 else 0.0,
+        split_losses=tuple(losses),
+        epochs=tuple(epochs),
+        seconds=time.perf_counter() - started,
+    )
+
+
+def evaluate_config(
+    config: Config, params: Mapping[str, Scalar], seed: int
+) -> tuple[Score, Architecture]:
+    """Load the config's data and score one point: `tuner evaluate`."""
+    dataset = load_dataset(config.data)
+    return evaluate_point(config, dataset, params, seed), architecture_for(config, dataset, params)

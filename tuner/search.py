@@ -1,0 +1,195 @@
+"""The search loop: ask the proposer, write the trial, score it, record how it ended.
+
+`search()` is the library function behind `tuner search`; `run_search()` is the loop itself,
+with the objective and the reporter passed in so that tests and other front ends can drive it.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Protocol
+
+import numpy as np
+
+from tuner.config import Config, Scalar
+from tuner.errors import SearchFailed, SearchInterrupted, StudyError, TrialFailed, UsageError
+from tuner.evaluate import Score
+from tuner.optimizer import Proposer
+from tuner.space import SearchSpace
+from tuner.store import RERUN_KINDS, Storage, StudyRecord, TrialRecord, TrialState
+
+Objective = Callable[[Mapping[str, Scalar], int], Score]
+
+
+class Reporter(Protocol):
+    """What the search tells its user; report.py has the terminal one."""
+
+    def search_started(self, study: str, budget: int, done: int, rerun: int) -> None: ...
+
+    def trial_started(self, trial: TrialRecord) -> None: ...
+
+    def trial_finished(self, trial: TrialRecord, best: TrialRecord | None) -> None: ...
+
+    def search_finished(self, trials: Sequence[TrialRecord]) -> None: ...
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """The outcome of a search: its best trial and every trial of the study."""
+
+    study: str
+    storage: str
+    best: TrialRecord
+    trials: tuple[TrialRecord, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object that `tuner search --json` prints."""
+        return {
+            "trial": self.best.number,
+            "loss": self.best.loss,
+            "loss_std": self.best.loss_std,
+            "params": self.best.params,
+            "study": self.study,
+            "storage": self.storage,
+        }
+
+
+def best_trial(trials: Sequence[TrialRecord]) -> TrialRecord | None:
+    """The completed trial with the lowest loss (the earliest on ties)."""
+    completed = [t for t in trials if t.state == TrialState.COMPLETE and t.loss is not None]
+    return min(completed, key=lambda t: (t.loss, t.number)) if completed else None
+
+
+def trial_seed(search_seed: int, proposal: int) -> int:
+    """The seed of the k-th proposal's splits and weights: fixed by the search seed."""
+    return int(np.random.SeedSequence([search_seed, proposal]).generate_state(1)[0] >> 1)
+
+
+def space_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """Keys of `space` whose definitions differ between two stored configs."""
+    keys = sorted(set(old) | set(new))
+    return [f"space.{k}" for k in keys if old.get(k) != new.get(k)]
+
+
+def open_study(storage: Storage, name: str, config: Config, resume: bool) -> StudyRecord:
+    """Create the study, or with `resume` continue it (failing trials a dead process left)."""
+    existing = storage.get_study(name)
+    if existing is None:
+        return storage.create_study(name, config.to_dict())
+    if not resume:
+        raise StudyError(
+            f"--study: study '{name}' already exists in {storage.url}; add --resume to continue "
+            "it, or choose another --study (or --out folder)"
+        )
+    differing = space_differences(existing.config.get("space", {}), config.to_dict()["space"])
+    if differing:
+        raise StudyError(
+            f"--resume: the search space differs from study '{name}' in {', '.join(differing)}; "
+            "resume with the study's space or start another --study"
+        )
+    storage.fail_running(existing, "interrupted", "the process running it stopped")
+    return existing
+
+
+def _next_trial(
+    storage: Storage, study: StudyRecord, space: SearchSpace, proposer: Proposer, seed: int
+) -> TrialRecord:
+    trials = storage.trials(study)
+    retried = {t.retry_of for t in trials if t.retry_of is not None}
+    for old in trials:
+        if old.error_kind in RERUN_KINDS and old.number not in retried:
+            return storage.start_trial(study, old.point, old.params, old.seed, retry_of=old.number)
+    k = sum(1 for t in trials if t.retry_of is None)
+    point = proposer.propose(k, trials)
+    return storage.start_trial(study, point, space.params(point), trial_seed(seed, k))
+
+
+def _run_trial(storage: Storage, trial: TrialRecord, objective: Objective) -> TrialRecord:
+    started = time.perf_counter()
+
+    def failed(kind: str, message: str) -> TrialRecord:
+        seconds = time.perf_counter() - started
+        return storage.finish_trial(
+            trial, state=TrialState.FAILED, error_kind=kind, error=message, seconds=seconds
+        )
+
+    try:
+        score = objective(trial.params, trial.seed)
+    except TrialFailed as exc:
+        return failed(exc.kind, exc.message)
+    except UsageError as exc:
+        failed("error", str(exc))
+        raise
+    except Exception as exc:  # a bug or a framework error in one trial must not end the search
+        return failed("crashed", f"{type(exc).__name__}: {exc}")
+    return storage.finish_trial(
+        trial,
+        state=TrialState.COMPLETE,
+        loss=score.loss,
+        loss_std=score.loss_std,
+        split_losses=list(score.split_losses),
+        epochs=list(score.epochs),
+        seconds=score.seconds,
+    )
+
+
+def run_search(
+    config: Config, storage: Storage, study: StudyRecord, objective: Objective, reporter: Reporter
+) -> SearchResult:
+    """Run trials until `init_points + n_iter` of them have ended; returns the best."""
+    space = SearchSpace(config.space)
+    proposer = Proposer(space, config.search)
+    budget = config.search.budget
+    trials = storage.trials(study)
+    retried = {t.retry_of for t in trials}
+    rerun = sum(1 for t in trials if t.error_kind in RERUN_KINDS and t.number not in retried)
+    reporter.search_started(study.name, budget, sum(t.counts for t in trials), rerun)
+    try:
+        while sum(t.counts for t in trials) < budget:
+            trial = _next_trial(storage, study, space, proposer, config.search.seed)
+            reporter.trial_started(trial)
+            finished = _run_trial(storage, trial, objective)
+            trials = storage.trials(study)
+            reporter.trial_finished(finished, best_trial(trials))
+    except KeyboardInterrupt as exc:
+        storage.fail_running(study, "interrupted", "interrupted by Ctrl-C")
+        raise SearchInterrupted(signal.SIGINT, "interrupted; finished trials are kept") from exc
+    except SearchInterrupted:
+        storage.fail_running(study, "interrupted", "interrupted by a signal")
+        raise
+    reporter.search_finished(trials)
+    best = best_trial(trials)
+    if best is None:
+        raise SearchFailed(
+            f"no trial of study '{study.name}' completed; see the errors with --debug or the "
+            "study database, and check the config's bounds"
+        )
+    return SearchResult(study.name, storage.url, best, tuple(trials))
+
+
+def search(
+    config: Config,
+    *,
+    storage_url: str,
+    study_name: str,
+    resume: bool,
+    reporter: Reporter,
+    objective: Objective | None = None,
+) -> SearchResult:
+    """Load the data, open (or resume) the study and run the search: `tuner search`."""
+    from tuner.data import load_dataset, make_splits
+    from tuner.evaluate import evaluate_point
+
+    dataset = load_dataset(config.data)
+    make_splits(dataset, config.evaluation.splits, config.evaluation.test_size, 0)  # fail early
+    storage = Storage(storage_url)
+    try:
+        study = open_study(storage, study_name, config, resume)
+        chosen = objective or partial(evaluate_point, config, dataset)
+        return run_search(config, storage, study, chosen, reporter)
+    finally:
+        storage.close()
