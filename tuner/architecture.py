@@ -56,7 +56,7 @@ def hidden_layers(
     layers: list[int] = []
     # The count stays a real number between layers, as in the course; only the width is cut.
     count: float = int(neuron_pct * network.max_neurons)
-    while count > network.min_neurons and len(layers) < network.max_layers:
+    while count > network.min_neurons and count >= 1 and len(layers) < network.max_layers:
         layers.append(int(count))
         count *= neuron_shrink
     return tuple(layers)

@@ -64,13 +64,13 @@ def _raise_on_sigterm(signum: int, _frame: FrameType | None) -> None:
     raise SearchInterrupted(signum, "terminated; finished trials are kept")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(name="tuner", context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="tuner")
 def cli() -> None:
     """Bayesian hyperparameter search for Keras networks on tabular data."""
 
 
-@cli.command()
+@cli.command(short_help="Search a config's space; print the best trial.")
 @_options(_CONFIG, _SET)
 @click.option(
     "--out",
@@ -79,7 +79,7 @@ def cli() -> None:
 )
 @click.option("--storage", metavar="URL", help="SQLAlchemy URL of the study database.")
 @click.option("--study", "study_name", metavar="NAME", help="Study name [default: config name].")
-@click.option("--resume", is_flag=True, help="Continue an existing study; never re-runs a trial.")
+@click.option("--resume", is_flag=True, help="Continue the study: finished trials count, interrupted ones run again.")
 @_options(_JSON, _QUIET, _DEBUG)
 def search(
     config: Path,
@@ -110,7 +110,7 @@ def search(
         print_search_result(result, names, as_json)
 
 
-@cli.command()
+@cli.command(short_help="Score one point of a config's space.")
 @_options(_CONFIG, _SET)
 @click.option(
     "--vector",

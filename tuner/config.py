@@ -71,6 +71,12 @@ class Param(_Section):
 
     @model_validator(mode="after")
     def _one_form(self) -> Param:
+        given = self.model_fields_set
+        forms = [f for f, keys in _FORMS.items() if given & keys]
+        if len(forms) > 1:
+            raise ValueError(
+                f"use one form: a fixed value, low/high or values (got {' and '.join(forms)})"
+            )
         if self.values is not None:
             _check_values(self.values)
         elif self.low is not None or self.high is not None:
@@ -102,6 +108,13 @@ class Param(_Section):
         if self.low is not None:
             return "range"
         return "fixed"
+
+
+_FORMS = {
+    "a fixed value": {"value"},
+    "low/high": {"low", "high", "log", "integer"},
+    "values": {"values"},
+}
 
 
 def _check_values(values: list[Scalar]) -> None:
@@ -202,6 +215,12 @@ class Config(_Section):
                     f"`{name}: {hp.example}`"
                 )
         return self
+
+    def full_space(self) -> dict[str, Any]:
+        """Every hyperparameter's entry, defaults written out: equal spaces compare equal."""
+        full = {n: hp.default for n, hp in HYPERPARAMETERS.items() if hp.default is not None}
+        full.update({name: param.to_data() for name, param in self.space.items()})
+        return full
 
     def to_dict(self) -> dict[str, Any]:
         """The config as plain JSON-ready data, as it would be written in YAML."""

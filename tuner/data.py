@@ -129,6 +129,12 @@ def _require_columns(columns: list[str], wanted: list[str], key: str) -> None:
 
 def _categorical_columns(features: pd.DataFrame, given: list[str] | None) -> tuple[str, ...]:
     if given is not None:
+        for column in features.columns:
+            if column not in given and not pd.api.types.is_numeric_dtype(features[column]):
+                raise DataError(
+                    f"data.categorical: column '{column}' is not numeric; "
+                    "add it to data.categorical or data.drop"
+                )
         return tuple(given)
     return tuple(c for c in features.columns if not pd.api.types.is_numeric_dtype(features[c]))
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import logging
 import math
 import os
 from dataclasses import dataclass
@@ -27,6 +29,21 @@ class SplitResult:
 
     loss: float
     epochs: int
+
+
+@functools.cache
+def _stop_on_nan() -> type:
+    import keras
+
+    class StopOnNaN(keras.callbacks.Callback):
+        """Keras's TerminateOnNaN, without its print to stdout (stdout carries results)."""
+
+        def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+            loss = (logs or {}).get("loss")
+            if loss is not None and not math.isfinite(float(loss)):
+                self.model.stop_training = True
+
+    return StopOnNaN
 
 
 def _activation(name: str) -> keras.layers.Layer:
@@ -72,6 +89,8 @@ def train_split(
     """Train on one split with early stopping on its held-out part; score the best weights."""
     import keras
 
+    # TensorFlow's retracing notices are about its internals, not the user's search.
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
     keras.backend.clear_session()
     keras.utils.set_random_seed(seed % 2**31)
     model = build_model(arch, float(params["learning_rate"]))
@@ -87,7 +106,7 @@ def train_split(
         validation_data=(split.x_test, split.y_test),
         epochs=evaluation.epochs,
         batch_size=int(params["batch_size"]),
-        callbacks=[stopper, keras.callbacks.TerminateOnNaN()],
+        callbacks=[stopper, _stop_on_nan()()],
         verbose=0,
     )
     train_losses = history.history.get("loss", [])

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from tuner.config import Config, Scalar
+from tuner.config import Config, Scalar, validate_config
 from tuner.errors import SearchFailed, SearchInterrupted, StudyError, TrialFailed, UsageError
 from tuner.evaluate import Score
 from tuner.optimizer import Proposer
@@ -85,7 +85,9 @@ def open_study(storage: Storage, name: str, config: Config, resume: bool) -> Stu
             f"--study: study '{name}' already exists in {storage.url}; add --resume to continue "
             "it, or choose another --study (or --out folder)"
         )
-    differing = space_differences(existing.config.get("space", {}), config.to_dict()["space"])
+    stored = validate_config(existing.config) if "space" in existing.config else None
+    old_space = stored.full_space() if stored else {}
+    differing = space_differences(old_space, config.full_space())
     if differing:
         raise StudyError(
             f"--resume: the search space differs from study '{name}' in {', '.join(differing)}; "
@@ -121,6 +123,8 @@ def _run_trial(storage: Storage, trial: TrialRecord, objective: Objective) -> Tr
         score = objective(trial.params, trial.seed)
     except TrialFailed as exc:
         return failed(exc.kind, exc.message)
+    except SearchInterrupted:
+        raise  # a signal: run_search marks the trial interrupted
     except UsageError as exc:
         failed("error", str(exc))
         raise

@@ -1,0 +1,87 @@
+"""Shared fixtures: a tiny real CSV, config files written on the fly, the course's data."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+COURSE_DATA = ROOT.parent / "shared" / "data" / "jh-simple-dataset.csv"
+
+TINY_SPACE = {
+    "dropout": {"low": 0.0, "high": 0.3},
+    "learning_rate": {"low": 1.0e-3, "high": 3.0e-2, "log": True},
+    "neuron_pct": {"low": 0.002, "high": 0.006},
+    "neuron_shrink": {"low": 0.3, "high": 0.8},
+}
+
+
+def make_tiny_frame(rows: int = 150, seed: int = 0) -> pd.DataFrame:
+    """Three learnable classes, a categorical column and missing values."""
+    rng = np.random.default_rng(seed)
+    label = rng.integers(0, 3, rows)
+    frame = pd.DataFrame(
+        {
+            "id": np.arange(rows),
+            "x1": label + rng.normal(0, 0.6, rows),
+            "x2": -label + rng.normal(0, 0.6, rows),
+            "colour": np.where(label == 2, "red", rng.choice(["blue", "green"], rows)),
+            "label": np.array(["a", "b", "c"])[label],
+        }
+    )
+    frame.loc[rng.choice(rows, 8, replace=False), "x1"] = np.nan
+    frame.loc[rng.choice(rows, 8, replace=False), "colour"] = np.nan
+    return frame
+
+
+@pytest.fixture
+def tiny_csv(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.csv"
+    make_tiny_frame().to_csv(path, index=False)
+    return path
+
+
+def tiny_config_dict(csv: Path, **sections: dict) -> dict:
+    config = {
+        "data": {"path": str(csv), "target": "label", "drop": ["id"]},
+        "space": dict(TINY_SPACE),
+        "network": {"max_neurons": 5000, "min_neurons": 5, "max_layers": 3},
+        "evaluation": {"splits": 2, "test_size": 0.2, "epochs": 4, "patience": 2},
+        "search": {"init_points": 2, "n_iter": 1, "seed": 3},
+    }
+    for key, value in sections.items():
+        config[key] = {**config.get(key, {}), **value} if isinstance(value, dict) else value
+    return config
+
+
+@pytest.fixture
+def write_config(tmp_path: Path, tiny_csv: Path):
+    """Write a YAML config (the tiny one, with sections replaced or merged) and return its path."""
+
+    def write(name: str = "tiny", raw: dict | None = None, **sections: dict) -> Path:
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(raw if raw is not None else tiny_config_dict(tiny_csv, **sections)))
+        return path
+
+    return write
+
+
+def tree_digest(folder: Path) -> str:
+    """A checksum of every file under a folder (names and bytes)."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(folder)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+@pytest.fixture
+def course_csv() -> Path:
+    if not COURSE_DATA.exists():
+        pytest.skip(f"the course's data is not at {COURSE_DATA}")
+    return COURSE_DATA

@@ -1,0 +1,243 @@
+"""Config validation: each rule with its exact message, YAML strictness, --set overrides."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tuner.config import apply_overrides, load_config, parse_yaml, validate_config
+from tuner.errors import ConfigError
+
+BASE = {
+    "data": {"path": "/data/x.csv", "target": "y"},
+    "space": {
+        "dropout": {"low": 0.0, "high": 0.499},
+        "learning_rate": {"low": 1.0e-4, "high": 0.1, "log": True},
+        "neuron_pct": {"low": 0.01, "high": 1.0},
+        "neuron_shrink": {"low": 0.01, "high": 1.0},
+    },
+}
+
+
+def with_change(path: str, value: object) -> dict:
+    raw = copy.deepcopy(BASE)
+    node = raw
+    *parents, last = path.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+    if value is DELETE:
+        del node[last]
+    else:
+        node[last] = value
+    return raw
+
+
+DELETE = object()
+
+CASES = [
+    ("space.dropout", {"low": 0.5, "high": 0.1},
+     "space.dropout: high must be greater than low (got low=0.5, high=0.1)"),
+    ("space.dropout", {"low": 0.1, "high": 0.1},
+     "space.dropout: high must be greater than low (got low=0.1, high=0.1)"),
+    ("space.learning_rate", {"low": 0.0, "high": 0.1, "log": True},
+     "space.learning_rate: a log-scale range needs low > 0 (got low=0.0)"),
+    ("space.dropout", {"low": 0.0}, "space.dropout: a range needs both low and high (got low=0.0, high=None)"),
+    ("space.dropout", {"low": 0.0, "high": 1.5}, "space.dropout: high must be below 1 (got high=1.5)"),
+    ("space.dropout", {"low": float("nan"), "high": 0.4},
+     "space.dropout.low: input should be a finite number (got nan)"),
+    ("space.dropout", {"low": 0.0, "high": float("inf")},
+     "space.dropout.high: input should be a finite number (got inf)"),
+    ("space.dropout", {"lo": 0.0, "high": 0.4},
+     "space.dropout.lo: unknown key; allowed keys: value, low, high, log, int, values"),
+    ("space.dropout", {"low": "a", "high": 0.4},
+     "space.dropout.low: input should be a valid number (got 'a')"),
+    ("space.dropout", None,
+     "space.dropout: give a fixed value, {low: .., high: ..} or {values: [..]} (got nothing)"),
+    ("space.neuron_pct", {"low": 0.0, "high": 0.5},
+     "space.neuron_pct: low must be above 0 (got low=0.0)"),
+    ("space.neuron_pct", DELETE,
+     "space.neuron_pct: required hyperparameter is missing; add e.g. `neuron_pct: {low: 0.01, high: 1}`"),
+    ("space.neurons", 3, "space.neurons: unknown hyperparameter; known ones: dropout, learning_rate, "
+     "neuron_pct, neuron_shrink, batch_norm, batch_size"),
+    ("space.batch_norm", {"low": 0, "high": 1},
+     "space.batch_norm: is true/false; use {values: [false, true]} to search it"),
+    ("space.batch_norm", "yes", "space.batch_norm: must be true or false (got 'yes')"),
+    ("space.batch_size", 32.5, "space.batch_size: must be a whole number (got 32.5)"),
+    ("space.batch_size", {"low": 16, "high": 100.5, "int": True},
+     "space.batch_size: bounds must be whole numbers (got low=16.0, high=100.5)"),
+    ("space.batch_size", {"low": 0, "high": 64, "int": True},
+     "space.batch_size: low must be at least 1 (got low=0.0)"),
+    ("space.dropout", {"low": 0.0, "high": 0.4, "int": True}, "space.dropout: is a real number; remove `int: true`"),
+    ("space.batch_norm", {"values": [True]}, "space.batch_norm: values needs at least two entries (got [True])"),
+    ("space.batch_norm", {"values": [True, True]}, "space.batch_norm: values must not repeat (got [True, True])"),
+    ("space.dropout", {"values": [0.1, 0.2], "low": 0.0},
+     "space.dropout: use one form: a fixed value, low/high or values (got low/high and values)"),
+    ("space.dropout", {"value": 0.1, "high": 0.2},
+     "space.dropout: use one form: a fixed value, low/high or values (got a fixed value and low/high)"),
+    ("data.target", DELETE, "data.target: required key is missing"),
+    ("data.tagret", "y", "data.tagret: unknown key; allowed keys: path, target, task, drop, categorical"),
+    ("data.task", "ranking", "data.task: input should be 'classification' or 'regression' (got 'ranking')"),
+    ("data.drop", "id", "data.drop: input should be a valid list (got 'id')"),
+    ("evaluation.splits", 0, "evaluation.splits: input should be greater than or equal to 1 (got 0)"),
+    ("evaluation.splits", "two", "evaluation.splits: input should be a valid integer (got 'two')"),
+    ("evaluation.splits", True, "evaluation.splits: input should be a valid integer (got True)"),
+    ("evaluation.test_size", 1.0, "evaluation.test_size: input should be less than 1 (got 1.0)"),
+    ("evaluation.test_size", 0, "evaluation.test_size: input should be greater than 0 (got 0)"),
+    ("evaluation.patience", -1, "evaluation.patience: input should be greater than or equal to 0 (got -1)"),
+    ("network.activation", "sigmoid2",
+     "network.activation: input should be 'prelu', 'relu', 'leaky_relu', 'elu', 'selu', 'tanh', "
+     "'gelu' or 'swish' (got 'sigmoid2')"),
+    ("network.max_nerons", 10, "network.max_nerons: unknown key; allowed keys: max_neurons, "
+     "min_neurons, max_layers, activation"),
+    ("search.init_points", 0, None),
+    ("search.acquisition.kind", "thompson",
+     "search.acquisition.kind: input should be 'ucb', 'ei' or 'poi' (got 'thompson')"),
+    ("searches", {}, "searches: unknown key; allowed keys: data, space, network, evaluation, search"),
+]
+
+
+@pytest.mark.parametrize(("path", "value", "message"), CASES, ids=[c[0] for c in CASES])
+def test_each_rule_has_its_exact_message(path, value, message):
+    raw = with_change(path, value)
+    if message is None:
+        assert validate_config(raw).search.init_points == 0
+        return
+    with pytest.raises(ConfigError) as info:
+        validate_config(raw)
+    assert str(info.value) == message
+
+
+def test_empty_budget_is_refused():
+    raw = with_change("search", {"init_points": 0, "n_iter": 0})
+    with pytest.raises(ConfigError, match=r"^search: init_points \+ n_iter must be at least 1 \(got 0 \+ 0\)$"):
+        validate_config(raw)
+
+
+def test_defaults_match_the_course():
+    config = validate_config(BASE)
+    assert config.network.model_dump() == {
+        "max_neurons": 5000, "min_neurons": 25, "max_layers": 10, "activation": "prelu"
+    }
+    assert config.evaluation.model_dump() == {
+        "splits": 2, "test_size": 0.1, "epochs": 500, "patience": 10, "min_delta": 0.001
+    }
+    assert (config.search.init_points, config.search.n_iter, config.search.seed) == (10, 20, 1)
+    assert (config.search.acquisition.kind, config.search.acquisition.kappa) == ("ucb", 2.576)
+    assert config.data.task == "classification"
+
+
+def test_three_forms_of_a_space_entry():
+    raw = with_change("space.batch_norm", {"values": [False, True]})
+    raw["space"]["batch_size"] = 64
+    config = validate_config(raw)
+    assert config.space["batch_norm"].kind == "choice"
+    assert config.space["batch_size"].kind == "fixed"
+    assert config.space["dropout"].kind == "range"
+    assert config.to_dict()["space"]["learning_rate"] == {"low": 1.0e-4, "high": 0.1, "log": True}
+    assert validate_config(config.to_dict()) == config
+
+
+def test_duplicate_keys_are_refused():
+    with pytest.raises(ConfigError, match=r"^c.yaml: line 2: duplicate key 'a'; keep only one of them$"):
+        parse_yaml("a: 1\na: 2\n", "c.yaml")
+
+
+def test_alias_bomb_is_refused_without_expanding():
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n"
+        for p, c in zip("abcdefgh", "bcdefghi", strict=True)
+    )
+    with pytest.raises(ConfigError, match=r"YAML aliases \(\*a\) are not supported"):
+        parse_yaml(bomb, "bomb.yaml")
+
+
+def test_malformed_yaml_names_the_line():
+    with pytest.raises(ConfigError, match=r"^c.yaml: not valid YAML at line 2, column 1: expected .,. or .\]., but got"):
+        parse_yaml("data: [1, 2\n", "c.yaml")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "is empty; it needs at least the data: and space: sections"),
+        ("- a\n- b\n", "must be a mapping with data: and space: sections (got a list)"),
+        ("just text", "must be a mapping with data: and space: sections (got a str)"),
+    ],
+)
+def test_config_file_shapes(tmp_path: Path, text: str, message: str):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value) == f"{path}: {message}"
+
+
+def test_missing_directory_and_binary_files(tmp_path: Path):
+    with pytest.raises(ConfigError, match="file not found; check the path"):
+        load_config(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match="is a directory; give the path of a YAML config file"):
+        load_config(tmp_path)
+    (tmp_path / "bin.yaml").write_bytes(b"\xff\xfe\x00\x01")
+    with pytest.raises(ConfigError, match="is not UTF-8 text"):
+        load_config(tmp_path / "bin.yaml")
+
+
+def test_relative_data_path_is_relative_to_the_config(tmp_path: Path):
+    (tmp_path / "sub").mkdir()
+    raw = with_change("data.path", "../data.csv")
+    (tmp_path / "sub" / "c.yaml").write_text(yaml.safe_dump(raw))
+    config = load_config(tmp_path / "sub" / "c.yaml")
+    assert config.data.path == str((tmp_path / "data.csv").resolve())
+
+
+def test_url_data_path_is_kept(tmp_path: Path):
+    raw = with_change("data.path", "https://example.org/d.csv")
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(raw))
+    assert load_config(tmp_path / "c.yaml").data.path == "https://example.org/d.csv"
+
+
+def test_set_overrides_any_key_with_yaml_typed_values(tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    raw = apply_overrides(
+        BASE,
+        [
+            "evaluation.splits=5",
+            "space.batch_norm={values: [false, true]}",
+            "space.dropout.high=0.3",
+            "data.path=local/x.csv",
+            "search.acquisition.kind=ei",
+        ],
+    )
+    config = validate_config(raw)
+    assert config.evaluation.splits == 5
+    assert config.space["batch_norm"].values == [False, True]
+    assert config.space["dropout"].high == 0.3
+    assert config.data.path == str(tmp_path / "local" / "x.csv")
+    assert config.search.acquisition.kind == "ei"
+    assert BASE["space"]["dropout"]["high"] == 0.499, "the original mapping is not changed"
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("evaluation.splits", "--set evaluation.splits: expected key.path=value, e.g. evaluation.splits=5"),
+        ("=3", "--set =3: expected key.path=value, e.g. evaluation.splits=5"),
+        ("data.path.x=1", "--set data.path.x: data.path is not a section (it is '/data/x.csv')"),
+    ],
+)
+def test_bad_set_items(override: str, message: str):
+    with pytest.raises(ConfigError) as info:
+        apply_overrides(BASE, [override])
+    assert str(info.value) == message
+
+
+def test_set_values_are_validated_like_the_file():
+    with pytest.raises(ConfigError) as info:
+        validate_config(apply_overrides(BASE, ["evaluation.splits=0"]))
+    assert str(info.value) == "evaluation.splits: input should be greater than or equal to 1 (got 0)"
+    with pytest.raises(ConfigError) as info:
+        validate_config(apply_overrides(BASE, ["evaluation.split=3"]))
+    assert str(info.value).startswith("evaluation.split: unknown key; allowed keys: splits,")

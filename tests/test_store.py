@@ -1,0 +1,79 @@
+"""The study database. One suite, run against every storage backend (SQLite file for now)."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tuner.errors import StudyError
+from tuner.store import Storage, TrialState, sqlite_url
+
+
+@pytest.fixture(params=["sqlite"])
+def storage(request, tmp_path: Path):
+    store = Storage(sqlite_url(tmp_path / "nested" / "study.db"))
+    yield store
+    store.close()
+
+
+def test_study_is_created_once_and_keeps_its_config(storage):
+    study = storage.create_study("s", {"space": {"dropout": {"low": 0.0, "high": 0.5}}})
+    assert storage.get_study("s") == study
+    assert study.config["space"]["dropout"]["high"] == 0.5
+    assert storage.get_study("other") is None
+    with pytest.raises(StudyError, match=r"^--study: study 's' already exists in .*; add --resume"):
+        storage.create_study("s", {})
+
+
+def test_trials_are_written_running_then_finished(storage):
+    study = storage.create_study("s", {})
+    first = storage.start_trial(study, {"a": np.float64(0.25)}, {"dropout": np.float64(0.1)}, seed=7)
+    assert (first.number, first.state, first.point, first.seed) == (0, TrialState.RUNNING, {"a": 0.25}, 7)
+    second = storage.start_trial(study, {"a": 0.5}, {"dropout": 0.2}, seed=8)
+    assert second.number == 1
+    done = storage.finish_trial(
+        first, state=TrialState.COMPLETE, loss=0.5, loss_std=0.1, split_losses=[0.4, 0.6],
+        epochs=[3, 4], seconds=1.5,
+    )
+    assert done.state == TrialState.COMPLETE and done.split_losses == (0.4, 0.6) and done.epochs == (3, 4)
+    failed = storage.finish_trial(
+        second, state=TrialState.FAILED, error_kind="diverged", error="loss became nan", seconds=0.2
+    )
+    assert failed.counts and failed.error_kind == "diverged"
+    assert [t.state for t in storage.trials(study)] == [TrialState.COMPLETE, TrialState.FAILED]
+
+
+def test_running_trials_of_a_dead_process_are_failed(storage):
+    study = storage.create_study("s", {})
+    other = storage.create_study("t", {})
+    storage.start_trial(study, {}, {}, seed=1)
+    storage.start_trial(other, {}, {}, seed=1)
+    assert storage.fail_running(study, "interrupted", "the process stopped") == 1
+    (trial,) = storage.trials(study)
+    assert trial.state == TrialState.FAILED and trial.error_kind == "interrupted"
+    assert not trial.counts, "an interrupted trial does not spend budget"
+    assert storage.trials(other)[0].state == TrialState.RUNNING
+
+
+def test_data_survives_reopening(tmp_path: Path):
+    url = sqlite_url(tmp_path / "study.db")
+    first = Storage(url)
+    study = first.create_study("s", {"x": 1})
+    storage_trial = first.start_trial(study, {"p": 0.1}, {"q": 1}, seed=3)
+    first.finish_trial(storage_trial, state="complete", loss=0.3)
+    first.close()
+    again = Storage(url)
+    (trial,) = again.trials(again.get_study("s"))
+    assert trial.loss == 0.3 and trial.params == {"q": 1}
+    again.close()
+    with sqlite3.connect(tmp_path / "study.db") as db:
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+def test_bad_storage_url():
+    with pytest.raises(StudyError, match=r"^--storage: cannot use 'nonsense://x'"):
+        Storage("nonsense://x")
