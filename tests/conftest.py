@@ -65,7 +65,9 @@ def write_config(tmp_path: Path, tiny_csv: Path):
 
     def write(name: str = "tiny", raw: dict | None = None, **sections: dict) -> Path:
         path = tmp_path / f"{name}.yaml"
-        path.write_text(yaml.safe_dump(raw if raw is not None else tiny_config_dict(tiny_csv, **sections)))
+        path.write_text(
+            yaml.safe_dump(raw if raw is not None else tiny_config_dict(tiny_csv, **sections))
+        )
         return path
 
     return write

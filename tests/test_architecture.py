@@ -28,8 +28,9 @@ def test_count_stays_real_between_layers():
 
 
 def test_no_hidden_layer_is_a_softmax_regression():
-    arch = decode({"dropout": 0.1, "neuron_pct": 0.005, "neuron_shrink": 0.5}, COURSE, 10, 3,
-                  "classification")
+    arch = decode(
+        {"dropout": 0.1, "neuron_pct": 0.005, "neuron_shrink": 0.5}, COURSE, 10, 3, "classification"
+    )
     assert arch.hidden == ()
     assert arch.n_params == 10 * 3 + 3
     assert "no hidden layer (softmax regression)" in arch.describe()
@@ -56,7 +57,9 @@ def test_batch_norm_and_plain_activations_count_like_keras():
 
 
 def test_regression_has_one_output():
-    arch = decode({"dropout": 0.0, "neuron_pct": 0.01, "neuron_shrink": 0.1}, COURSE, 3, 1, "regression")
+    arch = decode(
+        {"dropout": 0.0, "neuron_pct": 0.01, "neuron_shrink": 0.1}, COURSE, 3, 1, "regression"
+    )
     assert arch.describe().endswith("-> 1 (prelu, dropout 0), 301 parameters")
 
 
@@ -74,7 +77,6 @@ def test_rule_invariants(pct, shrink, min_neurons, max_layers):
     assert all(isinstance(n, int) and n >= max(min_neurons, 1) for n in layers)
     if layers:
         assert layers[0] == int(pct * 5000)
-
 
 
 def test_decoding_and_the_cli_do_not_import_keras():

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from tuner import __version__
 from tuner.cli import cli
 
-from .conftest import tiny_config_dict, tree_digest
+from .conftest import tree_digest
 
 
 @pytest.fixture
@@ -47,25 +47,44 @@ def test_version_and_help(run):
 
 def test_help_is_fast_without_tensorflow():
     started = time.perf_counter()
-    out = subprocess.run([sys.executable, "-m", "tuner.cli", "search", "--help"], capture_output=True,
-                         text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "tuner.cli", "search", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert "--storage" in out.stdout
     # Not a timing target (shared machines are noisy), only a guard against importing TensorFlow.
     assert time.perf_counter() - started < 10
 
 
 BAD_CONFIGS = [
-    ({"evaluation": {"splits": 0}}, "evaluation.splits: input should be greater than or equal to 1 (got 0)"),
-    ({"space": {"dropout": {"low": 0.5, "high": 0.1}}},
-     "space.dropout: high must be greater than low (got low=0.5, high=0.1)"),
-    ({"data": {"target": "nope"}}, "data.target: column 'nope' is not in the data; columns: id, x1, x2, colour, label"),
+    (
+        {"evaluation": {"splits": 0}},
+        "evaluation.splits: input should be greater than or equal to 1 (got 0)",
+    ),
+    (
+        {"space": {"dropout": {"low": 0.5, "high": 0.1}}},
+        "space.dropout: high must be greater than low (got low=0.5, high=0.1)",
+    ),
+    (
+        {"data": {"target": "nope"}},
+        "data.target: column 'nope' is not in the data; columns: id, x1, x2, colour, label",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("change", "message"), BAD_CONFIGS)
-def test_bad_input_is_one_line_exit_2_and_touches_nothing(run, write_config, tmp_path, change, message):
+def test_bad_input_is_one_line_exit_2_and_touches_nothing(
+    run, write_config, tmp_path, change, message
+):
     path = write_config("first")
-    assert run("search", path, "--quiet", "--set", "search.init_points=1", "--set", "search.n_iter=0").exit_code == 0
+    assert (
+        run(
+            "search", path, "--quiet", "--set", "search.init_points=1", "--set", "search.n_iter=0"
+        ).exit_code
+        == 0
+    )
     raw = yaml.safe_load(path.read_text())
     for section, values in change.items():
         raw[section] = {**raw[section], **values}
@@ -85,7 +104,10 @@ def test_malformed_yaml_and_missing_file(run, tmp_path):
     assert result.stderr.startswith("error: broken.yaml: not valid YAML at line 2")
     assert result.stderr.count("\n") == 1
     missing = run("evaluate", "nope.yaml", "--vector", "1")
-    assert missing.exit_code == 2 and missing.stderr == "error: nope.yaml: file not found; check the path\n"
+    assert (
+        missing.exit_code == 2
+        and missing.stderr == "error: nope.yaml: file not found; check the path\n"
+    )
     assert not (tmp_path / "runs").exists()
 
 
@@ -103,8 +125,14 @@ def test_search_end_to_end_then_resume_adds_only_the_new_budget(run, write_confi
     best = json.loads(result.stdout)
     db = tmp_path / "runs" / "tiny" / "study.db"
     assert best["study"] == "tiny" and best["storage"] == f"sqlite:///{db}"
-    assert set(best["params"]) == {"dropout", "learning_rate", "neuron_pct", "neuron_shrink",
-                                   "batch_norm", "batch_size"}
+    assert set(best["params"]) == {
+        "dropout",
+        "learning_rate",
+        "neuron_pct",
+        "neuron_shrink",
+        "batch_norm",
+        "batch_size",
+    }
     states = rows(db, "SELECT number, state, loss FROM trials ORDER BY number")
     assert [s[1] for s in states] == ["complete"] * 3
     assert best["loss"] == min(s[2] for s in states)
@@ -134,7 +162,8 @@ def test_storage_and_study_options(run, write_config, tmp_path):
     second = run("search", config, "--storage", url, "--study", "second", "--quiet")
     assert second.exit_code == 0
     assert rows(tmp_path / "elsewhere" / "all.db", "SELECT name FROM studies ORDER BY id") == [
-        ("first",), ("second",)
+        ("first",),
+        ("second",),
     ]
     assert not (tmp_path / "runs").exists()
 
@@ -147,7 +176,9 @@ def test_huge_learning_rate_fails_and_the_search_completes(run, write_config, tm
     )
     result = run("search", config, "--json", "--out", "out")
     assert result.exit_code == 0, result.output
-    trials = rows(tmp_path / "out" / "study.db", "SELECT state, error_kind, error, params FROM trials")
+    trials = rows(
+        tmp_path / "out" / "study.db", "SELECT state, error_kind, error, params FROM trials"
+    )
     assert len(trials) == 4
     failed = [t for t in trials if t[0] == "failed"]
     assert failed and all(t[1] == "diverged" and "nan" in t[2] for t in failed)
@@ -161,12 +192,32 @@ def test_evaluate_by_vector_and_by_name(run, write_config):
     result = run("evaluate", config, "--vector", "0.1,0.01,0.004,0.5", "--json", "--quiet")
     assert result.exit_code == 0, result.output
     score = json.loads(result.stdout)
-    assert set(score) == {"loss", "loss_std", "split_losses", "epochs", "params", "seconds", "architecture"}
+    assert set(score) == {
+        "loss",
+        "loss_std",
+        "split_losses",
+        "epochs",
+        "params",
+        "seconds",
+        "architecture",
+    }
     assert len(score["split_losses"]) == 2 and len(score["epochs"]) == 2
     assert score["loss"] == pytest.approx(sum(score["split_losses"]) / 2)
     assert score["params"]["learning_rate"] == 0.01 and score["params"]["batch_size"] == 32
-    by_name = run("evaluate", config, "--param", "neuron_shrink=0.5", "--param", "learning_rate=0.01",
-                  "--param", "dropout=0.1", "--param", "neuron_pct=0.004", "--json", "--quiet")
+    by_name = run(
+        "evaluate",
+        config,
+        "--param",
+        "neuron_shrink=0.5",
+        "--param",
+        "learning_rate=0.01",
+        "--param",
+        "dropout=0.1",
+        "--param",
+        "neuron_pct=0.004",
+        "--json",
+        "--quiet",
+    )
     assert json.loads(by_name.stdout)["loss"] == pytest.approx(score["loss"], abs=1e-4), "same seed"
     table = run("evaluate", config, "--vector", "0.1,0.01,0.004,0.5")
     assert "split losses" in table.stdout and "architecture  5 -> 20 -> 10 -> 3" in table.stdout
@@ -175,12 +226,18 @@ def test_evaluate_by_vector_and_by_name(run, write_config):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--vector", "0.1,0.01"], "--vector: expected 4 values in the order "
-         "dropout,learning_rate,neuron_pct,neuron_shrink (got 2)"),
+        (
+            ["--vector", "0.1,0.01"],
+            "--vector: expected 4 values in the order "
+            "dropout,learning_rate,neuron_pct,neuron_shrink (got 2)",
+        ),
         (["--vector", "0.1,nan,0.004,0.5"], "learning_rate: must be a finite number (got nan)"),
         (["--vector", "0.1,0.01,0.004,x"], "neuron_shrink: must be a finite number (got 'x')"),
         (["--vector", "0.9,0.01,0.004,0.5"], "dropout: must be between 0.0 and 0.3 (got 0.9)"),
-        (["--vector", "0.1,0.01,0.004,0.5", "--param", "dropout=0.1"], "give either --vector or --param, not both"),
+        (
+            ["--vector", "0.1,0.01,0.004,0.5", "--param", "dropout=0.1"],
+            "give either --vector or --param, not both",
+        ),
         ([], "--param: missing value for dropout, learning_rate, neuron_pct, neuron_shrink"),
     ],
 )
@@ -192,21 +249,26 @@ def test_evaluate_bad_vectors(run, write_config, args, message):
 
 @pytest.mark.slow
 def test_ctrl_c_and_sigterm_keep_finished_trials(write_config, tmp_path):
-    # Long trials (no early stop), so that a signal sent a second after a trial ends lands mid-trial.
-    config = write_config("sig", search={"init_points": 30, "n_iter": 0},
-                          evaluation={"epochs": 100, "patience": 100})
+    # Long trials (no early stop): a signal sent a second after a trial ends lands mid-trial.
+    config = write_config(
+        "sig", search={"init_points": 30, "n_iter": 0}, evaluation={"epochs": 100, "patience": 100}
+    )
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     for signum, code in ((signal.SIGINT, 130), (signal.SIGTERM, 143)):
         process = subprocess.Popen(
             [sys.executable, "-m", "tuner.cli", "search", str(config), "--resume"],
-            cwd=tmp_path, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
+            cwd=tmp_path,
+            stderr=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
         )
         for line in process.stderr:
             if line.startswith("trial "):
                 break
         time.sleep(1.0)
         process.send_signal(signum)
-        _, err = process.communicate(timeout=120)
+        _, err = process.communicate(timeout=60)
         assert process.returncode == code, err
         assert "error: interrupted" in err or "error: terminated" in err
         assert "Traceback" not in err
@@ -221,11 +283,21 @@ def test_ctrl_c_and_sigterm_keep_finished_trials(write_config, tmp_path):
 @pytest.mark.slow
 def test_evaluate_course_point_on_course_data(run, course_csv):
     config = Path(__file__).resolve().parent.parent / "configs" / "course.yaml"
-    result = run("evaluate", config, "--set", f"data.path={course_csv}", "--vector", "0.2,0.001,0.2,0.2",
-                 "--json", "--quiet")
+    result = run(
+        "evaluate",
+        config,
+        "--set",
+        f"data.path={course_csv}",
+        "--vector",
+        "0.2,0.001,0.2,0.2",
+        "--json",
+        "--quiet",
+    )
     assert result.exit_code == 0, result.output
     score = json.loads(result.stdout)
-    print(f"course point: log loss {score['loss']:.4f} (course published 0.667), "
-          f"splits {score['split_losses']}, epochs {score['epochs']}, {score['seconds']:.1f}s")
+    print(
+        f"course point: log loss {score['loss']:.4f} (course published 0.667), "
+        f"splits {score['split_losses']}, epochs {score['epochs']}, {score['seconds']:.1f}s"
+    )
     assert 0.55 <= score["loss"] <= 0.80
     assert score["architecture"].startswith("47 -> 1000 -> 200 -> 40 -> 7")

@@ -38,64 +38,165 @@ def with_change(path: str, value: object) -> dict:
 DELETE = object()
 
 CASES = [
-    ("space.dropout", {"low": 0.5, "high": 0.1},
-     "space.dropout: high must be greater than low (got low=0.5, high=0.1)"),
-    ("space.dropout", {"low": 0.1, "high": 0.1},
-     "space.dropout: high must be greater than low (got low=0.1, high=0.1)"),
-    ("space.learning_rate", {"low": 0.0, "high": 0.1, "log": True},
-     "space.learning_rate: a log-scale range needs low > 0 (got low=0.0)"),
-    ("space.dropout", {"low": 0.0}, "space.dropout: a range needs both low and high (got low=0.0, high=None)"),
-    ("space.dropout", {"low": 0.0, "high": 1.5}, "space.dropout: high must be below 1 (got high=1.5)"),
-    ("space.dropout", {"low": float("nan"), "high": 0.4},
-     "space.dropout.low: input should be a finite number (got nan)"),
-    ("space.dropout", {"low": 0.0, "high": float("inf")},
-     "space.dropout.high: input should be a finite number (got inf)"),
-    ("space.dropout", {"lo": 0.0, "high": 0.4},
-     "space.dropout.lo: unknown key; allowed keys: value, low, high, log, int, values"),
-    ("space.dropout", {"low": "a", "high": 0.4},
-     "space.dropout.low: input should be a valid number (got 'a')"),
-    ("space.dropout", None,
-     "space.dropout: give a fixed value, {low: .., high: ..} or {values: [..]} (got nothing)"),
-    ("space.neuron_pct", {"low": 0.0, "high": 0.5},
-     "space.neuron_pct: low must be above 0 (got low=0.0)"),
-    ("space.neuron_pct", DELETE,
-     "space.neuron_pct: required hyperparameter is missing; add e.g. `neuron_pct: {low: 0.01, high: 1}`"),
-    ("space.neurons", 3, "space.neurons: unknown hyperparameter; known ones: dropout, learning_rate, "
-     "neuron_pct, neuron_shrink, batch_norm, batch_size"),
-    ("space.batch_norm", {"low": 0, "high": 1},
-     "space.batch_norm: is true/false; use {values: [false, true]} to search it"),
+    (
+        "space.dropout",
+        {"low": 0.5, "high": 0.1},
+        "space.dropout: high must be greater than low (got low=0.5, high=0.1)",
+    ),
+    (
+        "space.dropout",
+        {"low": 0.1, "high": 0.1},
+        "space.dropout: high must be greater than low (got low=0.1, high=0.1)",
+    ),
+    (
+        "space.learning_rate",
+        {"low": 0.0, "high": 0.1, "log": True},
+        "space.learning_rate: a log-scale range needs low > 0 (got low=0.0)",
+    ),
+    (
+        "space.dropout",
+        {"low": 0.0},
+        "space.dropout: a range needs both low and high (got low=0.0, high=None)",
+    ),
+    (
+        "space.dropout",
+        {"low": 0.0, "high": 1.5},
+        "space.dropout: high must be below 1 (got high=1.5)",
+    ),
+    (
+        "space.dropout",
+        {"low": float("nan"), "high": 0.4},
+        "space.dropout.low: input should be a finite number (got nan)",
+    ),
+    (
+        "space.dropout",
+        {"low": 0.0, "high": float("inf")},
+        "space.dropout.high: input should be a finite number (got inf)",
+    ),
+    (
+        "space.dropout",
+        {"lo": 0.0, "high": 0.4},
+        "space.dropout.lo: unknown key; allowed keys: value, low, high, log, int, values",
+    ),
+    (
+        "space.dropout",
+        {"low": "a", "high": 0.4},
+        "space.dropout.low: input should be a valid number (got 'a')",
+    ),
+    (
+        "space.dropout",
+        None,
+        "space.dropout: give a fixed value, {low: .., high: ..} or {values: [..]} (got nothing)",
+    ),
+    (
+        "space.neuron_pct",
+        {"low": 0.0, "high": 0.5},
+        "space.neuron_pct: low must be above 0 (got low=0.0)",
+    ),
+    (
+        "space.neuron_pct",
+        DELETE,
+        "space.neuron_pct: required hyperparameter is missing; "
+        "add e.g. `neuron_pct: {low: 0.01, high: 1}`",
+    ),
+    (
+        "space.neurons",
+        3,
+        "space.neurons: unknown hyperparameter; known ones: dropout, learning_rate, "
+        "neuron_pct, neuron_shrink, batch_norm, batch_size",
+    ),
+    (
+        "space.batch_norm",
+        {"low": 0, "high": 1},
+        "space.batch_norm: is true/false; use {values: [false, true]} to search it",
+    ),
     ("space.batch_norm", "yes", "space.batch_norm: must be true or false (got 'yes')"),
     ("space.batch_size", 32.5, "space.batch_size: must be a whole number (got 32.5)"),
-    ("space.batch_size", {"low": 16, "high": 100.5, "int": True},
-     "space.batch_size: bounds must be whole numbers (got low=16.0, high=100.5)"),
-    ("space.batch_size", {"low": 0, "high": 64, "int": True},
-     "space.batch_size: low must be at least 1 (got low=0.0)"),
-    ("space.dropout", {"low": 0.0, "high": 0.4, "int": True}, "space.dropout: is a real number; remove `int: true`"),
-    ("space.batch_norm", {"values": [True]}, "space.batch_norm: values needs at least two entries (got [True])"),
-    ("space.batch_norm", {"values": [True, True]}, "space.batch_norm: values must not repeat (got [True, True])"),
-    ("space.dropout", {"values": [0.1, 0.2], "low": 0.0},
-     "space.dropout: use one form: a fixed value, low/high or values (got low/high and values)"),
-    ("space.dropout", {"value": 0.1, "high": 0.2},
-     "space.dropout: use one form: a fixed value, low/high or values (got a fixed value and low/high)"),
+    (
+        "space.batch_size",
+        {"low": 16, "high": 100.5, "int": True},
+        "space.batch_size: bounds must be whole numbers (got low=16.0, high=100.5)",
+    ),
+    (
+        "space.batch_size",
+        {"low": 0, "high": 64, "int": True},
+        "space.batch_size: low must be at least 1 (got low=0.0)",
+    ),
+    (
+        "space.dropout",
+        {"low": 0.0, "high": 0.4, "int": True},
+        "space.dropout: is a real number; remove `int: true`",
+    ),
+    (
+        "space.batch_norm",
+        {"values": [True]},
+        "space.batch_norm: values needs at least two entries (got [True])",
+    ),
+    (
+        "space.batch_norm",
+        {"values": [True, True]},
+        "space.batch_norm: values must not repeat (got [True, True])",
+    ),
+    (
+        "space.dropout",
+        {"values": [0.1, 0.2], "low": 0.0},
+        "space.dropout: use one form: a fixed value, low/high or values (got low/high and values)",
+    ),
+    (
+        "space.dropout",
+        {"value": 0.1, "high": 0.2},
+        "space.dropout: use one form: a fixed value, low/high or values "
+        "(got a fixed value and low/high)",
+    ),
     ("data.target", DELETE, "data.target: required key is missing"),
-    ("data.tagret", "y", "data.tagret: unknown key; allowed keys: path, target, task, drop, categorical"),
-    ("data.task", "ranking", "data.task: input should be 'classification' or 'regression' (got 'ranking')"),
+    (
+        "data.tagret",
+        "y",
+        "data.tagret: unknown key; allowed keys: path, target, task, drop, categorical",
+    ),
+    (
+        "data.task",
+        "ranking",
+        "data.task: input should be 'classification' or 'regression' (got 'ranking')",
+    ),
     ("data.drop", "id", "data.drop: input should be a valid list (got 'id')"),
-    ("evaluation.splits", 0, "evaluation.splits: input should be greater than or equal to 1 (got 0)"),
+    (
+        "evaluation.splits",
+        0,
+        "evaluation.splits: input should be greater than or equal to 1 (got 0)",
+    ),
     ("evaluation.splits", "two", "evaluation.splits: input should be a valid integer (got 'two')"),
     ("evaluation.splits", True, "evaluation.splits: input should be a valid integer (got True)"),
     ("evaluation.test_size", 1.0, "evaluation.test_size: input should be less than 1 (got 1.0)"),
     ("evaluation.test_size", 0, "evaluation.test_size: input should be greater than 0 (got 0)"),
-    ("evaluation.patience", -1, "evaluation.patience: input should be greater than or equal to 0 (got -1)"),
-    ("network.activation", "sigmoid2",
-     "network.activation: input should be 'prelu', 'relu', 'leaky_relu', 'elu', 'selu', 'tanh', "
-     "'gelu' or 'swish' (got 'sigmoid2')"),
-    ("network.max_nerons", 10, "network.max_nerons: unknown key; allowed keys: max_neurons, "
-     "min_neurons, max_layers, activation"),
+    (
+        "evaluation.patience",
+        -1,
+        "evaluation.patience: input should be greater than or equal to 0 (got -1)",
+    ),
+    (
+        "network.activation",
+        "sigmoid2",
+        "network.activation: input should be 'prelu', 'relu', 'leaky_relu', 'elu', 'selu', 'tanh', "
+        "'gelu' or 'swish' (got 'sigmoid2')",
+    ),
+    (
+        "network.max_nerons",
+        10,
+        "network.max_nerons: unknown key; allowed keys: max_neurons, "
+        "min_neurons, max_layers, activation",
+    ),
     ("search.init_points", 0, None),
-    ("search.acquisition.kind", "thompson",
-     "search.acquisition.kind: input should be 'ucb', 'ei' or 'poi' (got 'thompson')"),
-    ("searches", {}, "searches: unknown key; allowed keys: data, space, network, evaluation, search"),
+    (
+        "search.acquisition.kind",
+        "thompson",
+        "search.acquisition.kind: input should be 'ucb', 'ei' or 'poi' (got 'thompson')",
+    ),
+    (
+        "searches",
+        {},
+        "searches: unknown key; allowed keys: data, space, network, evaluation, search",
+    ),
 ]
 
 
@@ -112,17 +213,26 @@ def test_each_rule_has_its_exact_message(path, value, message):
 
 def test_empty_budget_is_refused():
     raw = with_change("search", {"init_points": 0, "n_iter": 0})
-    with pytest.raises(ConfigError, match=r"^search: init_points \+ n_iter must be at least 1 \(got 0 \+ 0\)$"):
+    with pytest.raises(
+        ConfigError, match=r"^search: init_points \+ n_iter must be at least 1 \(got 0 \+ 0\)$"
+    ):
         validate_config(raw)
 
 
 def test_defaults_match_the_course():
     config = validate_config(BASE)
     assert config.network.model_dump() == {
-        "max_neurons": 5000, "min_neurons": 25, "max_layers": 10, "activation": "prelu"
+        "max_neurons": 5000,
+        "min_neurons": 25,
+        "max_layers": 10,
+        "activation": "prelu",
     }
     assert config.evaluation.model_dump() == {
-        "splits": 2, "test_size": 0.1, "epochs": 500, "patience": 10, "min_delta": 0.001
+        "splits": 2,
+        "test_size": 0.1,
+        "epochs": 500,
+        "patience": 10,
+        "min_delta": 0.001,
     }
     assert (config.search.init_points, config.search.n_iter, config.search.seed) == (10, 20, 1)
     assert (config.search.acquisition.kind, config.search.acquisition.kappa) == ("ucb", 2.576)
@@ -141,7 +251,9 @@ def test_three_forms_of_a_space_entry():
 
 
 def test_duplicate_keys_are_refused():
-    with pytest.raises(ConfigError, match=r"^c.yaml: line 2: duplicate key 'a'; keep only one of them$"):
+    with pytest.raises(
+        ConfigError, match=r"^c.yaml: line 2: duplicate key 'a'; keep only one of them$"
+    ):
         parse_yaml("a: 1\na: 2\n", "c.yaml")
 
 
@@ -155,7 +267,10 @@ def test_alias_bomb_is_refused_without_expanding():
 
 
 def test_malformed_yaml_names_the_line():
-    with pytest.raises(ConfigError, match=r"^c.yaml: not valid YAML at line 2, column 1: expected .,. or .\]., but got"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^c.yaml: not valid YAML at line 2, column 1: expected .,. or .\]., but got",
+    ):
         parse_yaml("data: [1, 2\n", "c.yaml")
 
 
@@ -223,7 +338,10 @@ def test_set_overrides_any_key_with_yaml_typed_values(tmp_path: Path, monkeypatc
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("evaluation.splits", "--set evaluation.splits: expected key.path=value, e.g. evaluation.splits=5"),
+        (
+            "evaluation.splits",
+            "--set evaluation.splits: expected key.path=value, e.g. evaluation.splits=5",
+        ),
         ("=3", "--set =3: expected key.path=value, e.g. evaluation.splits=5"),
         ("data.path.x=1", "--set data.path.x: data.path is not a section (it is '/data/x.csv')"),
     ],
@@ -237,7 +355,9 @@ def test_bad_set_items(override: str, message: str):
 def test_set_values_are_validated_like_the_file():
     with pytest.raises(ConfigError) as info:
         validate_config(apply_overrides(BASE, ["evaluation.splits=0"]))
-    assert str(info.value) == "evaluation.splits: input should be greater than or equal to 1 (got 0)"
+    assert (
+        str(info.value) == "evaluation.splits: input should be greater than or equal to 1 (got 0)"
+    )
     with pytest.raises(ConfigError) as info:
         validate_config(apply_overrides(BASE, ["evaluation.split=3"]))
     assert str(info.value).startswith("evaluation.split: unknown key; allowed keys: splits,")

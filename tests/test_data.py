@@ -97,18 +97,43 @@ def write(tmp_path: Path, name: str, content: bytes | str) -> Path:
         ("label,x\n", {}, "has a header but no data rows"),
         (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", {}, "is a binary file, not a CSV"),
         ("x,y\n1,2\n", {}, "data.target: column 'label' is not in the data; columns: x, y"),
-        ("label,x\na,1\nb,2\n", {"drop": ["id"]}, "data.drop: column 'id' is not in the data; columns: label, x"),
-        ("label,x\na,1\nb,2\n", {"categorical": ["z"]}, "data.categorical: column 'z' is not in the data"),
-        ("label,x,t\na,1,u\nb,2,v\n", {"categorical": ["x"]}, "data.categorical: column 't' is not numeric; "
-         "add it to data.categorical or data.drop"),
-        ("label,x\na,1\na,2\n", {}, "data.target: column 'label' has a single class ('a'); "
-         "classification needs at least two"),
+        (
+            "label,x\na,1\nb,2\n",
+            {"drop": ["id"]},
+            "data.drop: column 'id' is not in the data; columns: label, x",
+        ),
+        (
+            "label,x\na,1\nb,2\n",
+            {"categorical": ["z"]},
+            "data.categorical: column 'z' is not in the data",
+        ),
+        (
+            "label,x,t\na,1,u\nb,2,v\n",
+            {"categorical": ["x"]},
+            "data.categorical: column 't' is not numeric; add it to data.categorical or data.drop",
+        ),
+        (
+            "label,x\na,1\na,2\n",
+            {},
+            "data.target: column 'label' has a single class ('a'); "
+            "classification needs at least two",
+        ),
         ("label,x,e\na,1,\nb,2,\n", {}, "data: column 'e' has no values; add it to data.drop"),
-        ("label,x\na,1\nb,2\n", {"drop": ["x"]}, "data.drop: no feature columns are left; drop fewer columns"),
-        ("label,x\na,1\nb,2\n", {"drop": ["label"]}, "data.drop: lists the target column 'label'; "
-         "remove it from drop"),
-        ("label,x\na,1\nb,2\n", {"task": "regression"}, "data.target: column 'label' is not numeric; "
-         "use task: classification"),
+        (
+            "label,x\na,1\nb,2\n",
+            {"drop": ["x"]},
+            "data.drop: no feature columns are left; drop fewer columns",
+        ),
+        (
+            "label,x\na,1\nb,2\n",
+            {"drop": ["label"]},
+            "data.drop: lists the target column 'label'; remove it from drop",
+        ),
+        (
+            "label,x\na,1\nb,2\n",
+            {"task": "regression"},
+            "data.target: column 'label' is not numeric; use task: classification",
+        ),
         ('label,x\n"a,1\n', {}, "is not a valid CSV"),
     ],
 )
@@ -121,7 +146,7 @@ def test_bad_data_files(tmp_path, content, extra, message):
 
 
 def test_not_utf8(tmp_path):
-    path = write(tmp_path, "d.csv", "label,x\n".encode() + "é,1\nb,2\n".encode("latin-1"))
+    path = write(tmp_path, "d.csv", b"label,x\n" + "é,1\nb,2\n".encode("latin-1"))
     with pytest.raises(DataError, match="is not UTF-8 text; save it as UTF-8"):
         load_dataset(cfg(path))
 
@@ -137,7 +162,9 @@ def test_a_class_with_one_row_cannot_be_stratified(tmp_path):
     frame = pd.DataFrame({"label": ["a"] * 10 + ["b"] * 10 + ["c"], "x": range(21)})
     frame.to_csv(tmp_path / "d.csv", index=False)
     dataset = load_dataset(cfg(tmp_path / "d.csv"))
-    with pytest.raises(DataError, match=r"class 'c' has fewer than 2 rows, so stratified splits are impossible"):
+    with pytest.raises(
+        DataError, match=r"class 'c' has fewer than 2 rows, so stratified splits are impossible"
+    ):
         make_splits(dataset, 2, 0.3, seed=0)
 
 

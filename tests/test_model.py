@@ -26,8 +26,13 @@ def test_keras_parameter_count_matches_the_decoder(network, batch_norm):
 
 
 def test_softmax_regression_builds():
-    arch = decode({"dropout": 0.0, "neuron_pct": 0.001, "neuron_shrink": 0.5}, NetworkConfig(), 5, 3,
-                  "classification")
+    arch = decode(
+        {"dropout": 0.0, "neuron_pct": 0.001, "neuron_shrink": 0.5},
+        NetworkConfig(),
+        5,
+        3,
+        "classification",
+    )
     assert arch.hidden == ()
     assert build_model(arch, 1e-3).count_params() == 18
 
@@ -41,17 +46,32 @@ def blobs(seed=0, rows=200):
 
 
 def test_training_learns_and_stops_early():
-    arch = decode({"dropout": 0.0, "neuron_pct": 0.004, "neuron_shrink": 0.5}, NetworkConfig(min_neurons=5),
-                  4, 3, "classification")
-    result = train_split(arch, {"learning_rate": 0.01, "batch_size": 32}, blobs(),
-                         EvaluationConfig(epochs=200, patience=3), seed=1)
+    arch = decode(
+        {"dropout": 0.0, "neuron_pct": 0.004, "neuron_shrink": 0.5},
+        NetworkConfig(min_neurons=5),
+        4,
+        3,
+        "classification",
+    )
+    result = train_split(
+        arch,
+        {"learning_rate": 0.01, "batch_size": 32},
+        blobs(),
+        EvaluationConfig(epochs=200, patience=3),
+        seed=1,
+    )
     assert result.loss < 0.5 * np.log(3), "better than guessing"
     assert result.epochs < 200, "early stopping ended it"
 
 
 def test_best_weights_are_restored():
-    arch = decode({"dropout": 0.0, "neuron_pct": 0.01, "neuron_shrink": 0.5}, NetworkConfig(min_neurons=5),
-                  4, 3, "classification")
+    arch = decode(
+        {"dropout": 0.0, "neuron_pct": 0.01, "neuron_shrink": 0.5},
+        NetworkConfig(min_neurons=5),
+        4,
+        3,
+        "classification",
+    )
     evaluation = EvaluationConfig(epochs=30, patience=5, min_delta=0.0)
     split = blobs(seed=2, rows=80)
     # A high learning rate makes the held-out loss wander; the score is still the best epoch's.
@@ -60,29 +80,54 @@ def test_best_weights_are_restored():
 
     keras.utils.set_random_seed(4)
     model = build_model(arch, 0.05)
-    history = model.fit(split.x_train, split.y_train, validation_data=(split.x_test, split.y_test),
-                        epochs=result.epochs, batch_size=8, verbose=0)
+    history = model.fit(
+        split.x_train,
+        split.y_train,
+        validation_data=(split.x_test, split.y_test),
+        epochs=result.epochs,
+        batch_size=8,
+        verbose=0,
+    )
     val_loss = history.history["val_loss"]
     assert val_loss[-1] > min(val_loss) + 0.01, "the last epoch is not the best one"
     assert result.loss == pytest.approx(min(val_loss), rel=0.05)
 
 
 def test_divergence_is_a_failed_trial():
-    arch = decode({"dropout": 0.0, "neuron_pct": 0.004, "neuron_shrink": 0.5}, NetworkConfig(min_neurons=5),
-                  4, 3, "classification")
+    arch = decode(
+        {"dropout": 0.0, "neuron_pct": 0.004, "neuron_shrink": 0.5},
+        NetworkConfig(min_neurons=5),
+        4,
+        3,
+        "classification",
+    )
     with pytest.raises(TrialFailed) as info:
-        train_split(arch, {"learning_rate": 1e7, "batch_size": 32}, blobs(), EvaluationConfig(epochs=5), 0)
+        train_split(
+            arch, {"learning_rate": 1e7, "batch_size": 32}, blobs(), EvaluationConfig(epochs=5), 0
+        )
     assert info.value.kind == "diverged"
 
 
 def test_regression_scores_rmse():
-    arch = decode({"dropout": 0.0, "neuron_pct": 0.001, "neuron_shrink": 0.5}, NetworkConfig(), 2, 1,
-                  "regression")
-    assert held_out_loss(arch, np.array([1.0, 3.0]), np.array([[2.0], [1.0]])) == pytest.approx(np.sqrt(2.5))
+    arch = decode(
+        {"dropout": 0.0, "neuron_pct": 0.001, "neuron_shrink": 0.5},
+        NetworkConfig(),
+        2,
+        1,
+        "regression",
+    )
+    assert held_out_loss(arch, np.array([1.0, 3.0]), np.array([[2.0], [1.0]])) == pytest.approx(
+        np.sqrt(2.5)
+    )
     rng = np.random.default_rng(0)
     x = rng.normal(size=(200, 2)).astype("float32")
     y = (x @ np.array([1.0, -2.0])).astype("float32")
     split = PreparedSplit(x[:160], y[:160], x[160:], y[160:])
-    result = train_split(arch, {"learning_rate": 0.05, "batch_size": 16}, split,
-                         EvaluationConfig(epochs=60, patience=5), seed=0)
+    result = train_split(
+        arch,
+        {"learning_rate": 0.05, "batch_size": 16},
+        split,
+        EvaluationConfig(epochs=60, patience=5),
+        seed=0,
+    )
     assert result.loss < 0.5 * float(np.std(y))

@@ -43,7 +43,9 @@ class Bowl:
         if self.fail_if and self.fail_if(params):
             raise TrialFailed("diverged", "training loss became nan at epoch 2")
         loss = (params["dropout"] - 0.2) ** 2 + (math.log10(params["learning_rate"]) + 3) ** 2 / 10
-        return Score(loss=loss, loss_std=0.01, split_losses=(loss, loss), epochs=(3, 4), seconds=0.0)
+        return Score(
+            loss=loss, loss_std=0.01, split_losses=(loss, loss), epochs=(3, 4), seconds=0.0
+        )
 
 
 @pytest.fixture
@@ -86,7 +88,8 @@ def test_guided_points_stay_in_bounds_and_use_log_space(storage):
         assert 0.0 <= trial.params["dropout"] <= 0.5
         assert 1e-4 <= trial.params["learning_rate"] <= 0.1
         assert trial.point["learning_rate"] == pytest.approx(
-            (math.log(trial.params["learning_rate"]) - math.log(1e-4)) / (math.log(0.1) - math.log(1e-4))
+            (math.log(trial.params["learning_rate"]) - math.log(1e-4))
+            / (math.log(0.1) - math.log(1e-4))
         )
     guided = result.trials[4:]
     assert min(t.loss for t in guided) <= min(t.loss for t in result.trials[:4])
@@ -157,12 +160,26 @@ def test_resume_reruns_the_trial_a_dead_process_left_running(storage):
     study = open_study(storage, "s", cfg, resume=False)
     search_first = Bowl()
     # Play a process that finished two trials and died during the third.
-    run_search(validate_config({**RAW, "search": {**RAW["search"], "init_points": 2, "n_iter": 0}}),
-               storage, study, search_first, QuietReporter())
-    orphan = storage.start_trial(study, {"dropout": 0.5, "learning_rate": 0.5, "neuron_pct": 0.5,
-                                         "neuron_shrink": 0.5}, {"dropout": 0.25, "learning_rate": 0.003,
-                                         "neuron_pct": 0.5, "neuron_shrink": 0.5, "batch_norm": False,
-                                         "batch_size": 32}, seed=99)
+    run_search(
+        validate_config({**RAW, "search": {**RAW["search"], "init_points": 2, "n_iter": 0}}),
+        storage,
+        study,
+        search_first,
+        QuietReporter(),
+    )
+    orphan = storage.start_trial(
+        study,
+        {"dropout": 0.5, "learning_rate": 0.5, "neuron_pct": 0.5, "neuron_shrink": 0.5},
+        {
+            "dropout": 0.25,
+            "learning_rate": 0.003,
+            "neuron_pct": 0.5,
+            "neuron_shrink": 0.5,
+            "batch_norm": False,
+            "batch_size": 32,
+        },
+        seed=99,
+    )
     bowl = Bowl()
     result = search(storage, cfg, bowl, resume=True)
     by_number = {t.number: t for t in result.trials}
@@ -197,8 +214,16 @@ def test_existing_study_needs_resume_and_the_same_space(storage):
     search(storage, config(init_points=1, n_iter=0), Bowl())
     with pytest.raises(StudyError, match=r"^--study: study 's' already exists in .*add --resume"):
         search(storage, config(), Bowl())
-    changed = validate_config({**RAW, "space": {**RAW["space"], "dropout": {"low": 0.0, "high": 0.3},
-                                                "batch_norm": {"values": [False, True]}}})
+    changed = validate_config(
+        {
+            **RAW,
+            "space": {
+                **RAW["space"],
+                "dropout": {"low": 0.0, "high": 0.3},
+                "batch_norm": {"values": [False, True]},
+            },
+        }
+    )
     with pytest.raises(StudyError) as info:
         search(storage, changed, Bowl(), resume=True)
     assert str(info.value) == (
@@ -208,8 +233,14 @@ def test_existing_study_needs_resume_and_the_same_space(storage):
 
 
 def test_choice_and_integer_dimensions(storage):
-    raw = {**RAW, "space": {**RAW["space"], "batch_norm": {"values": [False, True]},
-                            "batch_size": {"low": 8, "high": 64, "log": True, "int": True}}}
+    raw = {
+        **RAW,
+        "space": {
+            **RAW["space"],
+            "batch_norm": {"values": [False, True]},
+            "batch_size": {"low": 8, "high": 64, "log": True, "int": True},
+        },
+    }
     cfg = validate_config(raw)
     result = search(storage, cfg, Bowl())
     for trial in result.trials:
@@ -219,7 +250,12 @@ def test_choice_and_integer_dimensions(storage):
 
 def test_resume_treats_a_written_out_default_as_the_same_space(storage):
     search(storage, config(init_points=1, n_iter=0), Bowl())
-    explicit = validate_config({**RAW, "space": {**RAW["space"], "batch_size": 32, "batch_norm": False},
-                                "search": {**RAW["search"], "init_points": 2, "n_iter": 0}})
+    explicit = validate_config(
+        {
+            **RAW,
+            "space": {**RAW["space"], "batch_size": 32, "batch_norm": False},
+            "search": {**RAW["search"], "init_points": 2, "n_iter": 0},
+        }
+    )
     result = search(storage, explicit, Bowl(), resume=True)
     assert len(result.trials) == 2

@@ -48,7 +48,13 @@ def test_log_range_is_uniform_in_log_space(space):
 
 def test_integers_are_rounded_and_choices_decoded(space):
     params = space.params(
-        {"dropout": 0.5, "learning_rate": 0.2, "neuron_pct": 1.0, "batch_norm": "true", "batch_size": 0.5}
+        {
+            "dropout": 0.5,
+            "learning_rate": 0.2,
+            "neuron_pct": 1.0,
+            "batch_norm": "true",
+            "batch_size": 0.5,
+        }
     )
     assert params["batch_size"] == 64 and isinstance(params["batch_size"], int)
     assert params["batch_norm"] is True
@@ -63,7 +69,13 @@ def test_integers_are_rounded_and_choices_decoded(space):
 )
 def test_point_round_trip(u, v, w):
     space = SearchSpace(validate_config(RAW).space)
-    point = {"dropout": u, "learning_rate": v, "neuron_pct": w, "batch_norm": "false", "batch_size": 0.3}
+    point = {
+        "dropout": u,
+        "learning_rate": v,
+        "neuron_pct": w,
+        "batch_norm": "false",
+        "batch_size": 0.3,
+    }
     params = space.params(point)
     back = space.point(params)
     for name in ("dropout", "learning_rate", "neuron_pct"):
@@ -75,18 +87,28 @@ def test_point_round_trip(u, v, w):
 def test_vector_in_config_order(space):
     params = space.params_from_vector("0.2, 0.001, 0.3, true, 32")
     assert params == {
-        "dropout": 0.2, "learning_rate": 0.001, "neuron_pct": 0.3, "batch_norm": True,
-        "batch_size": 32, "neuron_shrink": 0.5,
+        "dropout": 0.2,
+        "learning_rate": 0.001,
+        "neuron_pct": 0.3,
+        "batch_norm": True,
+        "batch_size": 32,
+        "neuron_shrink": 0.5,
     }
 
 
 @pytest.mark.parametrize(
     ("vector", "message"),
     [
-        ("0.2,0.001,0.3,true", "--vector: expected 5 values in the order "
-         "dropout,learning_rate,neuron_pct,batch_norm,batch_size (got 4)"),
-        ("", "--vector: expected 5 values in the order "
-         "dropout,learning_rate,neuron_pct,batch_norm,batch_size (got 0)"),
+        (
+            "0.2,0.001,0.3,true",
+            "--vector: expected 5 values in the order "
+            "dropout,learning_rate,neuron_pct,batch_norm,batch_size (got 4)",
+        ),
+        (
+            "",
+            "--vector: expected 5 values in the order "
+            "dropout,learning_rate,neuron_pct,batch_norm,batch_size (got 0)",
+        ),
         ("0.9,0.001,0.3,true,32", "dropout: must be between 0.0 and 0.5 (got 0.9)"),
         ("nan,0.001,0.3,true,32", "dropout: must be a finite number (got nan)"),
         ("abc,0.001,0.3,true,32", "dropout: must be a finite number (got 'abc')"),
@@ -103,7 +125,13 @@ def test_bad_vectors(space, vector, message):
 
 def test_params_by_name(space):
     params = space.params_from_assignments(
-        ["learning_rate=0.001", "dropout=0.1", "neuron_pct=0.2", "batch_norm=false", "batch_size=16"]
+        [
+            "learning_rate=0.001",
+            "dropout=0.1",
+            "neuron_pct=0.2",
+            "batch_norm=false",
+            "batch_size=16",
+        ]
     )
     assert list(params)[:5] == list(space.names)
     assert params["learning_rate"] == 0.001

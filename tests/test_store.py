@@ -30,15 +30,31 @@ def test_study_is_created_once_and_keeps_its_config(storage):
 
 def test_trials_are_written_running_then_finished(storage):
     study = storage.create_study("s", {})
-    first = storage.start_trial(study, {"a": np.float64(0.25)}, {"dropout": np.float64(0.1)}, seed=7)
-    assert (first.number, first.state, first.point, first.seed) == (0, TrialState.RUNNING, {"a": 0.25}, 7)
+    first = storage.start_trial(
+        study, {"a": np.float64(0.25)}, {"dropout": np.float64(0.1)}, seed=7
+    )
+    assert (first.number, first.state, first.point, first.seed) == (
+        0,
+        TrialState.RUNNING,
+        {"a": 0.25},
+        7,
+    )
     second = storage.start_trial(study, {"a": 0.5}, {"dropout": 0.2}, seed=8)
     assert second.number == 1
     done = storage.finish_trial(
-        first, state=TrialState.COMPLETE, loss=0.5, loss_std=0.1, split_losses=[0.4, 0.6],
-        epochs=[3, 4], seconds=1.5,
+        first,
+        state=TrialState.COMPLETE,
+        loss=0.5,
+        loss_std=0.1,
+        split_losses=[0.4, 0.6],
+        epochs=[3, 4],
+        seconds=1.5,
     )
-    assert done.state == TrialState.COMPLETE and done.split_losses == (0.4, 0.6) and done.epochs == (3, 4)
+    assert (
+        done.state == TrialState.COMPLETE
+        and done.split_losses == (0.4, 0.6)
+        and done.epochs == (3, 4)
+    )
     failed = storage.finish_trial(
         second, state=TrialState.FAILED, error_kind="diverged", error="loss became nan", seconds=0.2
     )

@@ -6,18 +6,16 @@ Heavy modules (pandas, scikit-learn, Keras) are imported inside the commands so 
 
 from __future__ import annotations
 
-import signal
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import click
 
 from tuner import __version__
-from tuner.errors import SearchInterrupted, TunerError, UsageError
+from tuner.errors import TunerError, UsageError
 
 _CONFIG = click.argument("config", type=click.Path(path_type=Path, dir_okay=True))
 _SET = click.option(
@@ -60,10 +58,6 @@ def _handled(debug: bool) -> Iterator[None]:
         raise SystemExit(130) from None
 
 
-def _raise_on_sigterm(signum: int, _frame: FrameType | None) -> None:
-    raise SearchInterrupted(signum, "terminated; finished trials are kept")
-
-
 @click.group(name="tuner", context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="tuner")
 def cli() -> None:
@@ -79,7 +73,11 @@ def cli() -> None:
 )
 @click.option("--storage", metavar="URL", help="SQLAlchemy URL of the study database.")
 @click.option("--study", "study_name", metavar="NAME", help="Study name [default: config name].")
-@click.option("--resume", is_flag=True, help="Continue the study: finished trials count, interrupted ones run again.")
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue the study: finished trials count, interrupted ones run again.",
+)
 @_options(_JSON, _QUIET, _DEBUG)
 def search(
     config: Path,
@@ -105,7 +103,6 @@ def search(
         url = storage or sqlite_url((out or Path("runs") / config.stem) / "study.db")
         names = SearchSpace(cfg.space).names
         reporter = QuietReporter() if quiet else ConsoleReporter(stderr_console(), names)
-        signal.signal(signal.SIGTERM, _raise_on_sigterm)
         result = run(cfg, storage_url=url, study_name=name, resume=resume, reporter=reporter)
         print_search_result(result, names, as_json)
 

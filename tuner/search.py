@@ -7,10 +7,12 @@ with the objective and the reporter passed in so that tests and other front ends
 from __future__ import annotations
 
 import signal
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
+from types import FrameType
 from typing import Any, Protocol
 
 import numpy as np
@@ -110,7 +112,44 @@ def _next_trial(
     return storage.start_trial(study, point, space.params(point), trial_seed(seed, k))
 
 
-def _run_trial(storage: Storage, trial: TrialRecord, objective: Objective) -> TrialRecord:
+class _Signals:
+    """Turns SIGINT and SIGTERM into SearchInterrupted while a search runs, and remembers them.
+
+    Remembering matters: a signal raised inside framework code can come back wrapped in
+    another exception (TensorFlow re-raises it as a RuntimeError), which must not be mistaken
+    for a crashed trial.
+    """
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, _frame: FrameType | None) -> None:
+        self.received = signum
+        # KeyboardInterrupt, like Python's own SIGINT handler: framework code that catches
+        # Exception lets it through (raising an Exception here crashed TensorFlow).
+        raise KeyboardInterrupt
+
+    def stopped(self) -> SearchInterrupted:
+        """The error that ends the search after the signal received (SIGINT if none)."""
+        signum = self.received or signal.SIGINT
+        name = "interrupted" if signum == signal.SIGINT else "terminated"
+        return SearchInterrupted(signum, f"{name}; finished trials are kept")
+
+    def __enter__(self) -> _Signals:
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+
+def _run_trial(
+    storage: Storage, trial: TrialRecord, objective: Objective, signals: _Signals
+) -> TrialRecord:
     started = time.perf_counter()
 
     def failed(kind: str, message: str) -> TrialRecord:
@@ -129,6 +168,8 @@ def _run_trial(storage: Storage, trial: TrialRecord, objective: Objective) -> Tr
         failed("error", str(exc))
         raise
     except Exception as exc:  # a bug or a framework error in one trial must not end the search
+        if signals.received is not None:
+            raise signals.stopped() from exc
         return failed("crashed", f"{type(exc).__name__}: {exc}")
     return storage.finish_trial(
         trial,
@@ -152,19 +193,22 @@ def run_search(
     retried = {t.retry_of for t in trials}
     rerun = sum(1 for t in trials if t.error_kind in RERUN_KINDS and t.number not in retried)
     reporter.search_started(study.name, budget, sum(t.counts for t in trials), rerun)
+    signals = _Signals()
     try:
-        while sum(t.counts for t in trials) < budget:
-            trial = _next_trial(storage, study, space, proposer, config.search.seed)
-            reporter.trial_started(trial)
-            finished = _run_trial(storage, trial, objective)
-            trials = storage.trials(study)
-            reporter.trial_finished(finished, best_trial(trials))
-    except KeyboardInterrupt as exc:
-        storage.fail_running(study, "interrupted", "interrupted by Ctrl-C")
-        raise SearchInterrupted(signal.SIGINT, "interrupted; finished trials are kept") from exc
-    except SearchInterrupted:
-        storage.fail_running(study, "interrupted", "interrupted by a signal")
-        raise
+        with signals:
+            while sum(t.counts for t in trials) < budget:
+                trial = _next_trial(storage, study, space, proposer, config.search.seed)
+                reporter.trial_started(trial)
+                finished = _run_trial(storage, trial, objective, signals)
+                trials = storage.trials(study)
+                reporter.trial_finished(finished, best_trial(trials))
+    except (KeyboardInterrupt, SearchInterrupted) as exc:
+        stop = exc if isinstance(exc, SearchInterrupted) else signals.stopped()
+        kind = "Ctrl-C" if stop.signum == signal.SIGINT else f"signal {stop.signum}"
+        storage.fail_running(study, "interrupted", f"interrupted by {kind}")
+        if stop is exc:
+            raise
+        raise stop from exc
     reporter.search_finished(trials)
     best = best_trial(trials)
     if best is None:
