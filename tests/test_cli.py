@@ -301,3 +301,28 @@ def test_evaluate_course_point_on_course_data(run, course_csv):
     )
     assert 0.55 <= score["loss"] <= 0.80
     assert score["architecture"].startswith("47 -> 1000 -> 200 -> 40 -> 7")
+
+
+def test_too_large_networks_are_refused_before_building(run, write_config, tmp_path):
+    config = write_config("big", evaluation={"max_params": 200})
+    result = run("evaluate", config, "--vector", "0.1,0.01,0.004,0.5", "--quiet")
+    assert result.exit_code == 1
+    assert result.stderr == (
+        "error: too_large: 393 parameters is over evaluation.max_params (200): "
+        "5 -> 20 -> 10 -> 3 (prelu, dropout 0.1), 393 parameters\n"
+    )
+    small = run(
+        "search",
+        config,
+        "--set",
+        "space.neuron_pct={low: 0.0002, high: 0.006}",
+        "--set",
+        "search.init_points=4",
+        "--set",
+        "search.n_iter=0",
+        "--json",
+        "--quiet",
+    )
+    assert small.exit_code == 0, small.output
+    trials = rows(tmp_path / "runs" / "big" / "study.db", "SELECT state, error_kind FROM trials")
+    assert ("failed", "too_large") in trials and ("complete", None) in trials

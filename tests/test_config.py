@@ -233,6 +233,7 @@ def test_defaults_match_the_course():
         "epochs": 500,
         "patience": 10,
         "min_delta": 0.001,
+        "max_params": 100_000_000,
     }
     assert (config.search.init_points, config.search.n_iter, config.search.seed) == (10, 20, 1)
     assert (config.search.acquisition.kind, config.search.acquisition.kappa) == ("ucb", 2.576)

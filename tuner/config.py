@@ -160,6 +160,9 @@ class EvaluationConfig(_Section):
     epochs: int = Field(500, ge=1)
     patience: int = Field(10, ge=0)
     min_delta: float = Field(0.001, ge=0.0)
+    # 100M parameters take about 2 GB with Adam's state and a best-weights copy: a 24 GiB,
+    # 2-core machine never swaps, though such a network trains for hours there.
+    max_params: int = Field(100_000_000, ge=1)
 
 
 class AcquisitionConfig(_Section):

@@ -58,6 +58,13 @@ def evaluate_point(
 
     started = time.perf_counter()
     evaluation = config.evaluation
+    planned = architecture_for(config, dataset, params)
+    if planned.n_params > evaluation.max_params:
+        raise TrialFailed(
+            "too_large",
+            f"{planned.n_params:,} parameters is over evaluation.max_params "
+            f"({evaluation.max_params:,}): {planned.describe()}",
+        )
     losses: list[float] = []
     epochs: list[int] = []
     splits = make_splits(dataset, evaluation.splits, evaluation.test_size, seed)
