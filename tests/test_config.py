@@ -234,7 +234,10 @@ def test_defaults_match_the_course():
         "patience": 10,
         "min_delta": 0.001,
         "max_params": 100_000_000,
+        "timeout": None,
+        "worker_trials": 50,
     }
+    assert config.search.max_consecutive_failures == 5
     assert (config.search.init_points, config.search.n_iter, config.search.seed) == (10, 20, 1)
     assert (config.search.acquisition.kind, config.search.acquisition.kappa) == ("ucb", 2.576)
     assert config.data.task == "classification"

@@ -259,3 +259,35 @@ def test_resume_treats_a_written_out_default_as_the_same_space(storage):
     )
     result = search(storage, explicit, Bowl(), resume=True)
     assert len(result.trials) == 2
+
+
+def test_a_broken_setup_ends_the_search_after_max_consecutive_failures(storage):
+    calls = []
+
+    def broken(params, seed):
+        calls.append(seed)
+        raise RuntimeError("CUDA driver missing")
+
+    with pytest.raises(SearchFailed) as info:
+        search(storage, config(init_points=10, max_consecutive_failures=3), broken)
+    assert len(calls) == 3
+    assert str(info.value) == (
+        "3 trials failed in a row (search.max_consecutive_failures), last: "
+        "#0 crashed: RuntimeError: CUDA driver missing; #1 crashed: RuntimeError: CUDA driver "
+        "missing; #2 crashed: RuntimeError: CUDA driver missing; fix the cause, then continue "
+        "with --resume"
+    )
+    assert all(t.state == TrialState.FAILED for t in storage.trials(storage.get_study("s")))
+
+
+def test_too_large_points_do_not_end_the_search(storage):
+    calls = []
+
+    def picky(params, seed):
+        calls.append(seed)
+        if len(calls) <= 6:
+            raise TrialFailed("too_large", "2,000,000 parameters is over evaluation.max_params")
+        return Bowl()(params, seed)
+
+    result = search(storage, config(init_points=8, n_iter=0, max_consecutive_failures=2), picky)
+    assert [t.error_kind for t in result.trials] == ["too_large"] * 6 + [None] * 2

@@ -78,6 +78,12 @@ def cli() -> None:
     is_flag=True,
     help="Continue the study: finished trials count, interrupted ones run again.",
 )
+@click.option(
+    "--objective",
+    default="tuner.evaluate:make_objective",
+    hidden=True,
+    help="module:function that builds the objective from (config, dataset); for tests.",
+)
 @_options(_JSON, _QUIET, _DEBUG)
 def search(
     config: Path,
@@ -86,6 +92,7 @@ def search(
     storage: str | None,
     study_name: str | None,
     resume: bool,
+    objective: str,
     as_json: bool,
     quiet: bool,
     debug: bool,
@@ -103,7 +110,14 @@ def search(
         url = storage or sqlite_url((out or Path("runs") / config.stem) / "study.db")
         names = SearchSpace(cfg.space).names
         reporter = QuietReporter() if quiet else ConsoleReporter(stderr_console(), names)
-        result = run(cfg, storage_url=url, study_name=name, resume=resume, reporter=reporter)
+        result = run(
+            cfg,
+            storage_url=url,
+            study_name=name,
+            resume=resume,
+            reporter=reporter,
+            factory=objective,
+        )
         print_search_result(result, names, as_json)
 
 

@@ -163,6 +163,8 @@ class EvaluationConfig(_Section):
     # 100M parameters take about 2 GB with Adam's state and a best-weights copy: a 24 GiB,
     # 2-core machine never swaps, though such a network trains for hours there.
     max_params: int = Field(100_000_000, ge=1)
+    timeout: float | None = Field(None, gt=0.0)
+    worker_trials: int = Field(50, ge=1)
 
 
 class AcquisitionConfig(_Section):
@@ -180,6 +182,7 @@ class SearchConfig(_Section):
     n_iter: int = Field(20, ge=0)
     seed: int = 1
     acquisition: AcquisitionConfig = AcquisitionConfig()
+    max_consecutive_failures: int = Field(5, ge=1)
 
     @model_validator(mode="after")
     def _budget(self) -> SearchConfig:

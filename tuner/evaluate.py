@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -88,9 +89,23 @@ def evaluate_point(
     )
 
 
+def make_objective(
+    config: Config, dataset: Dataset
+) -> Callable[[Mapping[str, Scalar], int], Score]:
+    """The objective a worker process runs: `evaluate_point` on this config and data."""
+    return partial(evaluate_point, config, dataset)
+
+
 def evaluate_config(
     config: Config, params: Mapping[str, Scalar], seed: int
 ) -> tuple[Score, Architecture]:
-    """Load the config's data and score one point: `tuner evaluate`."""
+    """Load the config's data and score one point in a worker process: `tuner evaluate`."""
+    from tuner.worker import Worker
+
     dataset = load_dataset(config.data)
-    return evaluate_point(config, dataset, params, seed), architecture_for(config, dataset, params)
+    worker = Worker(config, dataset)
+    try:
+        score = worker(params, seed)
+    finally:
+        worker.close()
+    return score, architecture_for(config, dataset, params)

@@ -6,12 +6,12 @@ with the objective and the reporter passed in so that tests and other front ends
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from functools import partial
 from types import FrameType
 from typing import Any, Protocol
 
@@ -23,6 +23,7 @@ from tuner.evaluate import Score
 from tuner.optimizer import Proposer
 from tuner.space import SearchSpace
 from tuner.store import RERUN_KINDS, Storage, StudyRecord, TrialRecord, TrialState
+from tuner.worker import DEFAULT_FACTORY, Worker
 
 Objective = Callable[[Mapping[str, Scalar], int], Score]
 
@@ -125,6 +126,10 @@ class _Signals:
         self._previous: dict[int, Any] = {}
 
     def _handle(self, signum: int, _frame: FrameType | None) -> None:
+        if self.received is not None:
+            # A second signal: leave at once. Every write is one transaction, so the study
+            # stays sound; a trial left running is re-run by --resume.
+            os._exit(128 + signum)
         self.received = signum
         # KeyboardInterrupt, like Python's own SIGINT handler: framework code that catches
         # Exception lets it through (raising an Exception here crashed TensorFlow).
@@ -182,6 +187,28 @@ def _run_trial(
     )
 
 
+# Failures that say a point was refused or stopped, not that the setup is broken.
+_NOT_A_STREAK = frozenset({"too_large"}) | RERUN_KINDS
+
+
+def _check_failure_streak(trials: Sequence[TrialRecord], limit: int) -> None:
+    streak: list[TrialRecord] = []
+    for trial in reversed(trials):
+        if trial.state == TrialState.COMPLETE:
+            break
+        if trial.state == TrialState.FAILED and trial.error_kind not in _NOT_A_STREAK:
+            streak.append(trial)
+    if len(streak) < limit:
+        return
+    last = "; ".join(
+        f"#{t.number} {t.error_kind}: {(t.error or '')[:80]}" for t in reversed(streak[:3])
+    )
+    raise SearchFailed(
+        f"{len(streak)} trials failed in a row (search.max_consecutive_failures), last: {last}; "
+        "fix the cause, then continue with --resume"
+    )
+
+
 def run_search(
     config: Config, storage: Storage, study: StudyRecord, objective: Objective, reporter: Reporter
 ) -> SearchResult:
@@ -202,6 +229,7 @@ def run_search(
                 finished = _run_trial(storage, trial, objective, signals)
                 trials = storage.trials(study)
                 reporter.trial_finished(finished, best_trial(trials))
+                _check_failure_streak(trials, config.search.max_consecutive_failures)
     except (KeyboardInterrupt, SearchInterrupted) as exc:
         stop = exc if isinstance(exc, SearchInterrupted) else signals.stopped()
         kind = "Ctrl-C" if stop.signum == signal.SIGINT else f"signal {stop.signum}"
@@ -226,18 +254,23 @@ def search(
     study_name: str,
     resume: bool,
     reporter: Reporter,
-    objective: Objective | None = None,
+    factory: str = DEFAULT_FACTORY,
 ) -> SearchResult:
-    """Load the data, open (or resume) the study and run the search: `tuner search`."""
+    """Load the data, open (or resume) the study and run the search: `tuner search`.
+
+    Trials run in a worker process that builds its objective with `factory`
+    (`module:function`, called with the config and the data set).
+    """
     from tuner.data import load_dataset, make_splits
-    from tuner.evaluate import evaluate_point
 
     dataset = load_dataset(config.data)
     make_splits(dataset, config.evaluation.splits, config.evaluation.test_size, 0)  # fail early
     storage = Storage(storage_url)
+    worker = Worker(config, dataset, factory)
     try:
-        study = open_study(storage, study_name, config, resume)
-        chosen = objective or partial(evaluate_point, config, dataset)
-        return run_search(config, storage, study, chosen, reporter)
+        with storage.exclusive():
+            study = open_study(storage, study_name, config, resume)
+            return run_search(config, storage, study, worker, reporter)
     finally:
+        worker.close(kill=True)
         storage.close()

@@ -7,6 +7,7 @@ when it ends, each write in its own transaction.
 from __future__ import annotations
 
 import enum
+import fcntl
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -193,6 +194,30 @@ class Storage:
     def close(self) -> None:
         """Release the database connections."""
         self._engine.dispose()
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold a SQLite study database for one search; another search on it is refused.
+
+        The lock is an flock on `<database>.lock`, so the system frees it when the holder
+        dies, even by kill -9. Server databases are shared on purpose and take no lock here.
+        """
+        database = self._engine.url.database
+        if self._engine.dialect.name != "sqlite" or not database or database == ":memory:":
+            yield
+            return
+        with Path(f"{database}.lock").open("a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError as exc:
+                raise StudyError(
+                    f"--storage: {database} is in use by another tuner search; wait for it to "
+                    "end, or use another --out or --storage"
+                ) from exc
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def get_study(self, name: str) -> StudyRecord | None:
         """The study of that name, or None."""

@@ -1,0 +1,52 @@
+"""Cheap objectives for tests: a known function instead of training, run in worker processes."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from tuner.errors import TrialFailed
+from tuner.evaluate import Score
+
+
+def bowl_loss(params: Mapping[str, Any]) -> float:
+    """Smallest at dropout 0.2 and learning rate 1e-3."""
+    return (params["dropout"] - 0.2) ** 2 + (math.log10(params["learning_rate"]) + 3) ** 2 / 10
+
+
+def _score(loss: float) -> Score:
+    return Score(loss=loss, loss_std=0.0, split_losses=(loss, loss), epochs=(1, 1), seconds=0.0)
+
+
+def bowl(_config: Any, _dataset: Any) -> Callable[[Mapping[str, Any], int], Score]:
+    """The bowl, after a short sleep (TUNER_TEST_SLEEP seconds, default 0.05)."""
+    pause = float(os.environ.get("TUNER_TEST_SLEEP", "0.05"))
+
+    def objective(params: Mapping[str, Any], _seed: int) -> Score:
+        time.sleep(pause)
+        return _score(bowl_loss(params))
+
+    return objective
+
+
+def misbehaving(_config: Any, _dataset: Any) -> Callable[[Mapping[str, Any], int], Score]:
+    """Fails in a different way depending on dropout (0-0.1 hangs, then crashes, dies, OOMs)."""
+
+    def objective(params: Mapping[str, Any], _seed: int) -> Score:
+        dropout = params["dropout"]
+        if dropout < 0.05:
+            time.sleep(60)
+        elif dropout < 0.1:
+            raise RuntimeError("a bug in one trial")
+        elif dropout < 0.15:
+            os._exit(3)
+        elif dropout < 0.2:
+            raise MemoryError("cannot allocate")
+        elif dropout < 0.25:
+            raise TrialFailed("diverged", "training loss became nan at epoch 1")
+        return _score(bowl_loss(params))
+
+    return objective
