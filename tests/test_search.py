@@ -291,3 +291,13 @@ def test_too_large_points_do_not_end_the_search(storage):
 
     result = search(storage, config(init_points=8, n_iter=0, max_consecutive_failures=2), picky)
     assert [t.error_kind for t in result.trials] == ["too_large"] * 6 + [None] * 2
+
+
+def test_an_error_in_the_loop_leaves_no_trial_running(storage):
+    def broken_storage_objective(params, seed):
+        raise SystemExit(3)  # anything that is not a trial failure ends the search
+
+    with pytest.raises(SystemExit):
+        search(storage, config(), broken_storage_objective)
+    (trial,) = storage.trials(storage.get_study("s"))
+    assert trial.state == TrialState.FAILED and trial.error_kind == "interrupted"

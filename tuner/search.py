@@ -6,6 +6,7 @@ with the objective and the reporter passed in so that tests and other front ends
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -237,6 +238,11 @@ def run_search(
         if stop is exc:
             raise
         raise stop from exc
+    except BaseException:
+        # Whatever ends the search, no trial stays "running"; --resume runs it again.
+        with contextlib.suppress(Exception):
+            storage.fail_running(study, "interrupted", "the search stopped with an error")
+        raise
     reporter.search_finished(trials)
     best = best_trial(trials)
     if best is None:
