@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from tuner import __version__
-from tuner.errors import TunerError, UsageError
+from tuner.errors import TunerError
 
 _CONFIG = click.argument("config", type=click.Path(path_type=Path, dir_okay=True))
 _SET = click.option(
@@ -155,15 +155,7 @@ def evaluate(
         from tuner.space import SearchSpace
 
         cfg = load_config(config, overrides)
-        space = SearchSpace(cfg.space)
-        if vector is not None and assignments:
-            raise UsageError("give either --vector or --param, not both")
-        if vector is not None:
-            params = space.params_from_vector(vector)
-        elif assignments or space.names:
-            params = space.params_from_assignments(assignments)
-        else:
-            params = dict(space.fixed)
+        params = SearchSpace(cfg.space).params_from_options(vector, assignments)
         if not quiet:
             stderr_console().print(f"evaluating {cfg.evaluation.splits} split(s)...")
         score, arch = evaluate_config(cfg, params, cfg.search.seed if seed is None else seed)

@@ -113,6 +113,18 @@ class SearchSpace:
         """The optimiser point of a full set of hyperparameters."""
         return {d.name: d.to_coordinate(params[d.name]) for d in self.dimensions}
 
+    def params_from_options(
+        self, vector: str | None, assignments: Sequence[str]
+    ) -> dict[str, Scalar]:
+        """The point of `tuner evaluate`: from `--vector`, from `--param`s, or all fixed."""
+        if vector is not None and assignments:
+            raise UsageError("give either --vector or --param, not both")
+        if vector is not None:
+            return self.params_from_vector(vector)
+        if assignments or self.names:
+            return self.params_from_assignments(assignments)
+        return dict(self.fixed)
+
     def params_from_vector(self, text: str) -> dict[str, Scalar]:
         """Parse `--vector 0.2,0.001,...` (values of the searched hyperparameters, in order)."""
         items = [item.strip() for item in text.split(",")] if text.strip() else []
