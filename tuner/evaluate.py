@@ -55,7 +55,7 @@ def evaluate_point(
 
     Raises TrialFailed (kind `diverged`) when training or predictions are not finite.
     """
-    from tuner.model import train_split  # Keras is imported only when a network is trained
+    from tuner.model import train_splits  # Keras is imported only when a network is trained
 
     started = time.perf_counter()
     evaluation = config.evaluation
@@ -66,17 +66,15 @@ def evaluate_point(
             f"{planned.n_params:,} parameters is over evaluation.max_params "
             f"({evaluation.max_params:,}): {planned.describe()}",
         )
-    losses: list[float] = []
-    epochs: list[int] = []
     splits = make_splits(dataset, evaluation.splits, evaluation.test_size, seed)
-    for index, (train, test) in enumerate(splits):
-        part = prepare_split(dataset, train, test)
-        arch = decode(
-            params, config.network, part.x_train.shape[1], dataset.n_outputs, dataset.task
-        )
-        result = train_split(arch, dict(params), part, evaluation, seed + index)
-        losses.append(result.loss)
-        epochs.append(result.epochs)
+    parts = [prepare_split(dataset, train, test) for train, test in splits]
+    # One-hot widths can differ (a category absent from a training part): the widest wins,
+    # and the stacked trainer pads the others with zero columns.
+    width = max(part.x_train.shape[1] for part in parts)
+    arch = decode(params, config.network, width, dataset.n_outputs, dataset.task)
+    results = train_splits(arch, dict(params), parts, evaluation, seed)
+    losses = [result.loss for result in results]
+    epochs = [result.epochs for result in results]
     loss = float(np.mean(losses))
     if not math.isfinite(loss):
         raise TrialFailed("diverged", f"held-out loss is {loss}")

@@ -1,0 +1,161 @@
+"""The stacked trainer: one replica per split, trained at once, against the plain Keras path."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tuner.architecture import decode
+from tuner.config import EvaluationConfig, NetworkConfig
+from tuner.data import PreparedSplit
+from tuner.errors import TrialFailed
+from tuner.model import adam_step, train_split, train_splits
+from tuner.replicas import EarlyStopping, epoch_batches, layout, stack_splits
+
+
+def blobs(seed=0, rows=200, noise=0.7, random_labels=False):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, rows)
+    x = (y[:, None] * 1.5 + rng.normal(0, noise, (rows, 4))).astype("float32")
+    if random_labels:
+        y = rng.integers(0, 3, rows)
+    cut = int(rows * 0.8)
+    return PreparedSplit(x[:cut], y[:cut], x[cut:], y[cut:])
+
+
+def small(min_neurons=5, pct=0.004, dropout=0.0, n_inputs=4, **extra):
+    params = {"dropout": dropout, "neuron_pct": pct, "neuron_shrink": 0.5, **extra}
+    return decode(params, NetworkConfig(min_neurons=min_neurons), n_inputs, 3, "classification")
+
+
+def test_stacked_and_single_model_paths_agree():
+    arch = small()
+    params = {"learning_rate": 0.01, "batch_size": 32}
+    evaluation = EvaluationConfig(epochs=40, patience=5)
+    splits = [blobs(seed=1), blobs(seed=2)]
+    stacked = train_splits(arch, params, splits, evaluation, seed=3)
+    single = [train_split(arch, params, s, evaluation, 3 + i) for i, s in enumerate(splits)]
+    for fast, plain in zip(stacked, single, strict=True):
+        assert fast.loss == pytest.approx(plain.loss, abs=0.08)
+        assert fast.loss < 0.5 * np.log(3)
+
+
+def test_a_replica_that_stops_early_keeps_its_best_weights_while_the_other_trains_on():
+    arch = small()
+    params = {"learning_rate": 0.01, "batch_size": 16}
+    evaluation = EvaluationConfig(epochs=60, patience=3, min_delta=0.0)
+    noise = blobs(seed=5, rows=120, random_labels=True)  # nothing to learn: stops early
+    signal = blobs(seed=6, rows=120, noise=1.2)
+    both = train_splits(arch, params, [noise, signal], evaluation, seed=7)
+    alone = train_splits(arch, params, [noise], evaluation, seed=7)
+    assert both[0].epochs < both[1].epochs
+    # Replicas are independent: the stopped one ends exactly as it does when trained alone.
+    assert both[0].epochs == alone[0].epochs
+    assert both[0].loss == pytest.approx(alone[0].loss, abs=1e-4)
+
+
+def test_early_stopping_follows_keras_rule_per_replica():
+    stopping = EarlyStopping(2, EvaluationConfig(patience=2, min_delta=0.1))
+    history = [(1.0, 1.0), (0.95, 0.8), (0.5, 0.75), (0.6, 0.6), (0.6, 0.55), (0.6, 0.54)]
+    improved = [stopping.update(e, np.array(v)).tolist() for e, v in enumerate(history)]
+    # 0.95 is not 0.1 better than 1.0; 0.5 is. Replica 1: 0.75 and 0.55 are not improvements.
+    assert [row[0] for row in improved] == [True, False, True, False, False, False]
+    assert [row[1] for row in improved] == [True, True, False, True, False, False]
+    assert stopping.epochs.tolist() == [5, 6]
+    assert stopping.active.tolist() == [False, False]
+    assert stopping.best.tolist() == [0.5, 0.6]
+
+
+def test_adam_step_is_keras_adam():
+    import keras
+
+    rng = np.random.default_rng(0)
+    start = rng.normal(size=(1, 6)).astype("float32")
+    variable = keras.Variable(start)
+    optimizer = keras.optimizers.Adam(learning_rate=0.01)
+    flat, m, v, steps = start, np.zeros_like(start), np.zeros_like(start), np.zeros((1, 1))
+    for _ in range(5):
+        grads = rng.normal(size=(1, 6)).astype("float32")
+        optimizer.apply([keras.ops.convert_to_tensor(grads)], [variable])
+        flat, m, v, steps = adam_step(flat, m, v, steps, grads, np.array([True]), 0.01)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(flat), variable.numpy(), rtol=1e-5)
+    frozen = adam_step(flat, m, v, steps, grads, np.array([False]), 0.01)[0]
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(frozen), keras.ops.convert_to_numpy(flat)
+    )
+
+
+def test_splits_of_different_widths_are_padded_with_zero_columns():
+    narrow, wide = blobs(seed=1), blobs(seed=2)
+    narrow = PreparedSplit(
+        narrow.x_train[:, :3], narrow.y_train, narrow.x_test[:, :3], narrow.y_test
+    )
+    data = stack_splits([narrow, wide])
+    assert data.x_train.shape == (2, 160, 4)
+    assert np.all(data.x_train[0, :, 3] == 0) and np.all(data.x_test[0, :, 3] == 0)
+    results = train_splits(
+        small(),
+        {"learning_rate": 0.01, "batch_size": 32},
+        [narrow, wide],
+        EvaluationConfig(epochs=3),
+        0,
+    )
+    assert len(results) == 2
+
+
+def test_short_last_batch_has_zero_weight_rows():
+    indices, weights = epoch_batches([np.random.default_rng(0)] * 2, rows=10, batch=4)
+    assert indices.shape == (3, 8) and weights.shape == (3, 4)
+    assert weights[-1].tolist() == [1, 1, 0, 0]
+    assert set(indices[:, 4:].ravel()) <= set(range(10, 20)), "replica 1 reads its own rows"
+
+
+def test_layout_counts_every_parameter():
+    for batch_norm in (False, True):
+        arch = small(pct=0.01, batch_norm=batch_norm)
+        moving = 2 * sum(arch.hidden) if batch_norm else 0
+        assert sum(p.size for p in layout(arch)) + moving == arch.n_params
+
+
+def test_divergence_is_a_failed_trial():
+    with pytest.raises(TrialFailed) as info:
+        train_splits(
+            small(),
+            {"learning_rate": 1e7, "batch_size": 32},
+            [blobs(), blobs(1)],
+            EvaluationConfig(epochs=5),
+            0,
+        )
+    assert info.value.kind == "diverged"
+
+
+def test_batch_norm_dropout_and_regression_train():
+    arch = small(pct=0.01, dropout=0.2, batch_norm=True)
+    results = train_splits(
+        arch,
+        {"learning_rate": 0.01, "batch_size": 32},
+        [blobs(), blobs(1)],
+        EvaluationConfig(epochs=30),
+        0,
+    )
+    # Batch norm's moving statistics lag on 5 steps an epoch; Keras's own path does no better.
+    assert all(np.isfinite(r.loss) for r in results)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 2)).astype("float32")
+    y = (x @ np.array([1.0, -2.0])).astype("float32")
+    split = PreparedSplit(x[:160], y[:160], x[160:], y[160:])
+    regression = decode(
+        {"dropout": 0.0, "neuron_pct": 0.001, "neuron_shrink": 0.5},
+        NetworkConfig(),
+        2,
+        1,
+        "regression",
+    )
+    result = train_splits(
+        regression,
+        {"learning_rate": 0.05, "batch_size": 16},
+        [split, split],
+        EvaluationConfig(epochs=60, patience=5),
+        0,
+    )
+    assert all(r.loss < 0.5 * float(np.std(y)) for r in result)
