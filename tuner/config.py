@@ -152,9 +152,10 @@ class DataConfig(_Section):
 class NetworkConfig(_Section):
     """The course's rule that turns neuron_pct / neuron_shrink into layers."""
 
-    max_neurons: int = Field(5000, ge=1)
+    # Upper limits keep decoding finite: wider or deeper networks are far past any max_params.
+    max_neurons: int = Field(5000, ge=1, le=1_000_000_000)
     min_neurons: int = Field(25, ge=0)
-    max_layers: int = Field(10, ge=0)
+    max_layers: int = Field(10, ge=0, le=1000)
     activation: Literal[ACTIVATIONS] = "prelu"  # type: ignore[valid-type]
 
 
