@@ -70,6 +70,7 @@ def read_table(source: str) -> pd.DataFrame:
         if not head.strip():
             raise DataError(f"data.path: {source} is empty; it needs a header row and data rows")
         _refuse_other_formats(source, head)
+        _refuse_duplicate_header(source, head)
     try:
         frame = pd.read_csv(source, encoding="utf-8", skipinitialspace=True)
     except UnicodeDecodeError as exc:
@@ -99,6 +100,22 @@ def _refuse_other_formats(source: str, head: bytes) -> None:
             f"data.path: {source} looks like {kind}, not CSV; export it as a CSV file "
             "with a header row"
         )
+
+
+def _refuse_duplicate_header(source: str, head: bytes) -> None:
+    """pandas renames a repeated column `x` to `x.1` silently; a repeated name is a mistake."""
+    if b"\n" not in head:
+        return  # a header longer than the sniffed bytes: pandas' renaming stands
+    line = head.split(b"\n", 1)[0].decode("utf-8", errors="replace")
+    names = next(csv.reader([line], skipinitialspace=True), [])
+    seen: set[str] = set()
+    for name in (n.strip() for n in names):
+        if name and name in seen:
+            raise DataError(
+                f"data.path: {source} names the column {name!r} twice in its header; "
+                "rename one of them"
+            )
+        seen.add(name)
 
 
 def load_dataset(cfg: DataConfig) -> Dataset:
@@ -131,6 +148,8 @@ def load_dataset(cfg: DataConfig) -> Dataset:
             raise DataError(f"data: column {column!r} has no values; add it to data.drop")
     categorical = _categorical_columns(features, cfg.categorical)
     numeric = tuple(c for c in features.columns if c not in categorical)
+    for column in numeric:
+        _refuse_infinite(features[column], f"data: column {column!r}")
     for column in categorical:
         # Categories as text, so a column mixing numbers and words still encodes.
         values = features[column].astype("object")
@@ -160,6 +179,18 @@ def _show(name: object) -> str:
     """A column name as written, or quoted where it holds a line break or other control."""
     text = str(name)
     return text if text.isprintable() else repr(text)
+
+
+def _refuse_infinite(column: pd.Series, where: str) -> None:
+    """Infinite numbers (`inf`, or beyond 1.8e308) cannot be scaled or learned from."""
+    values = pd.to_numeric(column, errors="coerce").astype("float64")
+    infinite = np.isinf(values)
+    if infinite.any():
+        first = values[infinite].iloc[0]
+        raise DataError(
+            f"{where} has {int(infinite.sum())} infinite value(s) (got {first}); "
+            "replace them with finite numbers or leave them empty"
+        )
 
 
 def _refuse_mixed_column(column: pd.Series, name: str) -> None:
@@ -196,6 +227,7 @@ def _encode_target(column: pd.Series, task: Task, name: str) -> tuple[np.ndarray
             raise DataError(
                 f"data.target: column {name!r} is not numeric; use task: classification"
             )
+        _refuse_infinite(column, f"data.target: column {name!r}")
         return column.to_numpy(dtype="float32"), ()
     labels = column.astype(str)
     classes = tuple(sorted(labels.unique()))
