@@ -88,9 +88,17 @@ def evaluate_point(
     )
 
 
-def evaluate_config(
-    config: Config, params: Mapping[str, Scalar], seed: int
-) -> tuple[Score, Architecture]:
-    """Load the config's data and score one point: `tuner evaluate`."""
+def load_for_scoring(config: Config) -> Dataset:
+    """Load the config's data and check that its splits can be made, before any output or work."""
     dataset = load_dataset(config.data)
+    make_splits(dataset, config.evaluation.splits, config.evaluation.test_size, 0)
+    return dataset
+
+
+def evaluate_config(
+    config: Config, params: Mapping[str, Scalar], seed: int, dataset: Dataset | None = None
+) -> tuple[Score, Architecture]:
+    """Score one point on the config's data (loaded here unless given): `tuner evaluate`."""
+    if dataset is None:
+        dataset = load_dataset(config.data)
     return evaluate_point(config, dataset, params, seed), architecture_for(config, dataset, params)
