@@ -121,18 +121,7 @@ def _refuse_duplicate_header(source: str, head: bytes) -> None:
 def load_dataset(cfg: DataConfig) -> Dataset:
     """Load the data set that a config's data section describes."""
     frame = read_table(cfg.path)
-    columns = list(frame.columns)
-    if len(columns) == 1 and cfg.target not in columns:
-        raise DataError(
-            f"data.path: {cfg.path} has a single column ({columns[0]!r}), so it is not "
-            "comma-separated; save it as a CSV with commas between the columns"
-        )
-    _require_columns(columns, [cfg.target], "data.target")
-    _require_columns(columns, cfg.drop, "data.drop")
-    if cfg.categorical is not None:
-        _require_columns(columns, cfg.categorical, "data.categorical")
-    if cfg.target in cfg.drop:
-        raise DataError(f"data.drop: lists the target column {cfg.target!r}; remove it from drop")
+    _check_columns(list(frame.columns), cfg)
     missing_target = frame[cfg.target].isna()
     frame = frame.loc[~missing_target].reset_index(drop=True)
     if frame.empty:
@@ -164,6 +153,21 @@ def load_dataset(cfg: DataConfig) -> Dataset:
         categorical=categorical,
         dropped_rows=int(missing_target.sum()),
     )
+
+
+def _check_columns(columns: list[str], cfg: DataConfig) -> None:
+    """Every column the config names is in the data; the target is not dropped."""
+    if len(columns) == 1 and cfg.target not in columns:
+        raise DataError(
+            f"data.path: {cfg.path} has a single column ({columns[0]!r}), so it is not "
+            "comma-separated; save it as a CSV with commas between the columns"
+        )
+    _require_columns(columns, [cfg.target], "data.target")
+    _require_columns(columns, cfg.drop, "data.drop")
+    if cfg.categorical is not None:
+        _require_columns(columns, cfg.categorical, "data.categorical")
+    if cfg.target in cfg.drop:
+        raise DataError(f"data.drop: lists the target column {cfg.target!r}; remove it from drop")
 
 
 def _require_columns(columns: list[str], wanted: list[str], key: str) -> None:
