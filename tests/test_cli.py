@@ -61,11 +61,11 @@ def test_help_is_fast_without_tensorflow():
 BAD_CONFIGS = [
     (
         {"evaluation": {"splits": 0}},
-        "evaluation.splits: input should be greater than or equal to 1 (got 0)",
+        "evaluation.splits: input should be greater than or equal to 1 (got 0); raise the value",
     ),
     (
         {"space": {"dropout": {"low": 0.5, "high": 0.1}}},
-        "space.dropout: high must be greater than low (got low=0.5, high=0.1)",
+        "space.dropout: high must be greater than low (got low=0.5, high=0.1); swap or widen them",
     ),
     (
         {"data": {"target": "nope"}},
@@ -231,9 +231,18 @@ def test_evaluate_by_vector_and_by_name(run, write_config):
             "--vector: expected 4 values in the order "
             "dropout,learning_rate,neuron_pct,neuron_shrink (got 2)",
         ),
-        (["--vector", "0.1,nan,0.004,0.5"], "learning_rate: must be a finite number (got nan)"),
-        (["--vector", "0.1,0.01,0.004,x"], "neuron_shrink: must be a finite number (got 'x')"),
-        (["--vector", "0.9,0.01,0.004,0.5"], "dropout: must be between 0.0 and 0.3 (got 0.9)"),
+        (
+            ["--vector", "0.1,nan,0.004,0.5"],
+            "--vector learning_rate: must be a finite number between 0.001 and 0.03 (got nan)",
+        ),
+        (
+            ["--vector", "0.1,0.01,0.004,x"],
+            "--vector neuron_shrink: must be a finite number between 0.3 and 0.8 (got 'x')",
+        ),
+        (
+            ["--vector", "0.9,0.01,0.004,0.5"],
+            "--vector dropout: must be between 0.0 and 0.3 (got 0.9)",
+        ),
         (
             ["--vector", "0.1,0.01,0.004,0.5", "--param", "dropout=0.1"],
             "give either --vector or --param, not both",

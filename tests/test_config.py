@@ -41,17 +41,18 @@ CASES = [
     (
         "space.dropout",
         {"low": 0.5, "high": 0.1},
-        "space.dropout: high must be greater than low (got low=0.5, high=0.1)",
+        "space.dropout: high must be greater than low (got low=0.5, high=0.1); swap or widen them",
     ),
     (
         "space.dropout",
         {"low": 0.1, "high": 0.1},
-        "space.dropout: high must be greater than low (got low=0.1, high=0.1)",
+        "space.dropout: high must be greater than low (got low=0.1, high=0.1); swap or widen them",
     ),
     (
         "space.learning_rate",
         {"low": 0.0, "high": 0.1, "log": True},
-        "space.learning_rate: a log-scale range needs low > 0 (got low=0.0)",
+        "space.learning_rate: a log-scale range needs low > 0 (got low=0.0); "
+        "raise low or remove `log: true`",
     ),
     (
         "space.dropout",
@@ -66,12 +67,12 @@ CASES = [
     (
         "space.dropout",
         {"low": float("nan"), "high": 0.4},
-        "space.dropout.low: input should be a finite number (got nan)",
+        "space.dropout.low: input should be a finite number (got nan); write a finite number",
     ),
     (
         "space.dropout",
         {"low": 0.0, "high": float("inf")},
-        "space.dropout.high: input should be a finite number (got inf)",
+        "space.dropout.high: input should be a finite number (got inf); write a finite number",
     ),
     (
         "space.dropout",
@@ -81,7 +82,7 @@ CASES = [
     (
         "space.dropout",
         {"low": "a", "high": 0.4},
-        "space.dropout.low: input should be a valid number (got 'a')",
+        "space.dropout.low: input should be a valid number (got 'a'); write a number, e.g. 0.5",
     ),
     (
         "space.dropout",
@@ -130,7 +131,8 @@ CASES = [
     (
         "space.batch_norm",
         {"values": [True]},
-        "space.batch_norm: values needs at least two entries (got [True])",
+        "space.batch_norm: values needs at least two entries (got [True]); "
+        "add one, or give the value alone",
     ),
     (
         "space.batch_norm",
@@ -148,7 +150,7 @@ CASES = [
         "space.dropout: use one form: a fixed value, low/high or values "
         "(got a fixed value and low/high)",
     ),
-    ("data.target", DELETE, "data.target: required key is missing"),
+    ("data.target", DELETE, "data.target: required key is missing; add `target:` under `data:`"),
     (
         "data.tagret",
         "y",
@@ -157,28 +159,51 @@ CASES = [
     (
         "data.task",
         "ranking",
-        "data.task: input should be 'classification' or 'regression' (got 'ranking')",
+        "data.task: input should be 'classification' or 'regression' (got 'ranking'); "
+        "use one of these",
     ),
-    ("data.drop", "id", "data.drop: input should be a valid list (got 'id')"),
+    (
+        "data.drop",
+        "id",
+        "data.drop: input should be a valid list (got 'id'); write a list, e.g. [a, b]",
+    ),
     (
         "evaluation.splits",
         0,
-        "evaluation.splits: input should be greater than or equal to 1 (got 0)",
+        "evaluation.splits: input should be greater than or equal to 1 (got 0); raise the value",
     ),
-    ("evaluation.splits", "two", "evaluation.splits: input should be a valid integer (got 'two')"),
-    ("evaluation.splits", True, "evaluation.splits: input should be a valid integer (got True)"),
-    ("evaluation.test_size", 1.0, "evaluation.test_size: input should be less than 1 (got 1.0)"),
-    ("evaluation.test_size", 0, "evaluation.test_size: input should be greater than 0 (got 0)"),
+    (
+        "evaluation.splits",
+        "two",
+        "evaluation.splits: input should be a valid integer (got 'two'); "
+        "write a whole number, e.g. 5",
+    ),
+    (
+        "evaluation.splits",
+        True,
+        "evaluation.splits: input should be a valid integer (got True); "
+        "write a whole number, e.g. 5",
+    ),
+    (
+        "evaluation.test_size",
+        1.0,
+        "evaluation.test_size: input should be less than 1 (got 1.0); lower the value",
+    ),
+    (
+        "evaluation.test_size",
+        0,
+        "evaluation.test_size: input should be greater than 0 (got 0); raise the value",
+    ),
     (
         "evaluation.patience",
         -1,
-        "evaluation.patience: input should be greater than or equal to 0 (got -1)",
+        "evaluation.patience: input should be greater than or equal to 0 (got -1); raise the value",
     ),
     (
         "network.activation",
         "sigmoid2",
         "network.activation: input should be 'prelu', 'relu', 'leaky_relu', 'elu', 'selu', 'tanh', "
-        "'gelu' or 'swish' (got 'sigmoid2')",
+        "'gelu' or 'swish' (got 'sigmoid2'); use one of these",
     ),
     (
         "network.max_nerons",
@@ -190,7 +215,8 @@ CASES = [
     (
         "search.acquisition.kind",
         "thompson",
-        "search.acquisition.kind: input should be 'ucb', 'ei' or 'poi' (got 'thompson')",
+        "search.acquisition.kind: input should be 'ucb', 'ei' or 'poi' (got 'thompson'); "
+        "use one of these",
     ),
     (
         "searches",
@@ -360,7 +386,8 @@ def test_set_values_are_validated_like_the_file():
     with pytest.raises(ConfigError) as info:
         validate_config(apply_overrides(BASE, ["evaluation.splits=0"]))
     assert (
-        str(info.value) == "evaluation.splits: input should be greater than or equal to 1 (got 0)"
+        str(info.value)
+        == "evaluation.splits: input should be greater than or equal to 1 (got 0); raise the value"
     )
     with pytest.raises(ConfigError) as info:
         validate_config(apply_overrides(BASE, ["evaluation.split=3"]))

@@ -170,5 +170,24 @@ def test_a_class_with_one_row_cannot_be_stratified(tmp_path):
 
 def test_held_out_part_too_small_for_the_classes(tiny_csv):
     dataset = load_dataset(cfg(tiny_csv, drop=["id"]))
-    with pytest.raises(DataError, match=r"^evaluation.test_size: .*; change test_size$"):
+    with pytest.raises(
+        DataError,
+        match=r"^evaluation.test_size: holds out 2 of 150 rows, fewer than the 3 classes "
+        r"\(got 0.01\); raise test_size to at least 0.02$",
+    ):
         make_splits(dataset, 2, 0.01, seed=0)
+    with pytest.raises(DataError, match=r"; lower test_size to at most 0.98$"):
+        make_splits(dataset, 2, 0.99, seed=0)
+
+
+def test_a_mostly_numeric_column_with_a_word_is_refused_unless_categorical(tmp_path):
+    frame = pd.DataFrame({"label": ["a", "b"] * 5, "x": ["12", "7", "n/a?"] + ["15"] * 7})
+    frame.to_csv(tmp_path / "d.csv", index=False)
+    with pytest.raises(DataError) as info:
+        load_dataset(cfg(tmp_path / "d.csv"))
+    assert str(info.value) == (
+        "data: column 'x' holds numbers but also 1 non-numeric value(s) (got 'n/a?'); "
+        "fix or empty the value(s), or list 'x' in data.categorical"
+    )
+    dataset = load_dataset(cfg(tmp_path / "d.csv", categorical=["x"]))
+    assert dataset.categorical == ("x",) and "n/a?" in set(dataset.features["x"])

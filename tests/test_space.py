@@ -109,12 +109,21 @@ def test_vector_in_config_order(space):
             "--vector: expected 5 values in the order "
             "dropout,learning_rate,neuron_pct,batch_norm,batch_size (got 0)",
         ),
-        ("0.9,0.001,0.3,true,32", "dropout: must be between 0.0 and 0.5 (got 0.9)"),
-        ("nan,0.001,0.3,true,32", "dropout: must be a finite number (got nan)"),
-        ("abc,0.001,0.3,true,32", "dropout: must be a finite number (got 'abc')"),
-        ("0.2,0.001,0.3,maybe,32", "batch_norm: must be one of [False, True] (got 'maybe')"),
-        ("0.2,0.001,0.3,true,32.5", "batch_size: must be a whole number (got 32.5)"),
-        ("0.2,1.0,0.3,true,32", "learning_rate: must be between 0.0001 and 0.1 (got 1.0)"),
+        ("0.9,0.001,0.3,true,32", "--vector dropout: must be between 0.0 and 0.5 (got 0.9)"),
+        (
+            "nan,0.001,0.3,true,32",
+            "--vector dropout: must be a finite number between 0.0 and 0.5 (got nan)",
+        ),
+        (
+            "abc,0.001,0.3,true,32",
+            "--vector dropout: must be a finite number between 0.0 and 0.5 (got 'abc')",
+        ),
+        (
+            "0.2,0.001,0.3,maybe,32",
+            "--vector batch_norm: must be one of [False, True] (got 'maybe')",
+        ),
+        ("0.2,0.001,0.3,true,32.5", "--vector batch_size: must be a whole number (got 32.5)"),
+        ("0.2,1.0,0.3,true,32", "--vector learning_rate: must be between 0.0001 and 0.1 (got 1.0)"),
     ],
 )
 def test_bad_vectors(space, vector, message):

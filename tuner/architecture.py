@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from tuner.config import NetworkConfig
+from tuner.config import HYPERPARAMETERS, NetworkConfig
+from tuner.errors import TrialFailed, UsageError
 
 Task = Literal["classification", "regression"]
 # Activations with weights of their own: one slope per unit.
@@ -57,21 +59,50 @@ def hidden_layers(
     # The count stays a real number between layers, as in the course; only the width is cut.
     count: float = int(neuron_pct * network.max_neurons)
     while count > network.min_neurons and count >= 1 and len(layers) < network.max_layers:
+        if not math.isfinite(count):
+            raise TrialFailed(
+                "too_large",
+                f"neuron_shrink {neuron_shrink:g} makes layer {len(layers) + 1} infinitely wide; "
+                "search neuron_shrink over a smaller range",
+            )
         layers.append(int(count))
         count *= neuron_shrink
     return tuple(layers)
 
 
+def checked_number(params: Mapping[str, Any], name: str) -> float:
+    """A real hyperparameter of a point, refused unless finite and in its domain."""
+    hp = HYPERPARAMETERS[name]
+    value = params.get(name)
+    low = "" if hp.low is None else f"{'above' if hp.low_open else 'at least'} {hp.low:g}"
+    high = "" if hp.high is None else f"{'below' if hp.high_open else 'at most'} {hp.high:g}"
+    rule = " and ".join(r for r in (low, high) if r)
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if ok and hp.low is not None:
+        ok = value > hp.low if hp.low_open else value >= hp.low
+    if ok and hp.high is not None:
+        ok = value < hp.high if hp.high_open else value <= hp.high
+    if not ok:
+        raise UsageError(f"{name}: must be a finite number {rule} (got {value!r}); change it")
+    return float(value)
+
+
 def decode(
     params: Mapping[str, Any], network: NetworkConfig, n_inputs: int, n_outputs: int, task: Task
 ) -> Architecture:
-    """The architecture of one point of the space, for data with this many inputs and outputs."""
+    """The architecture of one point of the space, for data with this many inputs and outputs.
+
+    Raises UsageError for a value outside its hyperparameter's domain (NaN included), and
+    TrialFailed (`too_large`) when the layers grow without bound.
+    """
+    neuron_pct = checked_number(params, "neuron_pct")
+    neuron_shrink = checked_number(params, "neuron_shrink")
     return Architecture(
         n_inputs=n_inputs,
         n_outputs=n_outputs,
         task=task,
-        hidden=hidden_layers(params["neuron_pct"], params["neuron_shrink"], network),
-        dropout=float(params["dropout"]),
+        hidden=hidden_layers(neuron_pct, neuron_shrink, network),
+        dropout=checked_number(params, "dropout"),
         batch_norm=bool(params.get("batch_norm", False)),
         activation=network.activation,
     )

@@ -150,15 +150,17 @@ def evaluate(
     """Score one point of CONFIG's space by bootstrap, exactly as the search does."""
     with _handled(debug):
         from tuner.config import load_config
-        from tuner.evaluate import evaluate_config
+        from tuner.evaluate import evaluate_config, load_for_scoring
         from tuner.report import print_score, stderr_console
         from tuner.space import SearchSpace
 
         cfg = load_config(config, overrides)
         params = SearchSpace(cfg.space).params_from_options(vector, assignments)
+        dataset = load_for_scoring(cfg)  # data errors stay the only line on stderr
         if not quiet:
             stderr_console().print(f"evaluating {cfg.evaluation.splits} split(s)...")
-        score, arch = evaluate_config(cfg, params, cfg.search.seed if seed is None else seed)
+        chosen = cfg.search.seed if seed is None else seed
+        score, arch = evaluate_config(cfg, params, chosen, dataset)
         print_score(score, params, arch.describe(), as_json)
 
 

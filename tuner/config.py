@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from tuner.errors import ConfigError
+from tuner.yamlfile import parse_yaml, read_config_file
 
 Scalar = bool | int | float | str
 ACTIVATIONS = ("prelu", "relu", "leaky_relu", "elu", "selu", "tanh", "gelu", "swish")
@@ -119,7 +119,9 @@ _FORMS = {
 
 def _check_values(values: list[Scalar]) -> None:
     if len(values) < 2:
-        raise ValueError(f"values needs at least two entries (got {values!r})")
+        raise ValueError(
+            f"values needs at least two entries (got {values!r}); add one, or give the value alone"
+        )
     if len({repr(v) for v in values}) != len(values):
         raise ValueError(f"values must not repeat (got {values!r})")
 
@@ -128,9 +130,13 @@ def _check_range(low: float | None, high: float | None, log: bool) -> None:
     if low is None or high is None:
         raise ValueError(f"a range needs both low and high (got low={low}, high={high})")
     if not high > low:
-        raise ValueError(f"high must be greater than low (got low={low}, high={high})")
+        raise ValueError(
+            f"high must be greater than low (got low={low}, high={high}); swap or widen them"
+        )
     if log and low <= 0:
-        raise ValueError(f"a log-scale range needs low > 0 (got low={low})")
+        raise ValueError(
+            f"a log-scale range needs low > 0 (got low={low}); raise low or remove `log: true`"
+        )
 
 
 class DataConfig(_Section):
@@ -146,9 +152,10 @@ class DataConfig(_Section):
 class NetworkConfig(_Section):
     """The course's rule that turns neuron_pct / neuron_shrink into layers."""
 
-    max_neurons: int = Field(5000, ge=1)
+    # Upper limits keep decoding finite: wider or deeper networks are far past any max_params.
+    max_neurons: int = Field(5000, ge=1, le=1_000_000_000)
     min_neurons: int = Field(25, ge=0)
-    max_layers: int = Field(10, ge=0)
+    max_layers: int = Field(10, ge=0, le=1000)
     activation: Literal[ACTIVATIONS] = "prelu"  # type: ignore[valid-type]
 
 
@@ -212,7 +219,7 @@ class Config(_Section):
         for name, param in self.space.items():
             if name not in HYPERPARAMETERS:
                 known = ", ".join(HYPERPARAMETERS)
-                raise ValueError(f"space.{name}: unknown hyperparameter; known ones: {known}")
+                raise ValueError(f"space.{_key(name)}: unknown hyperparameter; known ones: {known}")
             _check_domain(name, param, HYPERPARAMETERS[name])
         for name, hp in HYPERPARAMETERS.items():
             if hp.default is None and name not in self.space:
@@ -279,71 +286,6 @@ def _check_in_domain(where: str, key: str, value: float | None, hp: Hyperparamet
         raise ValueError(f"{where}: {key} must be {rule} {hp.high:g} (got {key}={value})")
 
 
-# --- YAML -----------------------------------------------------------------------------------
-
-
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys and aliases (which also stops alias bombs)."""
-
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()
-            raise ConfigError(
-                f"line {event.start_mark.line + 1}: YAML aliases (*{event.anchor}) are not "
-                "supported; write the value out"
-            )
-        return super().compose_node(parent, index)
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=True)
-            if key in seen:
-                raise ConfigError(
-                    f"line {key_node.start_mark.line + 1}: duplicate key '{key}'; "
-                    "keep only one of them"
-                )
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
-def parse_yaml(text: str, source: str) -> Any:
-    """Parse YAML text strictly; errors name `source` and the line."""
-    try:
-        return yaml.load(text, Loader=_StrictLoader)
-    except ConfigError as exc:
-        raise ConfigError(f"{source}: {exc}") from exc
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{source}: not valid YAML{where}: {problem}") from exc
-
-
-def read_config_file(path: Path) -> dict[str, Any]:
-    """Read a config file into a mapping, with one-line errors for every way it can be wrong."""
-    if not path.exists():
-        raise ConfigError(f"{path}: file not found; check the path")
-    if path.is_dir():
-        raise ConfigError(f"{path}: is a directory; give the path of a YAML config file")
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: is not UTF-8 text; save the config as UTF-8") from exc
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot be read ({exc.strerror})") from exc
-    if "\x00" in text:
-        raise ConfigError(f"{path}: is a binary file, not a YAML config")
-    raw = parse_yaml(text, str(path))
-    if raw is None:
-        raise ConfigError(f"{path}: is empty; it needs at least the data: and space: sections")
-    if not isinstance(raw, dict):
-        raise ConfigError(
-            f"{path}: must be a mapping with data: and space: sections (got a {type(raw).__name__})"
-        )
-    return raw
-
-
 # --- overrides ------------------------------------------------------------------------------
 
 
@@ -404,11 +346,19 @@ def load_config(path: Path, overrides: Iterable[str] = ()) -> Config:
     return validate_config(apply_overrides(raw, overrides))
 
 
+def _key(part: object) -> str:
+    """One part of a key path: as written, or quoted when it is empty or not printable."""
+    text = str(part)
+    return text if text.isprintable() and text.strip() == text and text else repr(text)
+
+
 def format_error(error: Mapping[str, Any]) -> str:
     """One pydantic error as `key.path: what is wrong (got value)`."""
-    loc = tuple(str(part) for part in error["loc"])
-    where = ".".join(loc)
+    loc = tuple(_key(part) for part in error["loc"])
     kind = error["type"]
+    if len(loc) > 1 and loc[-1] in _SCALAR_TAGS:
+        return _scalar_error(loc[:-1], error.get("input"))
+    where = ".".join(loc)
     if kind == "value_error":
         message = str(error["ctx"]["error"])
         return f"{where}: {message}" if where else message
@@ -417,10 +367,51 @@ def format_error(error: Mapping[str, Any]) -> str:
         hint = f"; allowed keys: {', '.join(allowed)}" if allowed else ""
         return f"{where}: unknown key{hint}"
     if kind == "missing":
-        return f"{where}: required key is missing"
+        parent = ".".join(loc[:-1])
+        hint = f"add `{loc[-1]}:` under `{parent}:`" if parent else f"add a `{loc[-1]}:` section"
+        return f"{where}: required key is missing; {hint}"
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        return (
+            f"{where}: must be a section of `key: value` entries (got {error.get('input')!r}); "
+            f"write its keys indented under `{loc[-1] if loc else where}:`"
+        )
     got = error.get("input")
     message = error["msg"][0].lower() + error["msg"][1:]
-    return f"{where}: {message} (got {got!r})"
+    hint = _HINTS.get(kind, "fix the value")
+    return f"{where}: {message} (got {got!r}); {hint}"
+
+
+# What to do, for pydantic's own error kinds (the rule itself is in pydantic's message).
+_HINTS = {
+    "int_type": "write a whole number, e.g. 5",
+    "int_parsing": "write a whole number, e.g. 5",
+    "int_from_float": "write a whole number, e.g. 5",
+    "float_type": "write a number, e.g. 0.5",
+    "float_parsing": "write a number, e.g. 0.5",
+    "finite_number": "write a finite number",
+    "bool_type": "write true or false",
+    "string_type": "write it as text",
+    "string_too_short": "give a non-empty value",
+    "list_type": "write a list, e.g. [a, b]",
+    "literal_error": "use one of these",
+    "greater_than": "raise the value",
+    "greater_than_equal": "raise the value",
+    "less_than": "lower the value",
+    "less_than_equal": "lower the value",
+}
+
+
+_SCALAR_TAGS = ("bool", "int", "float", "str")
+
+
+def _scalar_error(loc: tuple[str, ...], got: Any) -> str:
+    """A value that is none of true/false, a number or text (pydantic tags each try)."""
+    if loc[-1] == "value":
+        return (
+            f"{'.'.join(loc[:-1])}: must be a single value, {{low: .., high: ..}} or "
+            f"{{values: [..]}} (got {got!r}); write it in one of these forms"
+        )
+    return f"{'.'.join(loc)}: must be true/false, a number or text (got {got!r}); use one of these"
 
 
 def _allowed_keys(loc: tuple[str, ...]) -> list[str]:

@@ -94,13 +94,21 @@ def make_objective(
     return partial(evaluate_point, config, dataset)
 
 
+def load_for_scoring(config: Config) -> Dataset:
+    """Load the config's data and check that its splits can be made, before any output or work."""
+    dataset = load_dataset(config.data)
+    make_splits(dataset, config.evaluation.splits, config.evaluation.test_size, 0)
+    return dataset
+
+
 def evaluate_config(
-    config: Config, params: Mapping[str, Scalar], seed: int
+    config: Config, params: Mapping[str, Scalar], seed: int, dataset: Dataset | None = None
 ) -> tuple[Score, Architecture]:
-    """Load the config's data and score one point in a worker process: `tuner evaluate`."""
+    """Score one point in a worker process, on the config's data (loaded unless given)."""
     from tuner.worker import Worker
 
-    dataset = load_dataset(config.data)
+    if dataset is None:
+        dataset = load_dataset(config.data)
     worker = Worker(config, dataset)
     try:
         score = worker(params, seed)

@@ -59,25 +59,31 @@ class Dimension:
             return (math.log(float(value)) - math.log(low)) / (math.log(high) - math.log(low))
         return (float(value) - low) / (high - low)
 
-    def check(self, value: Scalar) -> Scalar:
-        """Validate a user-given value for this dimension; returns it in its proper type."""
+    def check(self, value: Scalar, source: str = "") -> Scalar:
+        """Validate a user-given value for this dimension; returns it in its proper type.
+
+        `source` (`--vector`, `--param`) starts the message, so it names the option and the name.
+        """
+        where = f"{source} {self.name}".strip()
         if self.param.kind == "choice":
             for allowed in self.param.values or []:
                 if value == allowed and type(value) is type(allowed):
                     return allowed
-            raise UsageError(f"{self.name}: must be one of {self.param.values} (got {value!r})")
+            raise UsageError(f"{where}: must be one of {self.param.values} (got {value!r})")
+        low, high = self.param.low, self.param.high
         if (
             isinstance(value, bool)
             or not isinstance(value, int | float)
             or not math.isfinite(value)
         ):
-            raise UsageError(f"{self.name}: must be a finite number (got {value!r})")
-        low, high = self.param.low, self.param.high
+            raise UsageError(
+                f"{where}: must be a finite number between {low} and {high} (got {value!r})"
+            )
         if not low <= value <= high:  # type: ignore[operator]
-            raise UsageError(f"{self.name}: must be between {low} and {high} (got {value})")
+            raise UsageError(f"{where}: must be between {low} and {high} (got {value})")
         if self.hp.kind == "int":
             if not float(value).is_integer():
-                raise UsageError(f"{self.name}: must be a whole number (got {value})")
+                raise UsageError(f"{where}: must be a whole number (got {value})")
             return int(value)
         return float(value)
 
@@ -134,7 +140,7 @@ class SearchSpace:
                 f"{','.join(self.names)} (got {len(items)})"
             )
         values = {
-            d.name: d.check(_parse_scalar(d.name, t))
+            d.name: d.check(_parse_scalar(f"--vector {d.name}", t), "--vector")
             for d, t in zip(self.dimensions, items, strict=True)
         }
         return {**values, **self.fixed}
@@ -155,7 +161,7 @@ class SearchSpace:
                     else ("not a hyperparameter of this space")
                 )
                 raise UsageError(f"--param {name}: {hint}; searched: {', '.join(self.names)}")
-            given[name] = by_name[name].check(_parse_scalar(name, text))
+            given[name] = by_name[name].check(_parse_scalar(f"--param {name}", text), "--param")
         missing = [n for n in self.names if n not in given]
         if missing:
             raise UsageError(f"--param: missing value for {', '.join(missing)}")
@@ -170,5 +176,5 @@ def _parse_scalar(name: str, text: str) -> Scalar:
     if text.strip().lower() in {"nan", ".nan", "inf", "-inf", ".inf", "-.inf"}:
         value = float(text.strip().lstrip("."))
     if not isinstance(value, bool | int | float | str):
-        raise UsageError(f"{name}: not a single value (got {text!r})")
+        raise UsageError(f"{name}: must be a single value (got {text!r}); give a number")
     return value
