@@ -91,5 +91,7 @@ class Proposer:
             # sklearn's GP and bayes_opt's "experimental" notice are noise for our users.
             warnings.simplefilter("ignore")
             for point, target in observations(history):
-                optimizer.register(params=point, target=target)
+                # The target space's own register: the optimiser's wrapper also logs, and
+                # its logging rebuilds the whole result list each call (quadratic in trials).
+                optimizer.space.register(point, target)
             return _clean(optimizer.suggest())
