@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -171,3 +172,23 @@ def test_the_new_commands_keep_matplotlib_and_keras_out_of_the_cli():
         "assert not heavy, heavy"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_shell_completion_as_readme_shows():
+    code = "from tuner.cli import main; main()"
+    env = {**os.environ, "COMP_WORDS": "tuner rep", "COMP_CWORD": "1"}
+    for shell in ("bash", "zsh", "fish"):
+        source = subprocess.run(
+            [sys.executable, "-c", code],
+            env={**env, "_TUNER_COMPLETE": f"{shell}_source"},
+            capture_output=True,
+            text=True,
+        )
+        assert "_TUNER_COMPLETE" in source.stdout, shell
+    words = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**env, "_TUNER_COMPLETE": "bash_complete"},
+        capture_output=True,
+        text=True,
+    )
+    assert words.stdout.split() == ["plain,report"]
