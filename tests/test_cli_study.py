@@ -41,6 +41,7 @@ def test_trials_in_every_format(run, finished_study):
     assert set(as_json["trials"][0]) >= {"trial", "params", "loss", "loss_std", "epochs", "error"}
     rows = list(csv.DictReader(io.StringIO(run("trials", "tiny.yaml", "--format", "csv").stdout)))
     assert len(rows) == 4 and rows[3]["error"] == "crashed: boom"
+    assert float(rows[0]["loss"]) == as_json["trials"][0]["loss"], "full precision in CSV"
     assert {"batch_size", "learning_rate", "loss_std", "seconds"} <= set(rows[0])
 
 

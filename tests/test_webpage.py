@@ -79,3 +79,22 @@ def test_the_console_check_sees_errors(tmp_path):
     bad.write_text("<html><body><script>undefinedFunction();</script></body></html>")
     dumped = open_page(bad, tmp_path, "--dump-dom")
     assert any("Uncaught ReferenceError" in line for line in dumped.stderr.splitlines())
+
+
+def test_a_study_without_a_completed_trial_still_gets_a_page(tmp_path):
+    from tuner.config import validate_config
+    from tuner.store import Storage, TrialState, sqlite_url
+
+    from .conftest import tiny_config_dict
+
+    url = sqlite_url(tmp_path / "study.db")
+    storage = Storage(url)
+    config = validate_config(tiny_config_dict(tmp_path / "gone.csv")).to_dict()
+    study = storage.create_study("broken", config)
+    trial = storage.start_trial(study, {}, {"neuron_pct": 0.1, "neuron_shrink": 0.5}, seed=1)
+    storage.finish_trial(trial, state=TrialState.FAILED, error_kind="crashed", error="boom")
+    storage.close()
+    written = write_report(load_results(url, "broken"), tmp_path / "r.html")
+    page = (tmp_path / "r.html").read_text()
+    assert "none: no trial completed" in page and "crashed" in page and "boom" in page
+    assert [Path(p).name for p in written["plots"]] == ["r-timings.png"]

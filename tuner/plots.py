@@ -64,18 +64,20 @@ def convergence(results: StudyResults) -> bytes:
 def _param_axis(ax: Axes, results: StudyResults, name: str) -> None:
     done = results.completed
     values = [t.params.get(name) for t in done]
-    losses = [t.loss for t in done]
-    if all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
-        ax.scatter(values, losses, color=_POINT)
-        param = results.config.space.get(name)
-        if param is not None and param.log:
-            ax.set_xscale("log")
-    else:
-        labels = sorted({str(v) for v in values})
-        ax.scatter([labels.index(str(v)) for v in values], losses, color=_POINT)
+    numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
+    labels = sorted({str(v) for v in values})
+
+    def position(value: object) -> object:
+        return value if numeric else labels.index(str(value))
+
+    ax.scatter([position(v) for v in values], [t.loss for t in done], color=_POINT)
+    param = results.config.space.get(name)
+    if numeric and param is not None and param.log:
+        ax.set_xscale("log")
+    if not numeric:
         ax.set_xticks(range(len(labels)), labels)
     best = results.best
-    ax.scatter([best.params.get(name)], [best.loss], color="black", marker="*", s=150)
+    ax.scatter([position(best.params.get(name))], [best.loss], color="black", marker="*", s=150)
     ax.set_xlabel(name)
 
 

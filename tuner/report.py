@@ -182,18 +182,32 @@ def print_error(message: str) -> None:
 # --- reading a finished study: tuner trials / best / report / export / predict -----------
 
 
-def _trial_row(trial: TrialRecord, names: Sequence[str]) -> list[str]:
-    loss = "" if trial.loss is None else f"{trial.loss:.6g}"
-    std = "" if trial.loss_std is None else f"{trial.loss_std:.6g}"
+def _exact(value: Any) -> str:
+    """A value in full precision, for CSV (true/false in lower case, empty for None)."""
+    if value is None:
+        return ""
+    return str(value).lower() if isinstance(value, bool) else repr(value).strip("'")
+
+
+def _trial_row(trial: TrialRecord, names: Sequence[str], exact: bool = False) -> list[str]:
+    shown = _exact if exact else format_value
+    loss = "" if trial.loss is None else (_exact(trial.loss) if exact else f"{trial.loss:.4f}")
+    std = (
+        ""
+        if trial.loss_std is None
+        else (_exact(trial.loss_std) if exact else f"{trial.loss_std:.4f}")
+    )
     error = f"{trial.error_kind}: {trial.error}" if trial.error_kind else ""
     return [
         str(trial.number),
         trial.state.value,
-        *(format_value(trial.params.get(n)) for n in names),
+        *(shown(trial.params.get(n)) for n in names),
         loss,
         std,
         ",".join(str(e) for e in trial.epochs),
-        "" if trial.seconds is None else f"{trial.seconds:.1f}",
+        ""
+        if trial.seconds is None
+        else (_exact(trial.seconds) if exact else f"{trial.seconds:.1f}"),
         error,
     ]
 
@@ -209,7 +223,7 @@ def print_trials(results: StudyResults, fmt: str) -> None:
     if fmt == "csv":
         writer = csv.writer(sys.stdout, lineterminator="\n")
         writer.writerow(header)
-        writer.writerows(_trial_row(t, names) for t in results.trials)
+        writer.writerows(_trial_row(t, names, exact=True) for t in results.trials)
         sys.stdout.flush()
         return
     table = Table(title=f"trials of study {results.name}", title_justify="left")

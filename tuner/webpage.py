@@ -71,6 +71,8 @@ def best_architecture(results: StudyResults) -> tuple[Architecture | None, str]:
 
 
 def _architecture_section(results: StudyResults) -> str:
+    if not results.completed:
+        return "<p>No trial completed.</p>"
     arch, note = best_architecture(results)
     if arch is None:
         return f"<p>{html.escape(note)}</p>"
@@ -79,19 +81,21 @@ def _architecture_section(results: StudyResults) -> str:
 
 
 def _summary(results: StudyResults) -> str:
-    best = results.best
     states = [t.state.value for t in results.trials]
-    rows = [
+    counts = ", ".join(f"{states.count(k)} {k}" for k in ("complete", "failed", "running"))
+    rows: list[tuple[str, object]] = [
         ("study", results.name),
         ("storage", results.storage),
-        (
-            "trials",
-            f"{len(states)} ({states.count('complete')} complete, "
-            f"{states.count('failed')} failed, {states.count('running')} running)",
-        ),
-        ("best trial", f"#{best.number}: loss {best.loss:.4f} ± {best.loss_std or 0.0:.4f}"),
-        *((f"best {k}", v) for k, v in best.params.items()),
+        ("trials", f"{len(states)} ({counts})"),
     ]
+    if results.completed:
+        best = results.best
+        rows.append(
+            ("best trial", f"#{best.number}: loss {best.loss:.4f} ± {best.loss_std or 0:.4f}")
+        )
+        rows += [(f"best {k}", v) for k, v in best.params.items()]
+    else:
+        rows.append(("best trial", "none: no trial completed"))
     return _table(["", ""], rows)
 
 
@@ -176,12 +180,14 @@ def render(results: StudyResults, plots: dict[str, bytes]) -> str:
 
 
 def write_report(results: StudyResults, out: Path) -> dict[str, object]:
-    """Write the page and its PNGs (`<stem>-<plot>.png` beside it); returns what was written."""
+    """Write the page and its PNGs (`<stem>-<plot>.png` beside it); returns what was written.
+
+    A study without a completed trial still gets a page: its failures and timings.
+    """
     from tuner.plots import all_plots
 
     if out.is_dir():
         raise UsageError(f"--out: {out} is a folder; give the path of an .html file")
-    results.best  # noqa: B018  (a study without a completed trial is refused before writing)
     plots = all_plots(results)
     page = render(results, plots)
     out.parent.mkdir(parents=True, exist_ok=True)
