@@ -87,3 +87,46 @@ def course_csv() -> Path:
     if not COURSE_DATA.exists():
         pytest.skip(f"the course's data is not at {COURSE_DATA}")
     return COURSE_DATA
+
+
+class FinishedStudy:
+    """A tiny finished study: its folder, config, CSV and database URL."""
+
+    def __init__(self, folder: Path, config: Path, csv: Path, url: str) -> None:
+        self.folder, self.config, self.csv, self.url = folder, config, csv, url
+
+
+@pytest.fixture(scope="session")
+def finished_study(tmp_path_factory) -> FinishedStudy:
+    """Three trials on the tiny data (3 epochs), plus one failed trial; built once per session.
+
+    The database is where `tuner search CONFIG` puts it when run from `folder`.
+    """
+    from tuner.config import load_config
+    from tuner.report import QuietReporter
+    from tuner.search import search
+    from tuner.store import Storage, TrialState, sqlite_url
+
+    folder = tmp_path_factory.mktemp("study")
+    csv = folder / "tiny.csv"
+    make_tiny_frame().to_csv(csv, index=False)
+    config = folder / "tiny.yaml"
+    config.write_text(yaml.safe_dump(tiny_config_dict(csv, evaluation={"epochs": 3})))
+    url = sqlite_url(folder / "runs" / "tiny" / "study.db")
+    result = search(
+        load_config(config),
+        storage_url=url,
+        study_name="tiny",
+        resume=False,
+        reporter=QuietReporter(),
+    )
+    storage = Storage(url)
+    try:
+        study = storage.get_study("tiny")
+        failed = storage.start_trial(study, {}, dict(result.best.params), seed=7)
+        storage.finish_trial(
+            failed, state=TrialState.FAILED, error_kind="crashed", error="boom", seconds=0.5
+        )
+    finally:
+        storage.close()
+    return FinishedStudy(folder, config, csv, url)

@@ -38,6 +38,17 @@ class Architecture:
             width = units
         return total + width * self.n_outputs + self.n_outputs
 
+    def layers(self) -> list[tuple[str, int, int]]:
+        """(layer, units, parameters) for each hidden block and the output layer."""
+        rows, width = [], self.n_inputs
+        for index, units in enumerate(self.hidden, start=1):
+            count = width * units + units + (4 * units if self.batch_norm else 0)
+            count += units if self.activation in _PARAMETRIC else 0
+            rows.append((f"hidden {index}", units, count))
+            width = units
+        rows.append(("output", self.n_outputs, width * self.n_outputs + self.n_outputs))
+        return rows
+
     def describe(self) -> str:
         """One line for people, e.g. `47 -> 500 -> 125 -> 31 -> 7 (91,411 parameters)`."""
         if not self.hidden:

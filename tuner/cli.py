@@ -164,6 +164,176 @@ def evaluate(
         print_score(score, params, arch.describe(), as_json)
 
 
+# --- reading a finished study, exporting and using its model ------------------------------
+
+_STUDY_CONFIG = click.argument(
+    "config", required=False, type=click.Path(path_type=Path, dir_okay=False)
+)
+_STORAGE = click.option(
+    "--storage", metavar="URL", help="SQLAlchemy URL of the study database [default: the config's]."
+)
+_STUDY = click.option(
+    "--study", "study_name", metavar="NAME", help="Study name [default: config name]."
+)
+
+
+def _results(config: Path | None, storage: str | None, study_name: str | None) -> Any:
+    from tuner.results import load_results, study_location
+
+    return load_results(*study_location(config, storage, study_name))
+
+
+@cli.command(short_help="List every trial of a study.")
+@_options(_STUDY_CONFIG, _STORAGE, _STUDY)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "csv", "json"]),
+    default="table",
+    show_default=True,
+    help="Output format.",
+)
+@_options(_JSON, _DEBUG)
+def trials(
+    config: Path | None,
+    storage: str | None,
+    study_name: str | None,
+    fmt: str,
+    as_json: bool,
+    debug: bool,
+) -> None:
+    """Every trial of a study: state, parameters, loss, std, epochs, seconds, error."""
+    with _handled(debug):
+        from tuner.report import print_trials
+
+        print_trials(_results(config, storage, study_name), "json" if as_json else fmt)
+
+
+@cli.command(short_help="Show the best trial of a study.")
+@_options(_STUDY_CONFIG, _STORAGE, _STUDY, _JSON, _DEBUG)
+def best(
+    config: Path | None, storage: str | None, study_name: str | None, as_json: bool, debug: bool
+) -> None:
+    """The best completed trial of a study, with the network it decodes to."""
+    with _handled(debug):
+        from tuner.report import print_best
+        from tuner.webpage import best_architecture
+
+        results = _results(config, storage, study_name)
+        results.best  # noqa: B018  (refuses a study without a completed trial)
+        arch, note = best_architecture(results)
+        print_best(results, arch.describe() if arch else note, as_json)
+
+
+@cli.command(short_help="Write an HTML report of a study, with PNG plots.")
+@_options(_STUDY_CONFIG, _STORAGE, _STUDY)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=Path("report.html"),
+    show_default=True,
+    help="The HTML file; the plots are written beside it as <name>-<plot>.png.",
+)
+@_options(_JSON, _DEBUG)
+def report(
+    config: Path | None,
+    storage: str | None,
+    study_name: str | None,
+    out: Path,
+    as_json: bool,
+    debug: bool,
+) -> None:
+    """One self-contained HTML page: convergence, parameters, splits, network, failures."""
+    with _handled(debug):
+        from tuner.report import print_written
+        from tuner.webpage import write_report
+
+        written = write_report(_results(config, storage, study_name), out)
+        lines = [f"report  {written['html']} ({written['bytes']:,} bytes)"]
+        lines += [f"plot    {p}" for p in written["plots"]]  # type: ignore[attr-defined]
+        print_written(written, lines, as_json)
+
+
+@cli.command(short_help="Refit the best trial on all the data; save the model.")
+@_options(_STUDY_CONFIG, _STORAGE, _STUDY)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, file_okay=False),
+    required=True,
+    help="Model folder to write (refused when it exists and is not empty, unless --force).",
+)
+@click.option("--seeds", type=int, default=3, show_default=True, help="Refits; the best is kept.")
+@click.option("--force", is_flag=True, help="Write into a non-empty --out folder.")
+@_options(_JSON, _QUIET, _DEBUG)
+def export(
+    config: Path | None,
+    storage: str | None,
+    study_name: str | None,
+    out: Path,
+    seeds: int,
+    force: bool,
+    as_json: bool,
+    quiet: bool,
+    debug: bool,
+) -> None:
+    """Refit the best configuration (several seeds, keeping the best) and save it to --out."""
+    with _handled(debug):
+        from tuner.export import check_model_folder, export_model
+        from tuner.report import print_written, stderr_console
+
+        results = _results(config, storage, study_name)
+        check_model_folder(out, force)
+        if not quiet:
+            stderr_console().print(f"refitting trial {results.best.number} with {seeds} seed(s)...")
+        meta = export_model(results, out, seeds=seeds, force=force).meta
+        score = meta["score"]
+        lines = [
+            f"model         {out}",
+            f"trial         {meta['trial']}",
+            f"architecture  {meta['architecture']['description']}",
+            f"held-out      {score['held_out_loss']:.4f} (seed {score['seed']}, "
+            f"{score['epochs']} epochs; search loss {score['search_loss']:.4f})",
+            f"seconds       {meta['seconds']:.1f}",
+        ]
+        print_written(meta, lines, as_json)
+
+
+@cli.command(short_help="Predict with an exported model.")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.argument("data", type=click.Path(path_type=Path))
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, dir_okay=False),
+    required=True,
+    help="CSV file of predictions to write.",
+)
+@click.option("--id", "id_column", metavar="COLUMN", help="Column copied to the output as the id.")
+@_options(_JSON, _DEBUG)
+def predict(
+    model: Path, data: Path, out: Path, id_column: str | None, as_json: bool, debug: bool
+) -> None:
+    """Apply MODEL (a folder from `tuner export`) to the CSV file DATA."""
+    with _handled(debug):
+        from tuner.export import predict_file
+        from tuner.report import print_written
+
+        written = predict_file(model, data, out, id_column)
+        print_written(written, [f"predictions  {out} ({written['rows']} rows)"], as_json)
+
+
+@cli.command(short_help="Write a starter config for a CSV file.")
+@click.argument("data", type=click.Path(path_type=Path))
+@click.option("--target", required=True, metavar="COLUMN", help="The column to predict.")
+@_options(_DEBUG)
+def init(data: Path, target: str, debug: bool) -> None:
+    """Print a commented starter config for the CSV file DATA on stdout."""
+    with _handled(debug):
+        from tuner.report import print_text
+        from tuner.starter import starter_config
+
+        print_text(starter_config(data, target))
+
+
 def main() -> None:
     """Console-script entry point."""
     cli(prog_name="tuner")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import sys
 from collections.abc import Mapping, Sequence
@@ -12,6 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from tuner.evaluate import Score
+from tuner.results import StudyResults
 from tuner.search import SearchResult
 from tuner.store import TrialRecord, TrialState
 
@@ -175,3 +177,104 @@ def print_error(message: str) -> None:
     """A one-line error on stderr."""
     sys.stderr.write(f"error: {message}\n")
     sys.stderr.flush()
+
+
+# --- reading a finished study: tuner trials / best / report / export / predict -----------
+
+
+def _exact(value: Any) -> str:
+    """A value in full precision, for CSV (true/false in lower case, empty for None)."""
+    if value is None:
+        return ""
+    return str(value).lower() if isinstance(value, bool) else repr(value).strip("'")
+
+
+def _trial_row(trial: TrialRecord, names: Sequence[str], exact: bool = False) -> list[str]:
+    shown = _exact if exact else format_value
+    loss = "" if trial.loss is None else (_exact(trial.loss) if exact else f"{trial.loss:.4f}")
+    std = (
+        ""
+        if trial.loss_std is None
+        else (_exact(trial.loss_std) if exact else f"{trial.loss_std:.4f}")
+    )
+    error = f"{trial.error_kind}: {trial.error}" if trial.error_kind else ""
+    return [
+        str(trial.number),
+        trial.state.value,
+        *(shown(trial.params.get(n)) for n in names),
+        loss,
+        std,
+        ",".join(str(e) for e in trial.epochs),
+        ""
+        if trial.seconds is None
+        else (_exact(trial.seconds) if exact else f"{trial.seconds:.1f}"),
+        error,
+    ]
+
+
+def print_trials(results: StudyResults, fmt: str) -> None:
+    """Every trial of a study on stdout: a table, CSV (every parameter) or one JSON object."""
+    if fmt == "json":
+        trials = [t.to_dict() for t in results.trials]
+        print_json({"study": results.name, "storage": results.storage, "trials": trials})
+        return
+    names = list(results.names) if fmt == "table" else _all_params(results)
+    header = ["trial", "state", *names, "loss", "loss_std", "epochs", "seconds", "error"]
+    if fmt == "csv":
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(_trial_row(t, names, exact=True) for t in results.trials)
+        sys.stdout.flush()
+        return
+    table = Table(title=f"trials of study {results.name}", title_justify="left")
+    for column in header:
+        table.add_column(column, justify="left" if column in {"state", "error"} else "right")
+    for trial in results.trials:
+        table.add_row(*_trial_row(trial, names))
+    _stdout().print(table)
+
+
+def _all_params(results: StudyResults) -> list[str]:
+    names: list[str] = []
+    for trial in results.trials:
+        names += [n for n in trial.params if n not in names]
+    return names
+
+
+def print_best(results: StudyResults, architecture: str | None, as_json: bool) -> None:
+    """The best trial of a study on stdout, with its decoded network when known."""
+    best = results.best
+    if as_json:
+        extra = {"architecture": architecture, "study": results.name, "storage": results.storage}
+        print_json({**best.to_dict(), **extra})
+        return
+    table = Table(title=f"best of study {results.name}", title_justify="left", show_header=False)
+    table.add_column("key")
+    table.add_column("value")
+    table.add_row("trial", str(best.number))
+    table.add_row("loss", f"{best.loss:.4f} ± {best.loss_std or 0.0:.4f}")
+    table.add_row("split losses", ", ".join(f"{x:.4f}" for x in best.split_losses))
+    table.add_row("epochs", ", ".join(str(e) for e in best.epochs))
+    table.add_row("seconds", f"{best.seconds or 0.0:.1f}")
+    for name, value in best.params.items():
+        table.add_row(name, format_value(value))
+    if architecture:
+        table.add_row("architecture", architecture)
+    table.add_row("storage", results.storage)
+    _stdout().print(table)
+
+
+def print_written(summary: Mapping[str, Any], lines: Sequence[str], as_json: bool) -> None:
+    """What a command wrote: one JSON object, or a few `key  value` lines."""
+    if as_json:
+        print_json(summary)
+        return
+    out = _stdout()
+    for line in lines:
+        out.print(line)
+
+
+def print_text(text: str) -> None:
+    """Text as is on stdout (a starter config)."""
+    sys.stdout.write(text)
+    sys.stdout.flush()

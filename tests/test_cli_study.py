@@ -1,0 +1,195 @@
+"""The study-reading commands (trials, best, report, export, predict, init) through CliRunner."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from tuner.cli import cli
+
+from .conftest import tree_digest
+
+
+@pytest.fixture
+def run(finished_study, monkeypatch):
+    """Invoke `tuner` from the study's folder, where `tuner search tiny.yaml` put the study."""
+    monkeypatch.chdir(finished_study.folder)
+
+    def invoke(*args: object):
+        return CliRunner().invoke(cli, [str(a) for a in args])
+
+    return invoke
+
+
+def test_trials_in_every_format(run, finished_study):
+    table = run("trials", "tiny.yaml")
+    assert table.exit_code == 0, table.output
+    assert "trials of study tiny" in table.stdout and "crashed: boom" in table.stdout
+    as_json = json.loads(run("trials", "tiny.yaml", "--json").stdout)
+    assert as_json == json.loads(run("trials", "tiny.yaml", "--format", "json").stdout)
+    assert as_json["study"] == "tiny" and as_json["storage"] == finished_study.url
+    states = [t["state"] for t in as_json["trials"]]
+    assert states == ["complete"] * 3 + ["failed"]
+    assert set(as_json["trials"][0]) >= {"trial", "params", "loss", "loss_std", "epochs", "error"}
+    rows = list(csv.DictReader(io.StringIO(run("trials", "tiny.yaml", "--format", "csv").stdout)))
+    assert len(rows) == 4 and rows[3]["error"] == "crashed: boom"
+    assert float(rows[0]["loss"]) == as_json["trials"][0]["loss"], "full precision in CSV"
+    assert {"batch_size", "learning_rate", "loss_std", "seconds"} <= set(rows[0])
+
+
+def test_storage_and_study_instead_of_a_config(run, finished_study):
+    by_url = run("trials", "--storage", finished_study.url, "--study", "tiny", "--json")
+    assert by_url.exit_code == 0
+    assert by_url.stdout == run("trials", "tiny.yaml", "--json").stdout
+
+
+def test_best_is_the_lowest_completed_loss(run):
+    result = run("best", "tiny.yaml", "--json")
+    assert result.exit_code == 0, result.output
+    best = json.loads(result.stdout)
+    trials = json.loads(run("trials", "tiny.yaml", "--json").stdout)["trials"]
+    assert best["loss"] == min(t["loss"] for t in trials if t["state"] == "complete")
+    assert best["architecture"].startswith("5 -> ") and best["study"] == "tiny"
+    text = run("best", "tiny.yaml").stdout
+    assert "best of study tiny" in text and "architecture" in text
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["trials"], "give a config file (its default run folder and study name), or both"),
+        (["trials", "nope.yaml"], "nope.yaml: config file not found; check the path"),
+        (["best", "tiny.yaml", "--study", "other"], "--study: no study 'other' in sqlite:///"),
+        (["report", "--storage", "sqlite:///gone.db", "--study", "x"], "no study database at"),
+        (["predict", "nomodel", "tiny.csv", "--out", "p.csv"], "nomodel: model folder not found"),
+        (["init", "tiny.csv", "--target", "nope"], "--target: column 'nope' is not in tiny.csv"),
+        (["init", "nope.csv", "--target", "x"], "file not found: nope.csv; check the path"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(run, finished_study, args, message):
+    before = tree_digest(finished_study.folder)
+    result = run(*args)
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("error: ") and message in result.stderr
+    assert result.stderr.count("\n") == 1 and result.stdout == ""
+    assert tree_digest(finished_study.folder) == before
+
+
+def test_report_writes_a_page_and_pngs(run, finished_study):
+    result = run("report", "tiny.yaml", "--out", "out/study.html", "--json")
+    assert result.exit_code == 0, result.output
+    written = json.loads(result.stdout)
+    page = (finished_study.folder / "out" / "study.html").read_text()
+    assert written["bytes"] == len(page.encode())
+    names = sorted(Path(p).name for p in written["plots"])
+    assert names == [f"study-{n}.png" for n in ("convergence", "parameters", "splits", "timings")]
+    for path in written["plots"]:
+        assert (finished_study.folder / path).read_bytes().startswith(b"\x89PNG")
+    assert page.count('src="data:image/png;base64,') == 4
+    assert "crashed" in page and "boom" in page and "hidden 1" in page
+    assert "http://" not in page and "https://" not in page and "<script" not in page
+
+
+def test_export_then_predict_round_trip(run, finished_study, tmp_path):
+    out = tmp_path / "model"
+    result = run("export", "tiny.yaml", "--out", out, "--seeds", "2", "--json", "--quiet")
+    assert result.exit_code == 0, result.output
+    meta = json.loads(result.stdout)
+    assert sorted(p.name for p in out.iterdir()) == [
+        "model.json",
+        "model.keras",
+        "preprocessing.joblib",
+    ]
+    stored = json.loads((out / "model.json").read_text())
+    assert stored["classes"] == ["a", "b", "c"] and stored["id_column"] == "id"
+    assert stored["feature_columns"] == ["x1", "x2", "colour"]
+    assert set(stored["versions"]) == {"python", "tensorflow", "keras", "scikit-learn", "tuner"}
+    assert len(stored["data"]["sha256"]) == 64 and len(stored["score"]["refits"]) == 2
+    assert meta["trial"] == json.loads(run("best", "tiny.yaml", "--json").stdout)["trial"]
+
+    again = run("export", "tiny.yaml", "--out", out)
+    assert again.exit_code == 2 and "exists and is not empty" in again.stderr
+
+    predicted = run("predict", out, "tiny.csv", "--out", tmp_path / "p.csv", "--json")
+    assert predicted.exit_code == 0, predicted.output
+    assert json.loads(predicted.stdout)["columns"] == ["id", "p_a", "p_b", "p_c", "prediction"]
+    lines = (tmp_path / "p.csv").read_text().splitlines()
+    assert len(lines) == 151 and lines[0] == "id,p_a,p_b,p_c,prediction"
+
+    frame = (finished_study.folder / "tiny.csv").read_text().splitlines()
+    header = frame[0].split(",")
+    without_x2 = "\n".join(
+        ",".join(v for h, v in zip(header, line.split(","), strict=True) if h != "x2")
+        for line in frame
+    )
+    (tmp_path / "no_x2.csv").write_text(without_x2 + "\n")
+    refused = run("predict", out, tmp_path / "no_x2.csv", "--out", tmp_path / "q.csv")
+    assert refused.exit_code == 2
+    assert "missing column(s) x2 that the model needs" in refused.stderr
+    assert not (tmp_path / "q.csv").exists()
+
+
+def test_init_writes_a_config_that_search_accepts(run, finished_study, tmp_path):
+    result = run("init", "tiny.csv", "--target", "label")
+    assert result.exit_code == 0, result.output
+    text = result.stdout
+    assert text.startswith("# Starter config for tiny.csv")
+    assert "task: classification" in text and 'drop: ["id"]' in text
+    assert 'categorical: ["colour"]' in text and "log: true" in text
+    config = tmp_path / "starter.yaml"
+    config.write_text(text)
+    searched = run(
+        "search",
+        config,
+        "--out",
+        tmp_path / "runs",
+        "--quiet",
+        "--json",
+        "--set",
+        "search.init_points=1",
+        "--set",
+        "search.n_iter=0",
+        "--set",
+        "evaluation.epochs=2",
+        "--set",
+        "evaluation.splits=1",
+    )
+    assert searched.exit_code == 0, searched.output
+    assert json.loads(searched.stdout)["trial"] == 0
+
+
+def test_the_new_commands_keep_matplotlib_and_keras_out_of_the_cli():
+    code = (
+        "import sys, tuner.cli, tuner.results, tuner.starter, tuner.webpage, tuner.export; "
+        "heavy = {'keras', 'tensorflow', 'matplotlib'} & set(sys.modules); "
+        "assert not heavy, heavy"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_shell_completion_as_readme_shows():
+    code = "from tuner.cli import main; main()"
+    env = {**os.environ, "COMP_WORDS": "tuner rep", "COMP_CWORD": "1"}
+    for shell in ("bash", "zsh", "fish"):
+        source = subprocess.run(
+            [sys.executable, "-c", code],
+            env={**env, "_TUNER_COMPLETE": f"{shell}_source"},
+            capture_output=True,
+            text=True,
+        )
+        assert "_TUNER_COMPLETE" in source.stdout, shell
+    words = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**env, "_TUNER_COMPLETE": "bash_complete"},
+        capture_output=True,
+        text=True,
+    )
+    assert words.stdout.split() == ["plain,report"]
