@@ -194,3 +194,36 @@ def test_a_killed_workers_trial_goes_stale_is_retried_and_its_late_result_reject
             storage.finish_trial(doomed, state="complete", loss=0.0)
     finally:
         storage.close()
+
+
+def test_ctrl_c_stops_every_slot_and_leaves_no_trial_running(tmp_path, write_config):
+    config = write_config(search={"init_points": 6, "n_iter": 6})
+    env = {"TUNER_TEST_SLEEP": "3.0"}
+    args = ["search", str(config), "--workers", "3", "--objective", "tests.objectives:bowl"]
+    search = _tuner(*args, env=env, cwd=tmp_path)
+    url = sqlite_url(tmp_path / "runs" / "tiny" / "study.db")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        if (tmp_path / "runs" / "tiny" / "study.db").exists() and _running(url) == 3:
+            break
+    search.send_signal(signal.SIGINT)
+    _, err = search.communicate(timeout=60)
+    assert search.returncode == 130, err[-2000:]
+    storage = Storage(url)
+    try:
+        trials = storage.trials(storage.get_study("tiny"))
+    finally:
+        storage.close()
+    assert len(trials) == 3
+    assert all(t.state == TrialState.FAILED and t.error_kind == "interrupted" for t in trials)
+
+
+def _running(url: str) -> int:
+    storage = Storage(url)
+    try:
+        study = storage.get_study("tiny")
+        trials = storage.trials(study) if study else []
+        return sum(t.state == TrialState.RUNNING for t in trials)
+    finally:
+        storage.close()

@@ -10,6 +10,7 @@ import fcntl
 import json
 import os
 import socket
+import threading
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -173,7 +174,7 @@ class Storage:
         sees the trials the others started. `choose` gets every trial (running ones too) and
         returns what to start, or None to start nothing.
         """
-        with self._session() as session:
+        with _process_lock(self.url), self._session() as session:
             self._lock(session, study)
             now = _db_now(session)
             _fail_stale(session, study, now - timedelta(seconds=grace))
@@ -268,6 +269,20 @@ class Storage:
                 )
             )
             return int(result.rowcount or 0)
+
+
+_PROCESS_LOCKS: dict[str, threading.Lock] = {}
+_PROCESS_LOCKS_GUARD = threading.Lock()
+
+
+def _process_lock(url: str) -> threading.Lock:
+    """One ask at a time per database within this process, first come first served.
+
+    The database lock serialises processes; this one queues the slots of one process before
+    it, so that SQLite's busy handler (which is not fair) does not starve one of many threads.
+    """
+    with _PROCESS_LOCKS_GUARD:
+        return _PROCESS_LOCKS.setdefault(url, threading.Lock())
 
 
 def _owned(trial: TrialRecord) -> tuple[Any, ...]:
