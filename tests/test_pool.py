@@ -227,3 +227,64 @@ def _running(url: str) -> int:
         return sum(t.state == TrialState.RUNNING for t in trials)
     finally:
         storage.close()
+
+
+@pytest.mark.slow
+def test_real_tiny_networks_with_two_workers_and_a_joining_worker(request, tmp_path, write_config):
+    url = request.getfixturevalue("postgres_url")
+    config = write_config(search={"init_points": 3, "n_iter": 2, "seed": 9})
+    search = _tuner("search", str(config), "--storage", url, "--workers", "2", "--json", "-q")
+    while not _study_exists(url):
+        time.sleep(0.2)
+    worker = _tuner("worker", "--storage", url, "--study", "tiny", "--json", "-q")
+    best = json.loads(_finish(search, timeout=600))
+    joined = json.loads(_finish(worker, timeout=600))
+    trials = _check_study(url, 5)
+    assert (
+        best["trial"]
+        == joined["trial"]
+        == min(
+            (t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: (t.loss, t.number)
+        ).number
+    )
+    assert all(t.epochs and t.loss > 0 for t in trials if t.state == TrialState.COMPLETE)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_paused_workers_late_result_is_rejected(backend, request, tmp_path, write_config):
+    url = (
+        sqlite_url(tmp_path / "study.db")
+        if backend == "sqlite"
+        else request.getfixturevalue("postgres_url")
+    )
+    settings = {"init_points": 4, "n_iter": 4, "heartbeat": 0.3, "grace": 2.0}
+    config = write_config(search=settings)
+    env = {"TUNER_TEST_SLEEP": "2.5"}
+    objective = ["--objective", "tests.objectives:bowl", "-q"]
+    search = _tuner("search", str(config), "--storage", url, *objective, env=env)
+    while not _study_exists(url):
+        time.sleep(0.2)
+    victim = _tuner("worker", "--storage", url, "--study", "tiny", *objective, env=env)
+    paused = _running_trial_of(url, victim.pid)
+    victim.send_signal(signal.SIGSTOP)  # its trial's process finishes; it cannot report
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if _trial(url, paused.number).error_kind == "stale":
+            break
+        time.sleep(0.2)
+    victim.send_signal(signal.SIGCONT)  # now it reports the finished trial: too late
+    _finish(victim)
+    _finish(search)
+    trials = _check_study(url, 8)
+    late = trials[paused.number]
+    assert late.state == TrialState.FAILED and late.error_kind == "stale" and late.loss is None
+    (retry,) = [t for t in trials if t.retry_of == paused.number]
+    assert retry.state == TrialState.COMPLETE
+
+
+def _trial(url: str, number: int):
+    storage = Storage(url)
+    try:
+        return storage.trials(storage.get_study("tiny"))[number]
+    finally:
+        storage.close()
