@@ -164,7 +164,7 @@ def _running_trial_of(url: str, pid: int, timeout: float = 120):
 def test_a_killed_workers_trial_goes_stale_is_retried_and_its_late_result_rejected(
     backend, request, tmp_path, write_config
 ):
-    budget = 12
+    budget = 20  # long enough for the victim to start and take a trial
     url = (
         sqlite_url(tmp_path / "study.db")
         if backend == "sqlite"
