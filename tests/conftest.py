@@ -130,3 +130,42 @@ def finished_study(tmp_path_factory) -> FinishedStudy:
     finally:
         storage.close()
     return FinishedStudy(folder, config, csv, url)
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """The admin URL of a PostgreSQL server, or the loud reason there is none (an exception)."""
+    import contextlib
+    import os
+
+    from tests.postgres import PostgresUnavailable, check_server, throwaway_server
+
+    with contextlib.ExitStack() as stack:
+        try:
+            given = os.environ.get("TUNER_TEST_POSTGRES_URL")
+            url = given or stack.enter_context(throwaway_server())
+            check_server(url)
+        except PostgresUnavailable as exc:
+            yield exc
+            return
+        yield url
+
+
+@pytest.fixture
+def postgres_url(postgres_server) -> str:
+    """A fresh, empty database on the test server; skips loudly when there is no server."""
+    from tests.postgres import fresh_database, skip_reason
+
+    if isinstance(postgres_server, Exception):
+        pytest.skip(skip_reason(postgres_server))
+    return fresh_database(postgres_server)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def storage_url(request, tmp_path: Path) -> str:
+    """The URL of an empty study database, on each backend in turn."""
+    from tuner.store import sqlite_url
+
+    if request.param == "sqlite":
+        return sqlite_url(tmp_path / "nested" / "study.db")
+    return request.getfixturevalue("postgres_url")

@@ -50,3 +50,21 @@ def misbehaving(_config: Any, _dataset: Any) -> Callable[[Mapping[str, Any], int
         return _score(bowl_loss(params))
 
     return objective
+
+
+def probe(_config: Any, _dataset: Any) -> Callable[[Mapping[str, Any], int], Score]:
+    """The bowl, logging what each trial's process sees: a line per trial to TUNER_TEST_LOG
+    with its GPU (CUDA_VISIBLE_DEVICES), thread setting, pid, and start and end times."""
+    pause = float(os.environ.get("TUNER_TEST_SLEEP", "0.05"))
+    log = os.environ["TUNER_TEST_LOG"]
+
+    def objective(params: Mapping[str, Any], _seed: int) -> Score:
+        started = time.time()
+        time.sleep(pause)
+        device = os.environ.get("CUDA_VISIBLE_DEVICES", "-")
+        threads = os.environ.get("OMP_NUM_THREADS", "-")
+        with open(log, "a") as handle:  # noqa: PTH123
+            handle.write(f"{device} {threads} {os.getpid()} {started} {time.time()}\n")
+        return _score(bowl_loss(params))
+
+    return objective

@@ -118,7 +118,10 @@ def test_optimiser_is_told_the_worst_loss_for_a_failure():
         trial(5, TrialState.RUNNING, point=0.5),
     ]
     told = dict((p["x"], target) for p, target in observations(history))
-    assert told == {0.1: pytest.approx(-0.6), 0.2: -0.9, 0.3: -0.9}
+    # The running trial (another worker's) is told the constant liar: the mean by default.
+    assert told == {0.1: pytest.approx(-0.6), 0.2: -0.9, 0.3: -0.9, 0.5: pytest.approx(-0.7)}
+    worst = dict((p["x"], target) for p, target in observations(history, liar="worst"))
+    assert worst[0.5] == -0.9
     assert all(math.isfinite(v) for v in told.values())
     assert observations(history[2:4]) == [], "nothing to compare a failure with yet"
 

@@ -28,6 +28,25 @@ _SET = click.option(
 _JSON = click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 _QUIET = click.option("--quiet", "-q", is_flag=True, help="No progress output on stderr.")
 _DEBUG = click.option("--debug", is_flag=True, help="Show the traceback of an error.")
+_OBJECTIVE = click.option(
+    "--objective",
+    default="tuner.evaluate:make_objective",
+    hidden=True,
+    help="module:function that builds the objective from (config, dataset); for tests.",
+)
+_WORKERS = click.option(
+    "--workers", type=click.IntRange(min=1), help="Trials at once on this box [default: 1]."
+)
+_GPUS = click.option(
+    "--gpus", metavar="all|0,1,...", help="GPUs to use; each trial's process sees one."
+)
+_PER_GPU = click.option(
+    "--trials-per-gpu",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Trials at once on one GPU (with --gpus).",
+)
 
 
 def _options(*decorators: Callable[[Any], Any]) -> Callable[[Any], Any]:
@@ -78,13 +97,7 @@ def cli() -> None:
     is_flag=True,
     help="Continue the study: finished trials count, interrupted ones run again.",
 )
-@click.option(
-    "--objective",
-    default="tuner.evaluate:make_objective",
-    hidden=True,
-    help="module:function that builds the objective from (config, dataset); for tests.",
-)
-@_options(_JSON, _QUIET, _DEBUG)
+@_options(_WORKERS, _GPUS, _PER_GPU, _OBJECTIVE, _JSON, _QUIET, _DEBUG)
 def search(
     config: Path,
     overrides: tuple[str, ...],
@@ -92,6 +105,9 @@ def search(
     storage: str | None,
     study_name: str | None,
     resume: bool,
+    workers: int | None,
+    gpus: str | None,
+    trials_per_gpu: int,
     objective: str,
     as_json: bool,
     quiet: bool,
@@ -101,6 +117,7 @@ def search(
     with _handled(debug):
         from tuner.config import load_config
         from tuner.report import ConsoleReporter, QuietReporter, print_search_result, stderr_console
+        from tuner.search import Parallel
         from tuner.search import search as run
         from tuner.space import SearchSpace
         from tuner.store import sqlite_url
@@ -117,6 +134,44 @@ def search(
             resume=resume,
             reporter=reporter,
             factory=objective,
+            parallel=Parallel(workers, gpus, trials_per_gpu),
+        )
+        print_search_result(result, names, as_json)
+
+
+@cli.command(short_help="Work on a study that tuner search created (another box).")
+@_options(_SET)
+@click.option("--storage", required=True, metavar="URL", help="SQLAlchemy URL of the study.")
+@click.option("--study", "study_name", required=True, metavar="NAME", help="Study name.")
+@_options(_WORKERS, _GPUS, _PER_GPU, _OBJECTIVE, _JSON, _QUIET, _DEBUG)
+def worker(
+    overrides: tuple[str, ...],
+    storage: str,
+    study_name: str,
+    workers: int | None,
+    gpus: str | None,
+    trials_per_gpu: int,
+    objective: str,
+    as_json: bool,
+    quiet: bool,
+    debug: bool,
+) -> None:
+    """Join a study: read its config from the database and run trials until its budget is spent."""
+    with _handled(debug):
+        from tuner.report import ConsoleReporter, QuietReporter, print_search_result, stderr_console
+        from tuner.search import Parallel, join_study, joined_config
+        from tuner.space import SearchSpace
+
+        cfg = joined_config(storage, study_name, overrides)
+        names = SearchSpace(cfg.space).names
+        reporter = QuietReporter() if quiet else ConsoleReporter(stderr_console(), names)
+        result = join_study(
+            cfg,
+            storage,
+            study_name,
+            reporter,
+            factory=objective,
+            parallel=Parallel(workers, gpus, trials_per_gpu),
         )
         print_search_result(result, names, as_json)
 

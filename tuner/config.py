@@ -190,6 +190,10 @@ class SearchConfig(_Section):
     seed: int = 1
     acquisition: AcquisitionConfig = AcquisitionConfig()
     max_consecutive_failures: int = Field(5, ge=1)
+    heartbeat: float = Field(30.0, gt=0)
+    grace: float = Field(120.0, gt=0)
+    max_retries: int = Field(1, ge=0)
+    liar: Literal["mean", "worst"] = "mean"
 
     @model_validator(mode="after")
     def _budget(self) -> SearchConfig:

@@ -47,3 +47,7 @@ class SearchInterrupted(TunerError):
 
 class SearchFailed(TunerError):
     """The search ran but has nothing to report (no trial completed)."""
+
+
+class TrialRejected(StudyError):
+    """A result for a trial this worker no longer owns (failed as stale); it is not recorded."""

@@ -33,23 +33,30 @@ def _clean(point: dict[str, Any]) -> Point:
     return {k: v if isinstance(v, str) else float(v) for k, v in point.items()}
 
 
-def observations(trials: Sequence[TrialRecord]) -> list[tuple[Point, float]]:
+def observations(trials: Sequence[TrialRecord], liar: str = "mean") -> list[tuple[Point, float]]:
     """What the optimiser is told: each finished point with the value to maximise.
 
     A completed trial gives its negated loss. A failed trial (diverged, say) gives the worst
     negated loss seen so far, so the optimiser learns that region is bad without a NaN or an
     infinity reaching the Gaussian process. Interrupted trials say nothing about their point.
-    Repeated points are merged by averaging.
+    A running trial (another worker's) gets a stand-in value, the "constant liar": the mean
+    (`liar: mean`) or the worst (`liar: worst`) of the observed values, so that parallel
+    workers are not sent to the same place. Repeated points are merged by averaging.
     """
-    completed = [t for t in trials if t.state == TrialState.COMPLETE and t.loss is not None]
+    completed = [
+        -float(t.loss) for t in trials if t.state == TrialState.COMPLETE and t.loss is not None
+    ]
     if not completed:
         return []
-    worst = -max(float(t.loss) for t in completed)  # type: ignore[arg-type]
+    worst = min(completed)
+    lie = worst if liar == "worst" else float(np.mean(completed))
     merged: dict[tuple[tuple[str, Coordinate], ...], list[float]] = {}
     points: dict[tuple[tuple[str, Coordinate], ...], Point] = {}
     for trial in trials:
         if trial.state == TrialState.COMPLETE and trial.loss is not None:
             target = -float(trial.loss)
+        elif trial.state == TrialState.RUNNING:
+            target = lie
         elif trial.counts:
             target = worst
         else:
@@ -90,7 +97,7 @@ class Proposer:
         with warnings.catch_warnings():
             # sklearn's GP and bayes_opt's "experimental" notice are noise for our users.
             warnings.simplefilter("ignore")
-            for point, target in observations(history):
+            for point, target in observations(history, self._cfg.liar):
                 # The target space's own register: the optimiser's wrapper also logs, and
                 # its logging rebuilds the whole result list each call (quadratic in trials).
                 optimizer.space.register(point, target)

@@ -54,6 +54,9 @@ class QuietReporter:
     def search_finished(self, trials: Sequence[TrialRecord]) -> None:
         """Nothing."""
 
+    def slots_changed(self, running: Mapping[str, int | None]) -> None:
+        """Nothing."""
+
 
 class ConsoleReporter:
     """A progress bar over the budget and a line per trial; a table of the best at the end."""
@@ -97,6 +100,14 @@ class ConsoleReporter:
         self._console.print(f"trial {trial.number:>3}  {params}  {result}  {best_text}  {seconds}")
         if self._progress is not None and trial.counts:
             self._progress.advance(self._task)
+
+    def slots_changed(self, running: Mapping[str, int | None]) -> None:
+        """With several workers: which trial each worker (and its GPU) runs, on the bar."""
+        text = "  ".join(
+            f"{slot}: #{n}" if n is not None else f"{slot}: -" for slot, n in running.items()
+        )
+        if self._progress is not None:
+            self._progress.update(self._task, description=text)
 
     def search_finished(self, trials: Sequence[TrialRecord]) -> None:
         """Stop the bar and show the best trials."""

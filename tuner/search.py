@@ -16,13 +16,18 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any, Protocol
 
-import numpy as np
-
+from tuner.asking import Asker
 from tuner.config import Config, Scalar, validate_config
-from tuner.errors import SearchFailed, SearchInterrupted, StudyError, TrialFailed, UsageError
+from tuner.errors import (
+    SearchFailed,
+    SearchInterrupted,
+    StudyError,
+    TrialFailed,
+    TrialRejected,
+    UsageError,
+)
 from tuner.evaluate import Score
-from tuner.optimizer import Proposer
-from tuner.space import SearchSpace
+from tuner.heartbeat import Heartbeat
 from tuner.store import RERUN_KINDS, Storage, StudyRecord, TrialRecord, TrialState
 from tuner.worker import DEFAULT_FACTORY, Worker
 
@@ -39,6 +44,8 @@ class Reporter(Protocol):
     def trial_finished(self, trial: TrialRecord, best: TrialRecord | None) -> None: ...
 
     def search_finished(self, trials: Sequence[TrialRecord]) -> None: ...
+
+    def slots_changed(self, running: Mapping[str, int | None]) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -68,11 +75,6 @@ def best_trial(trials: Sequence[TrialRecord]) -> TrialRecord | None:
     return min(completed, key=lambda t: (t.loss, t.number)) if completed else None
 
 
-def trial_seed(search_seed: int, proposal: int) -> int:
-    """The seed of the k-th proposal's splits and weights: fixed by the search seed."""
-    return int(np.random.SeedSequence([search_seed, proposal]).generate_state(1)[0] >> 1)
-
-
 def space_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     """Keys of `space` whose definitions differ between two stored configs."""
     keys = sorted(set(old) | set(new))
@@ -97,24 +99,12 @@ def open_study(storage: Storage, name: str, config: Config, resume: bool) -> Stu
             f"--resume: the search space differs from study '{name}' in {', '.join(differing)}; "
             "resume with the study's space or start another --study"
         )
-    storage.fail_running(existing, "interrupted", "the process running it stopped")
+    if not storage.shared:  # a server study's running trials may be other boxes' live ones
+        storage.fail_running(existing, "interrupted", "the process running it stopped")
     return existing
 
 
-def _next_trial(
-    storage: Storage, study: StudyRecord, space: SearchSpace, proposer: Proposer, seed: int
-) -> TrialRecord:
-    trials = storage.trials(study)
-    retried = {t.retry_of for t in trials if t.retry_of is not None}
-    for old in trials:
-        if old.error_kind in RERUN_KINDS and old.number not in retried:
-            return storage.start_trial(study, old.point, old.params, old.seed, retry_of=old.number)
-    k = sum(1 for t in trials if t.retry_of is None)
-    point = proposer.propose(k, trials)
-    return storage.start_trial(study, point, space.params(point), trial_seed(seed, k))
-
-
-class _Signals:
+class Signals:
     """Turns SIGINT and SIGTERM into SearchInterrupted while a search runs, and remembers them.
 
     Remembering matters: a signal raised inside framework code can come back wrapped in
@@ -142,7 +132,7 @@ class _Signals:
         name = "interrupted" if signum == signal.SIGINT else "terminated"
         return SearchInterrupted(signum, f"{name}; finished trials are kept")
 
-    def __enter__(self) -> _Signals:
+    def __enter__(self) -> Signals:
         if threading.current_thread() is threading.main_thread():
             for signum in (signal.SIGINT, signal.SIGTERM):
                 self._previous[signum] = signal.signal(signum, self._handle)
@@ -153,9 +143,10 @@ class _Signals:
             signal.signal(signum, handler)
 
 
-def _run_trial(
-    storage: Storage, trial: TrialRecord, objective: Objective, signals: _Signals
+def run_trial(
+    storage: Storage, trial: TrialRecord, objective: Objective, signals: Signals
 ) -> TrialRecord:
+    """Score one trial and record how it ended (TrialRejected when it was taken from us)."""
     started = time.perf_counter()
 
     def failed(kind: str, message: str) -> TrialRecord:
@@ -192,7 +183,7 @@ def _run_trial(
 _NOT_A_STREAK = frozenset({"too_large"}) | RERUN_KINDS
 
 
-def _check_failure_streak(trials: Sequence[TrialRecord], limit: int) -> None:
+def check_failure_streak(trials: Sequence[TrialRecord], limit: int) -> None:
     streak: list[TrialRecord] = []
     for trial in reversed(trials):
         if trial.state == TrialState.COMPLETE:
@@ -210,39 +201,59 @@ def _check_failure_streak(trials: Sequence[TrialRecord], limit: int) -> None:
     )
 
 
+def fail_own(storage: Storage, study: StudyRecord, heartbeat: Heartbeat, message: str) -> None:
+    """Mark this process's running trials interrupted (on SQLite: every running trial)."""
+    if storage.shared:
+        storage.fail_trials(heartbeat.trials(), "interrupted", message)
+    else:
+        storage.fail_running(study, "interrupted", message)
+
+
 def run_search(
     config: Config, storage: Storage, study: StudyRecord, objective: Objective, reporter: Reporter
 ) -> SearchResult:
     """Run trials until `init_points + n_iter` of them have ended; returns the best."""
-    space = SearchSpace(config.space)
-    proposer = Proposer(space, config.search)
+    asker = Asker(config)
     budget = config.search.budget
     trials = storage.trials(study)
     retried = {t.retry_of for t in trials}
     rerun = sum(1 for t in trials if t.error_kind in RERUN_KINDS and t.number not in retried)
     reporter.search_started(study.name, budget, sum(t.counts for t in trials), rerun)
-    signals = _Signals()
+    signals = Signals()
+    heartbeat = Heartbeat(storage, config.search.heartbeat)
     try:
-        with signals:
+        with signals, heartbeat:
             while sum(t.counts for t in trials) < budget:
-                trial = _next_trial(storage, study, space, proposer, config.search.seed)
+                trial = storage.ask(study, asker.choose, config.search.grace).trial
+                if trial is None:  # the rest of the budget runs on other boxes
+                    time.sleep(min(config.search.heartbeat, 2.0))
+                    trials = storage.trials(study)
+                    continue
                 reporter.trial_started(trial)
-                finished = _run_trial(storage, trial, objective, signals)
+                with heartbeat.running(trial), contextlib.suppress(TrialRejected):
+                    finished = run_trial(storage, trial, objective, signals)
+                    trials = storage.trials(study)
+                    reporter.trial_finished(finished, best_trial(trials))
                 trials = storage.trials(study)
-                reporter.trial_finished(finished, best_trial(trials))
-                _check_failure_streak(trials, config.search.max_consecutive_failures)
+                check_failure_streak(trials, config.search.max_consecutive_failures)
     except (KeyboardInterrupt, SearchInterrupted) as exc:
         stop = exc if isinstance(exc, SearchInterrupted) else signals.stopped()
         kind = "Ctrl-C" if stop.signum == signal.SIGINT else f"signal {stop.signum}"
-        storage.fail_running(study, "interrupted", f"interrupted by {kind}")
+        fail_own(storage, study, heartbeat, f"interrupted by {kind}")
         if stop is exc:
             raise
         raise stop from exc
     except BaseException:
         # Whatever ends the search, no trial stays "running"; --resume runs it again.
         with contextlib.suppress(Exception):
-            storage.fail_running(study, "interrupted", "the search stopped with an error")
+            fail_own(storage, study, heartbeat, "the search stopped with an error")
         raise
+    return finish_search(storage, study, reporter)
+
+
+def finish_search(storage: Storage, study: StudyRecord, reporter: Reporter) -> SearchResult:
+    """Show the end of the search and return its best trial (SearchFailed without one)."""
+    trials = storage.trials(study)
     reporter.search_finished(trials)
     best = best_trial(trials)
     if best is None:
@@ -253,6 +264,20 @@ def run_search(
     return SearchResult(study.name, storage.url, best, tuple(trials))
 
 
+@dataclass(frozen=True)
+class Parallel:
+    """How many trials run at once on this box: `--workers`, `--gpus`, `--trials-per-gpu`."""
+
+    workers: int | None = None
+    gpus: str | None = None
+    trials_per_gpu: int = 1
+
+    @property
+    def single(self) -> bool:
+        """One CPU worker: the plain search loop."""
+        return self.workers in (None, 1) and self.gpus is None
+
+
 def search(
     config: Config,
     *,
@@ -261,10 +286,11 @@ def search(
     resume: bool,
     reporter: Reporter,
     factory: str = DEFAULT_FACTORY,
+    parallel: Parallel = Parallel(),
 ) -> SearchResult:
     """Load the data, open (or resume) the study and run the search: `tuner search`.
 
-    Trials run in a worker process that builds its objective with `factory`
+    Trials run in worker processes that build their objective with `factory`
     (`module:function`, called with the config and the data set).
     """
     from tuner.data import load_dataset, make_splits
@@ -272,11 +298,74 @@ def search(
     dataset = load_dataset(config.data)
     make_splits(dataset, config.evaluation.splits, config.evaluation.test_size, 0)  # fail early
     storage = Storage(storage_url)
-    worker = Worker(config, dataset, factory)
     try:
         with storage.exclusive():
             study = open_study(storage, study_name, config, resume)
-            return run_search(config, storage, study, worker, reporter)
+            return _run(config, storage, study, dataset, factory, parallel, reporter)
     finally:
-        worker.close(kill=True)
         storage.close()
+
+
+def joined_config(storage_url: str, study_name: str, overrides: Sequence[str]) -> Config:
+    """The config stored in a study, with `--set` overrides (e.g. this box's data.path)."""
+    from tuner.config import apply_overrides
+
+    storage = Storage(storage_url)
+    try:
+        study = storage.get_study(study_name)
+    finally:
+        storage.close()
+    if study is None:
+        raise StudyError(
+            f"--study: no study '{study_name}' in {storage_url}; create it with tuner search"
+        )
+    return validate_config(apply_overrides(dict(study.config), overrides))
+
+
+def join_study(
+    config: Config,
+    storage_url: str,
+    study_name: str,
+    reporter: Reporter,
+    factory: str = DEFAULT_FACTORY,
+    parallel: Parallel = Parallel(),
+) -> SearchResult:
+    """`tuner worker`: run trials of a study another box created until its budget is spent."""
+    from tuner.data import load_dataset
+
+    dataset = load_dataset(config.data)
+    storage = Storage(storage_url)
+    try:
+        study = storage.get_study(study_name)
+        if study is None:
+            raise StudyError(f"--study: study '{study_name}' is gone from {storage_url}")
+        return _run(config, storage, study, dataset, factory, parallel, reporter)
+    finally:
+        storage.close()
+
+
+def _run(
+    config: Config,
+    storage: Storage,
+    study: StudyRecord,
+    dataset: Any,
+    factory: str,
+    parallel: Parallel,
+    reporter: Reporter,
+) -> SearchResult:
+    from tuner.pool import parse_gpus, plan_slots, run_pool
+
+    if parallel.single:
+        worker = Worker(config, dataset, factory)
+        try:
+            return run_search(config, storage, study, worker, reporter)
+        finally:
+            worker.close(kill=True)
+    gpus = parse_gpus(parallel.gpus)
+    slots = plan_slots(parallel.workers, gpus, parallel.trials_per_gpu)
+    workers = [Worker(config, dataset, factory, slot.env) for slot in slots]
+    try:
+        return run_pool(config, storage, study, list(zip(slots, workers, strict=True)), reporter)
+    finally:
+        for worker in workers:
+            worker.close(kill=True)

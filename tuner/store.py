@@ -6,152 +6,58 @@ when it ends, each write in its own transaction.
 
 from __future__ import annotations
 
-import enum
 import fcntl
 import json
-from collections.abc import Iterator
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
-    JSON,
-    DateTime,
-    Float,
-    ForeignKey,
-    Integer,
-    String,
-    Text,
-    UniqueConstraint,
     create_engine,
     event,
     func,
+    inspect,
     select,
+    text,
     update,
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import ArgumentError, OperationalError
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.orm import Session
 
-from tuner.errors import StudyError
+from tuner.errors import StudyError, TrialRejected
+from tuner.records import (
+    _LATER_COLUMNS,
+    RERUN_KINDS,
+    Asked,
+    Chooser,
+    NewTrial,
+    StudyRecord,
+    TrialRecord,
+    TrialState,
+    _Base,
+    _record,
+    _StudyRow,
+    _TrialRow,
+)
 
-
-class TrialState(enum.StrEnum):
-    """Where a trial is in its life."""
-
-    RUNNING = "running"
-    COMPLETE = "complete"
-    FAILED = "failed"
-
-
-# Failure kinds that say nothing about the point: its trial is run again and is not budget.
-RERUN_KINDS = frozenset({"interrupted"})
-
-
-class _Base(DeclarativeBase):
-    pass
-
-
-class _StudyRow(_Base):
-    __tablename__ = "studies"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    name: Mapped[str] = mapped_column(String(200), unique=True)
-    config: Mapped[dict[str, Any]] = mapped_column(JSON)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-
-
-class _TrialRow(_Base):
-    __tablename__ = "trials"
-    __table_args__ = (UniqueConstraint("study_id", "number"),)
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"), index=True)
-    number: Mapped[int] = mapped_column(Integer)
-    state: Mapped[str] = mapped_column(String(16))
-    point: Mapped[dict[str, Any]] = mapped_column(JSON)
-    params: Mapped[dict[str, Any]] = mapped_column(JSON)
-    seed: Mapped[int] = mapped_column(Integer)
-    retry_of: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    loss: Mapped[float | None] = mapped_column(Float, nullable=True)
-    loss_std: Mapped[float | None] = mapped_column(Float, nullable=True)
-    split_losses: Mapped[list[float] | None] = mapped_column(JSON, nullable=True)
-    epochs: Mapped[list[int] | None] = mapped_column(JSON, nullable=True)
-    seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
-    error_kind: Mapped[str | None] = mapped_column(String(32), nullable=True)
-    error: Mapped[str | None] = mapped_column(Text, nullable=True)
-    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-
-
-@dataclass(frozen=True)
-class StudyRecord:
-    """A study as stored: its name and the config it was started with."""
-
-    id: int
-    name: str
-    config: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class TrialRecord:
-    """One trial as stored."""
-
-    number: int
-    state: TrialState
-    point: dict[str, Any]
-    params: dict[str, Any]
-    seed: int
-    retry_of: int | None = None
-    loss: float | None = None
-    loss_std: float | None = None
-    split_losses: tuple[float, ...] = ()
-    epochs: tuple[int, ...] = ()
-    seconds: float | None = None
-    error_kind: str | None = None
-    error: str | None = None
-    id: int = 0
-
-    @property
-    def counts(self) -> bool:
-        """True when the trial ended in a way that spends budget (not interrupted or running)."""
-        if self.state == TrialState.COMPLETE:
-            return True
-        return self.state == TrialState.FAILED and self.error_kind not in RERUN_KINDS
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
-        return {
-            "trial": self.number,
-            "state": self.state.value,
-            "loss": self.loss,
-            "loss_std": self.loss_std,
-            "split_losses": list(self.split_losses),
-            "epochs": list(self.epochs),
-            "seconds": self.seconds,
-            "params": self.params,
-            "error_kind": self.error_kind,
-            "error": self.error,
-        }
-
-
-def _record(row: _TrialRow) -> TrialRecord:
-    return TrialRecord(
-        id=row.id,
-        number=row.number,
-        state=TrialState(row.state),
-        point=dict(row.point),
-        params=dict(row.params),
-        seed=row.seed,
-        retry_of=row.retry_of,
-        loss=row.loss,
-        loss_std=row.loss_std,
-        split_losses=tuple(row.split_losses or ()),
-        epochs=tuple(row.epochs or ()),
-        seconds=row.seconds,
-        error_kind=row.error_kind,
-        error=row.error,
-    )
+__all__ = [
+    "RERUN_KINDS",
+    "Asked",
+    "Chooser",
+    "NewTrial",
+    "Storage",
+    "StudyRecord",
+    "TrialRecord",
+    "TrialState",
+    "sqlite_url",
+]
 
 
 def _now() -> datetime:
@@ -183,6 +89,7 @@ class Storage:
             Path(database).parent.mkdir(parents=True, exist_ok=True)
         try:
             _Base.metadata.create_all(self._engine)
+            _add_later_columns(self._engine)
         except OperationalError as exc:
             raise StudyError(f"--storage: cannot open {url} ({exc.orig}); check the URL") from exc
 
@@ -254,38 +161,99 @@ class Storage:
         seed: int,
         retry_of: int | None = None,
     ) -> TrialRecord:
-        """Write a new trial as running, numbered after the last one."""
+        """Write a new trial as running, numbered after the last one, with a fresh owner."""
         with self._session() as session:
-            last = session.scalar(
-                select(func.max(_TrialRow.number)).where(_TrialRow.study_id == study.id)
-            )
-            row = _TrialRow(
-                study_id=study.id,
-                number=0 if last is None else last + 1,
-                state=TrialState.RUNNING.value,
-                point=_jsonable(point),
-                params=_jsonable(params),
-                seed=seed,
-                retry_of=retry_of,
-                started_at=_now(),
-            )
-            session.add(row)
-            session.flush()
-            return _record(row)
+            new = NewTrial(point, params, seed, retry_of)
+            return _insert(session, study, new, _db_now(session))
+
+    def ask(self, study: StudyRecord, choose: Chooser, grace: float) -> Asked:
+        """One serialised transaction: fail stale trials, choose, start the chosen trial.
+
+        The study is locked for the whole transaction (`SELECT ... FOR UPDATE` on a server,
+        `BEGIN IMMEDIATE` on SQLite), so concurrent workers ask one after another and each
+        sees the trials the others started. `choose` gets every trial (running ones too) and
+        returns what to start, or None to start nothing.
+        """
+        with _process_lock(self.url), self._session() as session:
+            self._lock(session, study)
+            now = _db_now(session)
+            _fail_stale(session, study, now - timedelta(seconds=grace))
+            trials = tuple(_record(row) for row in _trial_rows(session, study))
+            chosen = choose(trials)
+            started = _insert(session, study, chosen, now) if chosen is not None else None
+            return Asked(started, trials)
+
+    def _lock(self, session: Session, study: StudyRecord) -> None:
+        if self._engine.dialect.name == "sqlite":
+            session.connection().exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            session.execute(select(_StudyRow.id).where(_StudyRow.id == study.id).with_for_update())
+
+    def beat(self, trials: Sequence[TrialRecord]) -> int:
+        """Refresh the heartbeat of trials this worker still owns; returns how many."""
+        if not trials:
+            return 0
+        with self._session() as session:
+            now = _db_now(session)
+            beaten = 0
+            for trial in trials:
+                result = session.execute(
+                    update(_TrialRow)
+                    .where(*_owned(trial))
+                    .values(heartbeat_at=now)
+                    .execution_options(synchronize_session=False)
+                )
+                beaten += int(result.rowcount or 0)
+            return beaten
+
+    @property
+    def shared(self) -> bool:
+        """True for a server database, which workers on many boxes share."""
+        return self._engine.dialect.name != "sqlite"
 
     def finish_trial(self, trial: TrialRecord, **values: Any) -> TrialRecord:
-        """Record how a running trial ended (state plus result or error fields)."""
+        """Record how a running trial ended (state plus result or error fields).
+
+        Raises TrialRejected when the trial is not running under this owner any more: it was
+        failed as stale (or interrupted) and its point may already run elsewhere.
+        """
         values = {k: _jsonable(v) for k, v in values.items()}
         values["state"] = TrialState(values["state"]).value
         with self._session() as session:
+            result = session.execute(
+                update(_TrialRow)
+                .where(*_owned(trial))
+                .values(**values, finished_at=_now())
+                .execution_options(synchronize_session=False)
+            )
             row = session.get(_TrialRow, trial.id)
             if row is None:
                 raise StudyError(f"trial {trial.number} is not in the study any more")
-            for key, value in values.items():
-                setattr(row, key, value)
-            row.finished_at = _now()
-            session.flush()
+            if not result.rowcount:
+                raise TrialRejected(
+                    f"trial {trial.number}: result rejected, the trial is {row.state} "
+                    f"({row.error_kind or 'no error'}) and no longer owned by this worker"
+                )
             return _record(row)
+
+    def fail_trials(self, trials: Sequence[TrialRecord], kind: str, message: str) -> int:
+        """Mark the given trials failed if they still run under their owner; returns how many."""
+        failed = 0
+        with self._session() as session:
+            for trial in trials:
+                result = session.execute(
+                    update(_TrialRow)
+                    .where(*_owned(trial))
+                    .values(
+                        state=TrialState.FAILED.value,
+                        error_kind=kind,
+                        error=message,
+                        finished_at=_now(),
+                    )
+                    .execution_options(synchronize_session=False)
+                )
+                failed += int(result.rowcount or 0)
+        return failed
 
     def fail_running(self, study: StudyRecord, kind: str, message: str) -> int:
         """Mark every trial left running as failed; returns how many."""
@@ -301,6 +269,89 @@ class Storage:
                 )
             )
             return int(result.rowcount or 0)
+
+
+_PROCESS_LOCKS: dict[str, threading.Lock] = {}
+_PROCESS_LOCKS_GUARD = threading.Lock()
+
+
+def _process_lock(url: str) -> threading.Lock:
+    """One ask at a time per database within this process, first come first served.
+
+    The database lock serialises processes; this one queues the slots of one process before
+    it, so that SQLite's busy handler (which is not fair) does not starve one of many threads.
+    """
+    with _PROCESS_LOCKS_GUARD:
+        return _PROCESS_LOCKS.setdefault(url, threading.Lock())
+
+
+def _owned(trial: TrialRecord) -> tuple[Any, ...]:
+    """The condition that a trial is still running under the owner that started it."""
+    owner = _TrialRow.owner.is_(None) if trial.owner is None else _TrialRow.owner == trial.owner
+    return (_TrialRow.id == trial.id, _TrialRow.state == TrialState.RUNNING.value, owner)
+
+
+def _trial_rows(session: Session, study: StudyRecord) -> Sequence[_TrialRow]:
+    query = select(_TrialRow).where(_TrialRow.study_id == study.id).order_by(_TrialRow.number)
+    return session.scalars(query).all()
+
+
+def _insert(session: Session, study: StudyRecord, new: NewTrial, now: datetime) -> TrialRecord:
+    last = session.scalar(select(func.max(_TrialRow.number)).where(_TrialRow.study_id == study.id))
+    row = _TrialRow(
+        study_id=study.id,
+        number=0 if last is None else last + 1,
+        state=TrialState.RUNNING.value,
+        point=_jsonable(new.point),
+        params=_jsonable(new.params),
+        seed=new.seed,
+        retry_of=new.retry_of,
+        started_at=_now(),
+        owner=uuid.uuid4().hex,
+        worker=f"{socket.gethostname()}:{os.getpid()}",
+        heartbeat_at=now,
+    )
+    session.add(row)
+    session.flush()
+    return _record(row)
+
+
+def _db_now(session: Session) -> datetime:
+    """The database's clock, which every box of a shared study agrees on.
+
+    A SQLite file lives on one box, whose clock is the database's (SQLite's own clock ticks in
+    whole seconds); a server's is asked for.
+    """
+    if session.bind is None or session.bind.dialect.name == "sqlite":
+        return _now()
+    return session.scalar(select(func.clock_timestamp()))  # type: ignore[return-value]
+
+
+def _fail_stale(session: Session, study: StudyRecord, cutoff: datetime) -> None:
+    beat = func.coalesce(_TrialRow.heartbeat_at, _TrialRow.started_at)
+    session.execute(
+        update(_TrialRow)
+        .where(
+            _TrialRow.study_id == study.id,
+            _TrialRow.state == TrialState.RUNNING.value,
+            beat < cutoff,
+        )
+        .values(
+            state=TrialState.FAILED.value,
+            error_kind="stale",
+            error="no heartbeat for search.grace seconds (its worker stopped or lost the database)",
+            finished_at=_now(),
+        )
+        .execution_options(synchronize_session=False)
+    )
+
+
+def _add_later_columns(engine: Engine) -> None:
+    present = {column["name"] for column in inspect(engine).get_columns("trials")}
+    with engine.begin() as connection:
+        for name, kind in _LATER_COLUMNS.items():
+            if name not in present:
+                connection.execute(text(f"ALTER TABLE trials ADD COLUMN {name} {kind}"))
 
 
 def _make_engine(url: str) -> Engine:

@@ -67,7 +67,14 @@ def _exit_with_parent(parent: int) -> None:
             os._exit(1)
 
 
-def _child_main(conn: Connection, factory: str, config: dict[str, Any], dataset: Any) -> None:
+def _child_main(
+    conn: Connection,
+    factory: str,
+    config: dict[str, Any],
+    dataset: Any,
+    env: Mapping[str, str] | None = None,
+) -> None:
+    os.environ.update(env or {})  # before the factory imports a framework: GPUs, threads
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the search decides what Ctrl-C means
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     try:
@@ -97,8 +104,10 @@ class Worker:
         config: Config,
         dataset: Any = None,
         factory: str = DEFAULT_FACTORY,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         self._config = config
+        self._env = dict(env or {})
         self._dataset = dataset
         self._factory = factory
         self._process: multiprocessing.process.BaseProcess | None = None
@@ -132,7 +141,7 @@ class Worker:
         parent, child = context.Pipe()
         self._process = context.Process(
             target=_child_main,
-            args=(child, self._factory, self._config.to_dict(), self._dataset),
+            args=(child, self._factory, self._config.to_dict(), self._dataset, self._env),
             daemon=True,
         )
         self._process.start()

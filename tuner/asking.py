@@ -1,0 +1,71 @@
+"""What a worker is given when it asks for work: a queued retry, a new point, or nothing.
+
+`Asker.choose` runs inside the study's serialised ask (`Storage.ask`), so it sees every trial,
+running ones included, and no other worker can start a trial between its look and its insert.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from tuner.config import Config
+from tuner.optimizer import Proposer
+from tuner.space import SearchSpace
+from tuner.store import RERUN_KINDS, NewTrial, TrialRecord, TrialState
+
+
+def trial_seed(search_seed: int, proposal: int) -> int:
+    """The seed of the k-th proposal's splits and weights: fixed by the search seed."""
+    return int(np.random.SeedSequence([search_seed, proposal]).generate_state(1)[0] >> 1)
+
+
+def _stale_depth(trial: TrialRecord, by_number: Mapping[int, TrialRecord]) -> int:
+    """How many times the point of `trial` went stale, along its chain of retries."""
+    depth = 0
+    current: TrialRecord | None = trial
+    while current is not None:
+        depth += current.error_kind == "stale"
+        current = by_number.get(current.retry_of) if current.retry_of is not None else None
+    return depth
+
+
+def queued_retry(trials: Sequence[TrialRecord], max_retries: int) -> TrialRecord | None:
+    """The first interrupted or stale trial not yet retried (stale: at most max_retries times)."""
+    by_number = {t.number: t for t in trials}
+    retried = {t.retry_of for t in trials if t.retry_of is not None}
+    for trial in trials:
+        if trial.error_kind not in RERUN_KINDS or trial.number in retried:
+            continue
+        if trial.error_kind == "stale" and _stale_depth(trial, by_number) > max_retries:
+            continue  # given up: a new point takes its place in the budget
+        return trial
+    return None
+
+
+def budget_left(trials: Sequence[TrialRecord], budget: int) -> int:
+    """Trials that may still start: the budget less those that count and those running."""
+    running = sum(1 for t in trials if t.state == TrialState.RUNNING)
+    return budget - sum(1 for t in trials if t.counts) - running
+
+
+class Asker:
+    """Chooses the next trial of a search from the study's trials."""
+
+    def __init__(self, config: Config) -> None:
+        self._config = config
+        self._space = SearchSpace(config.space)
+        self._proposer = Proposer(self._space, config.search)
+
+    def choose(self, trials: Sequence[TrialRecord]) -> NewTrial | None:
+        """A queued retry, else the next proposal; None once the budget is taken."""
+        search = self._config.search
+        if budget_left(trials, search.budget) <= 0:
+            return None
+        old = queued_retry(trials, search.max_retries)
+        if old is not None:
+            return NewTrial(old.point, old.params, old.seed, retry_of=old.number)
+        k = sum(1 for t in trials if t.retry_of is None)
+        point = self._proposer.propose(k, trials)
+        return NewTrial(point, self._space.params(point), trial_seed(search.seed, k))

@@ -1,0 +1,213 @@
+"""Many trials at once on one box: worker slots, each a thread driving its own worker process.
+
+Each slot loops ask -> run -> tell on the shared study until the budget is spent. A slot may be
+pinned to a GPU (`CUDA_VISIBLE_DEVICES` in its process's environment); a GPU gets at most
+`trials_per_gpu` slots, so never more than that many trials at once. Without GPUs the slots
+share the CPU cores: each process gets `cores // workers` threads (at least 1).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from tuner.asking import Asker
+from tuner.config import Config
+from tuner.errors import SearchInterrupted, TrialRejected, UsageError
+from tuner.heartbeat import Heartbeat
+from tuner.search import (
+    Objective,
+    Reporter,
+    SearchResult,
+    Signals,
+    best_trial,
+    check_failure_streak,
+    fail_own,
+    finish_search,
+    run_trial,
+)
+from tuner.store import Storage, StudyRecord, TrialRecord
+
+_THREAD_VARIABLES = (
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "TF_NUM_INTRAOP_THREADS",
+    "TF_NUM_INTEROP_THREADS",
+)
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One worker process: its number, its GPU (None: CPU) and its environment."""
+
+    index: int
+    gpu: str | None
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        """How the progress display names it: `w0`, or `w0/gpu1`."""
+        return f"w{self.index}" + (f"/gpu{self.gpu}" if self.gpu is not None else "")
+
+
+def visible_gpus() -> list[str]:
+    """The GPUs of this box, as nvidia-smi numbers them (none without nvidia-smi)."""
+    if shutil.which("nvidia-smi") is None:
+        return []
+    done = subprocess.run(
+        ["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return [line.strip() for line in done.stdout.splitlines() if line.strip()]
+
+
+def parse_gpus(spec: str | None, detect: Callable[[], list[str]] = visible_gpus) -> list[str]:
+    """`--gpus`: None (CPU), `all`, or a comma-separated list such as `0,1,3`."""
+    if spec is None:
+        return []
+    gpus = detect() if spec == "all" else [g.strip() for g in spec.split(",") if g.strip()]
+    if not gpus:
+        raise UsageError(f"--gpus {spec}: no GPU found; give a list such as 0,1 or leave it out")
+    if len(set(gpus)) != len(gpus):
+        raise UsageError(f"--gpus {spec}: a GPU is listed twice")
+    return gpus
+
+
+def plan_slots(workers: int | None, gpus: Sequence[str], per_gpu: int) -> list[Slot]:
+    """The worker slots: with GPUs, round-robin over them, at most `per_gpu` on each."""
+    if per_gpu < 1 or (workers is not None and workers < 1):
+        raise UsageError("--workers and --trials-per-gpu must be at least 1")
+    if not gpus:
+        count = workers or 1
+        threads = str(max(1, (os.cpu_count() or 1) // count))
+        return [Slot(i, None, dict.fromkeys(_THREAD_VARIABLES, threads)) for i in range(count)]
+    capacity = len(gpus) * per_gpu
+    count = min(workers, capacity) if workers is not None else capacity
+    return [
+        Slot(i, gpus[i % len(gpus)], _gpu_env(gpus[i % len(gpus)], per_gpu)) for i in range(count)
+    ]
+
+
+def _gpu_env(gpu: str, per_gpu: int) -> dict[str, str]:
+    env = {"CUDA_VISIBLE_DEVICES": gpu, "TF_FORCE_GPU_ALLOW_GROWTH": "true"}
+    if per_gpu > 1:  # share the card: JAX preallocates 75% by default, cap each trial's part
+        env["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
+        env["XLA_PYTHON_CLIENT_MEM_FRACTION"] = f"{0.9 / per_gpu:.3f}"
+    return env
+
+
+class _Shared:
+    """What the slot threads share: the study, the stop flag, the display and the first error."""
+
+    def __init__(
+        self, config: Config, storage: Storage, study: StudyRecord, reporter: Reporter
+    ) -> None:
+        self.config, self.storage, self.study, self.reporter = config, storage, study, reporter
+        self.asker = Asker(config)
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.errors: list[BaseException] = []
+        self.running: dict[str, int | None] = {}
+
+    def show(self, slot: Slot, trial: TrialRecord | None) -> None:
+        with self.lock:
+            self.running[slot.label] = trial.number if trial is not None else None
+            if trial is not None:
+                self.reporter.trial_started(trial)
+            self.reporter.slots_changed(dict(self.running))
+
+    def failed(self, exc: BaseException) -> None:
+        with self.lock:
+            self.errors.append(exc)
+        self.stop.set()
+
+
+def _next(shared: _Shared) -> TrialRecord | None:
+    """The next trial for a slot; None once the budget is spent (waits while others run)."""
+    search = shared.config.search
+    while not shared.stop.is_set():
+        asked = shared.storage.ask(shared.study, shared.asker.choose, search.grace)
+        if asked.trial is not None:
+            return asked.trial
+        if sum(t.counts for t in asked.trials) >= search.budget:
+            return None
+        shared.stop.wait(min(search.heartbeat, 1.0))  # another worker's trial may go stale
+    return None
+
+
+def _slot_loop(
+    shared: _Shared, slot: Slot, objective: Objective, heartbeat: Heartbeat, signals: Signals
+) -> None:
+    try:
+        while (trial := _next(shared)) is not None:
+            shared.show(slot, trial)
+            with heartbeat.running(trial), contextlib.suppress(TrialRejected):
+                finished = run_trial(shared.storage, trial, objective, signals)
+                trials = shared.storage.trials(shared.study)
+                with shared.lock:
+                    shared.reporter.trial_finished(finished, best_trial(trials))
+            shared.show(slot, None)
+            trials = shared.storage.trials(shared.study)
+            check_failure_streak(trials, shared.config.search.max_consecutive_failures)
+    except BaseException as exc:
+        shared.failed(exc)
+
+
+def run_pool(
+    config: Config,
+    storage: Storage,
+    study: StudyRecord,
+    objectives: Sequence[tuple[Slot, Objective]],
+    reporter: Reporter,
+) -> SearchResult:
+    """Run the slots until the study's budget is spent; returns the best trial."""
+    shared = _Shared(config, storage, study, reporter)
+    trials = storage.trials(study)
+    reporter.search_started(study.name, config.search.budget, sum(t.counts for t in trials), 0)
+    signals = Signals()
+    heartbeat = Heartbeat(storage, config.search.heartbeat)
+    try:
+        with signals, heartbeat:
+            _run_threads(shared, objectives, heartbeat, signals)
+    except (KeyboardInterrupt, SearchInterrupted) as exc:
+        shared.stop.set()
+        fail_own(storage, study, heartbeat, "interrupted by a signal")
+        raise signals.stopped() from exc
+    if shared.errors:
+        with contextlib.suppress(Exception):
+            fail_own(storage, study, heartbeat, "the search stopped with an error")
+        raise shared.errors[0]
+    return finish_search(storage, study, reporter)
+
+
+def _run_threads(
+    shared: _Shared,
+    objectives: Sequence[tuple[Slot, Objective]],
+    heartbeat: Heartbeat,
+    signals: Signals,
+) -> None:
+    threads = [
+        threading.Thread(
+            target=_slot_loop,
+            args=(shared, slot, objective, heartbeat, signals),
+            name=slot.label,
+            daemon=True,
+        )
+        for slot, objective in objectives
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+        for thread in threads:
+            while thread.is_alive():
+                thread.join(timeout=0.2)  # short joins: the main thread still sees Ctrl-C
+    finally:
+        shared.stop.set()

@@ -1,0 +1,166 @@
+"""The study database's schema: its tables, and the frozen records that rows go out as."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class TrialState(enum.StrEnum):
+    """Where a trial is in its life."""
+
+    RUNNING = "running"
+    COMPLETE = "complete"
+    FAILED = "failed"
+
+
+# Failure kinds that say nothing about the point: its trial is run again and is not budget.
+# "stale": its worker stopped sending heartbeats (a dead box); retried search.max_retries times.
+RERUN_KINDS = frozenset({"interrupted", "stale"})
+
+
+class _Base(DeclarativeBase):
+    pass
+
+
+class _StudyRow(_Base):
+    __tablename__ = "studies"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    config: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class _TrialRow(_Base):
+    __tablename__ = "trials"
+    __table_args__ = (UniqueConstraint("study_id", "number"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"), index=True)
+    number: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16))
+    point: Mapped[dict[str, Any]] = mapped_column(JSON)
+    params: Mapped[dict[str, Any]] = mapped_column(JSON)
+    seed: Mapped[int] = mapped_column(Integer)
+    retry_of: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    loss: Mapped[float | None] = mapped_column(Float, nullable=True)
+    loss_std: Mapped[float | None] = mapped_column(Float, nullable=True)
+    split_losses: Mapped[list[float] | None] = mapped_column(JSON, nullable=True)
+    epochs: Mapped[list[int] | None] = mapped_column(JSON, nullable=True)
+    seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    error_kind: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    owner: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    worker: Mapped[str | None] = mapped_column(String(200), nullable=True)
+
+
+# Columns added after the first release: ALTER TABLE adds them to an older database.
+_LATER_COLUMNS = {
+    "owner": "VARCHAR(32)",
+    "heartbeat_at": "TIMESTAMP WITH TIME ZONE",
+    "worker": "VARCHAR(200)",
+}
+
+
+@dataclass(frozen=True)
+class StudyRecord:
+    """A study as stored: its name and the config it was started with."""
+
+    id: int
+    name: str
+    config: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """One trial as stored."""
+
+    number: int
+    state: TrialState
+    point: dict[str, Any]
+    params: dict[str, Any]
+    seed: int
+    retry_of: int | None = None
+    loss: float | None = None
+    loss_std: float | None = None
+    split_losses: tuple[float, ...] = ()
+    epochs: tuple[int, ...] = ()
+    seconds: float | None = None
+    error_kind: str | None = None
+    error: str | None = None
+    id: int = 0
+    owner: str | None = None
+    worker: str | None = None
+
+    @property
+    def counts(self) -> bool:
+        """True when the trial ended in a way that spends budget (not interrupted or running)."""
+        if self.state == TrialState.COMPLETE:
+            return True
+        return self.state == TrialState.FAILED and self.error_kind not in RERUN_KINDS
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "trial": self.number,
+            "state": self.state.value,
+            "loss": self.loss,
+            "loss_std": self.loss_std,
+            "split_losses": list(self.split_losses),
+            "epochs": list(self.epochs),
+            "seconds": self.seconds,
+            "params": self.params,
+            "error_kind": self.error_kind,
+            "error": self.error,
+        }
+
+
+def _record(row: _TrialRow) -> TrialRecord:
+    return TrialRecord(
+        id=row.id,
+        number=row.number,
+        state=TrialState(row.state),
+        point=dict(row.point),
+        params=dict(row.params),
+        seed=row.seed,
+        retry_of=row.retry_of,
+        loss=row.loss,
+        loss_std=row.loss_std,
+        split_losses=tuple(row.split_losses or ()),
+        epochs=tuple(row.epochs or ()),
+        seconds=row.seconds,
+        error_kind=row.error_kind,
+        error=row.error,
+        owner=row.owner,
+        worker=row.worker,
+    )
+
+
+@dataclass(frozen=True)
+class NewTrial:
+    """What to start: a point, its parameters and seed, and the trial it retries if any."""
+
+    point: dict[str, Any]
+    params: dict[str, Any]
+    seed: int
+    retry_of: int | None = None
+
+
+@dataclass(frozen=True)
+class Asked:
+    """The outcome of an ask: the trial started (None when there is nothing to start now) and
+    every trial of the study as the ask saw them, before the new one."""
+
+    trial: TrialRecord | None
+    trials: tuple[TrialRecord, ...]
+
+
+Chooser = Callable[[Sequence[TrialRecord]], NewTrial | None]
