@@ -83,25 +83,19 @@ def _refit_once(
     import keras
 
     from tuner.data import make_splits
-    from tuner.model import build_model, held_out_loss
+    from tuner.model import build_model, fit_callbacks, held_out_loss
 
     evaluation = config.evaluation
     train, test = make_splits(dataset, 1, evaluation.test_size, seed)[0]
     keras.utils.set_random_seed(seed % 2**31)
     model = build_model(arch, float(params["learning_rate"]))
-    stopper = keras.callbacks.EarlyStopping(
-        monitor="val_loss",
-        min_delta=evaluation.min_delta,
-        patience=evaluation.patience,
-        restore_best_weights=True,
-    )
     history = model.fit(
         x[train],
         dataset.target[train],
         validation_data=(x[test], dataset.target[test]),
         epochs=evaluation.epochs,
         batch_size=int(params["batch_size"]),
-        callbacks=[stopper, keras.callbacks.TerminateOnNaN()],
+        callbacks=fit_callbacks(evaluation),  # no TerminateOnNaN: it prints to stdout
         verbose=0,
     )
     predictions = keras.ops.convert_to_numpy(model(x[test], training=False))

@@ -61,6 +61,20 @@ def _stop_on_nan() -> type:
     return StopOnNaN
 
 
+def fit_callbacks(evaluation: EvaluationConfig) -> list[Any]:
+    """Callbacks of a Keras `fit` scored like a trial: early stopping on the held-out loss with
+    the best weights restored, and a silent stop at a non-finite training loss."""
+    import keras
+
+    stopper = keras.callbacks.EarlyStopping(
+        monitor="val_loss",
+        min_delta=evaluation.min_delta,
+        patience=evaluation.patience,
+        restore_best_weights=True,
+    )
+    return [stopper, _stop_on_nan()()]
+
+
 def _activation(name: str) -> keras.layers.Layer:
     import keras
 
@@ -109,19 +123,13 @@ def train_split(
     keras.backend.clear_session()
     keras.utils.set_random_seed(seed % 2**31)
     model = build_model(arch, float(params["learning_rate"]))
-    stopper = keras.callbacks.EarlyStopping(
-        monitor="val_loss",
-        min_delta=evaluation.min_delta,
-        patience=evaluation.patience,
-        restore_best_weights=True,
-    )
     history = model.fit(
         split.x_train,
         split.y_train,
         validation_data=(split.x_test, split.y_test),
         epochs=evaluation.epochs,
         batch_size=int(params["batch_size"]),
-        callbacks=[stopper, _stop_on_nan()()],
+        callbacks=fit_callbacks(evaluation),
         verbose=0,
     )
     train_losses = history.history.get("loss", [])
