@@ -77,6 +77,15 @@ def _handled(debug: bool) -> Iterator[None]:
         raise SystemExit(130) from None
 
 
+def _reporter(config: Any, quiet: bool) -> tuple[tuple[str, ...], Any]:
+    """The searched names and the progress reporter of a search or worker command."""
+    from tuner.report import ConsoleReporter, QuietReporter, stderr_console
+    from tuner.space import SearchSpace
+
+    names = SearchSpace(config.space).names
+    return names, QuietReporter() if quiet else ConsoleReporter(stderr_console(), names)
+
+
 @click.group(name="tuner", context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="tuner")
 def cli() -> None:
@@ -116,17 +125,15 @@ def search(
     """Search the space of CONFIG with Bayesian optimisation; print the best trial."""
     with _handled(debug):
         from tuner.config import load_config
-        from tuner.report import ConsoleReporter, QuietReporter, print_search_result, stderr_console
+        from tuner.report import print_search_result
         from tuner.search import Parallel
         from tuner.search import search as run
-        from tuner.space import SearchSpace
         from tuner.store import sqlite_url
 
         cfg = load_config(config, overrides)
         name = study_name or config.stem
         url = storage or sqlite_url((out or Path("runs") / config.stem) / "study.db")
-        names = SearchSpace(cfg.space).names
-        reporter = QuietReporter() if quiet else ConsoleReporter(stderr_console(), names)
+        names, reporter = _reporter(cfg, quiet)
         result = run(
             cfg,
             storage_url=url,
@@ -158,13 +165,11 @@ def worker(
 ) -> None:
     """Join a study: read its config from the database and run trials until its budget is spent."""
     with _handled(debug):
-        from tuner.report import ConsoleReporter, QuietReporter, print_search_result, stderr_console
+        from tuner.report import print_search_result
         from tuner.search import Parallel, join_study, joined_config
-        from tuner.space import SearchSpace
 
         cfg = joined_config(storage, study_name, overrides)
-        names = SearchSpace(cfg.space).names
-        reporter = QuietReporter() if quiet else ConsoleReporter(stderr_console(), names)
+        names, reporter = _reporter(cfg, quiet)
         result = join_study(
             cfg,
             storage,
