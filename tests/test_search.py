@@ -304,3 +304,36 @@ def test_an_error_in_the_loop_leaves_no_trial_running(storage):
         search(storage, config(), broken_storage_objective)
     (trial,) = storage.trials(storage.get_study("s"))
     assert trial.state == TrialState.FAILED and trial.error_kind == "interrupted"
+
+
+def test_a_point_that_kills_its_worker_is_retried_then_given_up(storage):
+    calls = []
+
+    def deadly(params, seed):
+        calls.append((params["dropout"], seed))
+        if params["dropout"] < 0.2:
+            raise TrialFailed("died", "the worker process was killed (SIGKILL; out of memory?)")
+        return Bowl()(params, seed)
+
+    cfg = config(init_points=6, n_iter=0, max_retries=1, max_consecutive_failures=50)
+    result = search(storage, cfg, deadly)
+    died = [t for t in result.trials if t.error_kind == "died"]
+    assert died, "this seed samples dropout under 0.2"
+    first = [t for t in died if t.retry_of is None]
+    assert len(died) == 2 * len(first), "each deadly point runs once more, then is given up"
+    assert sum(t.counts for t in result.trials) == 6
+    assert sum(t.state == TrialState.COMPLETE for t in result.trials) == 6
+    # The optimiser hears the worst loss for a point given up, nothing twice for a retried one.
+    told = observations(result.trials)
+    worst = -max(t.loss for t in result.trials if t.loss is not None)
+    for trial in first:
+        assert [v for p, v in told if p == trial.point] == [worst]
+
+
+def test_workers_that_always_die_end_the_search(storage):
+    def deadly(params, seed):
+        raise TrialFailed("died", "the worker process died (exit code -11)")
+
+    with pytest.raises(SearchFailed, match="4 trials failed in a row"):
+        search(storage, config(init_points=10, max_consecutive_failures=4), deadly)
+    assert all(t.state == TrialState.FAILED for t in storage.trials(storage.get_study("s")))

@@ -37,7 +37,7 @@ def test_each_failure_kind_and_the_worker_recovers(tmp_path):
     expected = [
         (0.01, "timed_out", "ran longer than evaluation.timeout (2 s)"),
         (0.07, "crashed", "RuntimeError: a bug in one trial"),
-        (0.12, "crashed", "the worker process died (exit code 3)"),
+        (0.12, "died", "the worker process died (exit code 3)"),
         (0.17, "oom", "MemoryError: cannot allocate"),
         (0.22, "diverged", "training loss became nan at epoch 1"),
     ]
@@ -134,3 +134,30 @@ def test_kill_minus_9_at_random_moments_loses_nothing(tmp_path, tiny_csv, write_
     assert len(completed) == budget and lost == 0 and duplicated == 0
     assert all(state in ("complete", "failed") for state, _, _ in trials)
     assert integrity == ("ok",)
+
+
+def test_a_trial_whose_worker_died_is_retried_with_its_point_and_seed(tmp_path, monkeypatch):
+    from tuner.report import QuietReporter
+    from tuner.search import open_study, run_search
+    from tuner.store import TrialState
+
+    monkeypatch.setenv("TUNER_TEST_MARKS", str(tmp_path))
+    cfg = validate_config(
+        tiny_config_dict(tmp_path / "unused.csv", search={"init_points": 6, "n_iter": 0})
+    )
+    storage = Storage(sqlite_url(tmp_path / "study.db"))
+    worker = Worker(cfg, factory="tests.objectives:dies_once")
+    try:
+        study = open_study(storage, "s", cfg, resume=False)
+        result = run_search(cfg, storage, study, worker, QuietReporter())
+    finally:
+        worker.close()
+        storage.close()
+    died = [t for t in result.trials if t.error_kind == "died"]
+    assert died, "this seed samples dropout under 0.25"
+    assert all(t.error == "the worker process was killed (SIGKILL; out of memory?)" for t in died)
+    for trial in died:
+        (retry,) = [t for t in result.trials if t.retry_of == trial.number]
+        assert (retry.point, retry.seed, retry.state) == (trial.point, trial.seed, "complete")
+    assert sum(t.counts for t in result.trials) == 6, "a death does not spend budget"
+    assert sum(t.state == TrialState.COMPLETE for t in result.trials) == 6

@@ -13,7 +13,7 @@ import numpy as np
 from tuner.config import Config
 from tuner.optimizer import Proposer
 from tuner.space import SearchSpace
-from tuner.store import RERUN_KINDS, NewTrial, TrialRecord, TrialState
+from tuner.store import RERUN_KINDS, RETRY_LIMITED_KINDS, NewTrial, TrialRecord, TrialState
 
 
 def trial_seed(search_seed: int, proposal: int) -> int:
@@ -21,24 +21,26 @@ def trial_seed(search_seed: int, proposal: int) -> int:
     return int(np.random.SeedSequence([search_seed, proposal]).generate_state(1)[0] >> 1)
 
 
-def _stale_depth(trial: TrialRecord, by_number: Mapping[int, TrialRecord]) -> int:
-    """How many times the point of `trial` went stale, along its chain of retries."""
+def _retry_depth(trial: TrialRecord, by_number: Mapping[int, TrialRecord]) -> int:
+    """How many times the point of `trial` went stale or killed its worker, along its retries."""
     depth = 0
     current: TrialRecord | None = trial
     while current is not None:
-        depth += current.error_kind == "stale"
+        depth += current.error_kind in RETRY_LIMITED_KINDS
         current = by_number.get(current.retry_of) if current.retry_of is not None else None
     return depth
 
 
 def queued_retry(trials: Sequence[TrialRecord], max_retries: int) -> TrialRecord | None:
-    """The first interrupted or stale trial not yet retried (stale: at most max_retries times)."""
+    """The first interrupted, stale or died trial not yet retried (stale and died: at most
+    max_retries times)."""
     by_number = {t.number: t for t in trials}
     retried = {t.retry_of for t in trials if t.retry_of is not None}
     for trial in trials:
         if trial.error_kind not in RERUN_KINDS or trial.number in retried:
             continue
-        if trial.error_kind == "stale" and _stale_depth(trial, by_number) > max_retries:
+        limited = trial.error_kind in RETRY_LIMITED_KINDS
+        if limited and _retry_depth(trial, by_number) > max_retries:
             continue  # given up: a new point takes its place in the budget
         return trial
     return None

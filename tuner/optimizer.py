@@ -38,7 +38,8 @@ def observations(trials: Sequence[TrialRecord], liar: str = "mean") -> list[tupl
 
     A completed trial gives its negated loss. A failed trial (diverged, say) gives the worst
     negated loss seen so far, so the optimiser learns that region is bad without a NaN or an
-    infinity reaching the Gaussian process. Interrupted trials say nothing about their point.
+    infinity reaching the Gaussian process; so does a point whose worker process died, until
+    a retry of it speaks for it. Interrupted and stale trials say nothing about their point.
     A running trial (another worker's) gets a stand-in value, the "constant liar": the mean
     (`liar: mean`) or the worst (`liar: worst`) of the observed values, so that parallel
     workers are not sent to the same place. Repeated points are merged by averaging.
@@ -50,6 +51,7 @@ def observations(trials: Sequence[TrialRecord], liar: str = "mean") -> list[tupl
         return []
     worst = min(completed)
     lie = worst if liar == "worst" else float(np.mean(completed))
+    retried = {t.retry_of for t in trials if t.retry_of is not None}
     merged: dict[tuple[tuple[str, Coordinate], ...], list[float]] = {}
     points: dict[tuple[tuple[str, Coordinate], ...], Point] = {}
     for trial in trials:
@@ -57,7 +59,7 @@ def observations(trials: Sequence[TrialRecord], liar: str = "mean") -> list[tupl
             target = -float(trial.loss)
         elif trial.state == TrialState.RUNNING:
             target = lie
-        elif trial.counts:
+        elif trial.counts or (trial.error_kind == "died" and trial.number not in retried):
             target = worst
         else:
             continue

@@ -20,9 +20,12 @@ class TrialState(enum.StrEnum):
     FAILED = "failed"
 
 
-# Failure kinds that say nothing about the point: its trial is run again and is not budget.
-# "stale": its worker stopped sending heartbeats (a dead box); retried search.max_retries times.
-RERUN_KINDS = frozenset({"interrupted", "stale"})
+# Failure kinds that say nothing sure about the point: its trial is run again and is not budget.
+# "stale": its worker stopped sending heartbeats (a dead box); "died": its worker process died
+# (killed, or exited in native code). Both are retried at most search.max_retries times, since
+# a point that kills every process it runs in must not be retried for ever.
+RERUN_KINDS = frozenset({"interrupted", "stale", "died"})
+RETRY_LIMITED_KINDS = frozenset({"stale", "died"})
 
 
 class _Base(DeclarativeBase):

@@ -179,8 +179,9 @@ def run_trial(
     )
 
 
-# Failures that say a point was refused or stopped, not that the setup is broken.
-_NOT_A_STREAK = frozenset({"too_large"}) | RERUN_KINDS
+# Failures that say a point was refused or stopped, not that the setup is broken. A worker
+# that died does count: a setup that kills every worker must end the search.
+_NOT_A_STREAK = frozenset({"too_large", "interrupted", "stale"})
 
 
 def check_failure_streak(trials: Sequence[TrialRecord], limit: int) -> None:

@@ -35,6 +35,7 @@ from tuner.errors import StudyError, TrialRejected
 from tuner.records import (
     _LATER_COLUMNS,
     RERUN_KINDS,
+    RETRY_LIMITED_KINDS,
     Asked,
     Chooser,
     NewTrial,
@@ -49,6 +50,7 @@ from tuner.records import (
 
 __all__ = [
     "RERUN_KINDS",
+    "RETRY_LIMITED_KINDS",
     "Asked",
     "Chooser",
     "NewTrial",

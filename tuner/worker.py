@@ -176,8 +176,8 @@ class Worker:
 
 def _death(code: int | None) -> tuple[str, str]:
     if code is not None and code == -signal.SIGKILL:
-        return "crashed", "the worker process was killed (SIGKILL; out of memory?)"
-    return "crashed", f"the worker process died (exit code {code})"
+        return "died", "the worker process was killed (SIGKILL; out of memory?)"
+    return "died", f"the worker process died (exit code {code})"
 
 
 def _unpack_start(reply: tuple) -> None:
