@@ -69,6 +69,7 @@ def test_best_is_the_lowest_completed_loss(run):
         (["trials", "nope.yaml"], "nope.yaml: config file not found; check the path"),
         (["best", "tiny.yaml", "--study", "other"], "--study: no study 'other' in sqlite:///"),
         (["report", "--storage", "sqlite:///gone.db", "--study", "x"], "no study database at"),
+        (["worker", "--storage", "sqlite:///gone.db", "--study", "x"], "no study database at"),
         (["predict", "nomodel", "tiny.csv", "--out", "p.csv"], "nomodel: model folder not found"),
         (["init", "tiny.csv", "--target", "nope"], "--target: column 'nope' is not in tiny.csv"),
         (["init", "nope.csv", "--target", "x"], "file not found: nope.csv; check the path"),

@@ -11,14 +11,11 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
-
 from tuner.config import Config, validate_config
 from tuner.errors import StudyError, UsageError
 from tuner.search import best_trial
 from tuner.space import SearchSpace
-from tuner.store import Storage, TrialRecord, TrialState, sqlite_url
+from tuner.store import Storage, TrialRecord, TrialState, require_database, sqlite_url
 
 
 @dataclass(frozen=True)
@@ -75,24 +72,9 @@ def study_location(config: Path | None, storage: str | None, study: str | None) 
     return url, name
 
 
-def _check_exists(url: str) -> None:
-    """Refuse a SQLite file that does not exist rather than create an empty database."""
-    try:
-        parsed = make_url(url)
-    except ArgumentError as exc:
-        raise StudyError(f"--storage: cannot use {url!r} ({exc}); give a SQLAlchemy URL") from exc
-    database = parsed.database
-    local = parsed.get_backend_name() == "sqlite" and database and database != ":memory:"
-    if local and not Path(database).is_file():
-        raise StudyError(
-            f"no study database at {database}; run `tuner search` first, or give "
-            "--storage URL and --study NAME"
-        )
-
-
 def load_results(url: str, name: str) -> StudyResults:
     """Read a study and its trials; StudyError naming the study when it is not there."""
-    _check_exists(url)
+    require_database(url)
     storage = Storage(url)
     try:
         study = storage.get_study(name)

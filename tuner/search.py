@@ -28,7 +28,14 @@ from tuner.errors import (
 )
 from tuner.evaluate import Score
 from tuner.heartbeat import Heartbeat
-from tuner.store import RERUN_KINDS, Storage, StudyRecord, TrialRecord, TrialState
+from tuner.store import (
+    RERUN_KINDS,
+    Storage,
+    StudyRecord,
+    TrialRecord,
+    TrialState,
+    require_database,
+)
 from tuner.worker import DEFAULT_FACTORY, Worker
 
 Objective = Callable[[Mapping[str, Scalar], int], Score]
@@ -311,6 +318,7 @@ def joined_config(storage_url: str, study_name: str, overrides: Sequence[str]) -
     """The config stored in a study, with `--set` overrides (e.g. this box's data.path)."""
     from tuner.config import apply_overrides
 
+    require_database(storage_url)
     storage = Storage(storage_url)
     try:
         study = storage.get_study(study_name)

@@ -27,7 +27,7 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -58,6 +58,7 @@ __all__ = [
     "StudyRecord",
     "TrialRecord",
     "TrialState",
+    "require_database",
     "sqlite_url",
 ]
 
@@ -78,6 +79,21 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+def require_database(url: str) -> None:
+    """Refuse a SQLite file that does not exist rather than create an empty database."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise StudyError(f"--storage: cannot use {url!r} ({exc}); give a SQLAlchemy URL") from exc
+    database = parsed.database
+    local = parsed.get_backend_name() == "sqlite" and database and database != ":memory:"
+    if local and not Path(database).is_file():
+        raise StudyError(
+            f"no study database at {database}; run `tuner search` first, or give "
+            "--storage URL and --study NAME"
+        )
 
 
 class Storage:
