@@ -111,7 +111,9 @@ def reference(config, dataset, params, seed: int) -> tuple[float, list[int], flo
     losses, epochs = [], []
     for index, (train, test) in enumerate(make_splits(dataset, 2, 0.1, seed)):
         part = prepare_split(dataset, train, test)
-        arch = decode(params, config.network, part.x_train.shape[1], 7, "classification")
+        arch = decode(
+            params, config.network, part.x_train.shape[1], dataset.n_outputs, "classification"
+        )
         loss, n = reference_split(arch, params, part, seed + index)
         losses.append(loss)
         epochs.append(n)

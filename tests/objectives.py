@@ -10,6 +10,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from tuner.errors import TrialFailed
 from tuner.evaluate import Score
 
@@ -84,5 +86,19 @@ def dies_once(_config: Any, _dataset: Any) -> Callable[[Mapping[str, Any], int],
             mark.touch()
             os.kill(os.getpid(), signal.SIGKILL)
         return _score(bowl_loss(params))
+
+    return objective
+
+
+def noisy_bowl(config: Any, _dataset: Any) -> Callable[[Mapping[str, Any], int], Score]:
+    """The bowl plus bootstrap-like noise: the mean of `evaluation.splits` draws of sd 0.05,
+    fixed by the seed. More splits, less noise; another seed, other noise."""
+    splits = config.evaluation.splits
+
+    def objective(params: Mapping[str, Any], seed: int) -> Score:
+        noise = np.random.default_rng(seed).normal(0.0, 0.05, splits)
+        losses = tuple(float(bowl_loss(params) + n) for n in noise)
+        spread = float(np.std(losses, ddof=1)) if splits > 1 else 0.0
+        return Score(float(np.mean(losses)), spread, losses, (1,) * splits, 0.0)
 
     return objective

@@ -1,0 +1,308 @@
+"""The searches that benchmarks/search_quality.py compares, and the re-scoring of their winners.
+
+`tuner` runs as its own CLI (`tuner search --json`), exactly as a user runs it. Every other
+method proposes points through an ask/tell sampler and scores them in a `tuner.worker.Worker`
+process, the way tuner's own search does: trial k of search seed S gets the seed
+`trial_seed(S, k)` for its splits and weights. Random search, Optuna and KerasTuner score with
+tuner's bootstrap (`tuner.evaluate:make_objective`); the course's setup scores with the course's
+Keras `fit` (benchmarks/evaluate_speed.py's reference). A hidden objective (tests) replaces all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from benchmarks.quality_samplers import (
+    CourseSampler,
+    KerasTunerSampler,
+    OptunaSampler,
+    RandomSampler,
+)
+from tuner.asking import trial_seed
+from tuner.config import Config, Scalar, validate_config
+from tuner.data import Dataset
+from tuner.errors import TrialFailed
+from tuner.results import load_results
+from tuner.space import SearchSpace
+from tuner.store import TrialState
+from tuner.worker import DEFAULT_FACTORY, Worker
+
+ROOT = Path(__file__).resolve().parents[1]
+COURSE_FACTORY = "benchmarks.quality_samplers:course_objective"
+# Splits and weights of the re-scoring: a seed from its own entropy, so no search seed
+# (trial_seed(S, k) = SeedSequence([S, k])) is it; the same for every method (paired).
+RESCORE_SEED = int(np.random.SeedSequence([0x5EED, 558, 20]).generate_state(1)[0] >> 1)
+OPTIONAL = {"optuna": "optuna", "kerastuner": "keras_tuner"}
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Trials or seconds; a search stops proposing once either is spent."""
+
+    trials: int | None = None
+    seconds: float | None = None
+
+    def spent(self, trials: int, elapsed: float) -> bool:
+        """True when no new trial may start."""
+        if self.trials is not None and trials >= self.trials:
+            return True
+        return self.seconds is not None and elapsed >= self.seconds
+
+    def trial_timeout(self, config: Config) -> float | None:
+        """`evaluation.timeout` for this budget: with a time budget, no trial may run longer
+        than the whole budget (a trial that starts before the deadline finishes, up to that)."""
+        timeout = config.evaluation.timeout
+        if self.seconds is None:
+            return timeout
+        return self.seconds if timeout is None else min(timeout, self.seconds)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """What every method of a run shares: the config, its data and the evaluators."""
+
+    config_path: Path
+    overrides: tuple[str, ...]
+    config: Config
+    dataset: Dataset
+    objective: str | None = None  # the hidden cheap objective (tests), for every evaluator
+    log: Callable[[str], None] = lambda text: print(text, file=sys.stderr)  # progress
+
+    @property
+    def factory(self) -> str:
+        """tuner's bootstrap score, as `tuner search` runs it."""
+        return self.objective or DEFAULT_FACTORY
+
+    @property
+    def course_factory(self) -> str:
+        """The course's own evaluation (Keras fit)."""
+        return self.objective or COURSE_FACTORY
+
+
+@dataclass
+class Outcome:
+    """A finished search: the method's own best (search-time) loss and point, and its cost."""
+
+    reported: float | None = None
+    params: dict[str, Scalar] | None = None
+    trials: int = 0
+    failed: int = 0
+    seconds: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+    no_winner: str | None = None  # why the search reported no best (a result, not a crash)
+
+
+class Sampler(Protocol):
+    """Proposes full parameter sets and learns each one's loss (None: the trial failed)."""
+
+    def ask(self) -> dict[str, Scalar] | None: ...
+
+    def tell(self, loss: float | None, message: str) -> None: ...
+
+
+def run_sampler(
+    setting: Setting, seed: int, budget: Budget, sampler: Sampler, factory: str
+) -> Outcome:
+    """The ask/score/tell loop of every method but tuner, on one worker process."""
+    outcome = Outcome()
+    started = time.perf_counter()
+    config = with_evaluation(setting.config, timeout=budget.trial_timeout(setting.config))
+    worker = Worker(config, setting.dataset, factory)
+    try:
+        while not budget.spent(outcome.trials, time.perf_counter() - started):
+            params = sampler.ask()
+            if params is None:
+                break  # the sampler has nothing left to propose
+            loss, message = _score(worker, params, trial_seed(seed, outcome.trials))
+            sampler.tell(loss, message)
+            outcome.trials += 1
+            outcome.failed += loss is None
+            if loss is not None and (outcome.reported is None or loss < outcome.reported):
+                outcome.reported, outcome.params = loss, dict(params)
+            best = f"{outcome.reported:.4f}" if outcome.reported is not None else "-"
+            setting.log(f"trial {outcome.trials}: {message} (best {best})")
+    finally:
+        worker.close()
+    outcome.seconds = time.perf_counter() - started
+    if outcome.params is None:
+        outcome.no_winner = f"no completed trial in {outcome.trials}"
+    return outcome
+
+
+def with_evaluation(config: Config, **changes: Any) -> Config:
+    """The config with some `evaluation` keys changed."""
+    raw = config.to_dict()
+    raw["evaluation"] = {**raw.get("evaluation", {}), **changes}
+    return validate_config(raw)
+
+
+def _score(worker: Worker, params: Mapping[str, Scalar], seed: int) -> tuple[float | None, str]:
+    try:
+        score = worker(params, seed)
+    except TrialFailed as exc:
+        return None, f"failed ({exc.kind}: {exc.message[:100]})"
+    return score.loss, f"loss {score.loss:.4f} in {score.seconds:.1f} s"
+
+
+def duration_text(seconds: float) -> str:
+    """`--time-budget` text: whole minutes as `10m`, else seconds as `90s`."""
+    whole = round(seconds)
+    return f"{whole // 60}m" if whole % 60 == 0 and whole >= 60 else f"{whole}s"
+
+
+def tuner_command(setting: Setting, seed: int, budget: Budget, folder: Path) -> list[str]:
+    """`tuner search` as a user runs it, with this seed and budget (user's --set first)."""
+    command = [sys.executable, "-m", "tuner.cli", "search", str(setting.config_path)]
+    command += ["--json", "--out", str(folder)]
+    for item in (*setting.overrides, f"search.seed={seed}"):
+        command += ["--set", item]
+    if budget.trials is not None:
+        init = min(setting.config.search.init_points, budget.trials)
+        command += ["--set", f"search.init_points={init}"]
+        command += ["--set", f"search.n_iter={budget.trials - init}"]
+    if budget.seconds is not None:
+        command += ["--time-budget", duration_text(budget.seconds)]
+        command += ["--set", f"evaluation.timeout={budget.trial_timeout(setting.config)}"]
+        if budget.trials is None:
+            command += ["--set", "search.n_iter=1000000"]  # the time is the budget
+    if setting.objective:
+        command += ["--objective", setting.objective]
+    return command
+
+
+def tuner_env() -> dict[str, str]:
+    """This checkout's `tuner` first on the path (also for a test objective's module)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    return env
+
+
+def tuner_has_time_budget() -> bool:
+    """Whether `tuner search` takes `--time-budget` (issue 6, section 2)."""
+    command = [sys.executable, "-m", "tuner.cli", "search", "--help"]
+    done = subprocess.run(command, capture_output=True, text=True, env=tuner_env(), check=False)
+    return "--time-budget" in done.stdout
+
+
+def run_tuner(setting: Setting, seed: int, budget: Budget, folder: Path) -> Outcome:
+    """`tuner search --json` in its own process; its winner is what it prints."""
+    started = time.perf_counter()
+    command = tuner_command(setting, seed, budget, folder)
+    done = subprocess.run(command, stdout=subprocess.PIPE, text=True, env=tuner_env(), check=False)
+    seconds = time.perf_counter() - started
+    if done.returncode == 1:  # no completed trial, or a streak of failures: its message is above
+        return Outcome(seconds=seconds, no_winner="tuner search exited with 1")
+    if done.returncode != 0:
+        raise RuntimeError(f"tuner search exited with {done.returncode}; its message is above")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    trials = load_results(result["storage"], result["study"]).trials
+    extra = {k: result[k] for k in ("trial", "loss_std", "search_loss") if k in result}
+    return Outcome(
+        reported=float(result["loss"]),
+        params=dict(result["params"]),
+        trials=sum(t.counts for t in trials),
+        failed=sum(t.counts and t.state == TrialState.FAILED for t in trials),
+        seconds=seconds,
+        extra=extra,
+    )
+
+
+class Rescorer:
+    """Scores points on the same `splits` fresh splits (seed RESCORE_SEED) in one worker."""
+
+    def __init__(self, setting: Setting, splits: int) -> None:
+        evaluation = setting.config.evaluation
+        # A timeout is meant for the search's splits: scaled to these.
+        timeout = evaluation.timeout and evaluation.timeout * splits / evaluation.splits
+        config = with_evaluation(setting.config, splits=splits, timeout=timeout)
+        self._worker = Worker(config, setting.dataset, setting.factory)
+
+    def __call__(self, params: Mapping[str, Scalar]) -> dict[str, Any]:
+        """`rescored` (None when it failed), its spread and split losses, and seconds."""
+        started = time.perf_counter()
+        try:
+            score = self._worker(params, RESCORE_SEED)
+        except TrialFailed as exc:
+            took = time.perf_counter() - started
+            return {
+                "rescored": None,
+                "rescore_error": f"{exc.kind}: {exc.message}",
+                "rescore_s": took,
+            }
+        return {
+            "rescored": score.loss,
+            "rescored_std": score.loss_std,
+            "rescore_split_losses": list(score.split_losses),
+            "rescore_s": time.perf_counter() - started,
+        }
+
+    def close(self) -> None:
+        """Stop the worker process."""
+        self._worker.close()
+
+
+Method = Callable[[Setting, int, Budget, Path], Outcome]
+
+
+def _space(setting: Setting) -> SearchSpace:
+    return SearchSpace(setting.config.space)
+
+
+def run_random(setting: Setting, seed: int, budget: Budget, folder: Path) -> Outcome:
+    """Random search in tuner's scaled space."""
+    return run_sampler(setting, seed, budget, RandomSampler(_space(setting), seed), setting.factory)
+
+
+def run_optuna(setting: Setting, seed: int, budget: Budget, folder: Path) -> Outcome:
+    """Optuna's TPE sampler."""
+    return run_sampler(setting, seed, budget, OptunaSampler(_space(setting), seed), setting.factory)
+
+
+def run_kerastuner(setting: Setting, seed: int, budget: Budget, folder: Path) -> Outcome:
+    """KerasTuner's BayesianOptimization oracle."""
+    with contextlib.redirect_stdout(sys.stderr):  # its oracle prints
+        sampler = KerasTunerSampler(_space(setting), seed, budget.trials or 10**6, folder)
+        return run_sampler(setting, seed, budget, sampler, setting.factory)
+
+
+def run_course_linear(setting: Setting, seed: int, budget: Budget, folder: Path) -> Outcome:
+    """The course's setup, learning rate linear as the course had it."""
+    sampler = CourseSampler(setting.config, seed, log_lr=False)
+    return run_sampler(setting, seed, budget, sampler, setting.course_factory)
+
+
+def run_course_log(setting: Setting, seed: int, budget: Budget, folder: Path) -> Outcome:
+    """The course's setup, learning rate searched as log10."""
+    sampler = CourseSampler(setting.config, seed, log_lr=True)
+    return run_sampler(setting, seed, budget, sampler, setting.course_factory)
+
+
+METHODS: dict[str, tuple[str, Method]] = {
+    "tuner": ("tuner (as shipped)", run_tuner),
+    "random": ("random search (tuner's scaled space)", run_random),
+    "optuna": ("Optuna TPE", run_optuna),
+    "kerastuner": ("KerasTuner BayesianOptimization", run_kerastuner),
+    "course-linear": (
+        "course setup (bayes_opt + Keras fit), linear learning rate",
+        run_course_linear,
+    ),
+    "course-log": ("course setup (bayes_opt + Keras fit), log10 learning rate", run_course_log),
+}
+
+
+def run_method(method: str, setting: Setting, seed: int, budget: Budget) -> Outcome:
+    """One search of `method` with this seed and budget, in a scratch folder."""
+    with tempfile.TemporaryDirectory(prefix=f"quality-{method}-") as folder:
+        return METHODS[method][1](setting, seed, budget, Path(folder))

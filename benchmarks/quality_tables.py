@@ -1,0 +1,161 @@
+"""The tables and target checks of benchmarks/search_quality.py, from its finished cells.
+
+A cell is one (table, method, seed) search with its re-scoring, as stored in the results file.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from benchmarks.quality_methods import METHODS
+
+Cell = Mapping[str, Any]
+TABLES: dict[str, tuple[str, ...]] = {
+    "equal-trials": ("tuner", "random", "optuna", "kerastuner"),
+    "equal-time": ("tuner", "course-linear", "course-log"),
+}
+REFERENCE_LABEL = "course's example point (dropout 0.2, lr 1e-3, pct 0.2, shrink 0.2), not searched"
+HEADER = (
+    "| method | seeds | re-scored best (mean ± SE) | its reported best | optimism "
+    "(reported - re-scored) | trials | wall time |"
+)
+
+
+def mean_se(values: Sequence[float], digits: int = 4) -> str:
+    """`mean ± standard error` (the mean alone for one value; `-` for none)."""
+    if not values:
+        return "-"
+    mean = float(np.mean(values))
+    if len(values) == 1:
+        return f"{mean:.{digits}f}"
+    se = float(np.std(values, ddof=1) / math.sqrt(len(values)))
+    return f"{mean:.{digits}f} ± {se:.{digits}f}"
+
+
+def _row(label: str, cells: Sequence[Cell]) -> str:
+    ran = [c for c in cells if c.get("crash") is None]
+    rescored = [c["rescored"] for c in ran if c.get("rescored") is not None]
+    reported = [c["reported"] for c in ran if c.get("reported") is not None]
+    optimism = [
+        c["reported"] - c["rescored"]
+        for c in ran
+        if c.get("reported") is not None and c.get("rescored") is not None
+    ]
+    notes = [f"seed {c['seed']}: {_failure(c)}" for c in cells if _failure(c)]
+    failed = f" (failed: {'; '.join(notes)})" if notes else ""
+    reported_text = f"{np.mean(reported):.4f}" if reported else "-"
+    trials = f"{np.mean([c['trials'] for c in ran]):.1f}" if ran else "-"
+    wall = f"{np.mean([c['wall_s'] for c in ran]):.0f} s" if ran else "-"
+    return (
+        f"| {label}{failed} | {len(cells)} | {mean_se(rescored)} | {reported_text} | "
+        f"{mean_se(optimism, 3)} | {trials} | {wall} |"
+    )
+
+
+def _failure(cell: Cell) -> str | None:
+    """Why a cell has no re-scored best: it crashed, found nothing, or failed re-scoring."""
+    return cell.get("crash") or cell.get("no_winner") or cell.get("rescore_error")
+
+
+def table_text(table: str, cells: Sequence[Cell], reference: Cell | None, budget: str) -> str:
+    """One markdown table: a row per method (mean over seeds), then the course's point."""
+    lines = [f"{table} ({budget})", "", HEADER, "|---|---:|---:|---:|---:|---:|---:|"]
+    for method in TABLES[table]:
+        mine = sorted((c for c in cells if c["method"] == method), key=lambda c: c["seed"])
+        if mine:
+            lines.append(_row(METHODS[method][0], mine))
+    if reference is not None and reference.get("rescored") is not None:
+        lines.append(f"| {REFERENCE_LABEL} | - | {reference['rescored']:.4f} | - | - | - | - |")
+    return "\n".join(lines)
+
+
+def paired(cells: Sequence[Cell], methods: Sequence[str]) -> tuple[list[int], dict[str, float]]:
+    """Seeds that every method has, and each method's mean re-scored best over them.
+
+    A search or re-scoring that failed counts as infinitely bad."""
+    by = {(c["method"], c["seed"]): c for c in cells}
+    seeds = sorted({s for _, s in by if all((m, s) in by for m in methods)})
+    means = {
+        m: float(np.mean([_value(by[m, s]) for s in seeds])) if seeds else math.nan for m in methods
+    }
+    return seeds, means
+
+
+def _value(cell: Cell) -> float:
+    rescored = cell.get("rescored")
+    return math.inf if rescored is None else float(rescored)
+
+
+def _verdict(ok: bool) -> str:
+    return "met" if ok else "NOT met"
+
+
+def equal_trials_target(cells: Sequence[Cell]) -> str:
+    """tuner's re-scored best no worse than any other method's (mean over paired seeds)."""
+    others = [m for m in TABLES["equal-trials"][1:] if any(c["method"] == m for c in cells)]
+    if not any(c["method"] == "tuner" for c in cells) or not others:
+        return "equal trials: not checked (needs tuner and another method)"
+    seeds, means = paired(cells, ["tuner", *others])
+    if not seeds:
+        return "equal trials: not checked (no seed that every method finished)"
+    rival = min(others, key=lambda m: means[m])
+    return (
+        f"equal trials: tuner {means['tuner']:.4f} vs the best other, {rival}, "
+        f"{means[rival]:.4f} (seeds {seeds}; needs tuner <= every other): "
+        f"{_verdict(means['tuner'] <= means[rival])}"
+    )
+
+
+def equal_time_target(cells: Sequence[Cell]) -> str:
+    """tuner at least 0.01 better than the course setup with log lr, and <= 0.665."""
+    seeds, means = paired(cells, ["tuner", "course-log"])
+    if not seeds:
+        return "equal time: not checked (needs tuner and course-log on the same seeds)"
+    tuner, course = means["tuner"], means["course-log"]
+    ok = tuner <= course - 0.01 and tuner <= 0.665
+    return (
+        f"equal time: tuner {tuner:.4f} vs course setup with log10 learning rate {course:.4f} "
+        f"(seeds {seeds}; needs tuner <= {course - 0.01:.4f} and <= 0.665): {_verdict(ok)}"
+    )
+
+
+def honesty_target(cells: Sequence[Cell]) -> list[str]:
+    """Mean |reported - re-scored| of tuner's winners <= 0.01; the others' optimism beside it."""
+    lines = []
+    for method in METHODS:
+        gaps = [
+            c["reported"] - c["rescored"]
+            for c in cells
+            if c["method"] == method and c.get("rescored") is not None and c.get("reported")
+        ]
+        if not gaps:
+            continue
+        mean_abs = float(np.mean(np.abs(gaps)))
+        if method == "tuner":
+            lines.insert(
+                0,
+                f"honesty: tuner mean |reported - re-scored| {mean_abs:.4f} over {len(gaps)} "
+                f"search{'es' if len(gaps) != 1 else ''} (needs <= 0.01): "
+                f"{_verdict(mean_abs <= 0.01)}",
+            )
+        else:
+            lines.append(f"  beside it, {method}: mean optimism {np.mean(gaps):+.4f}")
+    if not lines or not lines[0].startswith("honesty"):
+        lines.insert(0, "honesty: not checked (no re-scored tuner search)")
+    return lines
+
+
+def targets_text(cells: Sequence[Cell]) -> str:
+    """Which of issue 6's targets the finished cells meet."""
+    trials = [c for c in cells if c["table"] == "equal-trials"]
+    time_cells = [c for c in cells if c["table"] == "equal-time"]
+    searched = [c for c in cells if c["table"] in TABLES]
+    lines = ["Targets (issue 6; thresholds are for the course's data):"]
+    lines.append("  " + equal_trials_target(trials))
+    lines.append("  " + equal_time_target(time_cells))
+    lines += ["  " + line for line in honesty_target(searched)]
+    return "\n".join(lines)

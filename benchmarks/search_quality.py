@@ -1,0 +1,307 @@
+"""Search quality: tuner against random search, Optuna, KerasTuner and the course's setup.
+
+    python benchmarks/search_quality.py --config CONFIG [--set KEY=VALUE]... [--seeds 5]
+        [--trials 30] [--time 600] [--rescore-splits 20] [--tables equal-trials,equal-time]
+        [--methods tuner,random,...] [--results PATH]
+
+Two tables (issue 6, section 5). Equal trials: `tuner search` as shipped, random search, Optuna's
+TPE and KerasTuner's BayesianOptimization, each with --trials trials on the same evaluator.
+Equal time: `tuner search --time-budget` against the course's setup (bayes_opt driving the
+course's Keras `fit`), learning rate linear and log10, each for --time seconds. Every method's
+reported best is then re-scored on the same --rescore-splits fresh splits (tuner's bootstrap,
+one seed no search uses) and the tables give mean ± standard error over seeds. Each finished
+(table, method, seed) cell is written to --results at once; a rerun skips finished cells.
+Progress goes to stderr, the tables to stdout. Needs `pip install -e '.[bench]'`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib.util
+import json
+import os
+import sys
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from benchmarks.quality_methods import (  # noqa: E402
+    METHODS,
+    OPTIONAL,
+    RESCORE_SEED,
+    Budget,
+    Rescorer,
+    Setting,
+    run_method,
+    tuner_has_time_budget,
+)
+from benchmarks.quality_samplers import COURSE_POINT  # noqa: E402
+from benchmarks.quality_tables import TABLES, table_text, targets_text  # noqa: E402
+from tuner.config import load_config  # noqa: E402
+from tuner.errors import TunerError, UsageError  # noqa: E402
+from tuner.evaluate import load_for_scoring  # noqa: E402
+from tuner.space import SearchSpace  # noqa: E402
+
+REFERENCE_KEY = "reference/course-point/0"
+
+
+class Stop(Exception):
+    """A one-line error for the user; exit code 2."""
+
+
+def log(message: str) -> None:
+    """Progress, to stderr."""
+    print(f"{time.strftime('%H:%M:%S')} {message}", file=sys.stderr, flush=True)
+
+
+def parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--config", type=Path, required=True, help="The tuner config to search.")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--seeds", type=int, default=5, help="Search seeds 1..N [5].")
+    parser.add_argument("--trials", type=int, default=30, help="Trials per equal-trials search.")
+    parser.add_argument("--time", type=float, default=600, help="Seconds per equal-time search.")
+    parser.add_argument("--rescore-splits", type=int, default=20, help="Fresh splits [20].")
+    parser.add_argument("--tables", default=",".join(TABLES), help="Comma-separated tables.")
+    parser.add_argument("--methods", default=",".join(METHODS), help="Comma-separated methods.")
+    parser.add_argument("--results", type=Path, help="[runs/search_quality/<config name>.json]")
+    parser.add_argument("--objective", help=argparse.SUPPRESS)  # tests: a cheap module:function
+    args = parser.parse_args(argv)
+    args.tables = _choices("--tables", args.tables, TABLES)
+    args.methods = _choices("--methods", args.methods, METHODS)
+    if min(args.seeds, args.trials, args.rescore_splits) < 1 or args.time <= 0:
+        raise Stop("--seeds, --trials, --rescore-splits and --time must be positive")
+    args.results = args.results or Path("runs/search_quality") / f"{args.config.stem}.json"
+    return args
+
+
+def _choices(option: str, text: str, known: Sequence[str]) -> list[str]:
+    chosen = [item.strip() for item in text.split(",") if item.strip()]
+    unknown = [item for item in chosen if item not in known]
+    if unknown or not chosen:
+        raise Stop(
+            f"{option}: unknown {', '.join(unknown) or 'empty list'}; known: {', '.join(known)}"
+        )
+    return chosen
+
+
+def plan(args: argparse.Namespace) -> list[tuple[str, str, int]]:
+    """Cells in the order they run: seed by seed, so a stopped run still has paired seeds."""
+    return [
+        (table, method, seed)
+        for table in args.tables
+        for seed in range(1, args.seeds + 1)
+        for method in TABLES[table]
+        if method in args.methods
+    ]
+
+
+def check_tools(cells: Sequence[tuple[str, str, int]]) -> None:
+    """Refuse before any work: a missing optional package, or no --time-budget in tuner."""
+    methods = {method for _, method, _ in cells}
+    missing = [OPTIONAL[m] for m in sorted(methods) if m in OPTIONAL]
+    missing = [name for name in missing if importlib.util.find_spec(name) is None]
+    if missing:
+        raise Stop(
+            f"{' and '.join(missing)} not installed: pip install -e '.[bench]' "
+            "(or leave those methods out with --methods)"
+        )
+    if ("equal-time", "tuner") in {(t, m) for t, m, _ in cells} and not tuner_has_time_budget():
+        raise Stop(
+            "tuner search has no --time-budget yet (issue 6, section 2): run --tables "
+            "equal-trials, or leave tuner out of the equal-time table with --methods"
+        )
+
+
+def check_course(args: argparse.Namespace, task: str) -> None:
+    """The course's own evaluation is for classification only (softmax, log loss)."""
+    course = {"course-linear", "course-log"} & {m for _, m, _ in plan(args)}
+    if course and task != "classification" and not args.objective:
+        raise Stop(
+            f"{', '.join(sorted(course))}: the course's evaluation is for classification only; "
+            "leave it out with --methods"
+        )
+
+
+def settings(args: argparse.Namespace, table: str) -> dict[str, Any]:
+    """What a cell's result depends on; a stored cell with other settings is not reused."""
+    common = {
+        "config": str(args.config.resolve()),
+        "sets": list(args.overrides),
+        "objective": args.objective,
+        "rescore_splits": args.rescore_splits,
+        "rescore_seed": RESCORE_SEED,
+    }
+    if table == "equal-trials":
+        return {**common, "trials": args.trials}
+    if table == "equal-time":
+        return {**common, "seconds": args.time}
+    return common
+
+
+def load_results(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        return {"cells": {}}
+    try:
+        return json.loads(path.read_text())  # type: ignore[no-any-return]
+    except (OSError, json.JSONDecodeError) as exc:
+        raise Stop(f"--results: cannot read {path} ({exc}); move it away or give another") from exc
+
+
+def save_results(path: Path, results: dict[str, Any]) -> None:
+    """Write the whole file anew, atomically: a kill leaves the old or the new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    partial.write_text(json.dumps(results, indent=1) + "\n")
+    partial.replace(path)
+
+
+def pending(results: dict[str, Any], key: str, wanted: dict[str, Any], path: Path) -> bool:
+    """Whether a cell must run: not stored, or crashed. Other settings: refused."""
+    old = results["cells"].get(key)
+    if old is None:
+        return True
+    if old["settings"] != wanted:
+        changed = sorted(k for k in wanted if old["settings"].get(k) != wanted[k])
+        raise Stop(
+            f"--results: {path} holds {key} made with other {', '.join(changed)}; "
+            "give another --results file for these settings"
+        )
+    return old.get("crash") is not None
+
+
+def run_cell(
+    setting: Setting, key: str, budget: Budget, rescore: Callable[[Any], dict[str, Any]]
+) -> dict[str, Any]:
+    """One search and the re-scoring of its reported best."""
+    table, method, seed = key.split("/")
+    prefixed = dataclasses.replace(setting, log=lambda text: log(f"[{key}] {text}"))
+    prefixed.log("search starts")
+    outcome = run_method(method, prefixed, int(seed), budget)
+    cell: dict[str, Any] = {
+        "table": table,
+        "method": method,
+        "seed": int(seed),
+        "reported": outcome.reported,
+        "params": outcome.params,
+        "trials": outcome.trials,
+        "failed": outcome.failed,
+        "wall_s": round(outcome.seconds, 2),
+        "extra": outcome.extra,
+        "no_winner": outcome.no_winner,
+    }
+    if outcome.params is not None:
+        prefixed.log(f"reported {outcome.reported:.4f} after {outcome.trials} trials; re-scoring")
+        cell.update(rescore(outcome.params))
+        rescored = cell["rescored"]
+        prefixed.log(f"re-scored {rescored:.4f}" if rescored is not None else cell["rescore_error"])
+    else:
+        prefixed.log(f"no winner: {outcome.no_winner}")
+    return cell
+
+
+def guarded(key: str, function: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
+    """A cell's crash is recorded in it (and run again by a rerun); the run goes on."""
+    try:
+        return function(*args)
+    except UsageError:
+        raise  # bad input (the objective, the config): every cell would fail the same way
+    except Exception as exc:
+        log(f"[{key}] crashed:\n{traceback.format_exc()}")
+        return {"crash": f"{type(exc).__name__}: {exc}"}
+
+
+def reference_cell(setting: Setting, rescore: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
+    """The course's example point re-scored on the same splits, for scale."""
+    params = {**SearchSpace(setting.config.space).fixed, **COURSE_POINT}
+    log(f"[{REFERENCE_KEY}] re-scoring the course's example point")
+    return {"params": params, **rescore(params)}
+
+
+def run_all(args: argparse.Namespace, setting: Setting) -> dict[str, Any]:
+    results = load_results(args.results)
+    todo = [(REFERENCE_KEY, "reference")] + [
+        ("/".join((t, m, str(s))), t) for t, m, s in plan(args)
+    ]
+    rescorer: Rescorer | None = None
+    try:
+        for key, table in todo:
+            wanted = settings(args, table)
+            if not pending(results, key, wanted, args.results):
+                log(f"[{key}] finished before; skipped")
+                continue
+            rescorer = rescorer or Rescorer(setting, args.rescore_splits)
+            if table == "reference":
+                cell = guarded(key, reference_cell, setting, rescorer)
+            else:
+                budget = Budget(args.trials) if table == "equal-trials" else Budget(None, args.time)
+                cell = guarded(key, run_cell, setting, key, budget, rescorer)
+            table_name, method, seed = key.split("/")
+            cell.update({"table": table_name, "method": method, "seed": int(seed)})
+            cell.update(settings=wanted, finished_at=time.strftime("%Y-%m-%d %H:%M:%S"))
+            results["cells"][key] = cell
+            save_results(args.results, results)
+    finally:
+        if rescorer is not None:
+            rescorer.close()
+    return results
+
+
+def report(args: argparse.Namespace, setting: Setting, results: dict[str, Any]) -> None:
+    """The tables and targets, on stdout, from the cells these settings select."""
+    cells = [
+        results["cells"][f"{t}/{m}/{s}"]
+        for t, m, s in plan(args)
+        if f"{t}/{m}/{s}" in results["cells"]
+    ]
+    reference = results["cells"].get(REFERENCE_KEY)
+    print(
+        f"Search quality, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPUs: {args.config} "
+        f"({len(setting.dataset)} rows){''.join(' --set ' + s for s in args.overrides)}; "
+        f"re-scored on {args.rescore_splits} fresh splits (seed {RESCORE_SEED})"
+    )
+    budgets = {"equal-trials": f"{args.trials} trials each", "equal-time": f"{args.time:g} s each"}
+    for table in args.tables:
+        mine = [c for c in cells if c["table"] == table]
+        print()
+        print(table_text(table, mine, reference, budgets[table]))
+    print()
+    print(targets_text(cells))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = parse(argv)
+        check_tools(plan(args))
+        config = load_config(args.config, args.overrides)
+        check_course(args, config.data.task)
+        setting = Setting(
+            args.config,
+            tuple(args.overrides),
+            config,
+            load_for_scoring(config),
+            args.objective,
+            log,
+        )
+        results = run_all(args, setting)
+        report(args, setting, results)
+    except (Stop, TunerError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; finished cells are kept: rerun the command to go on", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,268 @@
+"""benchmarks/search_quality.py: end to end on a cheap noisy objective, its samplers and tables."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchmarks.quality_methods import (
+    RESCORE_SEED,
+    Budget,
+    Setting,
+    tuner_command,
+    tuner_has_time_budget,
+    with_evaluation,
+)
+from benchmarks.quality_samplers import COURSE_POINT, CourseSampler, RandomSampler, course_bounds
+from benchmarks.quality_tables import mean_se, paired, table_text, targets_text
+from tests.conftest import ROOT
+from tests.objectives import noisy_bowl
+from tuner.asking import trial_seed
+from tuner.config import load_config
+from tuner.space import SearchSpace
+
+SCRIPT = ROOT / "benchmarks" / "search_quality.py"
+CONFIG = ROOT / "configs" / "default.yaml"
+COURSE = ROOT / "configs" / "course-log.yaml"
+MISSING = [name for name in ("optuna", "keras_tuner") if importlib.util.find_spec(name) is None]
+needs_bench = pytest.mark.skipif(
+    bool(MISSING), reason=f"{' and '.join(MISSING)} not installed: pip install -e '.[bench]'"
+)
+CHEAP = ["--objective", "tests.objectives:noisy_bowl", "--rescore-splits", "2", "--seeds", "1"]
+PEERS = ["tuner", "random", "optuna", "kerastuner"]
+
+
+def run_script(*args: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, str(SCRIPT), "--config", str(CONFIG), *CHEAP, *args]
+    return subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=300)
+
+
+def cheap_loss(params: dict, seed: int, splits: int = 2) -> float:
+    """What the noisy bowl scores a point with this seed: the search's or the re-scoring's."""
+    config = with_evaluation(load_config(CONFIG), splits=splits)
+    return noisy_bowl(config, None)(params, seed).loss
+
+
+def check_cell(cell: dict, trials_run: int) -> None:
+    """The reported best is one of the search's own trials (seed trial_seed(1, k)); the
+    re-scoring is the same point on the fresh, shared seed."""
+    params = cell["params"]
+    search_losses = [cheap_loss(params, trial_seed(1, k)) for k in range(trials_run)]
+    assert min(abs(cell["reported"] - loss) for loss in search_losses) < 1e-9
+    assert cell["rescored"] == pytest.approx(cheap_loss(params, RESCORE_SEED), abs=1e-12)
+    assert cell["rescored"] != pytest.approx(cell["reported"], abs=1e-6)
+    assert cell["rescore_split_losses"] and len(cell["rescore_split_losses"]) == 2
+
+
+@pytest.mark.slow
+@needs_bench
+def test_equal_trials_end_to_end_then_rerun_skips(tmp_path: Path) -> None:
+    results = tmp_path / "results.json"
+    args = ["--set", "search.init_points=2", "--trials", "5", "--tables", "equal-trials"]
+    args += ["--results", str(results)]
+    done = run_script(*args)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for label in (
+        "tuner (as shipped)",
+        "random search",
+        "Optuna TPE",
+        "KerasTuner",
+        "example point",
+    ):
+        assert label in done.stdout
+    assert "equal trials: tuner" in done.stdout and "honesty: tuner mean" in done.stdout
+    cells = json.loads(results.read_text())["cells"]
+    assert sorted(cells) == sorted(
+        ["reference/course-point/0", *(f"equal-trials/{m}/1" for m in PEERS)]
+    )
+    assert RESCORE_SEED not in {trial_seed(1, k) for k in range(5)}
+    for method in PEERS:
+        cell = cells[f"equal-trials/{method}/1"]
+        assert cell.get("crash") is None and cell["no_winner"] is None and cell["trials"] == 5, cell
+        check_cell(cell, 5)
+        assert 1e-4 <= cell["params"]["learning_rate"] <= 0.03
+    reference = cells["reference/course-point/0"]
+    assert reference["params"] == {**reference["params"], **COURSE_POINT}
+    assert reference["rescored"] == pytest.approx(cheap_loss(reference["params"], RESCORE_SEED))
+
+    again = run_script(*args)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stderr.count("finished before; skipped") == 5
+    assert json.loads(results.read_text())["cells"] == cells
+    assert again.stdout.splitlines()[1:] == done.stdout.splitlines()[1:]
+
+    other = run_script(*[a if a != "5" else "4" for a in args])
+    assert other.returncode == 2
+    assert other.stderr.strip().splitlines()[-1].startswith("error: --results: ")
+    assert "other trials" in other.stderr
+
+
+@pytest.mark.slow
+def test_equal_time_runs_the_course_setup_until_the_time_is_spent(tmp_path: Path) -> None:
+    methods = ["course-linear", "course-log"] + (["tuner"] if tuner_has_time_budget() else [])
+    results = tmp_path / "results.json"
+    done = run_script(
+        *["--tables", "equal-time", "--methods", ",".join(methods), "--time", "6"],
+        *["--results", str(results)],
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "linear learning rate" in done.stdout and "log10 learning rate" in done.stdout
+    cells = json.loads(results.read_text())["cells"]
+    for method in methods:
+        cell = cells[f"equal-time/{method}/1"]
+        assert (
+            cell.get("crash") is None
+            and cell["no_winner"] is None
+            and cell["wall_s"] >= 6
+            and cell["trials"] >= 1
+        ), cell
+        check_cell(cell, cell["trials"])
+    assert 0 <= cells["equal-time/course-linear/1"]["params"]["learning_rate"] <= 0.03
+    assert 1e-4 <= cells["equal-time/course-log/1"]["params"]["learning_rate"] <= 0.03
+
+
+def test_equal_time_without_tuners_time_budget_is_refused_before_any_work(tmp_path: Path) -> None:
+    if tuner_has_time_budget():
+        pytest.skip("tuner search has --time-budget now")
+    done = run_script("--tables", "equal-time", "--results", str(tmp_path / "r.json"))
+    assert done.returncode == 2
+    assert done.stderr.strip().startswith("error: tuner search has no --time-budget yet")
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_a_missing_optional_package_names_the_install_command(tmp_path: Path) -> None:
+    argv = [str(SCRIPT), "--config", str(CONFIG), "--results", str(tmp_path / "r.json")]
+    code = (
+        "import runpy, sys; sys.modules['optuna'] = None; "  # optuna cannot be imported
+        f"sys.argv = {argv!r}; runpy.run_path(sys.argv[0], run_name='__main__')"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == (
+        "error: optuna not installed: pip install -e '.[bench]' "
+        "(or leave those methods out with --methods)"
+    )
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_tuner_runs_as_shipped_with_the_same_budget() -> None:
+    config = load_config(CONFIG, ["search.init_points=2"])
+    setting = Setting(CONFIG, ("search.init_points=2",), config, None)  # type: ignore[arg-type]
+    trials = tuner_command(setting, 3, Budget(trials=30), Path("out"))
+    assert trials[1:5] == ["-m", "tuner.cli", "search", str(CONFIG)]
+    sets = [trials[i + 1] for i, item in enumerate(trials) if item == "--set"]
+    assert sets == [
+        "search.init_points=2",
+        "search.seed=3",
+        "search.init_points=2",
+        "search.n_iter=28",
+    ]
+    timed = tuner_command(setting, 3, Budget(seconds=600), Path("out"))
+    assert timed[timed.index("--time-budget") + 1] == "10m"
+    assert "evaluation.timeout=600" in timed and "search.n_iter=1000000" in timed
+    assert Budget(seconds=90).trial_timeout(with_evaluation(config, timeout=30.0)) == 30
+    assert Budget(trials=5).trial_timeout(config) is None
+
+
+def test_random_search_is_uniform_in_tuners_scaled_space() -> None:
+    space = SearchSpace(load_config(CONFIG).space)
+    sampler = RandomSampler(space, seed=1)
+    draws = [sampler.ask() for _ in range(4000)]
+    log_lr = np.log10([d["learning_rate"] for d in draws])
+    low, high = math.log10(1e-4), math.log10(0.03)
+    assert low <= log_lr.min() and log_lr.max() <= high
+    # uniform in log space: each decade-wide slice gets its share, not the top one most
+    assert np.mean(log_lr < low + 1) == pytest.approx(1 / (high - low), abs=0.03)
+    assert all(d["batch_size"] == 32 and d["batch_norm"] is False for d in draws[:5])
+
+
+def test_course_setup_bounds_are_the_courses() -> None:
+    config = load_config(COURSE, ["data.path=/nonexistent.csv"])
+    linear, fixed = course_bounds(config, log_lr=False)
+    assert linear == {
+        "dropout": (0.0, 0.499),
+        "learning_rate": (0.0, 0.1),
+        "neuron_pct": (0.01, 1.0),
+        "neuron_shrink": (0.01, 1.0),
+    }
+    assert fixed == {"batch_norm": False, "batch_size": 32}
+    log, _ = course_bounds(config, log_lr=True)
+    assert log["log10_learning_rate"] == pytest.approx((-4.0, -1.0))
+    sampler = CourseSampler(config, seed=1, log_lr=True)
+    rates = []
+    for _ in range(12):  # 10 random points, then the Gaussian process's suggestions
+        params = sampler.ask()
+        rates.append(params["learning_rate"])
+        sampler.tell(abs(math.log10(params["learning_rate"]) + 3), "")
+    assert all(1e-4 <= r <= 0.1 for r in rates)
+
+
+@needs_bench
+def test_optuna_and_kerastuner_propose_within_the_space_with_log_ranges(tmp_path: Path) -> None:
+    from benchmarks.quality_samplers import KerasTunerSampler, OptunaSampler
+
+    space = SearchSpace(load_config(CONFIG).space)
+    for sampler in (OptunaSampler(space, 1), KerasTunerSampler(space, 1, 20, tmp_path)):
+        for k in range(14):  # past both samplers' random start-up
+            params = sampler.ask()
+            assert params is not None and set(params) == {*space.names, *space.fixed}
+            # (KerasTuner's log scale can land an ulp outside: 0.030000000000000002)
+            assert 1e-4 <= params["learning_rate"] <= 0.03 * (1 + 1e-12)
+            assert 0.002 <= params["neuron_pct"] <= 0.05 * (1 + 1e-12)
+            sampler.tell(None if k == 3 else float(params["dropout"]), "failed")
+
+
+def _cell(method: str, seed: int, reported: float, rescored: float | None, table: str) -> dict:
+    error = None if rescored is not None else "diverged"
+    return {
+        "table": table,
+        "method": method,
+        "seed": seed,
+        "reported": reported,
+        "rescored": rescored,
+        "rescore_error": error,
+        "no_winner": None,
+        "trials": 30,
+        "wall_s": 100.0,
+    }
+
+
+def test_tables_pair_seeds_and_count_a_failed_rescoring_as_worst() -> None:
+    cells = [
+        _cell("tuner", 1, 0.66, 0.665, "equal-trials"),
+        _cell("tuner", 2, 0.65, 0.655, "equal-trials"),
+        _cell("random", 1, 0.64, 0.67, "equal-trials"),
+        _cell("random", 2, 0.64, 0.68, "equal-trials"),
+        _cell("optuna", 1, 0.60, 0.64, "equal-trials"),
+        _cell("optuna", 2, 0.62, None, "equal-trials"),
+        _cell("optuna", 3, 0.62, 0.60, "equal-trials"),  # no tuner seed 3: not paired
+    ]
+    seeds, means = paired(cells, ["tuner", "random", "optuna"])
+    assert seeds == [1, 2] and means["tuner"] == pytest.approx(0.66)
+    assert means["optuna"] == math.inf
+    text = targets_text(cells)
+    assert "tuner 0.6600 vs the best other, random, 0.6750" in text and ": met" in text
+    assert "honesty: tuner mean |reported - re-scored| 0.0050 over 2 searches" in text
+    table = table_text("equal-trials", cells[:4], None, "30 trials each")
+    assert "| tuner (as shipped) | 2 | 0.6600 ± 0.0050 | 0.6550 | -0.005 ± 0.000 |" in table
+    assert mean_se([0.5]) == "0.5000" and mean_se([]) == "-"
+
+
+def test_equal_time_target_needs_a_hundredth_and_0_665() -> None:
+    cells = [
+        _cell("tuner", 1, 0.66, 0.664, "equal-time"),
+        _cell("course-log", 1, 0.66, 0.672, "equal-time"),
+    ]
+    assert "equal time: tuner 0.6640" in targets_text(cells)
+    assert "(seeds [1]; needs tuner <= 0.6620 and <= 0.665): NOT met" in targets_text(cells)
+    cells[1]["rescored"] = 0.675
+    assert "and <= 0.665): met" in targets_text(cells)
