@@ -33,12 +33,12 @@ from tuner.report import QuietReporter  # noqa: E402
 from tuner.search import open_study, run_search  # noqa: E402
 from tuner.store import Storage, TrialState, sqlite_url  # noqa: E402
 
-PENALTY = optimizer_module.observations
+PENALTY = optimizer_module.observed
 
 
-def skip_failures(trials):
+def skip_failures(trials, liar="mean"):
     """Only completed trials are registered."""
-    return PENALTY([t for t in trials if t.state == TrialState.COMPLETE])
+    return PENALTY([t for t in trials if t.state == TrialState.COMPLETE], liar)
 
 
 def objective(params, _seed):
@@ -50,7 +50,7 @@ def objective(params, _seed):
 
 
 def run(way, seed: int, budget: int, folder: Path) -> tuple[int, int, float]:
-    optimizer_module.observations = way
+    optimizer_module.observed = way
     config = validate_config(
         {
             "data": {"path": "/unused.csv", "target": "y"},

@@ -106,6 +106,11 @@ def cli() -> None:
     is_flag=True,
     help="Continue the study: finished trials count, interrupted ones run again.",
 )
+@click.option(
+    "--time-budget",
+    metavar="DURATION",
+    help="Start no trial after this long, e.g. 90s, 10m, 2h (search.time_budget).",
+)
 @_options(_WORKERS, _GPUS, _PER_GPU, _OBJECTIVE, _JSON, _QUIET, _DEBUG)
 def search(
     config: Path,
@@ -114,6 +119,7 @@ def search(
     storage: str | None,
     study_name: str | None,
     resume: bool,
+    time_budget: str | None,
     workers: int | None,
     gpus: str | None,
     trials_per_gpu: int,
@@ -125,12 +131,17 @@ def search(
     """Search the space of CONFIG with Bayesian optimisation; print the best trial."""
     with _handled(debug):
         from tuner.config import load_config
-        from tuner.report import print_search_result
+        from tuner.report import print_search_result, stderr_console
         from tuner.search import Parallel
         from tuner.search import search as run
         from tuner.store import sqlite_url
 
         cfg = load_config(config, overrides)
+        if time_budget is not None:
+            seconds = _duration("--time-budget", time_budget)
+            cfg = cfg.model_copy(
+                update={"search": cfg.search.model_copy(update={"time_budget": seconds})}
+            )
         name = study_name or config.stem
         url = storage or sqlite_url((out or Path("runs") / config.stem) / "study.db")
         names, reporter = _reporter(cfg, quiet)
@@ -143,7 +154,23 @@ def search(
             factory=objective,
             parallel=Parallel(workers, gpus, trials_per_gpu),
         )
+        if result.time_up and not quiet:
+            stderr_console().print(
+                f"time budget of {cfg.search.time_budget:g} s spent (search.time_budget); "
+                "no trial was started after it. Continue with --resume"
+            )
         print_search_result(result, names, as_json)
+
+
+def _duration(option: str, text: str) -> float:
+    """Seconds from a duration option's text; a one-line usage error naming the option."""
+    from tuner.duration import parse_duration
+    from tuner.errors import UsageError
+
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise UsageError(f"{option}: {exc}") from None
 
 
 @cli.command(short_help="Work on a study that tuner search created (another box).")

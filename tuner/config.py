@@ -10,8 +10,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from tuner.duration import parse_duration
 from tuner.errors import ConfigError
 from tuner.yamlfile import parse_yaml, read_config_file
 
@@ -194,6 +202,14 @@ class SearchConfig(_Section):
     grace: float = Field(120.0, gt=0)
     max_retries: int = Field(1, ge=0)
     liar: Literal["mean", "worst"] = "mean"
+    noise: Literal["auto", "none"] = "auto"
+    cost_aware: bool = True
+    time_budget: float | None = None
+
+    @field_validator("time_budget", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        return None if value is None else parse_duration(value)
 
     @model_validator(mode="after")
     def _budget(self) -> SearchConfig:

@@ -6,26 +6,42 @@ exactly what the database holds: a resumed search and a fresh one see the same h
 
 from __future__ import annotations
 
+import math
+import statistics
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from bayes_opt import BayesianOptimization, acquisition
+from bayes_opt import BayesianOptimization
+from sklearn.gaussian_process.kernels import Kernel, Matern, WhiteKernel
+from threadpoolctl import threadpool_limits
 
-from tuner.config import AcquisitionConfig, SearchConfig
+from tuner.acquisition import Acquisition
+from tuner.config import SearchConfig
+from tuner.cost import CostModel
 from tuner.space import Coordinate, SearchSpace
 from tuner.store import TrialRecord, TrialState
 
 Point = dict[str, Coordinate]
 
+# The least noise variance of a mean loss (a standard deviation of 0.001).
+NOISE_FLOOR = 1e-6
+# How many splits' worth of weight the pooled variance has against a trial's own: two splits
+# give one degree of freedom, too few to trust alone.
+PRIOR_DOF = 4.0
+# Restarts of the GP's kernel fit, besides the one from length scale 1 (a unit-scaled space).
+GP_RESTARTS = 1
 
-def _acquisition(cfg: AcquisitionConfig, seed: int) -> acquisition.AcquisitionFunction:
-    if cfg.kind == "ucb":
-        return acquisition.UpperConfidenceBound(kappa=cfg.kappa, random_state=seed)
-    if cfg.kind == "ei":
-        return acquisition.ExpectedImprovement(xi=cfg.xi, random_state=seed)
-    return acquisition.ProbabilityOfImprovement(xi=cfg.xi, random_state=seed)
+
+@dataclass(frozen=True)
+class Observation:
+    """One point as the optimiser is told it: the value to maximise and its noise variance."""
+
+    point: Point
+    target: float
+    noise: float | None  # variance of `target`; None when nothing tells it
 
 
 def _clean(point: dict[str, Any]) -> Point:
@@ -33,40 +49,94 @@ def _clean(point: dict[str, Any]) -> Point:
     return {k: v if isinstance(v, str) else float(v) for k, v in point.items()}
 
 
-def observations(trials: Sequence[TrialRecord], liar: str = "mean") -> list[tuple[Point, float]]:
-    """What the optimiser is told: each finished point with the value to maximise.
+def _finite_splits(trial: TrialRecord) -> list[float]:
+    return [float(v) for v in trial.split_losses if v is not None and math.isfinite(v)]
 
-    A completed trial gives its negated loss. A failed trial (diverged, say) gives the worst
-    negated loss seen so far, so the optimiser learns that region is bad without a NaN or an
-    infinity reaching the Gaussian process; so does a point whose worker process died, until
-    a retry of it speaks for it. Interrupted and stale trials say nothing about their point.
-    A running trial (another worker's) gets a stand-in value, the "constant liar": the mean
-    (`liar: mean`) or the worst (`liar: worst`) of the observed values, so that parallel
-    workers are not sent to the same place. Repeated points are merged by averaging.
+
+def _variance(values: Sequence[float]) -> float:
+    """The sample variance (n - 1 in the denominator) of two or more values."""
+    mean = sum(values) / len(values)
+    return sum((v - mean) ** 2 for v in values) / (len(values) - 1)
+
+
+def pooled_variance(trials: Sequence[TrialRecord]) -> float | None:
+    """The variance of one split's loss, pooled over completed trials with two or more splits."""
+    total, dof = 0.0, 0
+    for trial in trials:
+        losses = _finite_splits(trial) if trial.state == TrialState.COMPLETE else []
+        if len(losses) >= 2:
+            total += _variance(losses) * (len(losses) - 1)
+            dof += len(losses) - 1
+    return total / dof if dof else None
+
+
+def mean_noise(trial: TrialRecord, pooled: float) -> float:
+    """The noise variance of a completed trial's mean loss: its split variance over n.
+
+    The split variance is the trial's own, moderated towards the pooled one (two splits give a
+    single degree of freedom); a trial with one split gets the pooled one. More splits (a raced
+    trial) weigh its own more and divide by more, so a raced point is known better.
     """
-    completed = [
-        -float(t.loss) for t in trials if t.state == TrialState.COMPLETE and t.loss is not None
-    ]
+    losses = _finite_splits(trial)
+    n = len(losses)
+    if n >= 2:
+        own = _variance(losses)
+        variance = (PRIOR_DOF * pooled + (n - 1) * own) / (PRIOR_DOF + n - 1)
+    else:
+        variance = pooled
+    return max(variance / max(n, 1), NOISE_FLOOR)
+
+
+def observed(trials: Sequence[TrialRecord], liar: str = "mean") -> list[Observation]:
+    """What the optimiser is told: each finished point with the value to maximise and its noise.
+
+    A completed trial gives its negated loss, with the noise of its mean over splits. A failed
+    trial (diverged, say) gives the worst negated loss seen so far, so the optimiser learns that
+    region is bad without a NaN or an infinity reaching the Gaussian process; so does a point
+    whose worker process died, until a retry of it speaks for it. Interrupted and stale trials
+    say nothing about their point. A running trial (another worker's) gets a stand-in value, the
+    "constant liar": the mean (`liar: mean`) or the worst (`liar: worst`) of the observed values,
+    so that parallel workers are not sent to the same place. Failed and running points get the
+    noise of a typical trial. Repeated points are merged: the mean value, the mean's noise.
+    """
+    completed = [t for t in trials if t.state == TrialState.COMPLETE and t.loss is not None]
     if not completed:
         return []
-    worst = min(completed)
-    lie = worst if liar == "worst" else float(np.mean(completed))
+    values = [-float(t.loss) for t in completed]  # type: ignore[arg-type]
+    worst = min(values)
+    lie = worst if liar == "worst" else sum(values) / len(values)
+    pooled = pooled_variance(completed)
+    typical = None
+    if pooled is not None:
+        splits = int(statistics.median_low([max(len(_finite_splits(t)), 1) for t in completed]))
+        typical = max(pooled / splits, NOISE_FLOOR)
+    merged: dict[tuple[tuple[str, Coordinate], ...], list[tuple[float, float | None]]] = {}
     retried = {t.retry_of for t in trials if t.retry_of is not None}
-    merged: dict[tuple[tuple[str, Coordinate], ...], list[float]] = {}
     points: dict[tuple[tuple[str, Coordinate], ...], Point] = {}
     for trial in trials:
         if trial.state == TrialState.COMPLETE and trial.loss is not None:
-            target = -float(trial.loss)
+            told = (-float(trial.loss), None if pooled is None else mean_noise(trial, pooled))
         elif trial.state == TrialState.RUNNING:
-            target = lie
+            told = (lie, typical)
         elif trial.counts or (trial.error_kind == "died" and trial.number not in retried):
-            target = worst
+            told = (worst, typical)
         else:
             continue
         key = tuple(sorted(trial.point.items()))
-        merged.setdefault(key, []).append(target)
+        merged.setdefault(key, []).append(told)
         points[key] = dict(trial.point)
-    return [(points[key], float(np.mean(values))) for key, values in merged.items()]
+    return [_merge(points[key], told) for key, told in merged.items()]
+
+
+def _merge(point: Point, told: list[tuple[float, float | None]]) -> Observation:
+    noises = [noise for _, noise in told]
+    noise = None if None in noises else sum(noises) / len(told) ** 2  # type: ignore[arg-type]
+    return Observation(point, sum(target for target, _ in told) / len(told), noise)
+
+
+def observations(trials: Sequence[TrialRecord], liar: str = "mean") -> list[tuple[Point, float]]:
+    """Each point the optimiser is told of, with its value (see `observed`)."""
+    return [(o.point, o.target) for o in observed(trials, liar)]
 
 
 class Proposer:
@@ -77,17 +147,70 @@ class Proposer:
         self._cfg = cfg
         self._initial = [_clean(p) for p in self._fresh(cfg.seed).random_sample(cfg.init_points)]
 
-    def _fresh(self, seed: int) -> BayesianOptimization:
+    def _fresh(
+        self, seed: int, acquisition: Acquisition | None = None, fitted_noise: bool = False
+    ) -> BayesianOptimization:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # bayes_opt calls choices "experimental"
-            return BayesianOptimization(
+            optimizer = BayesianOptimization(
                 f=None,
                 pbounds=self._space.pbounds(),
-                acquisition_function=_acquisition(self._cfg.acquisition, seed),
+                acquisition_function=acquisition or Acquisition(self._cfg.acquisition),
                 random_state=seed,
                 verbose=0,
                 allow_duplicate_points=True,
             )
+        # A length scale under 0.05 of a unit range fits noise, not the loss surface: the
+        # likelihood has such an optimum, which bayes_opt's bounds (1e-5) let the fit fall in.
+        kernel: Kernel = Matern(nu=2.5, length_scale=1.0, length_scale_bounds=(0.05, 20.0))
+        if fitted_noise:  # in normalised target units: the GP fits the noise's share
+            kernel = kernel + WhiteKernel(noise_level=0.1, noise_level_bounds=(1e-6, 1.0))
+        optimizer.set_gp_params(kernel=kernel, normalize_y=True, n_restarts_optimizer=GP_RESTARTS)
+        return optimizer
+
+    def cost_weight(self, k: int) -> float:
+        """How much cost counts for the k-th proposal: 1 at the first guided one, falling to 0
+        at the last of the budget (cost cooling, Lee et al. 2020), so the end buys quality."""
+        if not self._cfg.cost_aware or self._cfg.n_iter == 0:
+            return 0.0
+        guided = k - self._cfg.init_points
+        return float(min(max(1.0 - guided / self._cfg.n_iter, 0.0), 1.0))
+
+    def optimizer(self, k: int, history: Sequence[TrialRecord]) -> BayesianOptimization:
+        """A fresh optimiser for the k-th proposal, told every observation of `history`."""
+        found = observed(history, self._cfg.liar)
+        noise = None
+        known = bool(found) and all(o.noise is not None for o in found)
+        if self._cfg.noise == "auto" and known:
+            noise = np.array([o.noise for o in found], dtype=float)
+        acquisition = Acquisition(self._cfg.acquisition, noise, cost_weight=self.cost_weight(k))
+        # auto without split variances (one split per trial): the GP fits a noise level.
+        fitted = self._cfg.noise == "auto" and not known
+        optimizer = self._fresh(self._cfg.seed + k, acquisition, fitted)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for o in found:
+                # The target space's own register: the optimiser's wrapper also logs, and
+                # its logging rebuilds the whole result list each call (quadratic in trials).
+                optimizer.space.register(o.point, o.target)
+        if acquisition.cost_weight > 0:
+            acquisition.cost = self._cost_model(optimizer, history)
+        return optimizer
+
+    def _cost_model(
+        self, optimizer: BayesianOptimization, history: Sequence[TrialRecord]
+    ) -> CostModel | None:
+        done = [
+            t
+            for t in history
+            if t.state == TrialState.COMPLETE and t.seconds is not None and t.seconds > 0
+        ]
+        if not done:
+            return None
+        space = optimizer.space
+        points = np.array([space.params_to_array(t.point) for t in done])
+        seconds = np.array([float(t.seconds) for t in done])  # type: ignore[arg-type]
+        return CostModel.fit(points, seconds, space.kernel_transform)
 
     def propose(self, k: int, history: Sequence[TrialRecord]) -> Point:
         """The k-th proposal, given the trials so far."""
@@ -95,12 +218,9 @@ class Proposer:
             return {}
         if k < len(self._initial):
             return dict(self._initial[k])
-        optimizer = self._fresh(self._cfg.seed + k)
-        with warnings.catch_warnings():
+        # One BLAS thread: the matrices are small, and threads that spin while a trial's
+        # training holds the cores made a proposal 5x slower (benchmarks/search_speed.py).
+        with threadpool_limits(limits=1, user_api="blas"), warnings.catch_warnings():
             # sklearn's GP and bayes_opt's "experimental" notice are noise for our users.
             warnings.simplefilter("ignore")
-            for point, target in observations(history, self._cfg.liar):
-                # The target space's own register: the optimiser's wrapper also logs, and
-                # its logging rebuilds the whole result list each call (quadratic in trials).
-                optimizer.space.register(point, target)
-            return _clean(optimizer.suggest())
+            return _clean(self.optimizer(k, history).suggest())

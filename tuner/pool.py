@@ -21,6 +21,7 @@ from tuner.config import Config
 from tuner.errors import SearchInterrupted, TrialRejected, UsageError
 from tuner.heartbeat import Heartbeat
 from tuner.search import (
+    Deadline,
     Objective,
     Reporter,
     SearchResult,
@@ -108,9 +109,15 @@ class _Shared:
     """What the slot threads share: the study, the stop flag, the display and the first error."""
 
     def __init__(
-        self, config: Config, storage: Storage, study: StudyRecord, reporter: Reporter
+        self,
+        config: Config,
+        storage: Storage,
+        study: StudyRecord,
+        reporter: Reporter,
+        deadline: Deadline,
     ) -> None:
         self.config, self.storage, self.study, self.reporter = config, storage, study, reporter
+        self.deadline = deadline
         self.asker = Asker(config)
         self.stop = threading.Event()
         self.lock = threading.Lock()
@@ -131,9 +138,10 @@ class _Shared:
 
 
 def _next(shared: _Shared) -> TrialRecord | None:
-    """The next trial for a slot; None once the budget is spent (waits while others run)."""
+    """The next trial for a slot; None once the budget or the time is spent (waits while
+    others run)."""
     search = shared.config.search
-    while not shared.stop.is_set():
+    while not shared.stop.is_set() and not shared.deadline.passed():
         asked = shared.storage.ask(shared.study, shared.asker.choose, search.grace)
         if asked.trial is not None:
             return asked.trial
@@ -167,9 +175,13 @@ def run_pool(
     study: StudyRecord,
     objectives: Sequence[tuple[Slot, Objective]],
     reporter: Reporter,
+    deadline: Deadline | None = None,
 ) -> SearchResult:
-    """Run the slots until the study's budget is spent; returns the best trial."""
-    shared = _Shared(config, storage, study, reporter)
+    """Run the slots until the study's budget or the time budget is spent (running trials
+    finish); returns the best trial."""
+    if deadline is None:
+        deadline = Deadline(config.search.time_budget)
+    shared = _Shared(config, storage, study, reporter, deadline)
     trials = storage.trials(study)
     reporter.search_started(study.name, config.search.budget, sum(t.counts for t in trials), 0)
     signals = Signals()
@@ -185,7 +197,8 @@ def run_pool(
         with contextlib.suppress(Exception):
             fail_own(storage, study, heartbeat, "the search stopped with an error")
         raise shared.errors[0]
-    return finish_search(storage, study, reporter)
+    counted = sum(t.counts for t in storage.trials(study))
+    return finish_search(storage, study, reporter, time_up=counted < config.search.budget)
 
 
 def _run_threads(

@@ -12,7 +12,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any, Protocol
 
@@ -56,6 +56,22 @@ class Reporter(Protocol):
 
 
 @dataclass(frozen=True)
+class Deadline:
+    """When this run stops starting trials: `search.time_budget` seconds after it began.
+
+    The clock is this process's, from the start of this `tuner search` (or `tuner worker`) run;
+    a resumed search gets the whole budget again.
+    """
+
+    seconds: float | None
+    started: float = field(default_factory=time.monotonic)
+
+    def passed(self) -> bool:
+        """True once the time budget is spent (never without one)."""
+        return self.seconds is not None and time.monotonic() - self.started >= self.seconds
+
+
+@dataclass(frozen=True)
 class SearchResult:
     """The outcome of a search: its best trial and every trial of the study."""
 
@@ -63,6 +79,7 @@ class SearchResult:
     storage: str
     best: TrialRecord
     trials: tuple[TrialRecord, ...]
+    time_up: bool = False  # the time budget ended it before the trial budget was spent
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object that `tuner search --json` prints."""
@@ -218,9 +235,17 @@ def fail_own(storage: Storage, study: StudyRecord, heartbeat: Heartbeat, message
 
 
 def run_search(
-    config: Config, storage: Storage, study: StudyRecord, objective: Objective, reporter: Reporter
+    config: Config,
+    storage: Storage,
+    study: StudyRecord,
+    objective: Objective,
+    reporter: Reporter,
+    deadline: Deadline | None = None,
 ) -> SearchResult:
-    """Run trials until `init_points + n_iter` of them have ended; returns the best."""
+    """Run trials until `init_points + n_iter` of them have ended or the time budget is spent
+    (no trial starts after it; the running one finishes); returns the best."""
+    if deadline is None:
+        deadline = Deadline(config.search.time_budget)
     asker = Asker(config)
     budget = config.search.budget
     trials = storage.trials(study)
@@ -231,7 +256,7 @@ def run_search(
     heartbeat = Heartbeat(storage, config.search.heartbeat)
     try:
         with signals, heartbeat:
-            while sum(t.counts for t in trials) < budget:
+            while sum(t.counts for t in trials) < budget and not deadline.passed():
                 trial = storage.ask(study, asker.choose, config.search.grace).trial
                 if trial is None:  # the rest of the budget runs on other boxes
                     time.sleep(min(config.search.heartbeat, 2.0))
@@ -256,11 +281,17 @@ def run_search(
         with contextlib.suppress(Exception):
             fail_own(storage, study, heartbeat, "the search stopped with an error")
         raise
-    return finish_search(storage, study, reporter)
+    time_up = sum(t.counts for t in trials) < budget
+    return finish_search(storage, study, reporter, time_up)
 
 
-def finish_search(storage: Storage, study: StudyRecord, reporter: Reporter) -> SearchResult:
-    """Show the end of the search and return its best trial (SearchFailed without one)."""
+def finish_search(
+    storage: Storage, study: StudyRecord, reporter: Reporter, time_up: bool = False
+) -> SearchResult:
+    """Show the end of the search and return its best trial (SearchFailed without one).
+
+    `time_up`: the time budget ended the search before its trial budget was spent.
+    """
     trials = storage.trials(study)
     reporter.search_finished(trials)
     best = best_trial(trials)
@@ -269,7 +300,7 @@ def finish_search(storage: Storage, study: StudyRecord, reporter: Reporter) -> S
             f"no trial of study '{study.name}' completed; see the errors with --debug or the "
             "study database, and check the config's bounds"
         )
-    return SearchResult(study.name, storage.url, best, tuple(trials))
+    return SearchResult(study.name, storage.url, best, tuple(trials), time_up)
 
 
 @dataclass(frozen=True)
@@ -301,6 +332,7 @@ def search(
     Trials run in worker processes that build their objective with `factory`
     (`module:function`, called with the config and the data set).
     """
+    deadline = Deadline(config.search.time_budget)  # the clock starts with the search
     from tuner.data import load_dataset, make_splits
 
     dataset = load_dataset(config.data)
@@ -309,7 +341,7 @@ def search(
     try:
         with storage.exclusive():
             study = open_study(storage, study_name, config, resume)
-            return _run(config, storage, study, dataset, factory, parallel, reporter)
+            return _run(config, storage, study, dataset, factory, parallel, reporter, deadline)
     finally:
         storage.close()
 
@@ -340,6 +372,7 @@ def join_study(
     parallel: Parallel = Parallel(),
 ) -> SearchResult:
     """`tuner worker`: run trials of a study another box created until its budget is spent."""
+    deadline = Deadline(config.search.time_budget)
     from tuner.data import load_dataset
 
     dataset = load_dataset(config.data)
@@ -348,7 +381,7 @@ def join_study(
         study = storage.get_study(study_name)
         if study is None:
             raise StudyError(f"--study: study '{study_name}' is gone from {storage_url}")
-        return _run(config, storage, study, dataset, factory, parallel, reporter)
+        return _run(config, storage, study, dataset, factory, parallel, reporter, deadline)
     finally:
         storage.close()
 
@@ -361,20 +394,22 @@ def _run(
     factory: str,
     parallel: Parallel,
     reporter: Reporter,
+    deadline: Deadline | None = None,
 ) -> SearchResult:
     from tuner.pool import parse_gpus, plan_slots, run_pool
 
     if parallel.single:
         worker = Worker(config, dataset, factory)
         try:
-            return run_search(config, storage, study, worker, reporter)
+            return run_search(config, storage, study, worker, reporter, deadline)
         finally:
             worker.close(kill=True)
     gpus = parse_gpus(parallel.gpus)
     slots = plan_slots(parallel.workers, gpus, parallel.trials_per_gpu)
     workers = [Worker(config, dataset, factory, slot.env) for slot in slots]
     try:
-        return run_pool(config, storage, study, list(zip(slots, workers, strict=True)), reporter)
+        slotted = list(zip(slots, workers, strict=True))
+        return run_pool(config, storage, study, slotted, reporter, deadline)
     finally:
         for worker in workers:
             worker.close(kill=True)

@@ -1,0 +1,296 @@
+"""What the Gaussian process is told: each point's noise, unit-scaled coordinates, and the cost."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+
+from tuner.acquisition import MIN_ALPHA
+from tuner.config import validate_config
+from tuner.cost import CostModel
+from tuner.optimizer import (
+    NOISE_FLOOR,
+    PRIOR_DOF,
+    Proposer,
+    mean_noise,
+    observed,
+    pooled_variance,
+)
+from tuner.space import SearchSpace
+from tuner.store import TrialRecord, TrialState
+
+RAW = {
+    "data": {"path": "/unused.csv", "target": "y"},
+    "space": {
+        "dropout": {"low": 0.0, "high": 0.5},
+        "learning_rate": {"low": 1.0e-4, "high": 0.1, "log": True},
+        "neuron_pct": {"low": 0.01, "high": 1.0},
+        "neuron_shrink": {"low": 0.01, "high": 1.0},
+    },
+    "search": {"init_points": 2, "n_iter": 10, "seed": 5},
+}
+
+
+def config(space=None, **search):
+    return validate_config(
+        {**RAW, "space": space or RAW["space"], "search": {**RAW["search"], **search}}
+    )
+
+
+def trial(number, point, splits=(), state=TrialState.COMPLETE, kind=None, seconds=1.0):
+    loss = float(np.mean(splits)) if splits and state == TrialState.COMPLETE else None
+    return TrialRecord(
+        number, state, dict(point), {}, 0, loss=loss, split_losses=tuple(splits),
+        seconds=seconds, error_kind=kind,
+    )  # fmt: skip
+
+
+def var(values):
+    return float(np.var(values, ddof=1))
+
+
+# --- noise ---------------------------------------------------------------------------------
+
+
+def test_each_point_gets_the_variance_of_its_mean_in_registration_order():
+    history = [
+        trial(0, {"x": 0.1}, (0.60, 0.70)),
+        trial(1, {"x": 0.2}, (0.80, 0.82)),
+        trial(2, {"x": 0.3}, (0.70,)),  # one split: the pooled variance
+        trial(3, {"x": 0.4}, state=TrialState.FAILED, kind="diverged"),
+        trial(4, {"x": 0.5}, state=TrialState.RUNNING),
+        trial(5, {"x": 0.6}, state=TrialState.FAILED, kind="interrupted"),
+    ]
+    pooled = (var([0.60, 0.70]) + var([0.80, 0.82])) / 2
+    assert pooled_variance(history) == pytest.approx(pooled)
+
+    def moderated(own):
+        return (PRIOR_DOF * pooled + own) / (PRIOR_DOF + 1) / 2
+
+    found = observed(history)
+    assert [o.point["x"] for o in found] == [0.1, 0.2, 0.3, 0.4, 0.5], "interrupted says nothing"
+    assert [o.noise for o in found] == pytest.approx(
+        [moderated(var([0.6, 0.7])), moderated(var([0.8, 0.82])), pooled, pooled / 2, pooled / 2]
+    )
+    assert found[0].noise > found[1].noise, "a point whose splits disagree is noisier"
+    assert [o.target for o in found] == pytest.approx([-0.65, -0.81, -0.70, -0.81, -0.72])
+
+
+def test_merged_duplicates_and_raced_trials_are_known_better():
+    two = (0.60, 0.70)
+    raced = (0.60, 0.70, 0.60, 0.70, 0.60, 0.70)  # same spread, three times the splits
+    history = [
+        trial(0, {"x": 0.1}, two),
+        trial(1, {"x": 0.1}, (0.62, 0.72)),  # the same point again
+        trial(2, {"x": 0.2}, two),
+        trial(3, {"x": 0.3}, raced),
+    ]
+    pooled = pooled_variance(history)
+    found = {o.point["x"]: o for o in observed(history)}
+    single = mean_noise(history[0], pooled)
+    assert found[0.1].noise == pytest.approx((single + mean_noise(history[1], pooled)) / 4)
+    assert found[0.1].target == pytest.approx(-0.66)
+    assert found[0.2].noise == pytest.approx(single)
+    own = var(raced)
+    expected = (PRIOR_DOF * pooled + 5 * own) / (PRIOR_DOF + 5) / 6
+    assert found[0.3].noise == pytest.approx(expected)
+    assert found[0.3].noise < found[0.2].noise / 2, "6 splits: much less noise than 2"
+
+
+def test_odd_split_losses_fall_back_to_the_pooled_variance_and_the_floor():
+    history = [
+        trial(0, {"x": 0.1}, (0.5, 0.5)),  # zero spread: the floor, not zero
+        trial(1, {"x": 0.2}, (0.7, math.nan)),  # one finite split: pooled
+    ]
+    found = observed(history)
+    assert pooled_variance(history) == 0.0
+    assert [o.noise for o in found] == [NOISE_FLOOR, NOISE_FLOOR]
+    assert all(o.noise > 0 for o in found)
+    no_splits = [trial(0, {"x": 0.1}, (0.5,)), trial(1, {"x": 0.2}, (0.6,))]
+    assert [o.noise for o in observed(no_splits)] == [None, None], "nothing tells the noise"
+
+
+def _history(space, n, seed=0, seconds=lambda u: 1.0):
+    rng = np.random.default_rng(seed)
+    trials = []
+    for number in range(n):
+        point = {name: float(rng.uniform()) for name in space.names}
+        u = np.array(list(point.values()))
+        loss = 0.7 + 0.3 * float(np.sum((u - 0.4) ** 2))
+        splits = tuple(float(v) for v in loss + rng.normal(0, 0.03, 2))
+        trials.append(trial(number, point, splits, seconds=seconds(u)))
+    return trials
+
+
+def test_the_gp_gets_each_noise_as_its_alpha_scaled_like_its_targets():
+    cfg = config()
+    space = SearchSpace(cfg.space)
+    history = _history(space, 12)
+    history[3] = trial(3, history[3].point, state=TrialState.FAILED, kind="diverged")
+    history.append(trial(12, history[5].point, (0.9, 0.95)))  # merged with trial 5
+    found = observed(history)
+    optimizer = Proposer(space, cfg.search).optimizer(20, history)
+    acquisition = optimizer.acquisition_function
+    optimizer.suggest()
+    gp = acquisition.gp
+    expected_rows = [[o.point[n] for n in space.names] for o in found]
+    assert gp.X_train_ == pytest.approx(np.array(expected_rows)), "registration order"
+    targets = np.array([o.target for o in found])
+    noise = np.array([o.noise for o in found])
+    assert gp.alpha == pytest.approx(np.maximum(noise / np.var(targets), MIN_ALPHA))
+    assert gp.normalize_y
+
+
+def test_noise_none_leaves_the_gp_as_bayes_opt_has_it():
+    cfg = config(noise="none")
+    space = SearchSpace(cfg.space)
+    optimizer = Proposer(space, cfg.search).optimizer(20, _history(space, 8))
+    assert optimizer.acquisition_function.noise is None
+    optimizer.suggest()
+    assert optimizer.acquisition_function.gp.alpha == MIN_ALPHA
+
+
+def test_with_one_split_per_trial_the_gp_fits_a_noise_level():
+    cfg = config()
+    space = SearchSpace(cfg.space)
+    history = [trial(t.number, t.point, t.split_losses[:1]) for t in _history(space, 10)]
+    optimizer = Proposer(space, cfg.search).optimizer(20, history)
+    assert optimizer.acquisition_function.noise is None
+    optimizer.suggest()
+    kernel = optimizer.acquisition_function.gp.kernel_
+    assert "WhiteKernel" in repr(kernel) and kernel.k2.noise_level > 1e-6
+    none = Proposer(space, config(noise="none").search).optimizer(20, history)
+    none.suggest()
+    assert "WhiteKernel" not in repr(none.acquisition_function.gp.kernel_)
+
+
+def test_the_fast_posterior_equals_sklearns_predict():
+    cfg = config()
+    space = SearchSpace(cfg.space)
+    for n in (8, 130):  # past 100 points the length scale comes from a subset
+        optimizer = Proposer(space, cfg.search).optimizer(20, _history(space, n))
+        acquisition = optimizer.acquisition_function
+        acquisition.fit(optimizer._gp, optimizer.space)
+        x = optimizer.space.random_sample(50, random_state=0)
+        mean, std = acquisition.posterior(x)
+        expected_mean, expected_std = acquisition.gp.predict(x, return_std=True)
+        assert mean == pytest.approx(expected_mean, abs=1e-9)
+        assert std == pytest.approx(expected_std, abs=1e-9)
+
+
+# --- what the GP sees --------------------------------------------------------------------
+
+
+def test_the_gp_sees_every_range_on_the_unit_interval_log_ones_in_log_space():
+    space_cfg = {
+        **RAW["space"],
+        "batch_size": {"low": 8, "high": 128, "int": True, "log": True},
+        "batch_norm": {"values": [False, True]},
+    }
+    cfg = config(space_cfg)
+    space = SearchSpace(cfg.space)
+    params = [
+        {"dropout": 0.25, "learning_rate": 1e-3, "neuron_pct": 0.01, "neuron_shrink": 1.0,
+         "batch_size": 32, "batch_norm": True},
+        {"dropout": 0.0, "learning_rate": 1e-2, "neuron_pct": 0.505, "neuron_shrink": 0.01,
+         "batch_size": 8, "batch_norm": False},
+        {"dropout": 0.5, "learning_rate": 1e-4, "neuron_pct": 1.0, "neuron_shrink": 0.5,
+         "batch_size": 128, "batch_norm": False},
+    ]  # fmt: skip
+    history = [trial(i, space.point(p), (0.6 + i / 10, 0.7)) for i, p in enumerate(params)]
+    optimizer = Proposer(space, cfg.search).optimizer(5, history)
+    suggestion = optimizer.suggest()
+    x = optimizer.acquisition_function.gp.X_train_
+    # Columns: dropout, learning_rate, neuron_pct, neuron_shrink, batch_size, batch_norm one-hot.
+    names = list(optimizer.space.keys)
+    column = {name: names.index(name) for name in names if name != "batch_norm"}
+    assert x[0, column["dropout"]] == pytest.approx(0.5)
+    assert x[0, column["learning_rate"]] == pytest.approx(1 / 3), "log10: -3 is a third of -4..-1"
+    assert x[1, column["learning_rate"]] == pytest.approx(2 / 3)
+    assert x[0, column["batch_size"]] == pytest.approx(math.log(32 / 8) / math.log(128 / 8))
+    assert x[1, column["neuron_pct"]] == pytest.approx(0.5)
+    assert x.min() >= 0.0 and x.max() <= 1.0
+    assert sorted(np.unique(x[:, -2:])) == [0.0, 1.0], "a choice is one-hot"
+    for name, coordinate in suggestion.items():
+        if name != "batch_norm":
+            assert 0.0 <= float(coordinate) <= 1.0
+    values = space.params({k: v if isinstance(v, str) else float(v) for k, v in suggestion.items()})
+    assert 1e-4 <= values["learning_rate"] <= 0.1
+    assert isinstance(values["batch_size"], int) and 8 <= values["batch_size"] <= 128
+
+
+# --- cost ----------------------------------------------------------------------------------
+
+
+def test_the_cost_model_learns_that_bigger_networks_take_longer():
+    rng = np.random.default_rng(0)
+    points = rng.uniform(size=(30, 3))
+    seconds = 0.5 * np.exp(3.0 * points[:, 1]) * rng.lognormal(0.0, 0.1, 30)
+    model = CostModel.fit(points, seconds, lambda x: x)
+    assert model is not None
+    low, high = model.seconds(np.array([[0.5, 0.05, 0.5], [0.5, 0.95, 0.5]]))
+    assert high / low == pytest.approx(math.exp(2.7), rel=0.35)
+    far = model.seconds(np.array([[50.0, 50.0, 50.0]]))[0]
+    assert far <= seconds.max() * 3 * 1.0001, "never past 3x the slowest trial seen"
+    assert model.relative(np.array([[0.5, 0.5, 0.5]]))[0] == pytest.approx(
+        model.seconds(np.array([[0.5, 0.5, 0.5]]))[0] / np.median(seconds)
+    )
+    assert CostModel.fit(points[:4], seconds[:4], lambda x: x) is None, "too few trials"
+
+
+def _mirror_history(space_names):
+    """Mirror pairs around neuron_pct 0.5: equal losses, 20x the seconds on the right."""
+    trials = []
+    for i, u in enumerate(np.linspace(0.05, 0.45, 9)):
+        loss = 0.7 + 2.0 * (u - 0.25) ** 2  # a valley at 0.25 and its mirror at 0.75
+        for side, coordinate in enumerate((u, 1.0 - u)):
+            seconds = 0.5 * math.exp(3.0 * coordinate)
+            splits = (loss - 0.01, loss + 0.01)
+            point = {space_names[0]: coordinate}
+            trials.append(trial(2 * i + side, point, splits, seconds=seconds))
+    return trials
+
+
+def test_of_two_otherwise_equal_points_the_cheaper_is_proposed():
+    space_cfg = {"dropout": 0.2, "learning_rate": 1e-3, "neuron_pct": {"low": 0.01, "high": 1.0},
+                 "neuron_shrink": 0.5}  # fmt: skip
+    cfg = config(space_cfg, init_points=0, n_iter=20)  # ucb: without cost, a coin toss
+    space = SearchSpace(cfg.space)
+    history = _mirror_history(space.names)
+    proposer = Proposer(space, cfg.search)
+    optimizer = proposer.optimizer(5, history)
+    acquisition = optimizer.acquisition_function
+    assert acquisition.cost is not None and acquisition.cost_weight == pytest.approx(0.75)
+    acquisition.fit(optimizer._gp, optimizer.space)
+    pair = np.array([[0.3], [0.7]])
+    mean, std = acquisition.posterior(pair)
+    assert mean[0] == pytest.approx(mean[1], abs=1e-6), "the GP sees two equal points"
+    assert std[0] == pytest.approx(std[1], abs=1e-6)
+    cheap, dear = acquisition.cost.seconds(pair)
+    assert dear / cheap == pytest.approx(math.exp(3.0 * 0.4), rel=0.2)
+    for k in range(5):  # several seeds of the acquisition's candidates
+        chosen = proposer.propose(k, history)["neuron_pct"]
+        assert chosen < 0.5, f"proposal {k} went to the expensive side ({chosen:.3f})"
+    plain = config(space_cfg, init_points=0, n_iter=20, cost_aware=False)
+    assert Proposer(space, plain.search).optimizer(5, history).acquisition_function.cost is None
+
+
+def test_cost_counts_fully_at_the_first_guided_proposal_and_not_at_the_last():
+    cfg = config(init_points=2, n_iter=10)
+    proposer = Proposer(SearchSpace(cfg.space), cfg.search)
+    weights = [proposer.cost_weight(k) for k in range(2, 13)]
+    assert weights[0] == 1.0 and weights[-1] == 0.0
+    assert all(a > b for a, b in itertools.pairwise(weights))
+    off = Proposer(SearchSpace(cfg.space), config(cost_aware=False).search)
+    assert off.cost_weight(2) == 0.0
+
+
+def test_no_cost_model_before_enough_trials():
+    cfg = config()
+    space = SearchSpace(cfg.space)
+    proposer = Proposer(space, cfg.search)
+    assert proposer.optimizer(2, _history(space, 4)).acquisition_function.cost is None
+    assert proposer.optimizer(2, _history(space, 6)).acquisition_function.cost is not None

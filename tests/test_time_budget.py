@@ -1,0 +1,131 @@
+"""`search.time_budget` / `--time-budget`: no trial starts once the time is spent."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+import tuner.data  # noqa: F401  (imported here, so the search's clock does not time its import)
+from tuner.cli import cli
+from tuner.config import validate_config
+from tuner.duration import parse_duration
+from tuner.errors import ConfigError
+from tuner.evaluate import Score
+from tuner.report import QuietReporter
+from tuner.search import Deadline, open_study, run_search
+from tuner.store import Storage, TrialState, sqlite_url
+
+RAW = {
+    "data": {"path": "/unused.csv", "target": "y"},
+    "space": {
+        "dropout": {"low": 0.0, "high": 0.5},
+        "learning_rate": {"low": 1.0e-4, "high": 0.1, "log": True},
+        "neuron_pct": {"low": 0.01, "high": 1.0},
+        "neuron_shrink": {"low": 0.01, "high": 1.0},
+    },
+    "search": {"init_points": 5, "n_iter": 35, "seed": 5},
+}
+
+
+@pytest.mark.parametrize(
+    ("given", "seconds"),
+    [(90, 90.0), (2.5, 2.5), ("90", 90.0), ("90s", 90.0), ("10m", 600.0), ("2h", 7200.0),
+     ("1h30m", 5400.0), (" 1.5 m ", 90.0)],
+)  # fmt: skip
+def test_durations(given, seconds):
+    assert parse_duration(given) == seconds
+    raw = {**RAW, "search": {**RAW["search"], "time_budget": given}}
+    assert validate_config(raw).search.time_budget == seconds
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [("soon", "not a duration (got 'soon')"), ("10x", "not a duration (got '10x')"),
+     (0, "must be more than 0 seconds (got 0)"), (True, "not a duration (got True)"),
+     ("1 2", "not a duration (got '1 2')")],
+)  # fmt: skip
+def test_bad_durations_name_the_key(given, message):
+    raw = {**RAW, "search": {**RAW["search"], "time_budget": given}}
+    with pytest.raises(ConfigError) as caught:
+        validate_config(raw)
+    assert str(caught.value) == (
+        f"search.time_budget: {message}; give seconds or a duration such as 90s, 10m, 2h or 1h30m"
+    )
+
+
+def test_no_time_budget_by_default():
+    assert validate_config(RAW).search.time_budget is None
+    assert not Deadline(None).passed()
+
+
+def slow_bowl(params, _seed):
+    time.sleep(0.3)
+    loss = (params["dropout"] - 0.2) ** 2
+    return Score(loss=loss, loss_std=0.0, split_losses=(loss, loss), epochs=(1, 1), seconds=0.3)
+
+
+def test_the_loop_starts_no_trial_after_the_deadline(tmp_path):
+    config = validate_config(RAW)
+    storage = Storage(sqlite_url(tmp_path / "study.db"))
+    try:
+        study = open_study(storage, "s", config, resume=False)
+        started = time.monotonic()
+        result = run_search(config, storage, study, slow_bowl, QuietReporter(), Deadline(1.0))
+        seconds = time.monotonic() - started
+    finally:
+        storage.close()
+    assert result.time_up
+    assert 1 <= len(result.trials) < config.search.budget
+    assert all(t.state == TrialState.COMPLETE for t in result.trials), "the last one finished"
+    assert seconds < 1.0 + 0.3 + 1.0, "stopped after the trial running at the deadline"
+    full = validate_config({**RAW, "search": {**RAW["search"], "init_points": 2, "n_iter": 1}})
+    storage = Storage(sqlite_url(tmp_path / "other.db"))
+    try:
+        study = open_study(storage, "s", full, resume=False)
+        result = run_search(full, storage, study, slow_bowl, QuietReporter(), Deadline(60.0))
+    finally:
+        storage.close()
+    assert not result.time_up and len(result.trials) == 3
+
+
+def _started(db: Path) -> list[tuple[str, datetime]]:
+    with sqlite3.connect(db) as connection:
+        found = connection.execute("select state, started_at from trials").fetchall()
+    return [(state, datetime.fromisoformat(at).replace(tzinfo=UTC)) for state, at in found]
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_time_budget_ends_the_search_early_and_cleanly(
+    workers, write_config, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TUNER_TEST_SLEEP", "0.5")
+    config = write_config(search={"init_points": 5, "n_iter": 35, "seed": 1})
+    args = ["search", str(config), "--time-budget", "2s", "--workers", workers, "--json"]
+    began = datetime.now(UTC)
+    result = CliRunner().invoke(cli, [*args, "--objective", "tests.objectives:bowl"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["loss"] >= 0
+    assert "time budget of 2 s spent (search.time_budget)" in result.stderr
+    trials = _started(tmp_path / "runs" / "tiny" / "study.db")
+    assert 1 <= len(trials) < 40
+    assert all(state == "complete" for state, _ in trials), "none left running"
+    # Every trial started within the budget (plus an ask's worth of slack).
+    assert max(at for _, at in trials) <= began + timedelta(seconds=2.5)
+
+
+def test_bad_time_budget_option_is_one_line_exit_2(write_config, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, ["search", str(write_config()), "--time-budget", "soon"])
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "error: --time-budget: not a duration (got 'soon'); give seconds or a duration such as "
+        "90s, 10m, 2h or 1h30m\n"
+    )
+    assert not (tmp_path / "runs").exists()
