@@ -132,6 +132,11 @@ CASES = [
     ),
     ("space.l2", "small", "space.l2: must be a number (got 'small')"),
     (
+        "search.warm_start",
+        {"storage": "sqlite:///a.db"},
+        "search.warm_start.study: required key is missing; add `study:` under `search.warm_start:`",
+    ),
+    (
         "space.batch_norm",
         {"low": 0, "high": 1},
         "space.batch_norm: is true/false; use {values: [false, true]} to search it",

@@ -152,6 +152,13 @@ class AcquisitionConfig(_Section):
     xi: float = Field(0.0, ge=0.0)
 
 
+class WarmStartConfig(_Section):
+    """Another study of the same space whose completed trials the optimiser is told first."""
+
+    storage: str = Field(min_length=1)
+    study: str = Field(min_length=1)
+
+
 class SearchConfig(_Section):
     """The trial budget and the optimiser's settings."""
 
@@ -164,6 +171,7 @@ class SearchConfig(_Section):
     grace: float = Field(120.0, gt=0)
     max_retries: int = Field(1, ge=0)
     liar: Literal["mean", "worst"] = "mean"
+    warm_start: WarmStartConfig | None = None
 
     @model_validator(mode="after")
     def _budget(self) -> SearchConfig:

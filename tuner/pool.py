@@ -32,6 +32,7 @@ from tuner.search import (
     run_trial,
 )
 from tuner.store import Storage, StudyRecord, TrialRecord
+from tuner.warmstart import warm_trials
 
 _THREAD_VARIABLES = (
     "OMP_NUM_THREADS",
@@ -111,7 +112,7 @@ class _Shared:
         self, config: Config, storage: Storage, study: StudyRecord, reporter: Reporter
     ) -> None:
         self.config, self.storage, self.study, self.reporter = config, storage, study, reporter
-        self.asker = Asker(config)
+        self.asker = Asker(config, warm_trials(config))
         self.stop = threading.Event()
         self.lock = threading.Lock()
         self.errors: list[BaseException] = []

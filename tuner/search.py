@@ -29,6 +29,7 @@ from tuner.errors import (
 from tuner.evaluate import Score
 from tuner.heartbeat import Heartbeat
 from tuner.store import RERUN_KINDS, Storage, StudyRecord, TrialRecord, TrialState
+from tuner.warmstart import warm_trials
 from tuner.worker import DEFAULT_FACTORY, Worker
 
 Objective = Callable[[Mapping[str, Scalar], int], Score]
@@ -213,7 +214,7 @@ def run_search(
     config: Config, storage: Storage, study: StudyRecord, objective: Objective, reporter: Reporter
 ) -> SearchResult:
     """Run trials until `init_points + n_iter` of them have ended; returns the best."""
-    asker = Asker(config)
+    asker = Asker(config, warm_trials(config))
     budget = config.search.budget
     trials = storage.trials(study)
     retried = {t.retry_of for t in trials}
@@ -297,6 +298,7 @@ def search(
 
     dataset = load_dataset(config.data)
     make_splits(dataset, config.evaluation.splits, config.evaluation.test_size, 0)  # fail early
+    warm_trials(config)  # a missing warm-start study or another space: refused before any write
     storage = Storage(storage_url)
     try:
         with storage.exclusive():
