@@ -5,11 +5,13 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tuner.architecture import decode, hidden_layers
+from tuner.architecture import decode, hidden_layers, training_of
 from tuner.config import NetworkConfig
+from tuner.errors import UsageError
 
 COURSE = NetworkConfig()
 
@@ -54,6 +56,34 @@ def test_batch_norm_and_plain_activations_count_like_keras():
     assert prelu.hidden == (50,)
     assert relu.n_params == (4 * 50 + 50) + 4 * 50 + (50 * 2 + 2)
     assert prelu.n_params == relu.n_params + 50
+
+
+def test_a_searched_activation_and_l2_replace_the_network_defaults():
+    params = {"dropout": 0.0, "neuron_pct": 0.01, "neuron_shrink": 0.5}
+    plain = decode(params, NetworkConfig(activation="relu"), 4, 2, "classification")
+    assert (plain.activation, plain.l2) == ("relu", 0.0)
+    tanh = decode({**params, "activation": "tanh", "l2": 1e-3}, COURSE, 4, 2, "classification")
+    assert (tanh.activation, tanh.l2) == ("tanh", 1e-3)
+    assert tanh.n_params == plain.n_params, "only prelu has weights of its own"
+    assert tanh.describe() == "4 -> 50 -> 2 (tanh, dropout 0, l2 0.001), 352 parameters"
+    with pytest.raises(
+        UsageError, match=r"^activation: must be one of prelu, relu, .* \(got 'sigmoid'\)$"
+    ):
+        decode({**params, "activation": "sigmoid"}, COURSE, 4, 2, "classification")
+    with pytest.raises(UsageError, match=r"^l2: must be a finite number at least 0 \(got -1\)"):
+        decode({**params, "l2": -1}, COURSE, 4, 2, "classification")
+
+
+def test_training_settings_default_to_adam_and_batch_32():
+    assert training_of({"learning_rate": 0.01}) == training_of(
+        {"learning_rate": 0.01, "optimizer": "adam", "batch_size": 32}
+    )
+    sgd = training_of({"learning_rate": 0.1, "optimizer": "sgd", "batch_size": 64})
+    assert (sgd.optimizer, sgd.learning_rate, sgd.batch_size) == ("sgd", 0.1, 64)
+    with pytest.raises(UsageError, match=r"^optimizer: must be one of adam, sgd, rmsprop"):
+        training_of({"learning_rate": 0.01, "optimizer": "adagrad"})
+    with pytest.raises(UsageError, match=r"^batch_size: must be a finite number at least 1"):
+        training_of({"learning_rate": 0.01, "batch_size": 0})
 
 
 def test_regression_has_one_output():

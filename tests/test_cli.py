@@ -135,6 +135,8 @@ def test_search_end_to_end_then_resume_adds_only_the_new_budget(run, write_confi
         "neuron_shrink",
         "batch_norm",
         "batch_size",
+        "l2",
+        "optimizer",
     }
     states = rows(db, "SELECT number, state, loss FROM trials ORDER BY number")
     assert [s[1] for s in states] == ["complete"] * 3

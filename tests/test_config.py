@@ -104,7 +104,37 @@ CASES = [
         "space.neurons",
         3,
         "space.neurons: unknown hyperparameter; known ones: dropout, learning_rate, "
-        "neuron_pct, neuron_shrink, batch_norm, batch_size",
+        "neuron_pct, neuron_shrink, batch_norm, batch_size, activation, l2, optimizer",
+    ),
+    (
+        "space.activation",
+        {"values": ["relu", "sigmoid"]},
+        "space.activation: must be one of prelu, relu, leaky_relu, elu, selu, tanh, gelu, swish "
+        "(got 'sigmoid')",
+    ),
+    (
+        "space.activation",
+        {"low": 0, "high": 1},
+        "space.activation: is a choice among prelu, relu, leaky_relu, elu, selu, tanh, gelu, "
+        "swish; search it with {values: [prelu, relu]}",
+    ),
+    (
+        "space.optimizer",
+        "adagrad",
+        "space.optimizer: must be one of adam, sgd, rmsprop (got 'adagrad')",
+    ),
+    ("space.optimizer", 1, "space.optimizer: must be one of adam, sgd, rmsprop (got 1)"),
+    ("space.l2", -0.01, "space.l2: value must be at least 0 (got value=-0.01)"),
+    (
+        "space.l2",
+        {"low": 0.0, "high": 0.01, "log": True},
+        "space.l2: a log-scale range needs low > 0 (got low=0.0); raise low or remove `log: true`",
+    ),
+    ("space.l2", "small", "space.l2: must be a number (got 'small')"),
+    (
+        "search.warm_start",
+        {"storage": "sqlite:///a.db"},
+        "search.warm_start.study: required key is missing; add `study:` under `search.warm_start:`",
     ),
     (
         "space.batch_norm",
@@ -392,3 +422,38 @@ def test_set_values_are_validated_like_the_file():
     with pytest.raises(ConfigError) as info:
         validate_config(apply_overrides(BASE, ["evaluation.split=3"]))
     assert str(info.value).startswith("evaluation.split: unknown key; allowed keys: splits,")
+
+
+def test_activation_is_searched_in_space_or_fixed_in_network_not_both():
+    raw = with_change("space.activation", {"values": ["relu", "elu"]})
+    config = validate_config(raw)
+    # Stored once, in space: the stored config validates again (tuner worker, --resume).
+    assert "activation" not in config.to_dict()["network"]
+    assert validate_config(config.to_dict()) == config
+    raw["network"] = {"activation": "prelu"}
+    with pytest.raises(ConfigError) as info:
+        validate_config(raw)
+    assert str(info.value) == (
+        "space.activation: network.activation is set too; remove network.activation "
+        "(space.activation takes its place)"
+    )
+
+
+def test_the_course_space_has_the_new_hyperparameters_at_their_defaults():
+    full = validate_config(BASE).full_space()
+    assert (full["activation"], full["l2"], full["optimizer"]) == ("prelu", 0.0, "adam")
+    relu = validate_config(with_change("network.activation", "relu")).full_space()
+    assert relu["activation"] == "relu", "network.activation is part of the space compared"
+    searched = {
+        "activation": {"values": ["relu", "prelu", "leaky_relu", "elu", "selu", "tanh"]},
+        "batch_norm": {"values": [False, True]},
+        "l2": {"low": 1e-6, "high": 1e-2, "log": True},
+        "batch_size": {"low": 16, "high": 256, "log": True, "int": True},
+        "optimizer": {"values": ["adam", "sgd", "rmsprop"]},
+    }
+    config = validate_config({**BASE, "space": {**BASE["space"], **searched}})
+    assert {name: config.space[name].to_data() for name in searched} == {
+        **searched,
+        "l2": {"low": 1e-6, "high": 1e-2, "log": True},
+        "batch_size": {"low": 16.0, "high": 256.0, "log": True, "int": True},
+    }

@@ -25,6 +25,58 @@ def test_keras_parameter_count_matches_the_decoder(network, batch_norm):
         assert model.count_params() == 91_411
 
 
+@pytest.mark.parametrize(
+    ("activation", "layer"),
+    [
+        ("prelu", "PReLU"),
+        ("leaky_relu", "LeakyReLU"),
+        ("relu", "Activation"),
+        ("elu", "Activation"),
+        ("selu", "Activation"),
+        ("tanh", "Activation"),
+    ],
+)
+def test_each_searched_activation_builds_its_layer(activation, layer):
+    params = {"dropout": 0.1, "neuron_pct": 0.01, "neuron_shrink": 0.5, "activation": activation}
+    arch = decode(params, NetworkConfig(), n_inputs=6, n_outputs=3, task="classification")
+    model = build_model(arch, learning_rate=1e-3)
+    built = [item for item in model.layers if type(item).__name__ == layer]
+    assert len(built) == len(arch.hidden) == 1
+    if layer == "Activation":
+        assert built[0].activation.__name__ == activation
+    assert model.count_params() == arch.n_params
+
+
+@pytest.mark.parametrize(
+    ("name", "kind", "settings"),
+    [
+        ("adam", "Adam", {"beta_1": 0.9, "beta_2": 0.999}),
+        ("sgd", "SGD", {"momentum": 0.9, "nesterov": False}),
+        ("rmsprop", "RMSprop", {"rho": 0.9, "momentum": 0.0, "centered": False}),
+    ],
+)
+def test_the_optimiser_and_the_l2_penalty_are_built_as_chosen(name, kind, settings):
+    import keras
+
+    params = {"dropout": 0.0, "neuron_pct": 0.01, "neuron_shrink": 0.5, "l2": 1e-3}
+    arch = decode(params, NetworkConfig(), n_inputs=6, n_outputs=3, task="classification")
+    model = build_model(arch, 0.05, name)
+    assert type(model.optimizer).__name__ == kind
+    config = model.optimizer.get_config()
+    assert config["learning_rate"] == pytest.approx(0.05)
+    assert {key: config[key] for key in settings} == settings
+    dense = [item for item in model.layers if isinstance(item, keras.layers.Dense)]
+    assert len(dense) == 2, "the hidden layer and the output layer"
+    assert all(item.kernel_regularizer.get_config() == {"l2": 1e-3} for item in dense)
+    kernels = sum(float(np.sum(np.square(item.kernel.numpy()))) for item in dense)
+    penalty = sum(float(loss) for loss in model.losses)
+    assert penalty == pytest.approx(1e-3 * kernels, rel=1e-5)
+    plain = build_model(
+        decode({**params, "l2": 0.0}, NetworkConfig(), 6, 3, "classification"), 0.05
+    )
+    assert plain.losses == [] and type(plain.optimizer).__name__ == "Adam"
+
+
 def test_softmax_regression_builds():
     arch = decode(
         {"dropout": 0.0, "neuron_pct": 0.001, "neuron_shrink": 0.5},

@@ -32,7 +32,8 @@ def space() -> SearchSpace:
 
 def test_names_follow_the_config_order_and_fixed_values_are_kept(space):
     assert space.names == ("dropout", "learning_rate", "neuron_pct", "batch_norm", "batch_size")
-    assert space.fixed == {"neuron_shrink": 0.5}
+    # Defaults are fixed values too; activation is not (it is network.activation's).
+    assert space.fixed == {"neuron_shrink": 0.5, "l2": 0.0, "optimizer": "adam"}
     assert space.pbounds()["learning_rate"] == (0.0, 1.0)
     assert space.pbounds()["batch_norm"] == ("false", "true")
 
@@ -93,6 +94,8 @@ def test_vector_in_config_order(space):
         "batch_norm": True,
         "batch_size": 32,
         "neuron_shrink": 0.5,
+        "l2": 0.0,
+        "optimizer": "adam",
     }
 
 
@@ -152,3 +155,29 @@ def test_params_by_name(space):
         space.params_from_assignments(["lr=0.1"])
     with pytest.raises(UsageError, match=r"^--param dropout: expected name=value"):
         space.params_from_assignments(["dropout"])
+
+
+def test_the_new_choices_and_a_log_l2_are_encoded_and_checked():
+    raw = {
+        **RAW,
+        "space": {
+            **RAW["space"],
+            "activation": {"values": ["relu", "elu", "tanh"]},
+            "l2": {"low": 1e-6, "high": 1e-2, "log": True},
+            "optimizer": {"values": ["adam", "sgd", "rmsprop"]},
+        },
+    }
+    space = SearchSpace(validate_config(raw).space)
+    assert space.pbounds()["optimizer"] == ('"adam"', '"sgd"', '"rmsprop"')
+    point = {name: 0.5 for name in space.names}
+    point.update(batch_norm="false", activation='"elu"', optimizer='"sgd"')
+    params = space.params(point)
+    assert (params["activation"], params["optimizer"]) == ("elu", "sgd")
+    assert params["l2"] == pytest.approx(1e-4)
+    assert space.point(params)["l2"] == pytest.approx(0.5)
+    by_name = space.params_from_assignments(
+        [f"{n}={params[n]}" for n in space.names if n != "batch_norm"] + ["batch_norm=false"]
+    )
+    assert by_name["optimizer"] == "sgd" and by_name["activation"] == "elu"
+    with pytest.raises(UsageError, match=r"^--param optimizer: must be one of"):
+        space.params_from_assignments(["optimizer=adagrad"])

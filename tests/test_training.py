@@ -9,8 +9,9 @@ from tuner.architecture import decode
 from tuner.config import EvaluationConfig, NetworkConfig
 from tuner.data import PreparedSplit
 from tuner.errors import TrialFailed
-from tuner.model import adam_step, train_split, train_splits
+from tuner.model import StackedNet, build_model, epoch_function, train_split, train_splits
 from tuner.replicas import EarlyStopping, epoch_batches, layout, stack_splits
+from tuner.updates import STEPS
 
 
 def blobs(seed=0, rows=200, noise=0.7, random_labels=False):
@@ -28,9 +29,18 @@ def small(min_neurons=5, pct=0.004, dropout=0.0, n_inputs=4, **extra):
     return decode(params, NetworkConfig(min_neurons=min_neurons), n_inputs, 3, "classification")
 
 
-def test_stacked_and_single_model_paths_agree():
-    arch = small()
-    params = {"learning_rate": 0.01, "batch_size": 32}
+@pytest.mark.parametrize(
+    ("extra", "learning_rate"),
+    [
+        ({}, 0.01),
+        ({"optimizer": "sgd", "activation": "relu"}, 0.05),
+        ({"optimizer": "rmsprop", "activation": "tanh", "l2": 1e-3}, 0.005),
+    ],
+    ids=["adam-prelu", "sgd-relu", "rmsprop-tanh-l2"],
+)
+def test_stacked_and_single_model_paths_agree(extra, learning_rate):
+    arch = small(**{k: v for k, v in extra.items() if k != "optimizer"})
+    params = {"learning_rate": learning_rate, "batch_size": 32, **extra}
     evaluation = EvaluationConfig(epochs=40, patience=5)
     splits = [blobs(seed=1), blobs(seed=2)]
     stacked = train_splits(arch, params, splits, evaluation, seed=3)
@@ -66,23 +76,99 @@ def test_early_stopping_follows_keras_rule_per_replica():
     assert stopping.best.tolist() == [0.5, 0.6]
 
 
-def test_adam_step_is_keras_adam():
+@pytest.mark.parametrize("name", ["adam", "sgd", "rmsprop"])
+def test_each_update_is_its_keras_optimizer(name):
     import keras
 
     rng = np.random.default_rng(0)
     start = rng.normal(size=(1, 6)).astype("float32")
     variable = keras.Variable(start)
-    optimizer = keras.optimizers.Adam(learning_rate=0.01)
+    optimizer = {
+        "adam": keras.optimizers.Adam(learning_rate=0.01),
+        "sgd": keras.optimizers.SGD(learning_rate=0.01, momentum=0.9),
+        "rmsprop": keras.optimizers.RMSprop(learning_rate=0.01),
+    }[name]
+    step = STEPS[name]
     flat, m, v, steps = start, np.zeros_like(start), np.zeros_like(start), np.zeros((1, 1))
     for _ in range(5):
         grads = rng.normal(size=(1, 6)).astype("float32")
         optimizer.apply([keras.ops.convert_to_tensor(grads)], [variable])
-        flat, m, v, steps = adam_step(flat, m, v, steps, grads, np.array([True]), 0.01)
+        flat, m, v, steps = step(flat, m, v, steps, grads, np.array([True]), 0.01)
     np.testing.assert_allclose(keras.ops.convert_to_numpy(flat), variable.numpy(), rtol=1e-5)
-    frozen = adam_step(flat, m, v, steps, grads, np.array([False]), 0.01)[0]
+    frozen = step(flat, m, v, steps, grads, np.array([False]), 0.01)[0]
     np.testing.assert_array_equal(
         keras.ops.convert_to_numpy(frozen), keras.ops.convert_to_numpy(flat)
     )
+
+
+def _keras_weights_from(model, net, flat, stats=()):
+    """Load the stacked replica 0's weights into a Keras model built for the same network."""
+    import keras
+
+    pieces = {}
+    for piece, value in zip(
+        net.pieces, net.unflatten(keras.ops.convert_to_tensor(flat)), strict=True
+    ):
+        pieces[(piece.layer, piece.name)] = keras.ops.convert_to_numpy(value)[0]
+    dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
+    prelu = [layer for layer in model.layers if isinstance(layer, keras.layers.PReLU)]
+    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    for index, layer in enumerate(dense):
+        layer.set_weights([pieces[(index, "kernel")], pieces[(index, "bias")].reshape(-1)])
+    for index, layer in enumerate(prelu):
+        layer.set_weights([pieces[(index, "alpha")].reshape(-1)])
+    for index, layer in enumerate(norms):
+        gamma, beta = pieces[(index, "gamma")].reshape(-1), pieces[(index, "beta")].reshape(-1)
+        moving = stats[index] if stats else (np.zeros_like(gamma), np.ones_like(gamma))
+        layer.set_weights([gamma, beta, *moving])
+    return dense, prelu
+
+
+@pytest.mark.parametrize(
+    ("optimizer", "activation", "l2", "batch_norm"),
+    [
+        ("adam", "prelu", 0.0, False),
+        ("sgd", "relu", 0.0, False),
+        ("rmsprop", "elu", 0.0, False),
+        ("adam", "tanh", 1e-3, False),
+        ("sgd", "leaky_relu", 1e-2, False),
+        ("rmsprop", "selu", 1e-3, False),
+        # With batch norm the bias before it has a zero gradient up to rounding, which Adam
+        # and RMSprop scale up to full steps, differently in each implementation: SGD only.
+        ("sgd", "prelu", 1e-3, True),
+        ("sgd", "elu", 0.0, True),
+    ],
+)
+def test_stacked_steps_are_keras_training_steps(optimizer, activation, l2, batch_norm):
+    """Same start, full-batch steps: the stacked epoch and Keras's train_on_batch agree."""
+    import keras
+
+    arch = small(activation=activation, l2=l2, batch_norm=batch_norm)
+    split = blobs(seed=4, rows=60)
+    data = stack_splits([split])
+    rows = len(split.y_train)
+    net = StackedNet(arch, 1, seed=0)
+    state = net.initial_state([9])
+    keras.backend.clear_session()
+    model = build_model(arch, 0.02, optimizer)
+    _keras_weights_from(model, net, keras.ops.convert_to_numpy(state[0]))
+    run = epoch_function(net, data, rows, 0.02, optimizer)
+    indices, weights = np.arange(rows, dtype="int32")[None], np.ones((1, rows), "float32")
+    for _ in range(3):
+        state, train_loss, val_loss = run(state, indices, weights, np.array([True]))
+        keras_train = model.train_on_batch(split.x_train, split.y_train)
+        assert float(train_loss[0]) == pytest.approx(float(keras_train), rel=1e-4)
+    # The validation loss that early stopping watches includes the L2 penalty, as Keras's does.
+    keras_val = model.evaluate(split.x_test, split.y_test, verbose=0)
+    assert float(val_loss[0]) == pytest.approx(float(keras_val), rel=1e-4)
+    check = build_model(arch, 0.02, optimizer)
+    stats = [keras.ops.convert_to_numpy(s)[0] for s in state[4]]
+    dense, prelu = _keras_weights_from(check, net, keras.ops.convert_to_numpy(state[0]), stats)
+    for ours, theirs in zip(check.get_weights(), model.get_weights(), strict=True):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-6)
+    assert bool(prelu) == (activation == "prelu")
+    regularised = [layer.kernel_regularizer for layer in dense]
+    assert all((r is not None) == (l2 > 0) for r in regularised)
 
 
 def test_splits_of_different_widths_are_padded_with_zero_columns():

@@ -7,8 +7,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from tuner.config import HYPERPARAMETERS, NetworkConfig
-from tuner.errors import TrialFailed, UsageError
+from tuner.config import NetworkConfig
+from tuner.errors import TrialFailed
+from tuner.hyperparameters import checked_choice, checked_number
 
 Task = Literal["classification", "regression"]
 # Activations with weights of their own: one slope per unit.
@@ -26,6 +27,7 @@ class Architecture:
     dropout: float
     batch_norm: bool
     activation: str
+    l2: float = 0.0
 
     @property
     def n_params(self) -> int:
@@ -58,6 +60,7 @@ class Architecture:
             layers = " -> ".join(str(n) for n in (self.n_inputs, *self.hidden, self.n_outputs))
             extras = f"{self.activation}, dropout {self.dropout:.3g}"
             extras += ", batch norm" if self.batch_norm else ""
+            extras += f", l2 {self.l2:.3g}" if self.l2 > 0 else ""
             shape = f"{layers} ({extras})"
         return f"{shape}, {self.n_params:,} parameters"
 
@@ -81,28 +84,12 @@ def hidden_layers(
     return tuple(layers)
 
 
-def checked_number(params: Mapping[str, Any], name: str) -> float:
-    """A real hyperparameter of a point, refused unless finite and in its domain."""
-    hp = HYPERPARAMETERS[name]
-    value = params.get(name)
-    low = "" if hp.low is None else f"{'above' if hp.low_open else 'at least'} {hp.low:g}"
-    high = "" if hp.high is None else f"{'below' if hp.high_open else 'at most'} {hp.high:g}"
-    rule = " and ".join(r for r in (low, high) if r)
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    if ok and hp.low is not None:
-        ok = value > hp.low if hp.low_open else value >= hp.low
-    if ok and hp.high is not None:
-        ok = value < hp.high if hp.high_open else value <= hp.high
-    if not ok:
-        raise UsageError(f"{name}: must be a finite number {rule} (got {value!r}); change it")
-    return float(value)
-
-
 def decode(
     params: Mapping[str, Any], network: NetworkConfig, n_inputs: int, n_outputs: int, task: Task
 ) -> Architecture:
     """The architecture of one point of the space, for data with this many inputs and outputs.
 
+    A point without `activation` uses `network.activation`; without `l2`, no weight decay.
     Raises UsageError for a value outside its hyperparameter's domain (NaN included), and
     TrialFailed (`too_large`) when the layers grow without bound.
     """
@@ -115,5 +102,24 @@ def decode(
         hidden=hidden_layers(neuron_pct, neuron_shrink, network),
         dropout=checked_number(params, "dropout"),
         batch_norm=bool(params.get("batch_norm", False)),
-        activation=network.activation,
+        activation=checked_choice(params, "activation", network.activation),
+        l2=checked_number(params, "l2"),
+    )
+
+
+@dataclass(frozen=True)
+class Training:
+    """How a network is trained: the optimiser, its learning rate and the batch size."""
+
+    optimizer: str
+    learning_rate: float
+    batch_size: int
+
+
+def training_of(params: Mapping[str, Any]) -> Training:
+    """The training settings of a point; `optimizer` defaults to adam, `batch_size` to 32."""
+    return Training(
+        optimizer=checked_choice(params, "optimizer"),
+        learning_rate=checked_number(params, "learning_rate"),
+        batch_size=int(checked_number(params, "batch_size")),
     )

@@ -55,10 +55,13 @@ def budget_left(trials: Sequence[TrialRecord], budget: int) -> int:
 class Asker:
     """Chooses the next trial of a search from the study's trials."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, prior: Sequence[TrialRecord] = ()) -> None:
         self._config = config
         self._space = SearchSpace(config.space)
         self._proposer = Proposer(self._space, config.search)
+        # Warm start: another study's completed trials go first in the proposer's history,
+        # and each takes the place of one of the random initial points.
+        self._prior = tuple(prior)
 
     def choose(self, trials: Sequence[TrialRecord]) -> NewTrial | None:
         """A queued retry, else the next proposal; None once the budget is taken."""
@@ -69,5 +72,5 @@ class Asker:
         if old is not None:
             return NewTrial(old.point, old.params, old.seed, retry_of=old.number)
         k = sum(1 for t in trials if t.retry_of is None)
-        point = self._proposer.propose(k, trials)
+        point = self._proposer.propose(k + len(self._prior), [*self._prior, *trials])
         return NewTrial(point, self._space.params(point), trial_seed(search.seed, k))

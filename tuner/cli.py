@@ -86,6 +86,14 @@ def _reporter(config: Any, quiet: bool) -> tuple[tuple[str, ...], Any]:
     return names, QuietReporter() if quiet else ConsoleReporter(stderr_console(), names)
 
 
+def _warm_overrides(url: str | None, study: str | None, own_study: str) -> list[str]:
+    """`--warm-start URL [--warm-study NAME]` as search.warm_start overrides (JSON is YAML)."""
+    import json
+
+    values = {"storage": url, "study": study or (own_study if url else None)}
+    return [f"search.warm_start.{k}={json.dumps(v)}" for k, v in values.items() if v is not None]
+
+
 @click.group(name="tuner", context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="tuner")
 def cli() -> None:
@@ -111,6 +119,12 @@ def cli() -> None:
     metavar="DURATION",
     help="Start no trial after this long, e.g. 90s, 10m, 2h (search.time_budget).",
 )
+@click.option(
+    "--warm-start", metavar="URL", help="Tell the optimiser another study's trials first (its URL)."
+)
+@click.option(
+    "--warm-study", metavar="NAME", help="The warm-start study [default: this study's name]."
+)
 @_options(_WORKERS, _GPUS, _PER_GPU, _OBJECTIVE, _JSON, _QUIET, _DEBUG)
 def search(
     config: Path,
@@ -120,6 +134,8 @@ def search(
     study_name: str | None,
     resume: bool,
     time_budget: str | None,
+    warm_start: str | None,
+    warm_study: str | None,
     workers: int | None,
     gpus: str | None,
     trials_per_gpu: int,
@@ -136,13 +152,13 @@ def search(
         from tuner.search import search as run
         from tuner.store import sqlite_url
 
-        cfg = load_config(config, overrides)
+        name = study_name or config.stem
+        cfg = load_config(config, [*overrides, *_warm_overrides(warm_start, warm_study, name)])
         if time_budget is not None:
             seconds = _duration("--time-budget", time_budget)
             cfg = cfg.model_copy(
                 update={"search": cfg.search.model_copy(update={"time_budget": seconds})}
             )
-        name = study_name or config.stem
         url = storage or sqlite_url((out or Path("runs") / config.stem) / "study.db")
         names, reporter = _reporter(cfg, quiet)
         result = run(

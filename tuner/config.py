@@ -6,7 +6,6 @@ Every rule lives here, and every error names the key path, the value and what is
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,37 +20,8 @@ from pydantic import (
 
 from tuner.duration import parse_duration
 from tuner.errors import ConfigError
+from tuner.hyperparameters import ACTIVATIONS, HYPERPARAMETERS, Scalar, check_domain
 from tuner.yamlfile import parse_yaml, read_config_file
-
-Scalar = bool | int | float | str
-ACTIVATIONS = ("prelu", "relu", "leaky_relu", "elu", "selu", "tanh", "gelu", "swish")
-
-
-@dataclass(frozen=True)
-class Hyperparameter:
-    """What one named hyperparameter may take; `default` None means it must be in `space`."""
-
-    kind: Literal["float", "int", "bool"]
-    low: float | None = None
-    high: float | None = None
-    low_open: bool = False
-    high_open: bool = False
-    default: Scalar | None = None
-    example: str = ""
-
-
-HYPERPARAMETERS: dict[str, Hyperparameter] = {
-    "dropout": Hyperparameter("float", 0.0, 1.0, high_open=True, example="{low: 0.0, high: 0.5}"),
-    "learning_rate": Hyperparameter(
-        "float", 0.0, None, example="{low: 1.0e-4, high: 0.1, log: true}"
-    ),
-    "neuron_pct": Hyperparameter("float", 0.0, 1.0, low_open=True, example="{low: 0.01, high: 1}"),
-    "neuron_shrink": Hyperparameter(
-        "float", 0.0, None, low_open=True, example="{low: 0.01, high: 1}"
-    ),
-    "batch_norm": Hyperparameter("bool", default=False),
-    "batch_size": Hyperparameter("int", 1.0, None, default=32),
-}
 
 
 class _Section(BaseModel):
@@ -190,6 +160,13 @@ class AcquisitionConfig(_Section):
     xi: float = Field(0.0, ge=0.0)
 
 
+class WarmStartConfig(_Section):
+    """Another study of the same space whose completed trials the optimiser is told first."""
+
+    storage: str = Field(min_length=1)
+    study: str = Field(min_length=1)
+
+
 class SearchConfig(_Section):
     """The trial budget and the optimiser's settings."""
 
@@ -205,6 +182,7 @@ class SearchConfig(_Section):
     noise: Literal["auto", "none"] = "auto"
     cost_aware: bool = True
     time_budget: float | None = None
+    warm_start: WarmStartConfig | None = None
 
     @field_validator("time_budget", mode="before")
     @classmethod
@@ -240,9 +218,14 @@ class Config(_Section):
             if name not in HYPERPARAMETERS:
                 known = ", ".join(HYPERPARAMETERS)
                 raise ValueError(f"space.{_key(name)}: unknown hyperparameter; known ones: {known}")
-            _check_domain(name, param, HYPERPARAMETERS[name])
+            check_domain(name, param, HYPERPARAMETERS[name])
+        if "activation" in self.space and "activation" in self.network.model_fields_set:
+            raise ValueError(
+                "space.activation: network.activation is set too; remove network.activation "
+                "(space.activation takes its place)"
+            )
         for name, hp in HYPERPARAMETERS.items():
-            if hp.default is None and name not in self.space:
+            if hp.default is None and not hp.optional and name not in self.space:
                 raise ValueError(
                     f"space.{name}: required hyperparameter is missing; add e.g. "
                     f"`{name}: {hp.example}`"
@@ -252,6 +235,7 @@ class Config(_Section):
     def full_space(self) -> dict[str, Any]:
         """Every hyperparameter's entry, defaults written out: equal spaces compare equal."""
         full = {n: hp.default for n, hp in HYPERPARAMETERS.items() if hp.default is not None}
+        full["activation"] = self.network.activation  # the activation unless space names one
         full.update({name: param.to_data() for name, param in self.space.items()})
         return full
 
@@ -259,51 +243,9 @@ class Config(_Section):
         """The config as plain JSON-ready data, as it would be written in YAML."""
         data = self.model_dump(mode="json", by_alias=True, exclude={"space"})
         data["space"] = {name: param.to_data() for name, param in self.space.items()}
+        if "activation" in self.space:  # written once: in space, where it is searched
+            del data["network"]["activation"]
         return data
-
-
-def _check_domain(name: str, param: Param, hp: Hyperparameter) -> None:
-    where = f"space.{name}"
-    if param.kind == "range":
-        if hp.kind == "bool":
-            raise ValueError(f"{where}: is true/false; use {{values: [false, true]}} to search it")
-        if param.integer and hp.kind != "int":
-            raise ValueError(f"{where}: is a real number; remove `int: true`")
-        _check_in_domain(where, "low", param.low, hp)
-        _check_in_domain(where, "high", param.high, hp)
-        if hp.kind == "int" and not (
-            float(param.low).is_integer() and float(param.high).is_integer()
-        ):
-            raise ValueError(
-                f"{where}: bounds must be whole numbers (got low={param.low}, high={param.high})"
-            )
-        return
-    values = param.values if param.kind == "choice" else [param.value]
-    for value in values:
-        _check_type(where, value, hp)
-        _check_in_domain(where, "value", value, hp)  # type: ignore[arg-type]
-
-
-def _check_type(where: str, value: Any, hp: Hyperparameter) -> None:
-    ok = {
-        "bool": isinstance(value, bool),
-        "int": isinstance(value, int) and not isinstance(value, bool),
-        "float": isinstance(value, int | float) and not isinstance(value, bool),
-    }[hp.kind]
-    if not ok:
-        wanted = {"bool": "true or false", "int": "a whole number", "float": "a number"}
-        raise ValueError(f"{where}: must be {wanted[hp.kind]} (got {value!r})")
-
-
-def _check_in_domain(where: str, key: str, value: float | None, hp: Hyperparameter) -> None:
-    if hp.kind == "bool" or value is None:
-        return
-    if hp.low is not None and (value < hp.low or (hp.low_open and value == hp.low)):
-        rule = "above" if hp.low_open else "at least"
-        raise ValueError(f"{where}: {key} must be {rule} {hp.low:g} (got {key}={value})")
-    if hp.high is not None and (value > hp.high or (hp.high_open and value == hp.high)):
-        rule = "below" if hp.high_open else "at most"
-        raise ValueError(f"{where}: {key} must be {rule} {hp.high:g} (got {key}={value})")
 
 
 # --- overrides ------------------------------------------------------------------------------

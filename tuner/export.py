@@ -82,19 +82,21 @@ def _refit_once(
     """Train on all rows but a held-out part, early-stopped on it; score the best weights."""
     import keras
 
+    from tuner.architecture import training_of
     from tuner.data import make_splits
     from tuner.model import build_model, fit_callbacks, held_out_loss
 
     evaluation = config.evaluation
     train, test = make_splits(dataset, 1, evaluation.test_size, seed)[0]
     keras.utils.set_random_seed(seed % 2**31)
-    model = build_model(arch, float(params["learning_rate"]))
+    training = training_of(params)
+    model = build_model(arch, training.learning_rate, training.optimizer)
     history = model.fit(
         x[train],
         dataset.target[train],
         validation_data=(x[test], dataset.target[test]),
         epochs=evaluation.epochs,
-        batch_size=int(params["batch_size"]),
+        batch_size=training.batch_size,
         callbacks=fit_callbacks(evaluation),  # no TerminateOnNaN: it prints to stdout
         verbose=0,
     )
@@ -148,6 +150,7 @@ def _metadata(results: StudyResults, dataset: Dataset, arch: Architecture, fits:
             "activation": arch.activation,
             "dropout": arch.dropout,
             "batch_norm": arch.batch_norm,
+            "l2": arch.l2,
             "n_params": arch.n_params,
         },
         "score": {

@@ -1,4 +1,4 @@
-"""The only module that touches Keras: build networks and train them on bootstrap splits.
+"""Build Keras networks and train them on bootstrap splits (optimisers: `updates.py`).
 
 `train_splits` is the product's trainer: every split's network is one replica of a stacked
 model (weights with a leading replica axis), trained by one compiled loop per epoch with
@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tuner.architecture import Architecture
+from tuner.architecture import Architecture, training_of
 from tuner.config import EvaluationConfig
 from tuner.data import PreparedSplit
 from tuner.errors import TrialFailed
@@ -30,6 +30,7 @@ from tuner.replicas import (
     layout,
     stack_splits,
 )
+from tuner.updates import STEPS, keras_optimizer
 
 if TYPE_CHECKING:
     import keras
@@ -85,26 +86,34 @@ def _activation(name: str) -> keras.layers.Layer:
     return keras.layers.Activation(name)
 
 
-def build_model(arch: Architecture, learning_rate: float) -> keras.Model:
-    """A compiled Keras model for an architecture: dense blocks, then the output layer."""
+def build_model(arch: Architecture, learning_rate: float, optimizer: str = "adam") -> keras.Model:
+    """A compiled Keras model for an architecture: dense blocks, then the output layer.
+
+    With `arch.l2` > 0 every Dense kernel (the output layer's too) carries keras.regularizers.L2,
+    which Keras adds to the training and the validation loss.
+    """
     import keras
+
+    def dense(units: int, **kwargs: Any) -> keras.layers.Dense:
+        decay = keras.regularizers.L2(arch.l2) if arch.l2 > 0 else None
+        return keras.layers.Dense(units, kernel_regularizer=decay, **kwargs)
 
     inputs = keras.Input(shape=(arch.n_inputs,))
     x = inputs
     for units in arch.hidden:
-        x = keras.layers.Dense(int(units))(x)
+        x = dense(int(units))(x)
         if arch.batch_norm:
             x = keras.layers.BatchNormalization()(x)
         x = _activation(arch.activation)(x)
         x = keras.layers.Dropout(arch.dropout)(x)
     if arch.task == "classification":
-        outputs = keras.layers.Dense(arch.n_outputs, activation="softmax")(x)
+        outputs = dense(arch.n_outputs, activation="softmax")(x)
         loss = "sparse_categorical_crossentropy"
     else:
-        outputs = keras.layers.Dense(1)(x)
+        outputs = dense(1)(x)
         loss = "mean_squared_error"
     model = keras.Model(inputs, outputs)
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate), loss=loss)
+    model.compile(optimizer=keras_optimizer(optimizer, learning_rate), loss=loss)
     return model
 
 
@@ -122,13 +131,14 @@ def train_split(
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
     keras.backend.clear_session()
     keras.utils.set_random_seed(seed % 2**31)
-    model = build_model(arch, float(params["learning_rate"]))
+    training = training_of(params)
+    model = build_model(arch, training.learning_rate, training.optimizer)
     history = model.fit(
         split.x_train,
         split.y_train,
         validation_data=(split.x_test, split.y_test),
         epochs=evaluation.epochs,
-        batch_size=int(params["batch_size"]),
+        batch_size=training.batch_size,
         callbacks=fit_callbacks(evaluation),
         verbose=0,
     )
@@ -158,12 +168,11 @@ def held_out_loss(arch: Architecture, y_true: np.ndarray, predictions: np.ndarra
 
 # The stacked trainer: all replicas in one flat weight matrix, one compiled call per epoch.
 
-# keras.optimizers.Adam's defaults; `adam_step` is its update, written on the flat matrix.
-BETA_1, BETA_2, EPSILON = 0.9, 0.999, 1e-7
 # keras.layers.BatchNormalization's defaults.
 BN_MOMENTUM, BN_EPSILON = 0.99, 1e-3
-# The training state carried from epoch to epoch: weights, Adam's m, v and step (per
-# replica), and batch-norm moving statistics, (replicas, 2, units) per hidden layer.
+# The training state carried from epoch to epoch: weights, the optimiser's slots m and v
+# (Adam's moments; SGD's momentum is m, RMSprop's average of squares is v), the step count
+# per replica, and batch-norm moving statistics, (replicas, 2, units) per hidden layer.
 State = tuple[Any, Any, Any, Any, list[Any]]
 
 
@@ -178,7 +187,7 @@ class StackedNet:
         self.seed = keras.random.SeedGenerator(seed % 2**31)
 
     def initial_state(self, seeds: Sequence[int]) -> State:
-        """Keras's initial weights for each replica's seed; zero Adam moments and steps."""
+        """Keras's initial weights for each replica's seed; zero optimiser slots and steps."""
         from keras import ops
 
         flat = ops.convert_to_tensor(initial_weights(self.pieces, seeds))
@@ -241,8 +250,19 @@ class StackedNet:
         else:
             per_row = ops.square(out[..., 0] - y)
         if rows is None:
-            return ops.mean(per_row, axis=1), stats
-        return ops.sum(per_row * rows, axis=1) / ops.sum(rows), stats
+            loss = ops.mean(per_row, axis=1)
+        else:
+            loss = ops.sum(per_row * rows, axis=1) / ops.sum(rows)
+        # Keras adds its L2 penalty to the training loss and to the validation loss that
+        # early stopping watches; the trial's score (held_out_loss) is without it.
+        return (loss + self.penalty(weights) if self.arch.l2 > 0 else loss), stats
+
+    def penalty(self, weights: list[Any]) -> Any:
+        """keras.regularizers.L2(l2) summed over every kernel, per replica."""
+        from keras import ops
+
+        kernels = [w for p, w in zip(self.pieces, weights, strict=True) if p.name == "kernel"]
+        return self.arch.l2 * sum(ops.sum(ops.square(k), axis=(1, 2)) for k in kernels)
 
     def predict(self, flat: np.ndarray, stats: list[np.ndarray], x: np.ndarray) -> np.ndarray:
         """Probabilities (classification) or values: (replicas, rows, outputs)."""
@@ -267,21 +287,6 @@ def _batch_norm(layer: dict[str, Any], stat: Any, x: Any, training: bool) -> tup
     return (x - mean) * scale + layer["beta"], stat
 
 
-def adam_step(
-    flat: Any, m: Any, v: Any, steps: Any, grads: Any, active: Any, learning_rate: float
-) -> tuple[Any, Any, Any, Any]:
-    """keras.optimizers.Adam's update for each replica; a stopped replica is left as it is."""
-    from keras import ops
-
-    on = ops.expand_dims(ops.cast(active, "float32"), 1)
-    grads = ops.where(on > 0, grads, ops.zeros_like(grads))
-    steps = steps + on
-    alpha = learning_rate * ops.sqrt(1 - ops.power(BETA_2, steps)) / (1 - ops.power(BETA_1, steps))
-    m = m + (grads - m) * ((1 - BETA_1) * on)
-    v = v + (ops.square(grads) - v) * ((1 - BETA_2) * on)
-    return flat - (on * alpha) * m / (ops.sqrt(v) + EPSILON), m, v, steps
-
-
 def _gradients(
     net: StackedNet, flat: Any, stats: list[Any], x: Any, y: Any, rows: Any
 ) -> tuple[Any, list[Any], Any]:
@@ -299,7 +304,7 @@ def _gradients(
 
 
 def epoch_function(
-    net: StackedNet, data: StackedData, batch: int, learning_rate: float
+    net: StackedNet, data: StackedData, batch: int, learning_rate: float, optimizer: str = "adam"
 ) -> Callable[..., tuple[State, Any, Any]]:
     """One compiled call per epoch: every step of every replica, then the held-out losses.
 
@@ -314,6 +319,7 @@ def epoch_function(
     x_flat = ops.convert_to_tensor(data.x_train.reshape(replicas * rows, width))
     y_flat = ops.convert_to_tensor(data.y_train.reshape(replicas * rows))
     x_test, y_test = ops.convert_to_tensor(data.x_test), ops.convert_to_tensor(data.y_test)
+    update = STEPS[optimizer]
 
     def epoch(state: State, indices: Any, weights: Any, active: Any) -> tuple[State, Any, Any]:
         def step(i: Any, carry: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -321,7 +327,7 @@ def epoch_function(
             x = ops.reshape(ops.take(x_flat, indices[i], axis=0), (replicas, batch, width))
             y = ops.reshape(ops.take(y_flat, indices[i], axis=0), (replicas, batch))
             losses, new_stats, grads = _gradients(net, flat, stats, x, y, weights[i])
-            flat, m, v, steps = adam_step(flat, m, v, steps, grads, active, learning_rate)
+            flat, m, v, steps = update(flat, m, v, steps, grads, active, learning_rate)
             on = ops.reshape(active, (-1, 1, 1))
             stats = [ops.where(on, new, old) for new, old in zip(new_stats, stats, strict=True)]
             return flat, m, v, steps, stats, total + losses * ops.sum(weights[i])
@@ -353,8 +359,9 @@ def train_splits(
     replicas, rows, width = data.x_train.shape
     net = StackedNet(replace(arch, n_inputs=width), replicas, seed)
     state = net.initial_state([seed + i for i in range(replicas)])
-    batch = min(int(params["batch_size"]), rows)
-    run_epoch = epoch_function(net, data, batch, float(params["learning_rate"]))
+    training = training_of(params)
+    batch = min(training.batch_size, rows)
+    run_epoch = epoch_function(net, data, batch, training.learning_rate, training.optimizer)
     stopping = EarlyStopping(replicas, evaluation)
     rngs = [np.random.default_rng(seed + i) for i in range(replicas)]
     best = _numpy(state)

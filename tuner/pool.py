@@ -33,6 +33,7 @@ from tuner.search import (
     run_trial,
 )
 from tuner.store import Storage, StudyRecord, TrialRecord
+from tuner.warmstart import warm_trials
 
 _THREAD_VARIABLES = (
     "OMP_NUM_THREADS",
@@ -118,7 +119,7 @@ class _Shared:
     ) -> None:
         self.config, self.storage, self.study, self.reporter = config, storage, study, reporter
         self.deadline = deadline
-        self.asker = Asker(config)
+        self.asker = Asker(config, warm_trials(config))
         self.stop = threading.Event()
         self.lock = threading.Lock()
         self.errors: list[BaseException] = []

@@ -36,6 +36,7 @@ from tuner.store import (
     TrialState,
     require_database,
 )
+from tuner.warmstart import warm_trials
 from tuner.worker import DEFAULT_FACTORY, Worker
 
 Objective = Callable[[Mapping[str, Scalar], int], Score]
@@ -246,7 +247,7 @@ def run_search(
     (no trial starts after it; the running one finishes); returns the best."""
     if deadline is None:
         deadline = Deadline(config.search.time_budget)
-    asker = Asker(config)
+    asker = Asker(config, warm_trials(config))
     budget = config.search.budget
     trials = storage.trials(study)
     retried = {t.retry_of for t in trials}
@@ -337,6 +338,7 @@ def search(
 
     dataset = load_dataset(config.data)
     make_splits(dataset, config.evaluation.splits, config.evaluation.test_size, 0)  # fail early
+    warm_trials(config)  # a missing warm-start study or another space: refused before any write
     storage = Storage(storage_url)
     try:
         with storage.exclusive():

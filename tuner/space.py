@@ -14,8 +14,9 @@ from dataclasses import dataclass
 
 import yaml
 
-from tuner.config import HYPERPARAMETERS, Hyperparameter, Param, Scalar
+from tuner.config import Param
 from tuner.errors import UsageError
+from tuner.hyperparameters import HYPERPARAMETERS, Hyperparameter, Scalar
 
 Coordinate = float | str
 
