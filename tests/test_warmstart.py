@@ -35,9 +35,13 @@ def study_a(tmp_path: Path) -> tuple[str, list]:
     """Study `a`: 8 trials of the bowl, one of them failed, in its own SQLite file."""
     url = sqlite_url(tmp_path / "a.db")
     storage = Storage(url)
-    result = search(
-        storage, config(init_points=4, n_iter=4), Bowl(lambda p: p["dropout"] > 0.45), name="a"
-    )
+    calls: list[dict] = []
+
+    def second_fails(params: dict) -> bool:
+        calls.append(params)
+        return len(calls) == 2
+
+    result = search(storage, config(init_points=4, n_iter=4), Bowl(second_fails), name="a")
     storage.close()
     return url, list(result.trials)
 
