@@ -8,6 +8,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import numpy as np
+
 from tuner.errors import TrialFailed
 from tuner.evaluate import Score
 
@@ -66,5 +68,38 @@ def probe(_config: Any, _dataset: Any) -> Callable[[Mapping[str, Any], int], Sco
         with open(log, "a") as handle:  # noqa: PTH123
             handle.write(f"{device} {threads} {os.getpid()} {started} {time.time()}\n")
         return _score(bowl_loss(params))
+
+    return objective
+
+
+def noisy_losses(params: Mapping[str, Any], seed: int, splits: int, sd: float) -> list[float]:
+    """The bowl plus noise per split, drawn from the seed and the point (deterministic)."""
+    point = int(params["dropout"] * 1e9) + int(params["learning_rate"] * 1e12)
+    rng = np.random.default_rng([seed, point])
+    return [bowl_loss(params) + float(x) for x in rng.normal(0.0, sd, splits)]
+
+
+def noisy(config: Any, _dataset: Any) -> Callable[[Mapping[str, Any], int], Score]:
+    """The bowl with noise on `evaluation.splits` splits (sd TUNER_TEST_NOISE, default 0.05).
+
+    Each call appends `parent-pid seed splits` to TUNER_TEST_LOG when set. A call on more than
+    TUNER_TEST_FAIL_OVER splits (a final re-score) fails as diverged when the dropout is below
+    TUNER_TEST_FAIL_DROPOUT (default: never).
+    """
+    splits = config.evaluation.splits
+    sd = float(os.environ.get("TUNER_TEST_NOISE", "0.05"))
+    fail_over = int(os.environ.get("TUNER_TEST_FAIL_OVER", "1000000"))
+    fail_dropout = float(os.environ.get("TUNER_TEST_FAIL_DROPOUT", "-1"))
+    log = os.environ.get("TUNER_TEST_LOG")
+
+    def objective(params: Mapping[str, Any], seed: int) -> Score:
+        if log:
+            with open(log, "a") as handle:  # noqa: PTH123
+                handle.write(f"{os.getppid()} {seed} {splits}\n")
+        if splits > fail_over and params["dropout"] < fail_dropout:
+            raise TrialFailed("diverged", "held-out loss is nan")
+        losses = noisy_losses(params, seed, splits, sd)
+        std = float(np.std(losses, ddof=1)) if splits > 1 else 0.0
+        return Score(float(np.mean(losses)), std, tuple(losses), (1,) * splits, 0.0)
 
     return objective

@@ -194,6 +194,11 @@ class SearchConfig(_Section):
     grace: float = Field(120.0, gt=0)
     max_retries: int = Field(1, ge=0)
     liar: Literal["mean", "worst"] = "mean"
+    # Racing and the final re-score (tuner/rescoring.py); 0 turns either off.
+    race_top: int = Field(2, ge=0)
+    race_splits: int = Field(6, ge=1)
+    final_candidates: int = Field(3, ge=0)
+    final_splits: int = Field(10, ge=2)
 
     @model_validator(mode="after")
     def _budget(self) -> SearchConfig:
