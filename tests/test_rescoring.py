@@ -132,13 +132,11 @@ def test_racing_adds_splits_to_top_trials_only_and_keeps_the_budget(storage):
         if trial.race_seeds:
             assert trial.loss_std == pytest.approx(np.std(trial.split_losses, ddof=1))
             assert trial.race_seconds is not None
-    # Round j has one seed for every trial (paired), apart from every trial's own seeds.
-    by_round = {j: {t.race_seeds[j] for t in trials if len(t.race_seeds) > j} for j in range(2)}
-    assert all(len(seeds) == 1 for seeds in by_round.values() if seeds)
-    own = [(t.seed, t.seed + 2) for t in trials]
-    for seeds in by_round.values():
-        for seed in seeds:
-            assert not any(overlaps((seed, seed + 2), r) for r in own)
+    # Every racing round has a seed of its own, apart from every seed of the search.
+    ranges = [(t.seed, t.seed + 2) for t in trials]
+    ranges += [(s, s + 2) for t in trials for s in t.race_seeds]
+    assert all(not overlaps(a, b) for i, a in enumerate(ranges) for b in ranges[i + 1 :])
+    assert {s for s, _ in objective.calls} == {low for low, _ in ranges}
 
 
 def test_racing_off_runs_each_point_once(storage):

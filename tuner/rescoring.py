@@ -1,12 +1,12 @@
 """Honest scores: racing promising trials on extra splits, re-scoring the finalists, the winner.
 
 Seeds. Trial k's splits and weights come from `SeedSequence([search.seed, k])` (asking.py);
-racing round j uses `SeedSequence([search.seed, RACE_TAG, j, attempt])` and the final re-score
-`SeedSequence([search.seed, FINAL_TAG, attempt])`. Different entropy gives independent draws,
-and `fresh_seed` makes the separation exact: a seed `s` scored on `n` splits uses the split
-seed `s` and the weight seeds `s .. s+n-1`, and a fresh seed's range must not meet the range of
-any seed the study already used (otherwise the next `attempt` is drawn).
-"""
+racing round j of the trial with seed s uses `SeedSequence([search.seed, RACE_TAG, s, j,
+attempt])` and the final re-score `SeedSequence([search.seed, FINAL_TAG, attempt])`.
+Different entropy gives independent draws, and `fresh_seed` makes the separation exact: a seed
+`s` scored on `n` splits uses the split seed `s` and the weight seeds `s .. s+n-1`, and a fresh
+seed's range must not meet the range of any seed the study already used (otherwise the next
+`attempt` is drawn)."""
 
 from __future__ import annotations
 
@@ -41,25 +41,25 @@ def fresh_seed(entropy: Sequence[int], width: int, used: Sequence[SeedRange]) ->
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def trial_ranges(trials: Sequence[TrialRecord], splits: int, races: bool = True) -> list[SeedRange]:
-    """The seed ranges the search used: every trial's own seed and (with `races`) the seeds of
-    its racing rounds."""
+def trial_ranges(trials: Sequence[TrialRecord], splits: int) -> list[SeedRange]:
+    """The seed ranges the search used: every trial's own seed and its racing rounds' seeds."""
     used: list[SeedRange] = []
     for trial in trials:
         own = max(splits, len(trial.split_losses) - splits * len(trial.race_seeds))
         used.append((trial.seed, trial.seed + own))
-        if races:
-            used += [(seed, seed + splits) for seed in trial.race_seeds]
+        used += [(seed, seed + splits) for seed in trial.race_seeds]
     return used
 
 
-def race_seeds(search_seed: int, rounds: int, splits: int, used: Sequence[SeedRange]) -> list[int]:
-    """The seeds of racing rounds 1..rounds, shared by every raced trial (paired splits)."""
-    seeds: list[int] = []
-    for j in range(1, rounds + 1):
-        taken = [*used, *((s, s + splits) for s in seeds)]
-        seeds.append(fresh_seed([search_seed, RACE_TAG, j], splits, taken))
-    return seeds
+def race_seed(
+    search_seed: int, trial_seed: int, j: int, splits: int, used: Sequence[SeedRange]
+) -> int:
+    """The seed of racing round j of the trial with seed `trial_seed`.
+
+    Each trial races on its own splits: rounds shared by every raced trial would shift all of
+    them alike (an easy split makes every raced point look better than the others).
+    """
+    return fresh_seed([search_seed, RACE_TAG, trial_seed, j], splits, used)
 
 
 def final_seed(config: Config, trials: Sequence[TrialRecord]) -> int:
@@ -129,9 +129,9 @@ class Racer:
         search, splits = self._config.search, self._config.evaluation.splits
         while len(score.split_losses) < search.race_splits and self._ranks_top(score.loss):
             j = len(score.race_seeds) + 1
-            # Apart from the trials' own seeds; the rounds' seeds are shared by every trial.
-            used = trial_ranges(self._storage.trials(self._study), splits, races=False)
-            round_seed = race_seeds(search.seed, j, splits, used)[-1]
+            used = trial_ranges(self._storage.trials(self._study), splits)
+            used += [(s, s + splits) for s in score.race_seeds]
+            round_seed = race_seed(search.seed, seed, j, splits, used)
             try:
                 more = self._objective(params, round_seed)
             except TrialFailed as exc:

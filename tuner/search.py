@@ -139,7 +139,7 @@ def run_trial(
         if signals.received is not None:
             raise signals.stopped() from exc
         return failed("crashed", f"{type(exc).__name__}: {exc}")
-    race = {"seeds": list(score.race_seeds), "seconds": score.race_seconds}
+    raced = {"seeds": list(score.race_seeds), "seconds": score.race_seconds}
     return storage.finish_trial(
         trial,
         state=TrialState.COMPLETE,
@@ -148,7 +148,7 @@ def run_trial(
         split_losses=list(score.split_losses),
         epochs=list(score.epochs),
         seconds=score.seconds,
-        race=race if score.race_seeds else None,
+        **({"race": raced} if score.race_seeds else {}),
     )
 
 
