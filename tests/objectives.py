@@ -79,25 +79,28 @@ def noisy_losses(params: Mapping[str, Any], seed: int, splits: int, sd: float) -
     return [bowl_loss(params) + float(x) for x in rng.normal(0.0, sd, splits)]
 
 
+_SEEN: list[dict[str, Any]] = []
+
+
 def noisy(config: Any, _dataset: Any) -> Callable[[Mapping[str, Any], int], Score]:
     """The bowl with noise on `evaluation.splits` splits (sd TUNER_TEST_NOISE, default 0.05).
 
-    Each call appends `parent-pid seed splits` to TUNER_TEST_LOG when set. A call on more than
-    TUNER_TEST_FAIL_OVER splits (a final re-score) fails as diverged when the dropout is below
-    TUNER_TEST_FAIL_DROPOUT (default: never).
+    Each call appends `parent-pid seed splits` to TUNER_TEST_LOG when set. With
+    TUNER_TEST_FAIL_REPEAT set, a point scored before in this process fails as diverged (with
+    racing off, that is its final re-score).
     """
     splits = config.evaluation.splits
     sd = float(os.environ.get("TUNER_TEST_NOISE", "0.05"))
-    fail_over = int(os.environ.get("TUNER_TEST_FAIL_OVER", "1000000"))
-    fail_dropout = float(os.environ.get("TUNER_TEST_FAIL_DROPOUT", "-1"))
+    fail_repeat = bool(os.environ.get("TUNER_TEST_FAIL_REPEAT"))
     log = os.environ.get("TUNER_TEST_LOG")
 
     def objective(params: Mapping[str, Any], seed: int) -> Score:
         if log:
             with open(log, "a") as handle:  # noqa: PTH123
                 handle.write(f"{os.getppid()} {seed} {splits}\n")
-        if splits > fail_over and params["dropout"] < fail_dropout:
+        if fail_repeat and dict(params) in _SEEN:
             raise TrialFailed("diverged", "held-out loss is nan")
+        _SEEN.append(dict(params))
         losses = noisy_losses(params, seed, splits, sd)
         std = float(np.std(losses, ddof=1)) if splits > 1 else 0.0
         return Score(float(np.mean(losses)), std, tuple(losses), (1,) * splits, 0.0)

@@ -143,7 +143,7 @@ def test_search_end_to_end_then_resume_adds_only_the_new_budget(run, write_confi
     assert best["final_splits"] == 10 and best["final_candidates"] == 3
     assert best["loss"] == min(f["loss"] for f in finals.values()) == finals[best["trial"]]["loss"]
     assert best["search_loss"] == states[best["trial"]][2]
-    assert len({f["seed"] for f in finals.values()}) == 1
+    assert len({tuple(f["seeds"]) for f in finals.values()}) == 1
     assert "trial   2" in result.stderr and "best trials" in result.stderr
     assert "re-scoring the best 3 trial(s) on 10 fresh splits" in result.stderr
     assert f"winner: #{best['trial']}" in result.stderr

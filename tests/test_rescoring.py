@@ -58,20 +58,16 @@ class Noisy:
         self.calls: list[tuple[int, dict]] = []
         self.fail_if, self.on_call = fail_if, on_call
 
-    def __call__(self, params, seed):
+    def __call__(self, params, seed, splits=None):
         self.calls.append((seed, dict(params)))
         if self.on_call:
             self.on_call(len(self.calls))
         if self.fail_if and self.fail_if(params, seed):
             raise TrialFailed("diverged", "held-out loss is nan")
-        losses = noisy_losses(params, seed, self.splits, self.sd)
-        return Score(
-            float(np.mean(losses)),
-            float(np.std(losses, ddof=1)),
-            tuple(losses),
-            (1,) * self.splits,
-            0.0,
-        )
+        n = splits or self.splits
+        losses = noisy_losses(params, seed, n, self.sd)
+        std = float(np.std(losses, ddof=1)) if n > 1 else 0.0
+        return Score(float(np.mean(losses)), std, tuple(losses), (1,) * n, 0.0)
 
 
 @pytest.fixture
@@ -163,18 +159,22 @@ def test_a_failed_racing_round_fails_its_trial(storage):
 def test_finalists_are_rescored_on_unused_splits_and_the_best_mean_wins(storage):
     cfg = config(race_top=2, race_splits=4, final_candidates=3)
     study, search_objective = searched(storage, cfg)
-    final = Noisy(cfg.search.final_splits)
+    final = Noisy(2)
     rescore_final(cfg, storage, study, final, QuietReporter())
     trials = storage.trials(study)
     chosen = candidates(trials, 3)
-    assert len(chosen) == 3 and {s for s, _ in final.calls} == {chosen[0].final.seed}
-    assert [p for _, p in final.calls] == [t.params for t in chosen]
-    seed = chosen[0].final.seed
+    # 5 fresh splits in chunks of evaluation.splits (2, 2, 1), the same seeds for every finalist.
+    seeds = chosen[0].final.seeds
+    assert len(chosen) == 3 and len(seeds) == 3
+    assert final.calls == [(s, t.params) for t in chosen for s in seeds]
     used = trial_ranges(trials, 2)
-    assert not any(overlaps((seed, seed + 5), r) for r in used)
-    assert seed not in {s for s, _ in search_objective.calls}, "the search never used it"
+    for seed, size in zip(seeds, (2, 2, 1), strict=True):
+        assert not any(overlaps((seed, seed + size), r) for r in used)
+        assert seed not in {s for s, _ in search_objective.calls}, "the search never used it"
     for trial in chosen:
+        assert trial.final.seeds == seeds
         assert trial.final.splits == 5 and len(trial.final.split_losses) == 5
+        assert trial.final.loss == pytest.approx(np.mean(trial.final.split_losses))
     result = study_result(storage, study)
     best = min(chosen, key=lambda t: t.final.loss)
     assert result.best.number == best.number
@@ -187,8 +187,8 @@ def test_finalists_are_rescored_on_unused_splits_and_the_best_mean_wins(storage)
 def test_a_resumed_search_reuses_rescores_and_rescores_a_new_top(storage):
     cfg = config(race_top=0, final_candidates=2)
     study, _ = searched(storage, cfg)
-    rescore_final(cfg, storage, study, Noisy(5), QuietReporter())
-    again = Noisy(5)
+    rescore_final(cfg, storage, study, Noisy(2), QuietReporter())
+    again = Noisy(2)
     rescore_final(cfg, storage, study, again, QuietReporter())
     assert again.calls == [], "finished re-scores are not redone"
     before = {t.number for t in candidates(storage.trials(study), 2)}
@@ -196,9 +196,9 @@ def test_a_resumed_search_reuses_rescores_and_rescores_a_new_top(storage):
     searched(storage, bigger, resume=True)
     after = {t.number for t in candidates(storage.trials(study), 2)}
     assert after != before, "this seed finds better points after resuming"
-    more = Noisy(5)
+    more = Noisy(2)
     rescore_final(bigger, storage, study, more, QuietReporter())
-    assert len(more.calls) == len(after - before)
+    assert len(more.calls) == 3 * len(after - before), "3 chunks per new finalist"
     assert study_result(storage, study).winner.final_candidates >= 2
 
 
@@ -207,7 +207,7 @@ def test_a_failed_rescore_drops_its_candidate(storage):
     study, _ = searched(storage, cfg)
     top = candidates(storage.trials(study), 3)
     doomed = top[0].params
-    rescore_final(cfg, storage, study, Noisy(5, fail_if=lambda p, _s: p == doomed), QuietReporter())
+    rescore_final(cfg, storage, study, Noisy(2, fail_if=lambda p, _s: p == doomed), QuietReporter())
     trials = {t.number: t for t in storage.trials(study)}
     assert trials[top[0].number].final.error_kind == "diverged"
     assert trials[top[0].number].final.loss is None
@@ -219,7 +219,7 @@ def test_a_failed_rescore_drops_its_candidate(storage):
 def test_every_rescore_failing_falls_back_to_the_search_time_winner(storage):
     cfg = config(race_top=0, final_candidates=2)
     study, _ = searched(storage, cfg)
-    rescore_final(cfg, storage, study, Noisy(5, fail_if=lambda *_: True), QuietReporter())
+    rescore_final(cfg, storage, study, Noisy(2, fail_if=lambda *_: True), QuietReporter())
     found = study_result(storage, study).winner
     assert not found.rescored and found.loss == found.search_loss == found.trial.loss
     assert found.trial.number == candidates(storage.trials(study), 1)[0].number
@@ -230,20 +230,20 @@ def test_ctrl_c_during_rescoring_keeps_what_is_done_and_resume_finishes(storage)
     study, _ = searched(storage, cfg)
 
     def interrupt(call: int) -> None:
-        if call == 2:
+        if call == 5:  # the second finalist's second chunk
             os.kill(os.getpid(), signal.SIGINT)
 
     with pytest.raises(SearchInterrupted) as stopped:
-        rescore(cfg, storage, study, Noisy(5, on_call=interrupt), QuietReporter())
+        rescore(cfg, storage, study, Noisy(2, on_call=interrupt), QuietReporter())
     assert stopped.value.exit_code == 130
     trials = storage.trials(study)
     assert len(trials) == 8 and all(t.state == TrialState.COMPLETE for t in trials)
     assert sum(t.final is not None for t in trials) == 1
     # Until the re-score is finished, the winner is chosen among the finalists done so far.
     assert study_result(storage, study).winner.final_candidates == 1
-    rest = Noisy(5)
+    rest = Noisy(2)
     rescore(cfg, storage, study, rest, QuietReporter())
-    assert len(rest.calls) == 2
+    assert len(rest.calls) == 2 * 3, "the second and third finalists, 3 chunks each"
     assert study_result(storage, study).winner.final_candidates == 3
 
 
@@ -253,7 +253,7 @@ def test_ctrl_c_during_rescoring_keeps_what_is_done_and_resume_finishes(storage)
 def record(number: int, loss: float, final: float | None = None, seed: int = 99) -> TrialRecord:
     rescored = None
     if final is not None:
-        rescored = FinalScore(seed, 3, final, 0.03, (final - 0.03, final, final + 0.03))
+        rescored = FinalScore((seed,), 3, final, 0.03, (final - 0.03, final, final + 0.03))
     return TrialRecord(
         number,
         TrialState.COMPLETE,
@@ -320,14 +320,15 @@ def test_search_json_best_and_trials_report_the_rescored_winner(cli, write_confi
     assert found["search_loss"] == trials[found["trial"]]["loss"] != found["loss"]
     best = json.loads(cli("best", config, "--json").stdout)
     assert {k: best[k] for k in found if k in best} == {k: found[k] for k in found if k in best}
-    # The final splits' seed is not one the search used, for its trials or its racing rounds.
+    # The final splits' seeds are not ones the search used, for its trials or racing rounds.
     logged = calls(tmp_path / "calls.log")
-    final_seeds = {seed for _, seed, n in logged if n == 10}
-    assert final_seeds == {f["seed"] for f in finals.values()} and len(final_seeds) == 1
-    searched_seeds = [seed for _, seed, n in logged if n == 2]
-    assert len(searched_seeds) == 8 + sum(len(t["race_seeds"]) for t in trials)
-    final = final_seeds.pop()
-    assert all(s + 2 <= final or final + 10 <= s for s in searched_seeds)
+    final_seeds = {tuple(f["seeds"]) for f in finals.values()}
+    assert len(final_seeds) == 1 and len(next(iter(final_seeds))) == 5, "10 splits, 5 chunks"
+    final_seeds = set(next(iter(final_seeds)))
+    searched = {t["seed"] for t in trials} | {s for t in trials for s in t["race_seeds"]}
+    assert len(searched) == 8 + sum(len(t["race_seeds"]) for t in trials)
+    assert sorted(s for _, s, _ in logged) == sorted([*searched, *list(final_seeds) * 3])
+    assert all(s + 2 <= f or f + 2 <= s for s in searched for f in final_seeds)
     # A resumed search with nothing left to do re-scores nothing.
     again = cli("search", config, *NOISY, "--resume", "--json")
     assert again.exit_code == 0 and json.loads(again.stdout) == found
@@ -346,9 +347,8 @@ def test_final_candidates_0_reports_the_search_time_loss(cli, write_config, tmp_
 
 
 def test_a_failed_rescore_in_a_worker_process_is_recorded(cli, write_config, monkeypatch):
-    monkeypatch.setenv("TUNER_TEST_FAIL_OVER", "2")
-    monkeypatch.setenv("TUNER_TEST_FAIL_DROPOUT", "1")  # every re-score fails
-    config = write_config("bad", search={"final_candidates": 2})
+    monkeypatch.setenv("TUNER_TEST_FAIL_REPEAT", "1")  # every re-score fails
+    config = write_config("bad", search={"final_candidates": 2, "race_top": 0})
     result = cli("search", config, *NOISY, "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["final_splits"] == 0, "no finalist left: search-time"
@@ -377,6 +377,11 @@ def test_in_a_shared_study_only_tuner_search_rescores_once(write_config, tmp_pat
     out, err = search.communicate(timeout=300)
     assert search.returncode == 0, err
     worker.communicate(timeout=300)
-    final = [(parent, seed) for parent, seed, n in calls(log) if n == 10]
-    assert len(final) == 3 and {p for p, _ in final} == {search.pid}, "once, by tuner search"
+    storage = Storage(url)
+    trials = storage.trials(storage.get_study("tiny"))
+    storage.close()
+    seeds = {s for t in trials if t.final is not None for s in t.final.seeds}
+    final = [(parent, seed) for parent, seed, _ in calls(log) if seed in seeds]
+    assert len(seeds) == 5 and len(final) == 3 * 5, "3 finalists, 5 chunks each, once"
+    assert {p for p, _ in final} == {search.pid}, "by tuner search"
     assert json.loads(out)["final_candidates"] == 3

@@ -204,9 +204,11 @@ def test_an_older_database_keeps_racing_rounds_and_final_rescores(tmp_path: Path
         race={"seeds": [77], "seconds": 1.5},
     )
     assert done.race_seeds == (77,) and done.race_seconds == 1.5 and done.final is None
-    final = FinalScore(seed=99, splits=3, loss=0.55, loss_std=0.1, split_losses=(0.5, 0.6, 0.55))
+    final = FinalScore(
+        seeds=(99,), splits=3, loss=0.55, loss_std=0.1, split_losses=(0.5, 0.6, 0.55)
+    )
     store.record_final(done, final)
-    failed = FinalScore(seed=99, splits=3, error_kind="timed_out", error="ran longer")
+    failed = FinalScore(seeds=(99,), splits=3, error_kind="timed_out", error="ran longer")
     other = store.start_trial(study, {}, {}, seed=2)
     other = store.finish_trial(other, state="complete", loss=0.7)
     store.record_final(other, failed)
@@ -221,7 +223,7 @@ def test_an_older_database_keeps_racing_rounds_and_final_rescores(tmp_path: Path
 def test_a_final_rescore_is_stored_on_a_completed_trial_only(storage):
     study = storage.create_study("s", {})
     running = storage.start_trial(study, {}, {}, seed=1)
-    final = FinalScore(seed=5, splits=2, loss=0.3, loss_std=0.0, split_losses=(0.3, 0.3))
+    final = FinalScore(seeds=(5,), splits=2, loss=0.3, loss_std=0.0, split_losses=(0.3, 0.3))
     with pytest.raises(StudyError, match="not a completed trial"):
         storage.record_final(running, final)
     done = storage.finish_trial(running, state="complete", loss=0.2)

@@ -92,8 +92,8 @@ def evaluate_point(
 
 
 def with_splits(config: Config, splits: int) -> Config:
-    """The config with `evaluation.splits` replaced: how a point is scored on more splits
-    (the final re-score) in the same worker process as the trials."""
+    """The config with `evaluation.splits` replaced: how a worker process scores a point on
+    another number of splits (the last chunk of a final re-score)."""
     changed = config.evaluation.model_copy(update={"splits": splits})
     return config.model_copy(update={"evaluation": changed})
 

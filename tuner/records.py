@@ -86,9 +86,10 @@ class StudyRecord:
 
 @dataclass(frozen=True)
 class FinalScore:
-    """A completed trial re-scored on fresh splits after the search (or how that failed)."""
+    """A completed trial re-scored on fresh splits after the search (or how that failed):
+    `splits` splits, drawn in chunks from `seeds`."""
 
-    seed: int
+    seeds: tuple[int, ...]
     splits: int
     loss: float | None = None
     loss_std: float | None = None
@@ -111,19 +112,15 @@ class FinalScore:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (also how it is stored)."""
         data = asdict(self)
-        data["split_losses"], data["epochs"] = list(self.split_losses), list(self.epochs)
+        for key in ("seeds", "split_losses", "epochs"):
+            data[key] = list(data[key])
         return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> FinalScore:
         """Back from the stored JSON."""
-        return cls(
-            **{
-                **data,
-                "split_losses": tuple(data.get("split_losses") or ()),
-                "epochs": tuple(data.get("epochs") or ()),
-            }
-        )
+        lists = {key: tuple(data.get(key) or ()) for key in ("seeds", "split_losses", "epochs")}
+        return cls(**{**data, **lists})
 
 
 @dataclass(frozen=True)
@@ -170,6 +167,7 @@ class TrialRecord:
             "params": self.params,
             "error_kind": self.error_kind,
             "error": self.error,
+            "seed": self.seed,
             "race_seeds": list(self.race_seeds),
             "final": self.final.to_dict() if self.final is not None else None,
         }

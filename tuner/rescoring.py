@@ -2,7 +2,8 @@
 
 Seeds. Trial k's splits and weights come from `SeedSequence([search.seed, k])` (asking.py);
 racing round j of the trial with seed s uses `SeedSequence([search.seed, RACE_TAG, s, j,
-attempt])` and the final re-score `SeedSequence([search.seed, FINAL_TAG, attempt])`.
+attempt])` and chunk c of the final re-score `SeedSequence([search.seed, FINAL_TAG, c,
+attempt])`.
 Different entropy gives independent draws, and `fresh_seed` makes the separation exact: a seed
 `s` scored on `n` splits uses the split seed `s` and the weight seeds `s .. s+n-1`, and a fresh
 seed's range must not meet the range of any seed the study already used (otherwise the next
@@ -14,6 +15,7 @@ import itertools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any, Protocol
 
 import numpy as np
@@ -28,6 +30,7 @@ RACE_TAG = 0x72616365  # "race"
 FINAL_TAG = 0x66696E61  # "fina"
 
 Objective = Callable[[Mapping[str, Scalar], int], Score]
+FinalObjective = Callable[[Mapping[str, Scalar], int, int], Score]  # params, seed, splits
 SeedRange = tuple[int, int]  # [first, last + 1) of the seeds a scoring used
 
 
@@ -62,10 +65,22 @@ def race_seed(
     return fresh_seed([search_seed, RACE_TAG, trial_seed, j], splits, used)
 
 
-def final_seed(config: Config, trials: Sequence[TrialRecord]) -> int:
-    """The seed of the final re-score's splits: apart from every seed the search used."""
+def final_chunks(config: Config) -> list[int]:
+    """The split counts of the final re-score's calls: `evaluation.splits` each, as a trial is
+    scored (one call on all the splits would train until its slowest split stops, every split
+    paying for it), and the rest in the last one."""
+    whole, rest = divmod(config.search.final_splits, config.evaluation.splits)
+    return [config.evaluation.splits] * whole + ([rest] if rest else [])
+
+
+def final_seeds(config: Config, trials: Sequence[TrialRecord]) -> list[int]:
+    """The seeds of the final re-score's chunks: apart from every seed the search used."""
     used = trial_ranges(trials, config.evaluation.splits)
-    return fresh_seed([config.search.seed, FINAL_TAG], config.search.final_splits, used)
+    seeds: list[int] = []
+    for c, size in enumerate(final_chunks(config)):
+        seeds.append(fresh_seed([config.search.seed, FINAL_TAG, c], size, used))
+        used.append((seeds[-1], seeds[-1] + size))
+    return seeds
 
 
 def ranked(trials: Sequence[TrialRecord]) -> list[TrialRecord]:
@@ -165,61 +180,66 @@ def candidates(trials: Sequence[TrialRecord], count: int) -> list[TrialRecord]:
 
 
 def score_final(
-    objective: Objective,
+    objective: FinalObjective,
     trial: TrialRecord,
-    seed: int,
-    splits: int,
+    seeds: Sequence[int],
+    sizes: Sequence[int],
     interrupted: Callable[[], bool] = lambda: False,
 ) -> FinalScore:
-    """Score a trial's point on `splits` fresh splits from `seed`; a failure is recorded."""
-    try:
-        score = objective(trial.params, seed)
-    except TrialFailed as exc:
-        return FinalScore(seed, splits, error_kind=exc.kind, error=exc.message)
-    except UsageError:
-        raise
-    except Exception as exc:  # a bug in one re-score must not lose the search's result
-        if interrupted():
+    """Score a trial's point on fresh splits, chunk by chunk; a failure is recorded."""
+    splits, losses, epochs, seconds = sum(sizes), [], [], 0.0
+    failed = partial(FinalScore, tuple(seeds), splits)
+    for seed, size in zip(seeds, sizes, strict=True):
+        try:
+            score = objective(trial.params, seed, size)
+        except TrialFailed as exc:
+            return failed(error_kind=exc.kind, error=exc.message)
+        except UsageError:
             raise
-        return FinalScore(seed, splits, error_kind="crashed", error=f"{type(exc).__name__}: {exc}")
+        except Exception as exc:  # a bug in one re-score must not lose the search's result
+            if interrupted():
+                raise
+            return failed(error_kind="crashed", error=f"{type(exc).__name__}: {exc}")
+        losses += score.split_losses
+        epochs += score.epochs
+        seconds += score.seconds
     return FinalScore(
-        seed=seed,
+        seeds=tuple(seeds),
         splits=splits,
-        loss=score.loss,
-        loss_std=score.loss_std,
-        split_losses=score.split_losses,
-        epochs=score.epochs,
-        seconds=score.seconds,
+        loss=float(np.mean(losses)),
+        loss_std=float(np.std(losses, ddof=1)) if len(losses) > 1 else 0.0,
+        split_losses=tuple(losses),
+        epochs=tuple(epochs),
+        seconds=seconds,
     )
 
 
-def _rescored(trial: TrialRecord, seed: int, splits: int) -> bool:
-    return trial.final is not None and (trial.final.seed, trial.final.splits) == (seed, splits)
+def _rescored(trial: TrialRecord, seeds: Sequence[int], splits: int) -> bool:
+    final = trial.final
+    return final is not None and (final.seeds, final.splits) == (tuple(seeds), splits)
 
 
 def rescore_final(
     config: Config,
     storage: Storage,
     study: StudyRecord,
-    objective: Objective,
+    objective: FinalObjective,
     reporter: FinalReporter,
     interrupted: Callable[[], bool] = lambda: False,
 ) -> None:
     """Re-score the finalists on `search.final_splits` fresh splits, each stored when done.
 
-    `objective` must score on that many splits (see `evaluate.with_splits`). Finalists that
-    already hold a re-score on the same seed and splits (a resumed search) are not redone.
+    `objective(params, seed, splits)` scores a point on `splits` splits from `seed`. Finalists
+    that already hold a re-score on the same seeds and splits (a resumed search) are not redone.
     """
     trials = storage.trials(study)
     chosen = candidates(trials, config.search.final_candidates)
-    splits = config.search.final_splits
-    seed = final_seed(config, trials)
-    todo = [
-        t for t in chosen if t.final is None or (t.final.seed, t.final.splits) != (seed, splits)
-    ]
-    reporter.final_started(chosen, splits, len(todo))
+    sizes = final_chunks(config)
+    seeds = final_seeds(config, trials)
+    todo = [t for t in chosen if not _rescored(t, seeds, sum(sizes))]
+    reporter.final_started(chosen, sum(sizes), len(todo))
     for trial in todo:
-        final = score_final(objective, trial, seed, splits, interrupted)
+        final = score_final(objective, trial, seeds, sizes, interrupted)
         reporter.final_scored(storage.record_final(trial, final))
 
 
@@ -227,7 +247,7 @@ def rescore(
     config: Config,
     storage: Storage,
     study: StudyRecord,
-    objective: Objective,
+    objective: FinalObjective,
     reporter: FinalReporter,
 ) -> None:
     """`rescore_final` with Ctrl-C and SIGTERM turned into SearchInterrupted.
@@ -318,7 +338,7 @@ def winner(trials: Sequence[TrialRecord]) -> Winner | None:
         final = trial.final
         if reference is None or final is None:
             break
-        if (final.seed, final.splits) != (reference.seed, reference.splits):
+        if (final.seeds, final.splits) != (reference.seeds, reference.splits):
             break
         finalists.append(trial)
     scored = [t for t in finalists if t.final is not None and t.final.ok]

@@ -11,7 +11,6 @@ import signal
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from functools import partial
 from typing import Any, Protocol
 
 from tuner.asking import Asker
@@ -364,8 +363,12 @@ def _final(
     config: Config, storage: Storage, study: StudyRecord, worker: Worker, reporter: Reporter
 ) -> SearchResult:
     """The final re-score, in a trial worker's (warm) process."""
-    splits = config.search.final_splits
-    rescore(config, storage, study, partial(worker, splits=splits), reporter)
+    own = config.evaluation.splits
+
+    def objective(params: Mapping[str, Scalar], seed: int, splits: int) -> Score:
+        return worker(params, seed, None if splits == own else splits)  # type: ignore[no-any-return]
+
+    rescore(config, storage, study, objective, reporter)
     result = study_result(storage, study)
     reporter.final_finished(result.winner)
     return result

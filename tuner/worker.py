@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import math
 import multiprocessing
 import os
 import signal
@@ -141,14 +140,12 @@ class Worker:
         """Run one trial in the child; raises TrialFailed for every way it can fail.
 
         With `splits`, the point is scored on that many splits instead of `evaluation.splits`
-        (the final re-score), and `evaluation.timeout` grows in proportion.
+        (the last chunk of a final re-score).
         """
         conn = self._ensure_started()
         conn.send((dict(params), seed, splits))
         self._trials += 1
         timeout = self._config.evaluation.timeout
-        if timeout is not None and splits is not None:
-            timeout *= math.ceil(splits / self._config.evaluation.splits)
         try:
             ready = conn.poll(timeout)
         except BaseException:
