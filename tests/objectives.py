@@ -102,3 +102,39 @@ def noisy_bowl(config: Any, _dataset: Any) -> Callable[[Mapping[str, Any], int],
         return Score(float(np.mean(losses)), spread, losses, (1,) * splits, 0.0)
 
     return objective
+
+
+def noisy_losses(params: Mapping[str, Any], seed: int, splits: int, sd: float) -> list[float]:
+    """The bowl plus noise per split, drawn from the seed and the point (deterministic)."""
+    point = int(params["dropout"] * 1e9) + int(params["learning_rate"] * 1e12)
+    rng = np.random.default_rng([seed, point])
+    return [bowl_loss(params) + float(x) for x in rng.normal(0.0, sd, splits)]
+
+
+_SEEN: list[dict[str, Any]] = []
+
+
+def noisy(config: Any, _dataset: Any) -> Callable[[Mapping[str, Any], int], Score]:
+    """The bowl with noise on `evaluation.splits` splits (sd TUNER_TEST_NOISE, default 0.05).
+
+    Each call appends `parent-pid seed splits` to TUNER_TEST_LOG when set. With
+    TUNER_TEST_FAIL_REPEAT set, a point scored before in this process fails as diverged (with
+    racing off, that is its final re-score).
+    """
+    splits = config.evaluation.splits
+    sd = float(os.environ.get("TUNER_TEST_NOISE", "0.05"))
+    fail_repeat = bool(os.environ.get("TUNER_TEST_FAIL_REPEAT"))
+    log = os.environ.get("TUNER_TEST_LOG")
+
+    def objective(params: Mapping[str, Any], seed: int) -> Score:
+        if log:
+            with open(log, "a") as handle:  # noqa: PTH123
+                handle.write(f"{os.getppid()} {seed} {splits}\n")
+        if fail_repeat and dict(params) in _SEEN:
+            raise TrialFailed("diverged", "held-out loss is nan")
+        _SEEN.append(dict(params))
+        losses = noisy_losses(params, seed, splits, sd)
+        std = float(np.std(losses, ddof=1)) if splits > 1 else 0.0
+        return Score(float(np.mean(losses)), std, tuple(losses), (1,) * splits, 0.0)
+
+    return objective

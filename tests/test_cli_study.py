@@ -43,6 +43,8 @@ def test_trials_in_every_format(run, finished_study):
     assert len(rows) == 4 and rows[3]["error"] == "crashed: boom"
     assert float(rows[0]["loss"]) == as_json["trials"][0]["loss"], "full precision in CSV"
     assert {"batch_size", "learning_rate", "loss_std", "seconds"} <= set(rows[0])
+    assert float(rows[0]["final_loss"]) == as_json["trials"][0]["final"]["loss"]
+    assert rows[3]["final_loss"] == "", "a failed trial is not re-scored"
 
 
 def test_storage_and_study_instead_of_a_config(run, finished_study):
@@ -51,15 +53,20 @@ def test_storage_and_study_instead_of_a_config(run, finished_study):
     assert by_url.stdout == run("trials", "tiny.yaml", "--json").stdout
 
 
-def test_best_is_the_lowest_completed_loss(run):
+def test_best_is_the_lowest_rescored_loss(run):
     result = run("best", "tiny.yaml", "--json")
     assert result.exit_code == 0, result.output
     best = json.loads(result.stdout)
     trials = json.loads(run("trials", "tiny.yaml", "--json").stdout)["trials"]
-    assert best["loss"] == min(t["loss"] for t in trials if t["state"] == "complete")
+    finals = [t["final"]["loss"] for t in trials if t["state"] == "complete"]
+    assert best["loss"] == min(finals) == best["final"]["loss"], "re-scored on fresh splits"
+    assert best["search_loss"] == trials[best["trial"]]["loss"]
+    assert best["final_splits"] == 10 and best["final_candidates"] == 3
+    assert best["loss_se"] == pytest.approx(best["final"]["loss_std"] / 10**0.5)
     assert best["architecture"].startswith("5 -> ") and best["study"] == "tiny"
     text = run("best", "tiny.yaml").stdout
     assert "best of study tiny" in text and "architecture" in text
+    assert "10 fresh splits, best of 3" in text and "search loss" in text
 
 
 @pytest.mark.parametrize(

@@ -74,7 +74,9 @@ def _overlaps(intervals: list[tuple[float, float]]) -> int:
 
 
 def test_each_trial_sees_its_gpu_and_no_gpu_holds_more_than_k(tmp_path, write_config):
-    config = write_config(search={"init_points": 6, "n_iter": 6, "seed": 2})
+    # No racing rounds or final re-scores: the log has a line per trial.
+    search = {"init_points": 6, "n_iter": 6, "seed": 2, "race_top": 0, "final_candidates": 0}
+    config = write_config(search=search)
     log = tmp_path / "trials.log"
     env = {"TUNER_TEST_LOG": str(log), "TUNER_TEST_SLEEP": "0.4"}
     args = ["search", str(config), "--gpus", "0,1,3", "--trials-per-gpu", "2", "--json", "-q"]

@@ -23,7 +23,8 @@ RAW = {
         "neuron_pct": {"low": 0.01, "high": 1.0},
         "neuron_shrink": {"low": 0.01, "high": 1.0},
     },
-    "search": {"init_points": 3, "n_iter": 3, "seed": 5},
+    # Racing off: these tests count the objective's calls; tests/test_rescoring.py races.
+    "search": {"init_points": 3, "n_iter": 3, "seed": 5, "race_top": 0},
 }
 
 
@@ -62,12 +63,26 @@ def search(storage, cfg, objective, name="s", resume=False):
 
 def test_runs_the_budget_and_reports_the_best(storage):
     bowl = Bowl()
-    result = search(storage, config(), bowl)
-    assert len(result.trials) == 6 == len(bowl.calls)
+    result = search(storage, config(race_top=2), bowl)
+    rounds = sum(len(t.race_seeds) for t in result.trials)
+    assert len(result.trials) == 6, "racing rounds are not trials"
+    assert rounds > 0 and len(bowl.calls) == 6 + rounds
     assert all(t.state == TrialState.COMPLETE for t in result.trials)
     assert result.best.loss == min(t.loss for t in result.trials)
     assert result.to_dict()["trial"] == result.best.number
-    assert set(result.to_dict()) == {"trial", "loss", "loss_std", "params", "study", "storage"}
+    assert set(result.to_dict()) == {
+        "trial",
+        "loss",
+        "loss_std",
+        "loss_se",
+        "search_loss",
+        "final_splits",
+        "final_candidates",
+        "params",
+        "study",
+        "storage",
+    }
+    assert result.to_dict()["final_splits"] == 0, "run_search alone does not re-score"
 
 
 def test_same_config_and_seed_propose_the_same_points(tmp_path):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from tuner.errors import StudyError, TrialRejected
-from tuner.store import NewTrial, Storage, TrialState, sqlite_url
+from tuner.store import FinalScore, NewTrial, Storage, TrialState, sqlite_url
 
 
 @pytest.fixture
@@ -181,3 +181,51 @@ def test_an_older_database_gets_the_new_columns(tmp_path: Path):
     trial = store.start_trial(study, {}, {}, seed=1)
     assert store.finish_trial(trial, state="complete", loss=0.5).owner == trial.owner
     store.close()
+
+
+def test_an_older_database_keeps_racing_rounds_and_final_rescores(tmp_path: Path):
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as db:  # the schema before racing and re-scoring
+        db.execute(
+            "CREATE TABLE trials (id INTEGER PRIMARY KEY, study_id INTEGER, number INTEGER,"
+            " state VARCHAR(16), point JSON, params JSON, seed INTEGER, retry_of INTEGER,"
+            " loss FLOAT, loss_std FLOAT, split_losses JSON, epochs JSON, seconds FLOAT,"
+            " error_kind VARCHAR(32), error TEXT, started_at DATETIME, finished_at DATETIME,"
+            " owner VARCHAR(32), heartbeat_at DATETIME, worker VARCHAR(200))"
+        )
+    store = Storage(sqlite_url(path))
+    study = store.create_study("s", {})
+    trial = store.start_trial(study, {}, {}, seed=1)
+    done = store.finish_trial(
+        trial,
+        state="complete",
+        loss=0.5,
+        split_losses=[0.4, 0.6, 0.5, 0.5],
+        race={"seeds": [77], "seconds": 1.5},
+    )
+    assert done.race_seeds == (77,) and done.race_seconds == 1.5 and done.final is None
+    final = FinalScore(
+        seeds=(99,), splits=3, loss=0.55, loss_std=0.1, split_losses=(0.5, 0.6, 0.55)
+    )
+    store.record_final(done, final)
+    failed = FinalScore(seeds=(99,), splits=3, error_kind="timed_out", error="ran longer")
+    other = store.start_trial(study, {}, {}, seed=2)
+    other = store.finish_trial(other, state="complete", loss=0.7)
+    store.record_final(other, failed)
+    store.close()
+    again = Storage(sqlite_url(path))
+    first, second = again.trials(again.get_study("s"))
+    again.close()
+    assert first.final == final and first.final.loss_se == pytest.approx(0.1 / 3**0.5)
+    assert second.final == failed and not second.final.ok
+
+
+def test_a_final_rescore_is_stored_on_a_completed_trial_only(storage):
+    study = storage.create_study("s", {})
+    running = storage.start_trial(study, {}, {}, seed=1)
+    final = FinalScore(seeds=(5,), splits=2, loss=0.3, loss_std=0.0, split_losses=(0.3, 0.3))
+    with pytest.raises(StudyError, match="not a completed trial"):
+        storage.record_final(running, final)
+    done = storage.finish_trial(running, state="complete", loss=0.2)
+    assert storage.record_final(done, final).final == final
+    assert storage.trials(study)[0].final == final

@@ -26,6 +26,10 @@ class Score:
     split_losses: tuple[float, ...]
     epochs: tuple[int, ...]
     seconds: float
+    # Racing (tuner/rescoring.py): the seeds of the extra rounds whose splits were appended
+    # to `split_losses`, and their seconds (`seconds` stays the trial's own evaluation).
+    race_seeds: tuple[int, ...] = ()
+    race_seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -85,6 +89,13 @@ def evaluate_point(
         epochs=tuple(epochs),
         seconds=time.perf_counter() - started,
     )
+
+
+def with_splits(config: Config, splits: int) -> Config:
+    """The config with `evaluation.splits` replaced: how a worker process scores a point on
+    another number of splits (the last chunk of a final re-score)."""
+    changed = config.evaluation.model_copy(update={"splits": splits})
+    return config.model_copy(update={"evaluation": changed})
 
 
 def make_objective(

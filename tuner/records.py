@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
@@ -63,6 +64,8 @@ class _TrialRow(_Base):
     owner: Mapped[str | None] = mapped_column(String(32), nullable=True)
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     worker: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    race: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    final: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
 
 # Columns added after the first release: ALTER TABLE adds them to an older database.
@@ -70,6 +73,8 @@ _LATER_COLUMNS = {
     "owner": "VARCHAR(32)",
     "heartbeat_at": "TIMESTAMP WITH TIME ZONE",
     "worker": "VARCHAR(200)",
+    "race": "JSON",
+    "final": "JSON",
 }
 
 
@@ -80,6 +85,45 @@ class StudyRecord:
     id: int
     name: str
     config: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class FinalScore:
+    """A completed trial re-scored on fresh splits after the search (or how that failed):
+    `splits` splits, drawn in chunks from `seeds`."""
+
+    seeds: tuple[int, ...]
+    splits: int
+    loss: float | None = None
+    loss_std: float | None = None
+    split_losses: tuple[float, ...] = ()
+    epochs: tuple[int, ...] = ()
+    seconds: float | None = None
+    error_kind: str | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when the re-score completed with a loss."""
+        return self.error_kind is None and self.loss is not None
+
+    @property
+    def loss_se(self) -> float:
+        """Standard error of the re-scored mean (0 with one split)."""
+        return (self.loss_std or 0.0) / math.sqrt(max(1, len(self.split_losses)))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (also how it is stored)."""
+        data = asdict(self)
+        for key in ("seeds", "split_losses", "epochs"):
+            data[key] = list(data[key])
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> FinalScore:
+        """Back from the stored JSON."""
+        lists = {key: tuple(data.get(key) or ()) for key in ("seeds", "split_losses", "epochs")}
+        return cls(**{**data, **lists})
 
 
 @dataclass(frozen=True)
@@ -102,6 +146,9 @@ class TrialRecord:
     id: int = 0
     owner: str | None = None
     worker: str | None = None
+    race_seeds: tuple[int, ...] = ()
+    race_seconds: float | None = None
+    final: FinalScore | None = None
 
     @property
     def counts(self) -> bool:
@@ -123,6 +170,9 @@ class TrialRecord:
             "params": self.params,
             "error_kind": self.error_kind,
             "error": self.error,
+            "seed": self.seed,
+            "race_seeds": list(self.race_seeds),
+            "final": self.final.to_dict() if self.final is not None else None,
         }
 
 
@@ -144,6 +194,9 @@ def _record(row: _TrialRow) -> TrialRecord:
         error=row.error,
         owner=row.owner,
         worker=row.worker,
+        race_seeds=tuple((row.race or {}).get("seeds", ())),
+        race_seconds=(row.race or {}).get("seconds"),
+        final=FinalScore.from_dict(row.final) if row.final else None,
     )
 
 

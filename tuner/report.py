@@ -13,6 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from tuner.evaluate import Score
+from tuner.rescoring import Winner
 from tuner.results import StudyResults
 from tuner.search import SearchResult
 from tuner.store import TrialRecord, TrialState
@@ -57,6 +58,15 @@ class QuietReporter:
     def slots_changed(self, running: Mapping[str, int | None]) -> None:
         """Nothing."""
 
+    def final_started(self, candidates: Sequence[TrialRecord], splits: int, todo: int) -> None:
+        """Nothing."""
+
+    def final_scored(self, trial: TrialRecord) -> None:
+        """Nothing."""
+
+    def final_finished(self, winner: Winner) -> None:
+        """Nothing."""
+
 
 class ConsoleReporter:
     """A progress bar over the budget and a line per trial; a table of the best at the end."""
@@ -94,6 +104,8 @@ class ConsoleReporter:
         seconds = f"{trial.seconds:.1f}s" if trial.seconds is not None else ""
         if trial.state == TrialState.COMPLETE:
             result = f"loss {trial.loss:.4f} ± {trial.loss_std or 0.0:.4f}"
+            if trial.race_seeds:
+                result += f" (raced: {len(trial.split_losses)} splits)"
         else:
             result = f"[red]failed ({trial.error_kind})[/red]: {trial.error}"
         best_text = f"best {best.loss:.4f} (#{best.number})" if best is not None else "best -"
@@ -117,6 +129,31 @@ class ConsoleReporter:
         failed = sum(1 for t in trials if t.state == TrialState.FAILED)
         if failed:
             self._console.print(f"{failed} trial(s) failed; they are kept in the study")
+
+    def final_started(self, candidates: Sequence[TrialRecord], splits: int, todo: int) -> None:
+        """Which finalists are re-scored, on how many fresh splits."""
+        numbers = ", ".join(f"#{t.number}" for t in candidates)
+        done = len(candidates) - todo
+        kept = f"; {done} already re-scored" if done else ""
+        self._console.print(
+            f"re-scoring the best {len(candidates)} trial(s) on {splits} fresh splits: "
+            f"{numbers}{kept}"
+        )
+
+    def final_scored(self, trial: TrialRecord) -> None:
+        """One line per re-scored finalist: its re-scored and search-time losses."""
+        final = trial.final
+        assert final is not None
+        if final.ok:
+            result = f"re-scored {final.loss:.4f} ± {final.loss_se:.4f} (se)"
+        else:
+            result = f"[red]re-score failed ({final.error_kind})[/red]: {final.error}; dropped"
+        seconds = f"  {final.seconds:.1f}s" if final.seconds is not None else ""
+        self._console.print(f"trial {trial.number:>3}  {result}  search {trial.loss:.4f}{seconds}")
+
+    def final_finished(self, winner: Winner) -> None:
+        """The winner, by its re-scored loss."""
+        self._console.print(f"winner: {winner.describe()}")
 
 
 def trials_table(
@@ -163,11 +200,24 @@ def print_search_result(result: SearchResult, names: Sequence[str], as_json: boo
     table.add_column("key")
     table.add_column("value")
     table.add_row("trial", str(best.number))
-    table.add_row("loss", f"{best.loss:.4f} ± {best.loss_std or 0.0:.4f}")
+    _add_loss_rows(table, result.winner)
     for name, value in best.params.items():
         table.add_row(name, format_value(value))
     table.add_row("storage", result.storage)
     _stdout().print(table)
+
+
+def _add_loss_rows(table: Table, winner: Winner) -> None:
+    """The reported loss with its standard error, and the search-time loss beside it."""
+    trial = winner.trial
+    search = f"{winner.search_loss:.4f} ± {trial.loss_std or 0.0:.4f} (std, "
+    search += f"{len(trial.split_losses)} splits)"
+    if winner.rescored:
+        how = f"{winner.final_splits} fresh splits, best of {winner.final_candidates}"
+        table.add_row("loss", f"{winner.loss:.4f} ± {winner.loss_se:.4f} (se, {how})")
+        table.add_row("search loss", search)
+    else:
+        table.add_row("loss", f"{search} (not re-scored)")
 
 
 def print_score(score: Score, params: Mapping[str, Any], architecture: str, as_json: bool) -> None:
@@ -209,6 +259,15 @@ def _trial_row(trial: TrialRecord, names: Sequence[str], exact: bool = False) ->
         else (_exact(trial.loss_std) if exact else f"{trial.loss_std:.4f}")
     )
     error = f"{trial.error_kind}: {trial.error}" if trial.error_kind else ""
+    final = trial.final
+    if final is None:
+        rescored = ["", ""] if exact else [""]
+    elif not final.ok:
+        rescored = [f"failed ({final.error_kind})", ""] if exact else ["failed"]
+    elif exact:
+        rescored = [_exact(final.loss), _exact(final.loss_se)]
+    else:
+        rescored = [f"{final.loss:.4f}"]
     return [
         str(trial.number),
         trial.state.value,
@@ -220,6 +279,7 @@ def _trial_row(trial: TrialRecord, names: Sequence[str], exact: bool = False) ->
         if trial.seconds is None
         else (_exact(trial.seconds) if exact else f"{trial.seconds:.1f}"),
         error,
+        *rescored,
     ]
 
 
@@ -233,12 +293,12 @@ def print_trials(results: StudyResults, fmt: str) -> None:
     header = ["trial", "state", *names, "loss", "loss_std", "epochs", "seconds", "error"]
     if fmt == "csv":
         writer = csv.writer(sys.stdout, lineterminator="\n")
-        writer.writerow(header)
+        writer.writerow([*header, "final_loss", "final_loss_se"])
         writer.writerows(_trial_row(t, names, exact=True) for t in results.trials)
         sys.stdout.flush()
         return
     table = Table(title=f"trials of study {results.name}", title_justify="left")
-    for column in header:
+    for column in [*header, "final"]:
         table.add_column(column, justify="left" if column in {"state", "error"} else "right")
     for trial in results.trials:
         table.add_row(*_trial_row(trial, names))
@@ -254,17 +314,20 @@ def _all_params(results: StudyResults) -> list[str]:
 
 def print_best(results: StudyResults, architecture: str | None, as_json: bool) -> None:
     """The best trial of a study on stdout, with its decoded network when known."""
-    best = results.best
+    winner = results.winner
+    best = winner.trial
     if as_json:
         extra = {"architecture": architecture, "study": results.name, "storage": results.storage}
-        print_json({**best.to_dict(), **extra})
+        print_json({**best.to_dict(), **winner.to_dict(), **extra})
         return
     table = Table(title=f"best of study {results.name}", title_justify="left", show_header=False)
     table.add_column("key")
     table.add_column("value")
     table.add_row("trial", str(best.number))
-    table.add_row("loss", f"{best.loss:.4f} ± {best.loss_std or 0.0:.4f}")
+    _add_loss_rows(table, winner)
     table.add_row("split losses", ", ".join(f"{x:.4f}" for x in best.split_losses))
+    if winner.rescored and best.final is not None:
+        table.add_row("fresh splits", ", ".join(f"{x:.4f}" for x in best.final.split_losses))
     table.add_row("epochs", ", ".join(str(e) for e in best.epochs))
     table.add_row("seconds", f"{best.seconds or 0.0:.1f}")
     for name, value in best.params.items():

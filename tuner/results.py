@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tuner.config import Config, validate_config
 from tuner.errors import StudyError, UsageError
-from tuner.search import best_trial
+from tuner.rescoring import Winner, winner
 from tuner.space import SearchSpace
 from tuner.store import Storage, TrialRecord, TrialState, require_database, sqlite_url
 
@@ -38,14 +38,20 @@ class StudyResults:
         return [t for t in self.trials if t.state == TrialState.COMPLETE and t.loss is not None]
 
     @property
-    def best(self) -> TrialRecord:
-        """The winner: the completed trial with the lowest loss; StudyError when there is none."""
-        best = best_trial(self.trials)
-        if best is None:
+    def winner(self) -> Winner:
+        """The reported winner (rescoring.winner): the best finalist by its re-scored loss,
+        else the lowest search-time loss; StudyError when no trial completed."""
+        found = winner(self.trials)
+        if found is None:
             raise StudyError(
                 f"study '{self.name}' has no completed trial yet; run or resume `tuner search`"
             )
-        return best
+        return found
+
+    @property
+    def best(self) -> TrialRecord:
+        """The winning trial (see `winner`); StudyError when there is none."""
+        return self.winner.trial
 
     def ranked(self) -> list[TrialRecord]:
         """Completed trials from the lowest loss up."""

@@ -7,13 +7,10 @@ with the objective and the reporter passed in so that tests and other front ends
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from types import FrameType
 from typing import Any, Protocol
 
 from tuner.asking import Asker
@@ -28,6 +25,8 @@ from tuner.errors import (
 )
 from tuner.evaluate import Score
 from tuner.heartbeat import Heartbeat
+from tuner.rescoring import Winner, racing, rescore, winner
+from tuner.signals import Signals
 from tuner.store import (
     RERUN_KINDS,
     Storage,
@@ -55,6 +54,12 @@ class Reporter(Protocol):
 
     def slots_changed(self, running: Mapping[str, int | None]) -> None: ...
 
+    def final_started(self, candidates: Sequence[TrialRecord], splits: int, todo: int) -> None: ...
+
+    def final_scored(self, trial: TrialRecord) -> None: ...
+
+    def final_finished(self, winner: Winner) -> None: ...
+
 
 @dataclass(frozen=True)
 class Deadline:
@@ -74,20 +79,24 @@ class Deadline:
 
 @dataclass(frozen=True)
 class SearchResult:
-    """The outcome of a search: its best trial and every trial of the study."""
+    """The outcome of a search: its winner (see rescoring.winner) and every trial of the study."""
 
     study: str
     storage: str
-    best: TrialRecord
+    winner: Winner
     trials: tuple[TrialRecord, ...]
     time_up: bool = False  # the time budget ended it before the trial budget was spent
 
+    @property
+    def best(self) -> TrialRecord:
+        """The winning trial."""
+        return self.winner.trial
+
     def to_dict(self) -> dict[str, Any]:
-        """The JSON object that `tuner search --json` prints."""
+        """The JSON object that `tuner search --json` prints: `loss` is the reported one."""
         return {
             "trial": self.best.number,
-            "loss": self.best.loss,
-            "loss_std": self.best.loss_std,
+            **self.winner.to_dict(),
             "params": self.best.params,
             "study": self.study,
             "storage": self.storage,
@@ -95,7 +104,7 @@ class SearchResult:
 
 
 def best_trial(trials: Sequence[TrialRecord]) -> TrialRecord | None:
-    """The completed trial with the lowest loss (the earliest on ties)."""
+    """The completed trial with the lowest search-time loss (the earliest on ties)."""
     completed = [t for t in trials if t.state == TrialState.COMPLETE and t.loss is not None]
     return min(completed, key=lambda t: (t.loss, t.number)) if completed else None
 
@@ -129,45 +138,6 @@ def open_study(storage: Storage, name: str, config: Config, resume: bool) -> Stu
     return existing
 
 
-class Signals:
-    """Turns SIGINT and SIGTERM into SearchInterrupted while a search runs, and remembers them.
-
-    Remembering matters: a signal raised inside framework code can come back wrapped in
-    another exception (TensorFlow re-raises it as a RuntimeError), which must not be mistaken
-    for a crashed trial.
-    """
-
-    def __init__(self) -> None:
-        self.received: int | None = None
-        self._previous: dict[int, Any] = {}
-
-    def _handle(self, signum: int, _frame: FrameType | None) -> None:
-        if self.received is not None:
-            # A second signal: leave at once. Every write is one transaction, so the study
-            # stays sound; a trial left running is re-run by --resume.
-            os._exit(128 + signum)
-        self.received = signum
-        # KeyboardInterrupt, like Python's own SIGINT handler: framework code that catches
-        # Exception lets it through (raising an Exception here crashed TensorFlow).
-        raise KeyboardInterrupt
-
-    def stopped(self) -> SearchInterrupted:
-        """The error that ends the search after the signal received (SIGINT if none)."""
-        signum = self.received or signal.SIGINT
-        name = "interrupted" if signum == signal.SIGINT else "terminated"
-        return SearchInterrupted(signum, f"{name}; finished trials are kept")
-
-    def __enter__(self) -> Signals:
-        if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                self._previous[signum] = signal.signal(signum, self._handle)
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-
-
 def run_trial(
     storage: Storage, trial: TrialRecord, objective: Objective, signals: Signals
 ) -> TrialRecord:
@@ -193,6 +163,7 @@ def run_trial(
         if signals.received is not None:
             raise signals.stopped() from exc
         return failed("crashed", f"{type(exc).__name__}: {exc}")
+    raced = {"seeds": list(score.race_seeds), "seconds": score.race_seconds}
     return storage.finish_trial(
         trial,
         state=TrialState.COMPLETE,
@@ -201,6 +172,7 @@ def run_trial(
         split_losses=list(score.split_losses),
         epochs=list(score.epochs),
         seconds=score.seconds,
+        **({"race": raced} if score.race_seeds else {}),
     )
 
 
@@ -244,9 +216,13 @@ def run_search(
     deadline: Deadline | None = None,
 ) -> SearchResult:
     """Run trials until `init_points + n_iter` of them have ended or the time budget is spent
-    (no trial starts after it; the running one finishes); returns the best."""
+    (no trial starts after it; the running one finishes); returns the best.
+
+    With `search.race_top`, trials that rank on top are raced on extra splits (rescoring.py).
+    """
     if deadline is None:
         deadline = Deadline(config.search.time_budget)
+    objective = racing(objective, config, storage, study)
     asker = Asker(config, warm_trials(config))
     budget = config.search.budget
     trials = storage.trials(study)
@@ -289,13 +265,18 @@ def run_search(
 def finish_search(
     storage: Storage, study: StudyRecord, reporter: Reporter, time_up: bool = False
 ) -> SearchResult:
-    """Show the end of the search and return its best trial (SearchFailed without one).
+    """Show the end of the search and return its winner (SearchFailed without one).
 
     `time_up`: the time budget ended the search before its trial budget was spent.
     """
+    reporter.search_finished(storage.trials(study))
+    return study_result(storage, study, time_up)
+
+
+def study_result(storage: Storage, study: StudyRecord, time_up: bool = False) -> SearchResult:
+    """The study's winner and trials as stored now (SearchFailed without a completed trial)."""
     trials = storage.trials(study)
-    reporter.search_finished(trials)
-    best = best_trial(trials)
+    best = winner(trials)
     if best is None:
         raise SearchFailed(
             f"no trial of study '{study.name}' completed; see the errors with --debug or the "
@@ -331,7 +312,8 @@ def search(
     """Load the data, open (or resume) the study and run the search: `tuner search`.
 
     Trials run in worker processes that build their objective with `factory`
-    (`module:function`, called with the config and the data set).
+    (`module:function`, called with the config and the data set). Once every trial of the
+    study has ended, this process (never `tuner worker`) re-scores the finalists.
     """
     deadline = Deadline(config.search.time_budget)  # the clock starts with the search
     from tuner.data import load_dataset, make_splits
@@ -343,7 +325,9 @@ def search(
     try:
         with storage.exclusive():
             study = open_study(storage, study_name, config, resume)
-            return _run(config, storage, study, dataset, factory, parallel, reporter, deadline)
+            return _run(
+                config, storage, study, dataset, factory, parallel, reporter, deadline, final=True
+            )
     finally:
         storage.close()
 
@@ -397,21 +381,46 @@ def _run(
     parallel: Parallel,
     reporter: Reporter,
     deadline: Deadline | None = None,
+    final: bool = False,
 ) -> SearchResult:
+    """Run the trials in worker processes; with `final`, then re-score in the first one."""
     from tuner.pool import parse_gpus, plan_slots, run_pool
 
-    if parallel.single:
-        worker = Worker(config, dataset, factory)
-        try:
-            return run_search(config, storage, study, worker, reporter, deadline)
-        finally:
-            worker.close(kill=True)
-    gpus = parse_gpus(parallel.gpus)
-    slots = plan_slots(parallel.workers, gpus, parallel.trials_per_gpu)
+    slots = []
+    if not parallel.single:
+        slots = plan_slots(parallel.workers, parse_gpus(parallel.gpus), parallel.trials_per_gpu)
     workers = [Worker(config, dataset, factory, slot.env) for slot in slots]
+    workers = workers or [Worker(config, dataset, factory)]
     try:
-        slotted = list(zip(slots, workers, strict=True))
-        return run_pool(config, storage, study, slotted, reporter, deadline)
+        if parallel.single:
+            result = run_search(config, storage, study, workers[0], reporter, deadline)  # races
+        else:
+            raced = [racing(worker, config, storage, study) for worker in workers]
+            pairs = list(zip(slots, raced, strict=True))
+            result = run_pool(config, storage, study, pairs, reporter, deadline)
+        if not final or config.search.final_candidates <= 0:
+            return result
+        return _final(config, storage, study, workers[0], reporter, result.time_up)
     finally:
         for worker in workers:
             worker.close(kill=True)
+
+
+def _final(
+    config: Config,
+    storage: Storage,
+    study: StudyRecord,
+    worker: Worker,
+    reporter: Reporter,
+    time_up: bool = False,
+) -> SearchResult:
+    """The final re-score, in a trial worker's (warm) process."""
+    own = config.evaluation.splits
+
+    def objective(params: Mapping[str, Scalar], seed: int, splits: int) -> Score:
+        return worker(params, seed, None if splits == own else splits)  # type: ignore[no-any-return]
+
+    rescore(config, storage, study, objective, reporter)
+    result = study_result(storage, study, time_up)
+    reporter.final_finished(result.winner)
+    return result

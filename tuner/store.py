@@ -38,6 +38,7 @@ from tuner.records import (
     RETRY_LIMITED_KINDS,
     Asked,
     Chooser,
+    FinalScore,
     NewTrial,
     StudyRecord,
     TrialRecord,
@@ -53,6 +54,7 @@ __all__ = [
     "RETRY_LIMITED_KINDS",
     "Asked",
     "Chooser",
+    "FinalScore",
     "NewTrial",
     "Storage",
     "StudyRecord",
@@ -252,6 +254,16 @@ class Storage:
                     f"trial {trial.number}: result rejected, the trial is {row.state} "
                     f"({row.error_kind or 'no error'}) and no longer owned by this worker"
                 )
+            return _record(row)
+
+    def record_final(self, trial: TrialRecord, final: FinalScore) -> TrialRecord:
+        """Store a completed trial's re-score on fresh splits (replacing an older one)."""
+        with self._session() as session:
+            row = session.get(_TrialRow, trial.id)
+            if row is None or row.state != TrialState.COMPLETE.value:
+                raise StudyError(f"trial {trial.number} is not a completed trial of the study")
+            row.final = _jsonable(final.to_dict())
+            session.flush()
             return _record(row)
 
     def fail_trials(self, trials: Sequence[TrialRecord], kind: str, message: str) -> int:

@@ -90,9 +90,7 @@ def _summary(results: StudyResults) -> str:
     ]
     if results.completed:
         best = results.best
-        rows.append(
-            ("best trial", f"#{best.number}: loss {best.loss:.4f} ± {best.loss_std or 0:.4f}")
-        )
+        rows.append(("best trial", results.winner.describe()))
         rows += [(f"best {k}", v) for k, v in best.params.items()]
     else:
         rows.append(("best trial", "none: no trial completed"))

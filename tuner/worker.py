@@ -67,6 +67,21 @@ def _exit_with_parent(parent: int) -> None:
             os._exit(1)
 
 
+def _objectives(factory: str, config: Config, dataset: Any) -> Callable[[int | None], Any]:
+    """The objective of each split count (None: `evaluation.splits`), each built once."""
+    built: dict[int | None, Any] = {}
+
+    def objective_for(splits: int | None) -> Any:
+        if splits not in built:
+            from tuner.evaluate import with_splits
+
+            changed = config if splits is None else with_splits(config, splits)
+            built[splits] = load_factory(factory)(changed, dataset)
+        return built[splits]
+
+    return objective_for
+
+
 def _child_main(
     conn: Connection,
     factory: str,
@@ -78,7 +93,8 @@ def _child_main(
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the search decides what Ctrl-C means
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     try:
-        objective = load_factory(factory)(validate_config(config), dataset)
+        objective_for = _objectives(factory, validate_config(config), dataset)
+        objective_for(None)
     except UsageError as exc:
         conn.send(("usage", str(exc)))
         return
@@ -93,7 +109,13 @@ def _child_main(
             return
         if request is None:
             return
-        conn.send(attempt(objective, *request))
+        params, seed, splits = request
+        try:
+            objective = objective_for(splits)
+        except Exception as exc:
+            conn.send(("failed", failure_kind(exc), f"{type(exc).__name__}: {exc}"))
+            continue
+        conn.send(attempt(objective, params, seed))
 
 
 class Worker:
@@ -114,10 +136,14 @@ class Worker:
         self._conn: Connection | None = None
         self._trials = 0
 
-    def __call__(self, params: Mapping[str, Scalar], seed: int) -> Any:
-        """Run one trial in the child; raises TrialFailed for every way it can fail."""
+    def __call__(self, params: Mapping[str, Scalar], seed: int, splits: int | None = None) -> Any:
+        """Run one trial in the child; raises TrialFailed for every way it can fail.
+
+        With `splits`, the point is scored on that many splits instead of `evaluation.splits`
+        (the last chunk of a final re-score).
+        """
         conn = self._ensure_started()
-        conn.send((dict(params), seed))
+        conn.send((dict(params), seed, splits))
         self._trials += 1
         timeout = self._config.evaluation.timeout
         try:

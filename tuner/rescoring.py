@@ -1,0 +1,358 @@
+"""Honest scores: racing promising trials on extra splits, re-scoring the finalists, the winner.
+
+Seeds. Trial k's splits and weights come from `SeedSequence([search.seed, k])` (asking.py);
+racing round j of the trial with seed s uses `SeedSequence([search.seed, RACE_TAG, s, j,
+attempt])` and chunk c of the final re-score `SeedSequence([search.seed, FINAL_TAG, c,
+attempt])`.
+Different entropy gives independent draws, and `fresh_seed` makes the separation exact: a seed
+`s` scored on `n` splits uses the split seed `s` and the weight seeds `s .. s+n-1`, and a fresh
+seed's range must not meet the range of any seed the study already used (otherwise the next
+`attempt` is drawn)."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from functools import partial
+from typing import Any, Protocol
+
+import numpy as np
+
+from tuner.config import Config, Scalar
+from tuner.errors import SearchInterrupted, TrialFailed, UsageError
+from tuner.evaluate import Score
+from tuner.signals import Signals
+from tuner.store import FinalScore, Storage, StudyRecord, TrialRecord, TrialState
+
+RACE_TAG = 0x72616365  # "race"
+FINAL_TAG = 0x66696E61  # "fina"
+
+Objective = Callable[[Mapping[str, Scalar], int], Score]
+FinalObjective = Callable[[Mapping[str, Scalar], int, int], Score]  # params, seed, splits
+SeedRange = tuple[int, int]  # [first, last + 1) of the seeds a scoring used
+
+
+def fresh_seed(entropy: Sequence[int], width: int, used: Sequence[SeedRange]) -> int:
+    """The first seed drawn from `entropy` whose range [seed, seed+width) meets no used range."""
+    for attempt in itertools.count():
+        state = np.random.SeedSequence([*entropy, attempt]).generate_state(1)[0]
+        seed = int(state >> 1)
+        if all(seed + width <= low or high <= seed for low, high in used):
+            return seed
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def trial_ranges(trials: Sequence[TrialRecord], splits: int) -> list[SeedRange]:
+    """The seed ranges the search used: every trial's own seed and its racing rounds' seeds."""
+    used: list[SeedRange] = []
+    for trial in trials:
+        own = max(splits, len(trial.split_losses) - splits * len(trial.race_seeds))
+        used.append((trial.seed, trial.seed + own))
+        used += [(seed, seed + splits) for seed in trial.race_seeds]
+    return used
+
+
+def race_seed(
+    search_seed: int, trial_seed: int, j: int, splits: int, used: Sequence[SeedRange]
+) -> int:
+    """The seed of racing round j of the trial with seed `trial_seed`.
+
+    Each trial races on its own splits: rounds shared by every raced trial would shift all of
+    them alike (an easy split makes every raced point look better than the others).
+    """
+    return fresh_seed([search_seed, RACE_TAG, trial_seed, j], splits, used)
+
+
+def final_chunks(config: Config) -> list[int]:
+    """The split counts of the final re-score's calls: `evaluation.splits` each, as a trial is
+    scored (one call on all the splits would train until its slowest split stops, every split
+    paying for it), and the rest in the last one."""
+    whole, rest = divmod(config.search.final_splits, config.evaluation.splits)
+    return [config.evaluation.splits] * whole + ([rest] if rest else [])
+
+
+def final_seeds(config: Config, trials: Sequence[TrialRecord]) -> list[int]:
+    """The seeds of the final re-score's chunks: apart from every seed the search used."""
+    used = trial_ranges(trials, config.evaluation.splits)
+    seeds: list[int] = []
+    for c, size in enumerate(final_chunks(config)):
+        seeds.append(fresh_seed([config.search.seed, FINAL_TAG, c], size, used))
+        used.append((seeds[-1], seeds[-1] + size))
+    return seeds
+
+
+def ranked(trials: Sequence[TrialRecord]) -> list[TrialRecord]:
+    """Completed trials from the lowest search-time loss up, one per distinct point."""
+    done = [t for t in trials if t.state == TrialState.COMPLETE and t.loss is not None]
+    done.sort(key=lambda t: (t.loss, t.number))
+    seen: list[dict[str, Any]] = []
+    distinct = []
+    for trial in done:
+        if trial.params not in seen:
+            seen.append(trial.params)
+            distinct.append(trial)
+    return distinct
+
+
+# --- racing ----------------------------------------------------------------------------------
+
+
+def _appended(score: Score, more: Score, seed: int) -> Score:
+    losses = score.split_losses + more.split_losses
+    return replace(
+        score,
+        loss=float(np.mean(losses)),
+        loss_std=float(np.std(losses, ddof=1)) if len(losses) > 1 else 0.0,
+        split_losses=losses,
+        epochs=score.epochs + more.epochs,
+        race_seeds=(*score.race_seeds, seed),
+        race_seconds=score.race_seconds + more.seconds,
+    )
+
+
+class Racer:
+    """An objective that races: a trial that ranks in the current top `search.race_top` (of
+    at least `race_top` other completed trials) after its own splits gets rounds of
+    `evaluation.splits` extra splits, re-ranked after each, until it has `search.race_splits`.
+    Poor points are never re-run.
+
+    The rounds run inside the trial (it stays running, with its heartbeat), so the study sees
+    one result per trial and the budget counts trials, not rounds. A round that fails fails the
+    trial, as a failure on any of its splits would have.
+    """
+
+    def __init__(
+        self, objective: Objective, config: Config, storage: Storage, study: StudyRecord
+    ) -> None:
+        self._objective = objective
+        self._config = config
+        self._storage = storage
+        self._study = study
+
+    def _ranks_top(self, loss: float) -> bool:
+        """True when `loss` ranks in the top `race_top` of at least `race_top` others (the
+        first trials are on top of nothing and are not raced for that)."""
+        top = self._config.search.race_top
+        others = ranked(self._storage.trials(self._study))
+        return len(others) >= top and sum(t.loss <= loss for t in others) < top
+
+    def __call__(self, params: Mapping[str, Scalar], seed: int) -> Score:
+        """The trial's score on its own splits, then on racing rounds while it stays on top."""
+        score = self._objective(params, seed)
+        search, splits = self._config.search, self._config.evaluation.splits
+        while len(score.split_losses) < search.race_splits and self._ranks_top(score.loss):
+            j = len(score.race_seeds) + 1
+            used = trial_ranges(self._storage.trials(self._study), splits)
+            used += [(s, s + splits) for s in score.race_seeds]
+            round_seed = race_seed(search.seed, seed, j, splits, used)
+            try:
+                more = self._objective(params, round_seed)
+            except TrialFailed as exc:
+                message = f"on racing round {j} (seed {round_seed}): {exc.message}"
+                raise TrialFailed(exc.kind, message) from exc
+            score = _appended(score, more, round_seed)
+        return score
+
+
+def racing(objective: Objective, config: Config, storage: Storage, study: StudyRecord) -> Objective:
+    """The objective with racing when `search.race_top` is above 0, else as it is."""
+    if config.search.race_top <= 0:
+        return objective
+    return Racer(objective, config, storage, study)
+
+
+# --- the final re-score ------------------------------------------------------------------
+
+
+class FinalReporter(Protocol):
+    """What the final re-score tells its user (report.py has the terminal one)."""
+
+    def final_started(self, candidates: Sequence[TrialRecord], splits: int, todo: int) -> None: ...
+
+    def final_scored(self, trial: TrialRecord) -> None: ...
+
+
+def candidates(trials: Sequence[TrialRecord], count: int) -> list[TrialRecord]:
+    """The finalists: the `count` best distinct completed trials by search-time loss."""
+    return ranked(trials)[:count]
+
+
+def score_final(
+    objective: FinalObjective,
+    trial: TrialRecord,
+    seeds: Sequence[int],
+    sizes: Sequence[int],
+    interrupted: Callable[[], bool] = lambda: False,
+) -> FinalScore:
+    """Score a trial's point on fresh splits, chunk by chunk; a failure is recorded."""
+    splits, losses, epochs, seconds = sum(sizes), [], [], 0.0
+    failed = partial(FinalScore, tuple(seeds), splits)
+    for seed, size in zip(seeds, sizes, strict=True):
+        try:
+            score = objective(trial.params, seed, size)
+        except TrialFailed as exc:
+            return failed(error_kind=exc.kind, error=exc.message)
+        except UsageError:
+            raise
+        except Exception as exc:  # a bug in one re-score must not lose the search's result
+            if interrupted():
+                raise
+            return failed(error_kind="crashed", error=f"{type(exc).__name__}: {exc}")
+        losses += score.split_losses
+        epochs += score.epochs
+        seconds += score.seconds
+    return FinalScore(
+        seeds=tuple(seeds),
+        splits=splits,
+        loss=float(np.mean(losses)),
+        loss_std=float(np.std(losses, ddof=1)) if len(losses) > 1 else 0.0,
+        split_losses=tuple(losses),
+        epochs=tuple(epochs),
+        seconds=seconds,
+    )
+
+
+def _rescored(trial: TrialRecord, seeds: Sequence[int], splits: int) -> bool:
+    final = trial.final
+    return final is not None and (final.seeds, final.splits) == (tuple(seeds), splits)
+
+
+def rescore_final(
+    config: Config,
+    storage: Storage,
+    study: StudyRecord,
+    objective: FinalObjective,
+    reporter: FinalReporter,
+    interrupted: Callable[[], bool] = lambda: False,
+) -> None:
+    """Re-score the finalists on `search.final_splits` fresh splits, each stored when done.
+
+    `objective(params, seed, splits)` scores a point on `splits` splits from `seed`. Finalists
+    that already hold a re-score on the same seeds and splits (a resumed search) are not redone.
+    """
+    trials = storage.trials(study)
+    chosen = candidates(trials, config.search.final_candidates)
+    sizes = final_chunks(config)
+    seeds = final_seeds(config, trials)
+    todo = [t for t in chosen if not _rescored(t, seeds, sum(sizes))]
+    reporter.final_started(chosen, sum(sizes), len(todo))
+    for trial in todo:
+        final = score_final(objective, trial, seeds, sizes, interrupted)
+        reporter.final_scored(storage.record_final(trial, final))
+
+
+def rescore(
+    config: Config,
+    storage: Storage,
+    study: StudyRecord,
+    objective: FinalObjective,
+    reporter: FinalReporter,
+) -> None:
+    """`rescore_final` with Ctrl-C and SIGTERM turned into SearchInterrupted.
+
+    The re-scores finished before the signal are kept; a resumed search does the rest.
+    """
+    signals = Signals()
+    try:
+        with signals:
+            interrupted = lambda: signals.received is not None  # noqa: E731
+            rescore_final(config, storage, study, objective, reporter, interrupted)
+    except (KeyboardInterrupt, SearchInterrupted) as exc:
+        stop = exc if isinstance(exc, SearchInterrupted) else signals.stopped()
+        if stop is exc:
+            raise
+        raise stop from exc
+    except Exception as exc:
+        if signals.received is not None:
+            raise signals.stopped() from exc
+        raise
+
+
+# --- the winner --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Winner:
+    """The trial a study reports, and the loss it reports: re-scored when it was, else the
+    search-time loss."""
+
+    trial: TrialRecord
+    loss: float
+    loss_std: float
+    loss_se: float
+    search_loss: float
+    final_splits: int = 0
+    final_candidates: int = 0
+
+    @property
+    def rescored(self) -> bool:
+        """True when `loss` comes from fresh splits the search never used."""
+        return self.final_splits > 0
+
+    def describe(self) -> str:
+        """`#12: loss 0.6601 ± 0.0062 (se) on 10 fresh splits, ...`: the loss and how."""
+        trial = self.trial
+        text = f"#{trial.number}: loss {self.loss:.4f} ± {self.loss_se:.4f} (se)"
+        if not self.rescored:
+            return f"{text}, search-time, {len(trial.split_losses)} splits (not re-scored)"
+        return (
+            f"{text} on {self.final_splits} fresh splits, best of {self.final_candidates} "
+            f"finalist(s); search-time {self.search_loss:.4f} on {len(trial.split_losses)} splits"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The keys `--json` adds to the winner's trial."""
+        return {
+            "loss": self.loss,
+            "loss_std": self.loss_std,
+            "loss_se": self.loss_se,
+            "search_loss": self.search_loss,
+            "final_splits": self.final_splits,
+            "final_candidates": self.final_candidates,
+        }
+
+
+def _search_time(trial: TrialRecord) -> Winner:
+    std = trial.loss_std or 0.0
+    se = std / math.sqrt(max(1, len(trial.split_losses)))
+    assert trial.loss is not None
+    return Winner(trial, trial.loss, std, se, trial.loss)
+
+
+def winner(trials: Sequence[TrialRecord]) -> Winner | None:
+    """The study's winner (None without a completed trial).
+
+    The finalists are the longest run of best trials by search-time loss that hold a re-score
+    on the same fresh splits as the best one; the winner is the finalist with the lowest
+    re-scored mean (failed re-scores drop out). Without such re-scores (none made, or the top
+    changed since) it is the trial with the lowest search-time loss, the earliest on ties.
+    """
+    order = ranked(trials)
+    if not order:
+        return None
+    reference = order[0].final
+    finalists: list[TrialRecord] = []
+    for trial in order:
+        final = trial.final
+        if reference is None or final is None:
+            break
+        if (final.seeds, final.splits) != (reference.seeds, reference.splits):
+            break
+        finalists.append(trial)
+    scored = [t for t in finalists if t.final is not None and t.final.ok]
+    if not scored:
+        return _search_time(order[0])
+    best = min(scored, key=lambda t: (t.final.loss, t.loss, t.number))  # type: ignore[union-attr]
+    final = best.final
+    assert final is not None and final.loss is not None and best.loss is not None
+    return Winner(
+        trial=best,
+        loss=final.loss,
+        loss_std=final.loss_std or 0.0,
+        loss_se=final.loss_se,
+        search_loss=best.loss,
+        final_splits=final.splits,
+        final_candidates=len(finalists),
+    )
