@@ -143,7 +143,11 @@ def test_a_trial_whose_worker_died_is_retried_with_its_point_and_seed(tmp_path, 
 
     monkeypatch.setenv("TUNER_TEST_MARKS", str(tmp_path))
     cfg = validate_config(
-        tiny_config_dict(tmp_path / "unused.csv", search={"init_points": 6, "n_iter": 0})
+        tiny_config_dict(
+            tmp_path / "unused.csv",
+            # No racing: its rounds run on new seeds, which this objective would kill again.
+            search={"init_points": 6, "n_iter": 0, "race_top": 0, "final_candidates": 0},
+        )
     )
     storage = Storage(sqlite_url(tmp_path / "study.db"))
     worker = Worker(cfg, factory="tests.objectives:dies_once")
