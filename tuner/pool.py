@@ -20,6 +20,7 @@ from tuner.asking import Asker
 from tuner.config import Config
 from tuner.errors import SearchInterrupted, TrialRejected, UsageError
 from tuner.heartbeat import Heartbeat
+from tuner.rescoring import racing
 from tuner.search import (
     Deadline,
     Objective,
@@ -179,9 +180,12 @@ def run_pool(
     deadline: Deadline | None = None,
 ) -> SearchResult:
     """Run the slots until the study's budget or the time budget is spent (running trials
-    finish); returns the best trial."""
+    finish); returns the best trial. Each slot races its top trials as run_search does."""
     if deadline is None:
         deadline = Deadline(config.search.time_budget)
+    objectives = [
+        (slot, racing(objective, config, storage, study)) for slot, objective in objectives
+    ]
     shared = _Shared(config, storage, study, reporter, deadline)
     trials = storage.trials(study)
     reporter.search_started(study.name, config.search.budget, sum(t.counts for t in trials), 0)

@@ -269,13 +269,19 @@ def finish_search(
 
     `time_up`: the time budget ended the search before its trial budget was spent.
     """
-    reporter.search_finished(storage.trials(study))
-    return study_result(storage, study, time_up)
+    trials = storage.trials(study)
+    reporter.search_finished(trials)
+    return _result(storage, study, trials, time_up)
 
 
 def study_result(storage: Storage, study: StudyRecord, time_up: bool = False) -> SearchResult:
     """The study's winner and trials as stored now (SearchFailed without a completed trial)."""
-    trials = storage.trials(study)
+    return _result(storage, study, storage.trials(study), time_up)
+
+
+def _result(
+    storage: Storage, study: StudyRecord, trials: Sequence[TrialRecord], time_up: bool
+) -> SearchResult:
     best = winner(trials)
     if best is None:
         raise SearchFailed(
@@ -393,10 +399,9 @@ def _run(
     workers = workers or [Worker(config, dataset, factory)]
     try:
         if parallel.single:
-            result = run_search(config, storage, study, workers[0], reporter, deadline)  # races
+            result = run_search(config, storage, study, workers[0], reporter, deadline)
         else:
-            raced = [racing(worker, config, storage, study) for worker in workers]
-            pairs = list(zip(slots, raced, strict=True))
+            pairs = list(zip(slots, workers, strict=True))
             result = run_pool(config, storage, study, pairs, reporter, deadline)
         if not final or config.search.final_candidates <= 0:
             return result
