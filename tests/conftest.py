@@ -13,6 +13,16 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 COURSE_DATA = ROOT.parent / "shared" / "data" / "jh-simple-dataset.csv"
 
+# The course's four hyperparameters (learning rate on a log scale), for searches that never
+# read data: the cheap objectives and the optimiser's own tests.
+BOWL_SPACE = {
+    "dropout": {"low": 0.0, "high": 0.5},
+    "learning_rate": {"low": 1.0e-4, "high": 0.1, "log": True},
+    "neuron_pct": {"low": 0.01, "high": 1.0},
+    "neuron_shrink": {"low": 0.01, "high": 1.0},
+}
+NO_DATA = {"path": "/unused.csv", "target": "y"}
+
 TINY_SPACE = {
     "dropout": {"low": 0.0, "high": 0.3},
     "learning_rate": {"low": 1.0e-3, "high": 3.0e-2, "log": True},

@@ -22,14 +22,11 @@ from tuner.optimizer import (
 from tuner.space import SearchSpace
 from tuner.store import TrialRecord, TrialState
 
+from .conftest import BOWL_SPACE, NO_DATA
+
 RAW = {
-    "data": {"path": "/unused.csv", "target": "y"},
-    "space": {
-        "dropout": {"low": 0.0, "high": 0.5},
-        "learning_rate": {"low": 1.0e-4, "high": 0.1, "log": True},
-        "neuron_pct": {"low": 0.01, "high": 1.0},
-        "neuron_shrink": {"low": 0.01, "high": 1.0},
-    },
+    "data": NO_DATA,
+    "space": BOWL_SPACE,
     "search": {"init_points": 2, "n_iter": 10, "seed": 5},
 }
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from tests.conftest import ROOT
+from tests.conftest import BOWL_SPACE, NO_DATA, ROOT
 from tests.objectives import noisy_losses
 from tuner.asking import trial_seed
 from tuner.cli import cli as cli_group
@@ -34,13 +34,8 @@ from tuner.search import open_study, run_search, study_result
 from tuner.store import FinalScore, Storage, TrialRecord, TrialState, sqlite_url
 
 RAW = {
-    "data": {"path": "/unused.csv", "target": "y"},
-    "space": {
-        "dropout": {"low": 0.0, "high": 0.5},
-        "learning_rate": {"low": 1.0e-4, "high": 0.1, "log": True},
-        "neuron_pct": {"low": 0.01, "high": 1.0},
-        "neuron_shrink": {"low": 0.01, "high": 1.0},
-    },
+    "data": NO_DATA,
+    "space": BOWL_SPACE,
     "evaluation": {"splits": 2},
     "search": {"init_points": 4, "n_iter": 4, "seed": 5, "final_splits": 5},
 }

@@ -21,14 +21,11 @@ from tuner.report import QuietReporter
 from tuner.search import Deadline, open_study, run_search
 from tuner.store import Storage, TrialState, sqlite_url
 
+from .conftest import BOWL_SPACE, NO_DATA
+
 RAW = {
-    "data": {"path": "/unused.csv", "target": "y"},
-    "space": {
-        "dropout": {"low": 0.0, "high": 0.5},
-        "learning_rate": {"low": 1.0e-4, "high": 0.1, "log": True},
-        "neuron_pct": {"low": 0.01, "high": 1.0},
-        "neuron_shrink": {"low": 0.01, "high": 1.0},
-    },
+    "data": NO_DATA,
+    "space": BOWL_SPACE,
     "search": {"init_points": 5, "n_iter": 35, "seed": 5},
 }
 
