@@ -254,6 +254,13 @@ class Config(_Section):
         return data
 
 
+def space_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """Keys of `space` whose definitions differ between two full spaces
+    (`Config.full_space`)."""
+    keys = sorted(set(old) | set(new))
+    return [f"space.{k}" for k in keys if old.get(k) != new.get(k)]
+
+
 # --- overrides ------------------------------------------------------------------------------
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from tuner.asking import Asker
-from tuner.config import Config, Scalar, validate_config
+from tuner.config import Config, Scalar, space_differences, validate_config
 from tuner.errors import (
     SearchFailed,
     SearchInterrupted,
@@ -107,12 +107,6 @@ def best_trial(trials: Sequence[TrialRecord]) -> TrialRecord | None:
     """The completed trial with the lowest search-time loss (the earliest on ties)."""
     completed = [t for t in trials if t.state == TrialState.COMPLETE and t.loss is not None]
     return min(completed, key=lambda t: (t.loss, t.number)) if completed else None
-
-
-def space_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
-    """Keys of `space` whose definitions differ between two stored configs."""
-    keys = sorted(set(old) | set(new))
-    return [f"space.{k}" for k in keys if old.get(k) != new.get(k)]
 
 
 def open_study(storage: Storage, name: str, config: Config, resume: bool) -> StudyRecord:

@@ -13,7 +13,7 @@ from pathlib import Path
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from tuner.config import Config, WarmStartConfig, validate_config
+from tuner.config import Config, WarmStartConfig, space_differences, validate_config
 from tuner.errors import ConfigError, StudyError
 from tuner.store import Storage, TrialRecord, TrialState
 
@@ -70,10 +70,7 @@ def _check_space(warm: WarmStartConfig, stored: dict, config: Config) -> None:
         raise StudyError(
             f"search.warm_start: the config of study '{warm.study}' cannot be read ({exc})"
         ) from exc
-    ours = config.full_space()
-    differing = [
-        f"space.{k}" for k in sorted(set(theirs) | set(ours)) if theirs.get(k) != ours.get(k)
-    ]
+    differing = space_differences(theirs, config.full_space())
     if differing:
         raise StudyError(
             f"search.warm_start: study '{warm.study}' searched another space (differs in "
