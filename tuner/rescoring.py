@@ -131,20 +131,23 @@ class Racer:
         self._storage = storage
         self._study = study
 
-    def _ranks_top(self, loss: float) -> bool:
+    def _ranks_top(self, trials: Sequence[TrialRecord], loss: float) -> bool:
         """True when `loss` ranks in the top `race_top` of at least `race_top` others (the
         first trials are on top of nothing and are not raced for that)."""
         top = self._config.search.race_top
-        others = ranked(self._storage.trials(self._study))
+        others = ranked(trials)
         return len(others) >= top and sum(t.loss <= loss for t in others) < top
 
     def __call__(self, params: Mapping[str, Scalar], seed: int) -> Score:
         """The trial's score on its own splits, then on racing rounds while it stays on top."""
         score = self._objective(params, seed)
         search, splits = self._config.search, self._config.evaluation.splits
-        while len(score.split_losses) < search.race_splits and self._ranks_top(score.loss):
+        while len(score.split_losses) < search.race_splits:
+            trials = self._storage.trials(self._study)
+            if not self._ranks_top(trials, score.loss):
+                break
             j = len(score.race_seeds) + 1
-            used = trial_ranges(self._storage.trials(self._study), splits)
+            used = trial_ranges(trials, splits)
             used += [(s, s + splits) for s in score.race_seeds]
             round_seed = race_seed(search.seed, seed, j, splits, used)
             try:
