@@ -113,8 +113,8 @@ def finished_study(tmp_path_factory) -> FinishedStudy:
     The database is where `tuner search CONFIG` puts it when run from `folder`.
     """
     from tuner.config import load_config
+    from tuner.main import search
     from tuner.report import QuietReporter
-    from tuner.search import search
     from tuner.store import Storage, TrialState, sqlite_url
 
     folder = tmp_path_factory.mktemp("study")

@@ -44,8 +44,8 @@ def test_regression_round_trip(tmp_path):
     import yaml
 
     from tuner.config import load_config
+    from tuner.main import search
     from tuner.report import QuietReporter
-    from tuner.search import search
     from tuner.store import sqlite_url
 
     from .conftest import make_tiny_frame, tiny_config_dict

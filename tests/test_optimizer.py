@@ -12,6 +12,7 @@ from tuner.acquisition import MIN_ALPHA
 from tuner.config import validate_config
 from tuner.cost import CostModel
 from tuner.optimizer import (
+    COST_POWER,
     NOISE_FLOOR,
     PRIOR_DOF,
     Proposer,
@@ -254,13 +255,14 @@ def _mirror_history(space_names):
 def test_of_two_otherwise_equal_points_the_cheaper_is_proposed():
     space_cfg = {"dropout": 0.2, "learning_rate": 1e-3, "neuron_pct": {"low": 0.01, "high": 1.0},
                  "neuron_shrink": 0.5}  # fmt: skip
-    cfg = config(space_cfg, init_points=0, n_iter=20)  # ucb: without cost, a coin toss
+    cfg = config(space_cfg, init_points=0, n_iter=20, cost_aware=True)  # ucb: else a coin toss
     space = SearchSpace(cfg.space)
     history = _mirror_history(space.names)
     proposer = Proposer(space, cfg.search)
     optimizer = proposer.optimizer(5, history)
     acquisition = optimizer.acquisition_function
-    assert acquisition.cost is not None and acquisition.cost_weight == pytest.approx(0.75)
+    assert acquisition.cost is not None
+    assert acquisition.cost_weight == pytest.approx(0.75 * COST_POWER)
     acquisition.fit(optimizer._gp, optimizer.space)
     pair = np.array([[0.3], [0.7]])
     mean, std = acquisition.posterior(pair)
@@ -275,19 +277,67 @@ def test_of_two_otherwise_equal_points_the_cheaper_is_proposed():
     assert Proposer(space, plain.search).optimizer(5, history).acquisition_function.cost is None
 
 
-def test_cost_counts_fully_at_the_first_guided_proposal_and_not_at_the_last():
-    cfg = config(init_points=2, n_iter=10)
+def test_cost_counts_most_at_the_first_guided_proposal_and_not_at_the_last():
+    cfg = config(init_points=2, n_iter=10, cost_aware=True)
     proposer = Proposer(SearchSpace(cfg.space), cfg.search)
     weights = [proposer.cost_weight(k) for k in range(2, 13)]
-    assert weights[0] == 1.0 and weights[-1] == 0.0
+    assert weights[0] == COST_POWER and weights[-1] == 0.0
     assert all(a > b for a, b in itertools.pairwise(weights))
-    off = Proposer(SearchSpace(cfg.space), config(cost_aware=False).search)
-    assert off.cost_weight(2) == 0.0
+    off = Proposer(SearchSpace(cfg.space), config().search)
+    assert off.cost_weight(2) == 0.0, "off by default"
 
 
 def test_no_cost_model_before_enough_trials():
-    cfg = config()
+    cfg = config(cost_aware=True)
     space = SearchSpace(cfg.space)
     proposer = Proposer(space, cfg.search)
     assert proposer.optimizer(2, _history(space, 4)).acquisition_function.cost is None
     assert proposer.optimizer(2, _history(space, 6)).acquisition_function.cost is not None
+
+
+# --- where it looks: allowed points, no repeats ---------------------------------------------
+
+
+def _small(params):
+    """Allows networks whose first layer is under 300 of 5000 neurons (neuron_pct < 0.06)."""
+    return params["neuron_pct"] < 0.06
+
+
+def test_every_proposal_random_or_guided_is_allowed():
+    cfg = config(init_points=6, n_iter=10)
+    space = SearchSpace(cfg.space)
+    proposer = Proposer(space, cfg.search, _small)
+    history = []
+    for k in range(16):
+        point = proposer.propose(k, history)
+        assert _small(space.params(point)), f"proposal {k}: {space.params(point)}"
+        loss = 0.6 + (point["dropout"] - 0.3) ** 2 + (point["learning_rate"] - 0.5) ** 2
+        history.append(trial(k, point, (loss - 0.02, loss + 0.02)))
+    plain = Proposer(space, cfg.search)
+    drawn = [plain.propose(k, []) for k in range(6)]
+    assert not all(_small(space.params(p)) for p in drawn), "the unconstrained draws differ"
+    kept = [p for p in drawn if _small(space.params(p))]
+    assert [proposer.propose(k, []) for k in range(len(kept))] == kept, "the same seeded draws"
+
+
+def test_a_point_already_tried_is_not_proposed_again():
+    # The best loss is at a corner of the space, where a polish ends on the bounds.
+    cfg = config({"dropout": {"low": 0.0, "high": 0.5}, "learning_rate": 1e-3,
+                  "neuron_pct": {"low": 0.01, "high": 1.0}, "neuron_shrink": 0.5},
+                 init_points=0, n_iter=12, acquisition={"kind": "ucb", "kappa": 0.1})  # fmt: skip
+    space = SearchSpace(cfg.space)
+    proposer = Proposer(space, cfg.search)
+    rng = np.random.default_rng(1)
+    history = [
+        trial(i, {"dropout": float(a), "neuron_pct": float(b)}, (0.5 + a + b,) * 2)
+        for i, (a, b) in enumerate(rng.uniform(0.2, 1.0, size=(6, 2)))
+    ]
+    history.append(trial(6, {"dropout": 0.0, "neuron_pct": 0.0}, (0.49, 0.51)))
+    seen = {tuple(sorted(t.point.items())) for t in history}
+    for k in range(7, 12):
+        point = proposer.propose(k, history)
+        key = tuple(sorted(point.items()))
+        assert key not in seen, f"proposal {k} repeats {point}"
+        seen.add(key)
+        value = 0.5 + point["dropout"] + point["neuron_pct"]
+        history.append(trial(k, point, (value - 0.01, value + 0.01)))

@@ -11,8 +11,8 @@ from click.testing import CliRunner
 from tuner.cli import cli
 from tuner.config import validate_config
 from tuner.errors import StudyError
+from tuner.main import joined_config
 from tuner.optimizer import Proposer
-from tuner.search import joined_config
 from tuner.space import SearchSpace
 from tuner.store import Storage, TrialState, sqlite_url
 from tuner.warmstart import warm_trials

@@ -9,6 +9,9 @@ it. It differs from bayes_opt's own ones in three ways:
 - Cost: with a cost model, the gain (expected improvement, probability of improvement, or the
   upper bound's margin over the incumbent) is divided by the expected relative seconds raised
   to `cost_weight`, so a cheaper point wins when the gains are similar.
+- Where it looks: only at points that `allowed` allows (networks within
+  `evaluation.max_params`) and never at an already-registered point again (a polish that ends
+  on a bound would otherwise propose the same corner trial after trial).
 - Speed: 1,000 random candidates and 200 around the best observed points, then 3 L-BFGS-B
   polishes over the continuous coordinates (choices held fixed) with batched finite-difference
   gradients, instead of 10,000 candidates and 10 restarts (or differential evolution when
@@ -18,6 +21,7 @@ it. It differs from bayes_opt's own ones in three ways:
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -46,6 +50,12 @@ N_LOCAL_EACH = 40
 LOCAL_SPREAD = 0.05
 # Past this many points the kernel's length scale is fitted on a subset of them.
 HYPER_SUBSET = 100
+# Two points closer than this in every unit coordinate are the same point.
+SAME_POINT = 1e-3
+# What the polish sees at a point that is not allowed: far worse than any acquisition value.
+NOT_ALLOWED = 1e6
+
+Rows = Callable[[NDArray[Any]], NDArray[Any]]
 
 
 class Posterior:
@@ -88,6 +98,7 @@ class Acquisition(AcquisitionFunction):
         self.cost = cost
         self.cost_weight = cost_weight
         self.n_random, self.n_polish = n_random, n_polish
+        self.allowed: Rows | None = None  # rows -> whether each may be proposed
         self.incumbent: float | None = None
         self.gp: GaussianProcessRegressor | None = None  # the GP as last fitted
         self.posterior: Posterior | None = None
@@ -168,6 +179,7 @@ class Acquisition(AcquisitionFunction):
                 self._near_best(target_space, rng),
             ]
         )
+        candidates = self._eligible(candidates, target_space)
         self._per_cost = self.cost is not None and self.cost_weight > 0
         values = self.score(candidates)
         if self._per_cost and not np.any(values < 0):
@@ -176,9 +188,22 @@ class Acquisition(AcquisitionFunction):
         best, best_value = candidates[np.argmin(values)], float(np.min(values))
         for start in candidates[np.argsort(values)[: n_smart or self.n_polish]]:
             x, value = self._polish(start, target_space)
-            if value < best_value:
+            if value < best_value and len(self._eligible(x[None, :], target_space, False)):
                 best, best_value = x, value
         return np.clip(best, target_space.bounds[:, 0], target_space.bounds[:, 1])
+
+    def _eligible(
+        self, rows: NDArray[Any], space: TargetSpace, fall_back: bool = True
+    ) -> NDArray[Any]:
+        """The rows that are allowed and not a registered point; with `fall_back`, all rows
+        when none is (the space has no allowed point left to find)."""
+        keep = np.ones(len(rows), dtype=bool)
+        if len(space.params):
+            gaps = np.abs(rows[:, None, :] - space.params[None, :, :]).max(axis=2)
+            keep &= gaps.min(axis=1) > SAME_POINT
+        if self.allowed is not None:
+            keep[keep] = self.allowed(rows[keep])
+        return rows[keep] if keep.any() or not fall_back else rows
 
     def _near_best(self, space: TargetSpace, rng: np.random.RandomState) -> NDArray[Any]:
         """Candidates scattered around the observed points with the best targets."""
@@ -204,6 +229,8 @@ class Acquisition(AcquisitionFunction):
             rows[:, mask] = values
             rows[1:, mask] += np.diag(step)
             scores = self.score(rows)
+            if self.allowed is not None:
+                scores = np.where(self.allowed(rows), scores, NOT_ALLOWED)
             return float(scores[0]), (scores[1:] - scores[0]) / step
 
         found = minimize(

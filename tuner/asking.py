@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from tuner.config import Config
-from tuner.optimizer import Proposer
+from tuner.optimizer import Allowed, Proposer
 from tuner.space import SearchSpace
 from tuner.store import RERUN_KINDS, RETRY_LIMITED_KINDS, NewTrial, TrialRecord, TrialState
 
@@ -55,10 +55,13 @@ def budget_left(trials: Sequence[TrialRecord], budget: int) -> int:
 class Asker:
     """Chooses the next trial of a search from the study's trials."""
 
-    def __init__(self, config: Config, prior: Sequence[TrialRecord] = ()) -> None:
+    def __init__(
+        self, config: Config, prior: Sequence[TrialRecord] = (), allowed: Allowed | None = None
+    ) -> None:
+        """`prior`: warm-start trials; `allowed`: which points may be proposed (by size)."""
         self._config = config
         self._space = SearchSpace(config.space)
-        self._proposer = Proposer(self._space, config.search)
+        self._proposer = Proposer(self._space, config.search, allowed)
         # Warm start: another study's completed trials go first in the proposer's history,
         # and each takes the place of one of the random initial points.
         self._prior = tuple(prior)

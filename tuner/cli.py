@@ -147,9 +147,9 @@ def search(
     """Search the space of CONFIG with Bayesian optimisation; print the best trial."""
     with _handled(debug):
         from tuner.config import load_config
+        from tuner.main import Parallel
+        from tuner.main import search as run
         from tuner.report import print_search_result, stderr_console
-        from tuner.search import Parallel
-        from tuner.search import search as run
         from tuner.store import sqlite_url
 
         name = study_name or config.stem
@@ -208,8 +208,8 @@ def worker(
 ) -> None:
     """Join a study: read its config from the database and run trials until its budget is spent."""
     with _handled(debug):
+        from tuner.main import Parallel, join_study, joined_config
         from tuner.report import print_search_result
-        from tuner.search import Parallel, join_study, joined_config
 
         cfg = joined_config(storage, study_name, overrides)
         names, reporter = _reporter(cfg, quiet)

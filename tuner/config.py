@@ -180,7 +180,7 @@ class SearchConfig(_Section):
     max_retries: int = Field(1, ge=0)
     liar: Literal["mean", "worst"] = "mean"
     noise: Literal["auto", "none"] = "auto"
-    cost_aware: bool = True
+    cost_aware: bool = False
     time_budget: float | None = None
     warm_start: WarmStartConfig | None = None
 

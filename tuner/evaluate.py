@@ -42,14 +42,36 @@ class Score:
         }
 
 
+def input_width(dataset: Dataset) -> int:
+    """The network's inputs: numeric columns plus one per category (one-hot encoded)."""
+    return len(dataset.numeric) + sum(
+        dataset.features[c].dropna().nunique() for c in dataset.categorical
+    )
+
+
 def architecture_for(
     config: Config, dataset: Dataset, params: Mapping[str, Scalar]
 ) -> Architecture:
     """The network a point decodes to on this data set (inputs as one-hot encoded)."""
-    n_inputs = len(dataset.numeric) + sum(
-        dataset.features[c].dropna().nunique() for c in dataset.categorical
-    )
-    return decode(params, config.network, n_inputs, dataset.n_outputs, dataset.task)
+    return decode(params, config.network, input_width(dataset), dataset.n_outputs, dataset.task)
+
+
+def size_limit(config: Config, dataset: Dataset) -> Callable[[Mapping[str, Scalar]], bool]:
+    """Whether a point's network is within `evaluation.max_params` on this data set.
+
+    Known from the point alone, before any training: the optimiser proposes only such points,
+    rather than spend trials on networks that `evaluate_point` refuses as too large.
+    """
+    width, limit = input_width(dataset), config.evaluation.max_params
+
+    def within(params: Mapping[str, Scalar]) -> bool:
+        try:
+            arch = decode(params, config.network, width, dataset.n_outputs, dataset.task)
+        except TrialFailed:  # layers that grow without bound
+            return False
+        return arch.n_params <= limit
+
+    return within
 
 
 def evaluate_point(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import statistics
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,12 +19,14 @@ from sklearn.gaussian_process.kernels import Kernel, Matern, WhiteKernel
 from threadpoolctl import threadpool_limits
 
 from tuner.acquisition import Acquisition
-from tuner.config import SearchConfig
+from tuner.config import Scalar, SearchConfig
 from tuner.cost import CostModel
 from tuner.space import Coordinate, SearchSpace
 from tuner.store import TrialRecord, TrialState
 
 Point = dict[str, Coordinate]
+# Whether a point's hyperparameters may be trained (a network within evaluation.max_params).
+Allowed = Callable[[Mapping[str, Scalar]], bool]
 
 # The least noise variance of a mean loss (a standard deviation of 0.001).
 NOISE_FLOOR = 1e-6
@@ -33,6 +35,12 @@ NOISE_FLOOR = 1e-6
 PRIOR_DOF = 4.0
 # Restarts of the GP's kernel fit, besides the one from length scale 1 (a unit-scaled space).
 GP_RESTARTS = 1
+# The most that cost counts: the gain is divided by relative seconds to this power, so a point
+# 10x cheaper wins only if its gain is within a factor of 10**0.25 = 1.8; at the power 1 of
+# "improvement per second", the first guided trials all went to the smallest networks.
+COST_POWER = 0.25
+# Random draws per initial point when looking for allowed ones, before giving up on allowed.
+INITIAL_DRAWS = 200
 
 
 @dataclass(frozen=True)
@@ -140,12 +148,45 @@ def observations(trials: Sequence[TrialRecord], liar: str = "mean") -> list[tupl
 
 
 class Proposer:
-    """Proposes the k-th point of a search: seeded random ones first, then guided ones."""
+    """Proposes the k-th point of a search: seeded random ones first, then guided ones.
 
-    def __init__(self, space: SearchSpace, cfg: SearchConfig) -> None:
+    With `allowed`, every proposal is a point it allows (where the space has any): a network
+    known to be over `evaluation.max_params` is never proposed, random or guided.
+    """
+
+    def __init__(
+        self, space: SearchSpace, cfg: SearchConfig, allowed: Allowed | None = None
+    ) -> None:
         self._space = space
         self._cfg = cfg
-        self._initial = [_clean(p) for p in self._fresh(cfg.seed).random_sample(cfg.init_points)]
+        self._allowed = allowed
+        self._initial = self._initial_points()
+
+    def _initial_points(self) -> list[Point]:
+        """The seeded random points; with `allowed`, the first allowed draws, in draw order."""
+        optimizer, wanted = self._fresh(self._cfg.seed), self._cfg.init_points
+        if self._allowed is None:
+            return [_clean(p) for p in optimizer.random_sample(wanted)]
+        chosen: list[Point] = []
+        refused: list[Point] = []
+        for _ in range(INITIAL_DRAWS * wanted):
+            if len(chosen) == wanted:
+                break
+            point = _clean(optimizer.random_sample(1)[0])
+            (chosen if self._allowed(self._space.params(point)) else refused).append(point)
+        return chosen + refused[: wanted - len(chosen)]  # a space with (almost) none allowed
+
+    def _allowed_rows(self, space: Any) -> Callable[[np.ndarray], np.ndarray] | None:
+        """`allowed` on rows of bayes_opt arrays, as a boolean per row."""
+        allowed = self._allowed
+        if allowed is None:
+            return None
+
+        def check(rows: np.ndarray) -> np.ndarray:
+            points = (_clean(space.array_to_params(row)) for row in np.atleast_2d(rows))
+            return np.array([allowed(self._space.params(p)) for p in points], dtype=bool)
+
+        return check
 
     def _fresh(
         self, seed: int, acquisition: Acquisition | None = None, fitted_noise: bool = False
@@ -169,12 +210,13 @@ class Proposer:
         return optimizer
 
     def cost_weight(self, k: int) -> float:
-        """How much cost counts for the k-th proposal: 1 at the first guided one, falling to 0
-        at the last of the budget (cost cooling, Lee et al. 2020), so the end buys quality."""
+        """How much cost counts for the k-th proposal: COST_POWER at the first guided one,
+        falling to 0 at the last of the budget (cost cooling, Lee et al. 2020), so the end buys
+        quality."""
         if not self._cfg.cost_aware or self._cfg.n_iter == 0:
             return 0.0
         guided = k - self._cfg.init_points
-        return float(min(max(1.0 - guided / self._cfg.n_iter, 0.0), 1.0))
+        return COST_POWER * float(min(max(1.0 - guided / self._cfg.n_iter, 0.0), 1.0))
 
     def optimizer(self, k: int, history: Sequence[TrialRecord]) -> BayesianOptimization:
         """A fresh optimiser for the k-th proposal, told every observation of `history`."""
@@ -195,6 +237,7 @@ class Proposer:
                 optimizer.space.register(o.point, o.target)
         if acquisition.cost_weight > 0:
             acquisition.cost = self._cost_model(optimizer, history)
+        acquisition.allowed = self._allowed_rows(optimizer.space)
         return optimizer
 
     def _cost_model(

@@ -117,10 +117,11 @@ class _Shared:
         study: StudyRecord,
         reporter: Reporter,
         deadline: Deadline,
+        asker: Asker,
     ) -> None:
         self.config, self.storage, self.study, self.reporter = config, storage, study, reporter
         self.deadline = deadline
-        self.asker = Asker(config, warm_trials(config))
+        self.asker = asker
         self.stop = threading.Event()
         self.lock = threading.Lock()
         self.errors: list[BaseException] = []
@@ -178,15 +179,20 @@ def run_pool(
     objectives: Sequence[tuple[Slot, Objective]],
     reporter: Reporter,
     deadline: Deadline | None = None,
+    asker: Asker | None = None,
 ) -> SearchResult:
     """Run the slots until the study's budget or the time budget is spent (running trials
-    finish); returns the best trial. Each slot races its top trials as run_search does."""
+    finish); returns the best trial. Each slot races its top trials as run_search does.
+
+    `asker` chooses the trials (by default from the config and its warm-start study).
+    """
     if deadline is None:
         deadline = Deadline(config.search.time_budget)
+    asker = asker or Asker(config, warm_trials(config))
     objectives = [
         (slot, racing(objective, config, storage, study)) for slot, objective in objectives
     ]
-    shared = _Shared(config, storage, study, reporter, deadline)
+    shared = _Shared(config, storage, study, reporter, deadline, asker)
     trials = storage.trials(study)
     reporter.search_started(study.name, config.search.budget, sum(t.counts for t in trials), 0)
     signals = Signals()

@@ -1,7 +1,7 @@
 """The search loop: ask the proposer, write the trial, score it, record how it ended.
 
-`search()` is the library function behind `tuner search`; `run_search()` is the loop itself,
-with the objective and the reporter passed in so that tests and other front ends can drive it.
+`run_search()` is the loop, with the objective and the reporter passed in so that tests and
+other front ends can drive it; main.py's `search()` is the library function behind `tuner search`.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from tuner.errors import (
 )
 from tuner.evaluate import Score
 from tuner.heartbeat import Heartbeat
-from tuner.rescoring import Winner, racing, rescore, winner
+from tuner.rescoring import Winner, racing, winner
 from tuner.signals import Signals
 from tuner.store import (
     RERUN_KINDS,
@@ -33,10 +33,8 @@ from tuner.store import (
     StudyRecord,
     TrialRecord,
     TrialState,
-    require_database,
 )
 from tuner.warmstart import warm_trials
-from tuner.worker import DEFAULT_FACTORY, Worker
 
 Objective = Callable[[Mapping[str, Scalar], int], Score]
 
@@ -208,16 +206,18 @@ def run_search(
     objective: Objective,
     reporter: Reporter,
     deadline: Deadline | None = None,
+    asker: Asker | None = None,
 ) -> SearchResult:
     """Run trials until `init_points + n_iter` of them have ended or the time budget is spent
     (no trial starts after it; the running one finishes); returns the best.
 
     With `search.race_top`, trials that rank on top are raced on extra splits (rescoring.py).
+    `asker` chooses the trials (by default from the config and its warm-start study).
     """
     if deadline is None:
         deadline = Deadline(config.search.time_budget)
     objective = racing(objective, config, storage, study)
-    asker = Asker(config, warm_trials(config))
+    asker = asker or Asker(config, warm_trials(config))
     budget = config.search.budget
     trials = storage.trials(study)
     retried = {t.retry_of for t in trials}
@@ -283,143 +283,3 @@ def _result(
             "study database, and check the config's bounds"
         )
     return SearchResult(study.name, storage.url, best, tuple(trials), time_up)
-
-
-@dataclass(frozen=True)
-class Parallel:
-    """How many trials run at once on this box: `--workers`, `--gpus`, `--trials-per-gpu`."""
-
-    workers: int | None = None
-    gpus: str | None = None
-    trials_per_gpu: int = 1
-
-    @property
-    def single(self) -> bool:
-        """One CPU worker: the plain search loop."""
-        return self.workers in (None, 1) and self.gpus is None
-
-
-def search(
-    config: Config,
-    *,
-    storage_url: str,
-    study_name: str,
-    resume: bool,
-    reporter: Reporter,
-    factory: str = DEFAULT_FACTORY,
-    parallel: Parallel = Parallel(),
-) -> SearchResult:
-    """Load the data, open (or resume) the study and run the search: `tuner search`.
-
-    Trials run in worker processes that build their objective with `factory`
-    (`module:function`, called with the config and the data set). Once every trial of the
-    study has ended, this process (never `tuner worker`) re-scores the finalists.
-    """
-    deadline = Deadline(config.search.time_budget)  # the clock starts with the search
-    from tuner.data import load_dataset, make_splits
-
-    dataset = load_dataset(config.data)
-    make_splits(dataset, config.evaluation.splits, config.evaluation.test_size, 0)  # fail early
-    warm_trials(config)  # a missing warm-start study or another space: refused before any write
-    storage = Storage(storage_url)
-    try:
-        with storage.exclusive():
-            study = open_study(storage, study_name, config, resume)
-            return _run(
-                config, storage, study, dataset, factory, parallel, reporter, deadline, final=True
-            )
-    finally:
-        storage.close()
-
-
-def joined_config(storage_url: str, study_name: str, overrides: Sequence[str]) -> Config:
-    """The config stored in a study, with `--set` overrides (e.g. this box's data.path)."""
-    from tuner.config import apply_overrides
-
-    require_database(storage_url)
-    storage = Storage(storage_url)
-    try:
-        study = storage.get_study(study_name)
-    finally:
-        storage.close()
-    if study is None:
-        raise StudyError(
-            f"--study: no study '{study_name}' in {storage_url}; create it with tuner search"
-        )
-    return validate_config(apply_overrides(dict(study.config), overrides))
-
-
-def join_study(
-    config: Config,
-    storage_url: str,
-    study_name: str,
-    reporter: Reporter,
-    factory: str = DEFAULT_FACTORY,
-    parallel: Parallel = Parallel(),
-) -> SearchResult:
-    """`tuner worker`: run trials of a study another box created until its budget is spent."""
-    deadline = Deadline(config.search.time_budget)
-    from tuner.data import load_dataset
-
-    dataset = load_dataset(config.data)
-    storage = Storage(storage_url)
-    try:
-        study = storage.get_study(study_name)
-        if study is None:
-            raise StudyError(f"--study: study '{study_name}' is gone from {storage_url}")
-        return _run(config, storage, study, dataset, factory, parallel, reporter, deadline)
-    finally:
-        storage.close()
-
-
-def _run(
-    config: Config,
-    storage: Storage,
-    study: StudyRecord,
-    dataset: Any,
-    factory: str,
-    parallel: Parallel,
-    reporter: Reporter,
-    deadline: Deadline | None = None,
-    final: bool = False,
-) -> SearchResult:
-    """Run the trials in worker processes; with `final`, then re-score in the first one."""
-    from tuner.pool import parse_gpus, plan_slots, run_pool
-
-    slots = []
-    if not parallel.single:
-        slots = plan_slots(parallel.workers, parse_gpus(parallel.gpus), parallel.trials_per_gpu)
-    workers = [Worker(config, dataset, factory, slot.env) for slot in slots]
-    workers = workers or [Worker(config, dataset, factory)]
-    try:
-        if parallel.single:
-            result = run_search(config, storage, study, workers[0], reporter, deadline)
-        else:
-            pairs = list(zip(slots, workers, strict=True))
-            result = run_pool(config, storage, study, pairs, reporter, deadline)
-        if not final or config.search.final_candidates <= 0:
-            return result
-        return _final(config, storage, study, workers[0], reporter, result.time_up)
-    finally:
-        for worker in workers:
-            worker.close(kill=True)
-
-
-def _final(
-    config: Config,
-    storage: Storage,
-    study: StudyRecord,
-    worker: Worker,
-    reporter: Reporter,
-    time_up: bool = False,
-) -> SearchResult:
-    """The final re-score, in a trial worker's (warm) process."""
-    own = config.evaluation.splits
-
-    def objective(params: Mapping[str, Scalar], seed: int, splits: int) -> Score:
-        return worker(params, seed, None if splits == own else splits)  # type: ignore[no-any-return]
-
-    rescore(config, storage, study, objective, reporter)
-    result = study_result(storage, study, time_up)
-    reporter.final_finished(result.winner)
-    return result

@@ -83,19 +83,27 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def require_database(url: str) -> None:
-    """Refuse a SQLite file that does not exist rather than create an empty database."""
+def require_database(
+    url: str,
+    key: str = "--storage",
+    fix: str = "run `tuner search` first, or give --storage URL and --study NAME",
+) -> None:
+    """Refuse a SQLite file that does not exist rather than create an empty database.
+
+    `key` names the option in the message and `fix` says what to do.
+    """
     try:
         parsed = make_url(url)
     except ArgumentError as exc:
-        raise StudyError(f"--storage: cannot use {url!r} ({exc}); give a SQLAlchemy URL") from exc
+        raise StudyError(
+            f"{key}: cannot use {url!r} as a storage URL; give a SQLAlchemy URL, "
+            "e.g. sqlite:////path/to/study.db"
+        ) from exc
     database = parsed.database
     local = parsed.get_backend_name() == "sqlite" and database and database != ":memory:"
     if local and not Path(database).is_file():
-        raise StudyError(
-            f"no study database at {database}; run `tuner search` first, or give "
-            "--storage URL and --study NAME"
-        )
+        prefix = "" if key == "--storage" else f"{key}: "
+        raise StudyError(f"{prefix}no study database at {database}; {fix}")
 
 
 class Storage:

@@ -8,14 +8,9 @@ and are not run again.
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
-
 from tuner.config import Config, WarmStartConfig, space_differences, validate_config
 from tuner.errors import ConfigError, StudyError
-from tuner.store import Storage, TrialRecord, TrialState
+from tuner.store import Storage, TrialRecord, TrialState, require_database
 
 
 def warm_trials(config: Config) -> tuple[TrialRecord, ...]:
@@ -44,23 +39,12 @@ def warm_trials(config: Config) -> tuple[TrialRecord, ...]:
 
 def _open(url: str) -> Storage:
     """The warm-start database, read only: a SQLite file that is not there is not created."""
-    try:
-        parsed = make_url(url)
-    except ArgumentError as exc:
-        raise StudyError(
-            f"search.warm_start: cannot use {url!r} as a storage URL; give a SQLAlchemy URL "
-            "(--warm-start), e.g. sqlite:////path/to/study.db"
-        ) from exc
-    database = parsed.database
-    if parsed.get_backend_name() == "sqlite" and not (database and Path(database).is_file()):
-        raise StudyError(
-            f"search.warm_start: no study database at {database or url}; check the URL "
-            "(--warm-start)"
-        )
+    key = "search.warm_start"
+    require_database(url, key, "check the URL (--warm-start)")
     try:
         return Storage(url)
     except StudyError as exc:
-        raise StudyError(f"search.warm_start: {str(exc).removeprefix('--storage: ')}") from exc
+        raise StudyError(f"{key}: {str(exc).removeprefix('--storage: ')}") from exc
 
 
 def _check_space(warm: WarmStartConfig, stored: dict, config: Config) -> None:

@@ -1,0 +1,175 @@
+"""The library functions behind `tuner search` and `tuner worker`, usable without the CLI.
+
+They load the data, open the study, start the trial workers on this box (one, or a pool of
+them), run the search loop (search.py, or pool.py for many workers) and, for `tuner search`,
+re-score the finalists at the end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from tuner.asking import Asker
+from tuner.config import Config, Scalar, validate_config
+from tuner.errors import StudyError
+from tuner.evaluate import Score, size_limit
+from tuner.rescoring import rescore
+from tuner.search import (
+    Deadline,
+    Reporter,
+    SearchResult,
+    open_study,
+    run_search,
+    study_result,
+)
+from tuner.store import Storage, StudyRecord, TrialRecord, require_database
+from tuner.warmstart import warm_trials
+from tuner.worker import DEFAULT_FACTORY, Worker
+
+
+@dataclass(frozen=True)
+class Parallel:
+    """How many trials run at once on this box: `--workers`, `--gpus`, `--trials-per-gpu`."""
+
+    workers: int | None = None
+    gpus: str | None = None
+    trials_per_gpu: int = 1
+
+    @property
+    def single(self) -> bool:
+        """One CPU worker: the plain search loop."""
+        return self.workers in (None, 1) and self.gpus is None
+
+
+def search(
+    config: Config,
+    *,
+    storage_url: str,
+    study_name: str,
+    resume: bool,
+    reporter: Reporter,
+    factory: str = DEFAULT_FACTORY,
+    parallel: Parallel = Parallel(),
+) -> SearchResult:
+    """Load the data, open (or resume) the study and run the search: `tuner search`.
+
+    Trials run in worker processes that build their objective with `factory`
+    (`module:function`, called with the config and the data set). Once every trial of the
+    study has ended, this process (never `tuner worker`) re-scores the finalists.
+    """
+    deadline = Deadline(config.search.time_budget)  # the clock starts with the search
+    from tuner.data import load_dataset, make_splits
+
+    dataset = load_dataset(config.data)
+    make_splits(dataset, config.evaluation.splits, config.evaluation.test_size, 0)  # fail early
+    # A missing warm-start study or another space is refused before any write.
+    prior = warm_trials(config)
+    storage = Storage(storage_url)
+    try:
+        with storage.exclusive():
+            study = open_study(storage, study_name, config, resume)
+            run = _Run(dataset, factory, parallel, deadline, prior, final=True)
+            return _run(config, storage, study, run, reporter)
+    finally:
+        storage.close()
+
+
+def joined_config(storage_url: str, study_name: str, overrides: Sequence[str]) -> Config:
+    """The config stored in a study, with `--set` overrides (e.g. this box's data.path)."""
+    from tuner.config import apply_overrides
+
+    require_database(storage_url)
+    storage = Storage(storage_url)
+    try:
+        study = storage.get_study(study_name)
+    finally:
+        storage.close()
+    if study is None:
+        raise StudyError(
+            f"--study: no study '{study_name}' in {storage_url}; create it with tuner search"
+        )
+    return validate_config(apply_overrides(dict(study.config), overrides))
+
+
+def join_study(
+    config: Config,
+    storage_url: str,
+    study_name: str,
+    reporter: Reporter,
+    factory: str = DEFAULT_FACTORY,
+    parallel: Parallel = Parallel(),
+) -> SearchResult:
+    """`tuner worker`: run trials of a study another box created until its budget is spent."""
+    deadline = Deadline(config.search.time_budget)
+    from tuner.data import load_dataset
+
+    dataset = load_dataset(config.data)
+    storage = Storage(storage_url)
+    try:
+        study = storage.get_study(study_name)
+        if study is None:
+            raise StudyError(f"--study: study '{study_name}' is gone from {storage_url}")
+        return _run(config, storage, study, _Run(dataset, factory, parallel, deadline), reporter)
+    finally:
+        storage.close()
+
+
+@dataclass(frozen=True)
+class _Run:
+    """How `_run` runs a study's trials on this box."""
+
+    dataset: Any
+    factory: str
+    parallel: Parallel
+    deadline: Deadline
+    prior: Sequence[TrialRecord] | None = None  # the warm-start trials, once read
+    final: bool = False  # then re-score the finalists in the first worker
+
+
+def _run(
+    config: Config, storage: Storage, study: StudyRecord, run: _Run, reporter: Reporter
+) -> SearchResult:
+    """Run the trials in worker processes; with `run.final`, then re-score in the first one."""
+    from tuner.pool import parse_gpus, plan_slots, run_pool
+
+    parallel, slots = run.parallel, []
+    if not parallel.single:
+        slots = plan_slots(parallel.workers, parse_gpus(parallel.gpus), parallel.trials_per_gpu)
+    workers = [Worker(config, run.dataset, run.factory, slot.env) for slot in slots]
+    workers = workers or [Worker(config, run.dataset, run.factory)]
+    prior = warm_trials(config) if run.prior is None else run.prior
+    asker = Asker(config, prior, size_limit(config, run.dataset))
+    try:
+        if parallel.single:
+            result = run_search(config, storage, study, workers[0], reporter, run.deadline, asker)
+        else:
+            pairs = list(zip(slots, workers, strict=True))
+            result = run_pool(config, storage, study, pairs, reporter, run.deadline, asker)
+        if not run.final or config.search.final_candidates <= 0:
+            return result
+        return _final(config, storage, study, workers[0], reporter, result.time_up)
+    finally:
+        for worker in workers:
+            worker.close(kill=True)
+
+
+def _final(
+    config: Config,
+    storage: Storage,
+    study: StudyRecord,
+    worker: Worker,
+    reporter: Reporter,
+    time_up: bool = False,
+) -> SearchResult:
+    """The final re-score, in a trial worker's (warm) process."""
+    own = config.evaluation.splits
+
+    def objective(params: Mapping[str, Scalar], seed: int, splits: int) -> Score:
+        return worker(params, seed, None if splits == own else splits)  # type: ignore[no-any-return]
+
+    rescore(config, storage, study, objective, reporter)
+    result = study_result(storage, study, time_up)
+    reporter.final_finished(result.winner)
+    return result
