@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import tuner.model  # noqa: E402
+import tuner.trainer  # noqa: E402
 from tuner.architecture import decode  # noqa: E402
 from tuner.config import validate_config  # noqa: E402
 from tuner.data import load_dataset, make_splits, prepare_split  # noqa: E402
@@ -142,8 +142,8 @@ def _timed_epoch_function(*args, **kwargs):
     return call
 
 
-ORIGINAL_EPOCH_FUNCTION = tuner.model.epoch_function
-tuner.model.epoch_function = _timed_epoch_function
+ORIGINAL_EPOCH_FUNCTION = tuner.trainer.epoch_function
+tuner.trainer.epoch_function = _timed_epoch_function
 
 
 def fast(config, dataset, params, seed: int) -> tuple[float, list[int], float]:

@@ -9,8 +9,9 @@ from tuner.architecture import decode
 from tuner.config import EvaluationConfig, NetworkConfig
 from tuner.data import PreparedSplit
 from tuner.errors import TrialFailed
-from tuner.model import StackedNet, build_model, epoch_function, train_split, train_splits
-from tuner.replicas import EarlyStopping, epoch_batches, layout, stack_splits
+from tuner.model import build_model, train_split
+from tuner.replicas import EarlyStopping, epoch_batches, layout, stack_splits, worth_narrowing
+from tuner.trainer import StackedNet, epoch_function, train_splits
 from tuner.updates import STEPS
 
 
@@ -245,3 +246,44 @@ def test_batch_norm_dropout_and_regression_train():
         0,
     )
     assert all(r.loss < 0.5 * float(np.std(y)) for r in result)
+
+
+def test_narrowing_the_stack_to_its_active_replicas_changes_no_result(monkeypatch):
+    import tuner.trainer as model
+
+    arch = small()
+    params = {"learning_rate": 0.01, "batch_size": 16}
+    evaluation = EvaluationConfig(epochs=60, patience=3, min_delta=0.0)
+    # Three replicas with nothing to learn stop early; the fourth trains on alone.
+    splits = [blobs(seed=s, rows=120, random_labels=True) for s in (5, 8, 9)]
+    splits.append(blobs(seed=6, rows=120, noise=1.2))
+    narrowed_to = []
+
+    def always(active, *_):
+        left = int(active.sum())
+        if 0 < left <= len(active) // 2:
+            narrowed_to.append(left)
+            return True
+        return False
+
+    monkeypatch.setattr(model, "worth_narrowing", always)
+    narrowed = train_splits(arch, params, splits, evaluation, seed=7)
+    monkeypatch.setattr(model, "worth_narrowing", lambda *_: False)
+    masked = train_splits(arch, params, splits, evaluation, seed=7)
+    assert narrowed_to, "the stack was narrowed"
+    assert [r.epochs for r in narrowed] == [r.epochs for r in masked]
+    assert max(r.epochs for r in masked[:3]) < masked[3].epochs
+    for a, b in zip(narrowed, masked, strict=True):
+        assert a.loss == pytest.approx(b.loss, abs=1e-4)
+
+
+def test_the_stack_narrows_when_the_epochs_left_save_more_than_a_trace():
+    active = np.array([True, False, False, False])
+    wait = np.array([0, 3, 3, 3])
+    # One of four left, at least 10 more epochs of 0.1 s: saves 0.75 s.
+    assert worth_narrowing(active, wait, 10, epoch_s=0.1, trace_s=0.5)
+    assert not worth_narrowing(active, wait, 10, epoch_s=0.1, trace_s=1.0), "costs more"
+    assert not worth_narrowing(active, np.array([8, 3, 3, 3]), 10, 0.1, 0.5), "2 epochs left"
+    two_left = np.array([True, True, True, False])
+    assert not worth_narrowing(two_left, wait, 10, 0.1, 0.0), "does not halve the stack"
+    assert not worth_narrowing(np.zeros(4, dtype=bool), wait, 10, 0.1, 0.0), "none left"

@@ -81,7 +81,7 @@ def evaluate_point(
 
     Raises TrialFailed (kind `diverged`) when training or predictions are not finite.
     """
-    from tuner.model import train_splits  # Keras is imported only when a network is trained
+    from tuner.trainer import train_splits  # Keras is imported only when a network is trained
 
     started = time.perf_counter()
     evaluation = config.evaluation

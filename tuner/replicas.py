@@ -28,6 +28,27 @@ class StackedData:
     y_test: np.ndarray
 
 
+def take_replicas(data: StackedData, ids: np.ndarray) -> StackedData:
+    """The stack of only the replicas `ids`, in that order."""
+    return StackedData(data.x_train[ids], data.y_train[ids], data.x_test[ids], data.y_test[ids])
+
+
+def worth_narrowing(
+    active: np.ndarray, wait: np.ndarray, patience: int, epoch_s: float, trace_s: float
+) -> bool:
+    """Whether to retrace the epoch for the stack's still-active replicas alone.
+
+    Stopped replicas are masked, so they cost as much as active ones. Narrowing pays when it at
+    least halves the stack and the epochs the stack must still run (at least patience less
+    the active replicas' least wait) save more than a trace costs.
+    """
+    left = int(active.sum())
+    if left == 0 or left > len(active) // 2:
+        return False
+    epochs_left = patience - int(wait[active].min())
+    return epoch_s * (1 - left / len(active)) * epochs_left > trace_s
+
+
 def stack_splits(splits: Sequence[PreparedSplit]) -> StackedData:
     """Stack splits of equal row counts; a narrower split gets zero columns on the right."""
     width = max(split.x_train.shape[1] for split in splits)
