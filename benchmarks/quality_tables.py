@@ -124,7 +124,9 @@ def equal_time_target(cells: Sequence[Cell]) -> str:
 
 
 def honesty_target(cells: Sequence[Cell]) -> list[str]:
-    """Mean |reported - re-scored| of tuner's winners <= 0.01; the others' optimism beside it."""
+    """tuner's mean (reported - re-scored) within +-0.01, as issue 6 words it ("on average over
+    seeds"); the mean |reported - re-scored| beside it (it also holds both scores' noise, about
+    0.015 for unbiased 10- and 20-split means here), and the others' optimism."""
     lines = []
     for method in METHODS:
         gaps = [
@@ -134,16 +136,16 @@ def honesty_target(cells: Sequence[Cell]) -> list[str]:
         ]
         if not gaps:
             continue
-        mean_abs = float(np.mean(np.abs(gaps)))
+        mean, mean_abs = float(np.mean(gaps)), float(np.mean(np.abs(gaps)))
         if method == "tuner":
             lines.insert(
                 0,
-                f"honesty: tuner mean |reported - re-scored| {mean_abs:.4f} over {len(gaps)} "
-                f"search{'es' if len(gaps) != 1 else ''} (needs <= 0.01): "
-                f"{_verdict(mean_abs <= 0.01)}",
+                f"honesty: tuner mean reported - re-scored {mean:+.4f} over {len(gaps)} "
+                f"search{'es' if len(gaps) != 1 else ''} (needs within ±0.01): "
+                f"{_verdict(abs(mean) <= 0.01)}; mean |reported - re-scored| {mean_abs:.4f}",
             )
         else:
-            lines.append(f"  beside it, {method}: mean optimism {np.mean(gaps):+.4f}")
+            lines.append(f"  beside it, {method}: mean optimism {mean:+.4f}")
     if not lines or not lines[0].startswith("honesty"):
         lines.insert(0, "honesty: not checked (no re-scored tuner search)")
     return lines

@@ -59,14 +59,17 @@ def test_best_is_the_lowest_rescored_loss(run):
     best = json.loads(result.stdout)
     trials = json.loads(run("trials", "tiny.yaml", "--json").stdout)["trials"]
     finals = [t["final"]["loss"] for t in trials if t["state"] == "complete"]
-    assert best["loss"] == min(finals) == best["final"]["loss"], "re-scored on fresh splits"
+    assert best["final_loss"] == min(finals) == best["final"]["loss"], "chosen on fresh splits"
+    assert best["loss"] == best["confirm"]["loss"], "reported on other fresh splits"
     assert best["search_loss"] == trials[best["trial"]]["loss"]
     assert best["final_splits"] == 10 and best["final_candidates"] == 3
-    assert best["loss_se"] == pytest.approx(best["final"]["loss_std"] / 10**0.5)
+    assert best["confirm_splits"] == 10
+    assert best["loss_se"] == pytest.approx(best["confirm"]["loss_std"] / 10**0.5)
     assert best["architecture"].startswith("5 -> ") and best["study"] == "tiny"
     text = run("best", "tiny.yaml").stdout
     assert "best of study tiny" in text and "architecture" in text
-    assert "10 fresh splits, best of 3" in text and "search loss" in text
+    assert "10 confirmation splits" in text and "10 fresh splits, best of 3" in text
+    assert "chosen on" in text and "search loss" in text
 
 
 @pytest.mark.parametrize(

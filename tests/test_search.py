@@ -73,13 +73,16 @@ def test_runs_the_budget_and_reports_the_best(storage):
         "loss_std",
         "loss_se",
         "search_loss",
+        "final_loss",
         "final_splits",
         "final_candidates",
+        "confirm_splits",
         "params",
         "study",
         "storage",
     }
     assert result.to_dict()["final_splits"] == 0, "run_search alone does not re-score"
+    assert result.to_dict()["confirm_splits"] == 0 and result.to_dict()["final_loss"] is None
 
 
 def test_same_config_and_seed_propose_the_same_points(tmp_path):

@@ -81,7 +81,7 @@ def test_equal_trials_end_to_end_then_rerun_skips(tmp_path: Path) -> None:
         "example point",
     ):
         assert label in done.stdout
-    assert "equal trials: tuner" in done.stdout and "honesty: tuner mean" in done.stdout
+    assert "equal trials: tuner" in done.stdout and "honesty: tuner mean reported" in done.stdout
     cells = json.loads(results.read_text())["cells"]
     assert sorted(cells) == sorted(
         ["reference/course-point/0", *(f"equal-trials/{m}/1" for m in PEERS)]
@@ -247,7 +247,10 @@ def test_tables_pair_seeds_and_count_a_failed_rescoring_as_worst() -> None:
     assert means["optuna"] == math.inf
     text = targets_text(cells)
     assert "tuner 0.6600 vs the best other, random, 0.6750" in text and ": met" in text
-    assert "honesty: tuner mean |reported - re-scored| 0.0050 over 2 searches" in text
+    honesty = (
+        "honesty: tuner mean reported - re-scored -0.0050 over 2 searches (needs within ±0.01)"
+    )
+    assert f"{honesty}: met; mean |reported - re-scored| 0.0050" in text
     table = table_text("equal-trials", cells[:4], None, "30 trials each")
     assert "| tuner (as shipped) | 2 | 0.6600 ± 0.0050 | 0.6550 | -0.005 ± 0.000 |" in table
     assert mean_se([0.5]) == "0.5000" and mean_se([]) == "-"

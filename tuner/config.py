@@ -189,11 +189,12 @@ class SearchConfig(_Section):
     def _duration(cls, value: Any) -> Any:
         return None if value is None else parse_duration(value)
 
-    # Racing and the final re-score (tuner/rescoring.py); 0 turns either off.
+    # Racing, the final re-score and the confirmation (tuner/rescoring.py); 0 turns each off.
     race_top: int = Field(2, ge=0)
     race_splits: int = Field(6, ge=1)
     final_candidates: int = Field(3, ge=0)
     final_splits: int = Field(10, ge=2)
+    confirm_splits: int = Field(10, ge=0)
 
     @model_validator(mode="after")
     def _budget(self) -> SearchConfig:

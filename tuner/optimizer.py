@@ -18,7 +18,7 @@ from bayes_opt import BayesianOptimization
 from sklearn.gaussian_process.kernels import Kernel, Matern, WhiteKernel
 from threadpoolctl import threadpool_limits
 
-from tuner.acquisition import Acquisition
+from tuner.acquisition import Acquisition, Rows
 from tuner.config import Scalar, SearchConfig
 from tuner.cost import CostModel
 from tuner.space import Coordinate, SearchSpace
@@ -176,7 +176,7 @@ class Proposer:
             (chosen if self._allowed(self._space.params(point)) else refused).append(point)
         return chosen + refused[: wanted - len(chosen)]  # a space with (almost) none allowed
 
-    def _allowed_rows(self, space: Any) -> Callable[[np.ndarray], np.ndarray] | None:
+    def _allowed_rows(self, space: Any) -> Rows | None:
         """`allowed` on rows of bayes_opt arrays, as a boolean per row."""
         allowed = self._allowed
         if allowed is None:

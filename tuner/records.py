@@ -66,6 +66,7 @@ class _TrialRow(_Base):
     worker: Mapped[str | None] = mapped_column(String(200), nullable=True)
     race: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     final: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    confirm: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
 
 # Columns added after the first release: ALTER TABLE adds them to an older database.
@@ -75,6 +76,7 @@ _LATER_COLUMNS = {
     "worker": "VARCHAR(200)",
     "race": "JSON",
     "final": "JSON",
+    "confirm": "JSON",
 }
 
 
@@ -149,6 +151,7 @@ class TrialRecord:
     race_seeds: tuple[int, ...] = ()
     race_seconds: float | None = None
     final: FinalScore | None = None
+    confirm: FinalScore | None = None  # the winner's score on confirmation splits
 
     @property
     def counts(self) -> bool:
@@ -173,6 +176,7 @@ class TrialRecord:
             "seed": self.seed,
             "race_seeds": list(self.race_seeds),
             "final": self.final.to_dict() if self.final is not None else None,
+            "confirm": self.confirm.to_dict() if self.confirm is not None else None,
         }
 
 
@@ -197,6 +201,7 @@ def _record(row: _TrialRow) -> TrialRecord:
         race_seeds=tuple((row.race or {}).get("seeds", ())),
         race_seconds=(row.race or {}).get("seconds"),
         final=FinalScore.from_dict(row.final) if row.final else None,
+        confirm=FinalScore.from_dict(row.confirm) if row.confirm else None,
     )
 
 

@@ -13,10 +13,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from tuner.evaluate import Score
-from tuner.rescoring import Winner
 from tuner.results import StudyResults
 from tuner.search import SearchResult
-from tuner.store import TrialRecord, TrialState
+from tuner.store import FinalScore, TrialRecord, TrialState
+from tuner.winner import Winner
 
 
 def format_value(value: Any) -> str:
@@ -62,6 +62,12 @@ class QuietReporter:
         """Nothing."""
 
     def final_scored(self, trial: TrialRecord) -> None:
+        """Nothing."""
+
+    def confirm_started(self, trial: TrialRecord, splits: int) -> None:
+        """Nothing."""
+
+    def confirm_scored(self, trial: TrialRecord) -> None:
         """Nothing."""
 
     def final_finished(self, winner: Winner) -> None:
@@ -142,18 +148,36 @@ class ConsoleReporter:
 
     def final_scored(self, trial: TrialRecord) -> None:
         """One line per re-scored finalist: its re-scored and search-time losses."""
-        final = trial.final
-        assert final is not None
-        if final.ok:
-            result = f"re-scored {final.loss:.4f} ± {final.loss_se:.4f} (se)"
-        else:
-            result = f"[red]re-score failed ({final.error_kind})[/red]: {final.error}; dropped"
-        seconds = f"  {final.seconds:.1f}s" if final.seconds is not None else ""
-        self._console.print(f"trial {trial.number:>3}  {result}  search {trial.loss:.4f}{seconds}")
+        assert trial.final is not None
+        failed = "re-score failed ({kind})[/red]: {error}; dropped"
+        self._console.print(_scored_line(trial, trial.final, "re-scored", failed))
+
+    def confirm_started(self, trial: TrialRecord, splits: int) -> None:
+        """Which trial won, and that its loss is measured again on other splits."""
+        self._console.print(
+            f"confirming the winner #{trial.number} on {splits} other fresh splits "
+            "(the lowest of the finalists' means is biased low)"
+        )
+
+    def confirm_scored(self, trial: TrialRecord) -> None:
+        """The winner's confirmation loss beside its re-scored one."""
+        assert trial.confirm is not None
+        failed = "confirmation failed ({kind})[/red]: {error}; its re-scored loss is reported"
+        self._console.print(_scored_line(trial, trial.confirm, "confirmed", failed))
 
     def final_finished(self, winner: Winner) -> None:
         """The winner, by its re-scored loss."""
         self._console.print(f"winner: {winner.describe()}")
+
+
+def _scored_line(trial: TrialRecord, score: FinalScore, verb: str, failed: str) -> str:
+    """`trial  12  re-scored 0.6601 ± 0.0062 (se)  search 0.6402  41.0s`, or its failure."""
+    if score.ok:
+        result = f"{verb} {score.loss:.4f} ± {score.loss_se:.4f} (se)"
+    else:
+        result = "[red]" + failed.format(kind=score.error_kind, error=score.error)
+    seconds = f"  {score.seconds:.1f}s" if score.seconds is not None else ""
+    return f"trial {trial.number:>3}  {result}  search {trial.loss:.4f}{seconds}"
 
 
 def trials_table(
@@ -212,9 +236,14 @@ def _add_loss_rows(table: Table, winner: Winner) -> None:
     trial = winner.trial
     search = f"{winner.search_loss:.4f} ± {trial.loss_std or 0.0:.4f} (std, "
     search += f"{len(trial.split_losses)} splits)"
-    if winner.rescored:
-        how = f"{winner.final_splits} fresh splits, best of {winner.final_candidates}"
+    chosen = f"{winner.final_splits} fresh splits, best of {winner.final_candidates}"
+    if winner.confirmed:
+        how = f"{winner.confirm_splits} confirmation splits"
         table.add_row("loss", f"{winner.loss:.4f} ± {winner.loss_se:.4f} (se, {how})")
+        table.add_row("chosen on", f"{winner.final_loss:.4f} ({chosen})")
+        table.add_row("search loss", search)
+    elif winner.rescored:
+        table.add_row("loss", f"{winner.loss:.4f} ± {winner.loss_se:.4f} (se, {chosen})")
         table.add_row("search loss", search)
     else:
         table.add_row("loss", f"{search} (not re-scored)")

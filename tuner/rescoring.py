@@ -1,8 +1,10 @@
-"""Honest scores: racing promising trials on extra splits, re-scoring the finalists, the winner.
+"""Honest scores: racing promising trials on extra splits, re-scoring the finalists, and
+scoring the winner again on confirmation splits.
 
 Seeds. Trial k's splits and weights come from `SeedSequence([search.seed, k])` (asking.py);
 racing round j of the trial with seed s uses `SeedSequence([search.seed, RACE_TAG, s, j,
-attempt])` and chunk c of the final re-score `SeedSequence([search.seed, FINAL_TAG, c,
+attempt])`, chunk c of the final re-score `SeedSequence([search.seed, FINAL_TAG, c,
+attempt])` and chunk c of the confirmation `SeedSequence([search.seed, CONFIRM_TAG, c,
 attempt])`.
 Different entropy gives independent draws, and `fresh_seed` makes the separation exact: a seed
 `s` scored on `n` splits uses the split seed `s` and the weight seeds `s .. s+n-1`, and a fresh
@@ -12,11 +14,10 @@ seed's range must not meet the range of any seed the study already used (otherwi
 from __future__ import annotations
 
 import itertools
-import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from functools import partial
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 
@@ -24,10 +25,12 @@ from tuner.config import Config, Scalar
 from tuner.errors import SearchInterrupted, TrialFailed, UsageError
 from tuner.evaluate import Score
 from tuner.signals import Signals
-from tuner.store import FinalScore, Storage, StudyRecord, TrialRecord, TrialState
+from tuner.store import FinalScore, Storage, StudyRecord, TrialRecord
+from tuner.winner import ranked, winner
 
 RACE_TAG = 0x72616365  # "race"
 FINAL_TAG = 0x66696E61  # "fina"
+CONFIRM_TAG = 0x636F6E66  # "conf"
 
 Objective = Callable[[Mapping[str, Scalar], int], Score]
 FinalObjective = Callable[[Mapping[str, Scalar], int, int], Score]  # params, seed, splits
@@ -65,35 +68,43 @@ def race_seed(
     return fresh_seed([search_seed, RACE_TAG, trial_seed, j], splits, used)
 
 
+def chunks(total: int, per: int) -> list[int]:
+    """Split counts of calls of `per` splits each, and the rest in the last one: one call on
+    all the splits would train until its slowest split stops, every split paying for it."""
+    whole, rest = divmod(total, per)
+    return [per] * whole + ([rest] if rest else [])
+
+
 def final_chunks(config: Config) -> list[int]:
-    """The split counts of the final re-score's calls: `evaluation.splits` each, as a trial is
-    scored (one call on all the splits would train until its slowest split stops, every split
-    paying for it), and the rest in the last one."""
-    whole, rest = divmod(config.search.final_splits, config.evaluation.splits)
-    return [config.evaluation.splits] * whole + ([rest] if rest else [])
+    """The split counts of the final re-score's calls."""
+    return chunks(config.search.final_splits, config.evaluation.splits)
+
+
+def confirm_chunks(config: Config) -> list[int]:
+    """The split counts of the confirmation's calls."""
+    return chunks(config.search.confirm_splits, config.evaluation.splits)
+
+
+def _chunk_seeds(entropy: Sequence[int], sizes: Sequence[int], used: list[SeedRange]) -> list[int]:
+    """Fresh seeds for chunks of `sizes` splits; their ranges are added to `used`."""
+    seeds: list[int] = []
+    for c, size in enumerate(sizes):
+        seeds.append(fresh_seed([*entropy, c], size, used))
+        used.append((seeds[-1], seeds[-1] + size))
+    return seeds
 
 
 def final_seeds(config: Config, trials: Sequence[TrialRecord]) -> list[int]:
     """The seeds of the final re-score's chunks: apart from every seed the search used."""
     used = trial_ranges(trials, config.evaluation.splits)
-    seeds: list[int] = []
-    for c, size in enumerate(final_chunks(config)):
-        seeds.append(fresh_seed([config.search.seed, FINAL_TAG, c], size, used))
-        used.append((seeds[-1], seeds[-1] + size))
-    return seeds
+    return _chunk_seeds([config.search.seed, FINAL_TAG], final_chunks(config), used)
 
 
-def ranked(trials: Sequence[TrialRecord]) -> list[TrialRecord]:
-    """Completed trials from the lowest search-time loss up, one per distinct point."""
-    done = [t for t in trials if t.state == TrialState.COMPLETE and t.loss is not None]
-    done.sort(key=lambda t: (t.loss, t.number))
-    seen: list[dict[str, Any]] = []
-    distinct = []
-    for trial in done:
-        if trial.params not in seen:
-            seen.append(trial.params)
-            distinct.append(trial)
-    return distinct
+def confirm_seeds(config: Config, trials: Sequence[TrialRecord]) -> list[int]:
+    """The seeds of the confirmation's chunks: apart from the search's and the final ones."""
+    used = trial_ranges(trials, config.evaluation.splits)
+    _chunk_seeds([config.search.seed, FINAL_TAG], final_chunks(config), used)
+    return _chunk_seeds([config.search.seed, CONFIRM_TAG], confirm_chunks(config), used)
 
 
 # --- racing ----------------------------------------------------------------------------------
@@ -176,6 +187,10 @@ class FinalReporter(Protocol):
 
     def final_scored(self, trial: TrialRecord) -> None: ...
 
+    def confirm_started(self, trial: TrialRecord, splits: int) -> None: ...
+
+    def confirm_scored(self, trial: TrialRecord) -> None: ...
+
 
 def candidates(trials: Sequence[TrialRecord], count: int) -> list[TrialRecord]:
     """The finalists: the `count` best distinct completed trials by search-time loss."""
@@ -217,9 +232,8 @@ def score_final(
     )
 
 
-def _rescored(trial: TrialRecord, seeds: Sequence[int], splits: int) -> bool:
-    final = trial.final
-    return final is not None and (final.seeds, final.splits) == (tuple(seeds), splits)
+def _holds(score: FinalScore | None, seeds: Sequence[int], splits: int) -> bool:
+    return score is not None and (score.seeds, score.splits) == (tuple(seeds), splits)
 
 
 def rescore_final(
@@ -230,7 +244,8 @@ def rescore_final(
     reporter: FinalReporter,
     interrupted: Callable[[], bool] = lambda: False,
 ) -> None:
-    """Re-score the finalists on `search.final_splits` fresh splits, each stored when done.
+    """Re-score the finalists on `search.final_splits` fresh splits, each stored when done,
+    then confirm the winner (`confirm_winner`).
 
     `objective(params, seed, splits)` scores a point on `splits` splits from `seed`. Finalists
     that already hold a re-score on the same seeds and splits (a resumed search) are not redone.
@@ -239,11 +254,40 @@ def rescore_final(
     chosen = candidates(trials, config.search.final_candidates)
     sizes = final_chunks(config)
     seeds = final_seeds(config, trials)
-    todo = [t for t in chosen if not _rescored(t, seeds, sum(sizes))]
+    todo = [t for t in chosen if not _holds(t.final, seeds, sum(sizes))]
     reporter.final_started(chosen, sum(sizes), len(todo))
     for trial in todo:
         final = score_final(objective, trial, seeds, sizes, interrupted)
         reporter.final_scored(storage.record_final(trial, final))
+    confirm_winner(config, storage, study, objective, reporter, interrupted)
+
+
+def confirm_winner(
+    config: Config,
+    storage: Storage,
+    study: StudyRecord,
+    objective: FinalObjective,
+    reporter: FinalReporter,
+    interrupted: Callable[[], bool] = lambda: False,
+) -> None:
+    """Score the winner on `search.confirm_splits` more fresh splits, stored as its `confirm`.
+
+    The lowest of several finalists' means on the same splits is biased low; the winner's mean
+    on splits that did not choose it is not, and is the loss reported. Done only when the
+    winner was chosen among 2 or more finalists (one alone was chosen on other splits), and not
+    again when it holds a confirmation on the same seeds and splits.
+    """
+    trials = storage.trials(study)
+    found = winner(trials)
+    if config.search.confirm_splits <= 0 or found is None or found.final_candidates < 2:
+        return
+    sizes = confirm_chunks(config)
+    seeds = confirm_seeds(config, trials)
+    if _holds(found.trial.confirm, seeds, sum(sizes)):
+        return
+    reporter.confirm_started(found.trial, sum(sizes))
+    score = score_final(objective, found.trial, seeds, sizes, interrupted)
+    reporter.confirm_scored(storage.record_final(found.trial, score, confirm=True))
 
 
 def rescore(
@@ -271,91 +315,3 @@ def rescore(
         if signals.received is not None:
             raise signals.stopped() from exc
         raise
-
-
-# --- the winner --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Winner:
-    """The trial a study reports, and the loss it reports: re-scored when it was, else the
-    search-time loss."""
-
-    trial: TrialRecord
-    loss: float
-    loss_std: float
-    loss_se: float
-    search_loss: float
-    final_splits: int = 0
-    final_candidates: int = 0
-
-    @property
-    def rescored(self) -> bool:
-        """True when `loss` comes from fresh splits the search never used."""
-        return self.final_splits > 0
-
-    def describe(self) -> str:
-        """`#12: loss 0.6601 ± 0.0062 (se) on 10 fresh splits, ...`: the loss and how."""
-        trial = self.trial
-        text = f"#{trial.number}: loss {self.loss:.4f} ± {self.loss_se:.4f} (se)"
-        if not self.rescored:
-            return f"{text}, search-time, {len(trial.split_losses)} splits (not re-scored)"
-        return (
-            f"{text} on {self.final_splits} fresh splits, best of {self.final_candidates} "
-            f"finalist(s); search-time {self.search_loss:.4f} on {len(trial.split_losses)} splits"
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        """The keys `--json` adds to the winner's trial."""
-        return {
-            "loss": self.loss,
-            "loss_std": self.loss_std,
-            "loss_se": self.loss_se,
-            "search_loss": self.search_loss,
-            "final_splits": self.final_splits,
-            "final_candidates": self.final_candidates,
-        }
-
-
-def _search_time(trial: TrialRecord) -> Winner:
-    std = trial.loss_std or 0.0
-    se = std / math.sqrt(max(1, len(trial.split_losses)))
-    assert trial.loss is not None
-    return Winner(trial, trial.loss, std, se, trial.loss)
-
-
-def winner(trials: Sequence[TrialRecord]) -> Winner | None:
-    """The study's winner (None without a completed trial).
-
-    The finalists are the longest run of best trials by search-time loss that hold a re-score
-    on the same fresh splits as the best one; the winner is the finalist with the lowest
-    re-scored mean (failed re-scores drop out). Without such re-scores (none made, or the top
-    changed since) it is the trial with the lowest search-time loss, the earliest on ties.
-    """
-    order = ranked(trials)
-    if not order:
-        return None
-    reference = order[0].final
-    finalists: list[TrialRecord] = []
-    for trial in order:
-        final = trial.final
-        if reference is None or final is None:
-            break
-        if (final.seeds, final.splits) != (reference.seeds, reference.splits):
-            break
-        finalists.append(trial)
-    scored = [t for t in finalists if t.final is not None and t.final.ok]
-    if not scored:
-        return _search_time(order[0])
-    best = min(scored, key=lambda t: (t.final.loss, t.loss, t.number))  # type: ignore[union-attr]
-    final = best.final
-    assert final is not None and final.loss is not None and best.loss is not None
-    return Winner(
-        trial=best,
-        loss=final.loss,
-        loss_std=final.loss_std or 0.0,
-        loss_se=final.loss_se,
-        search_loss=best.loss,
-        final_splits=final.splits,
-        final_candidates=len(finalists),
-    )

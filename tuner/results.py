@@ -13,9 +13,9 @@ from pathlib import Path
 
 from tuner.config import Config, validate_config
 from tuner.errors import StudyError, UsageError
-from tuner.rescoring import Winner, winner
 from tuner.space import SearchSpace
 from tuner.store import Storage, TrialRecord, TrialState, require_database, sqlite_url
+from tuner.winner import Winner, winner
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from tuner.errors import (
 )
 from tuner.evaluate import Score
 from tuner.heartbeat import Heartbeat
-from tuner.rescoring import Winner, racing, winner
+from tuner.rescoring import racing
 from tuner.signals import Signals
 from tuner.store import (
     RERUN_KINDS,
@@ -35,6 +35,7 @@ from tuner.store import (
     TrialState,
 )
 from tuner.warmstart import warm_trials
+from tuner.winner import Winner, winner
 
 Objective = Callable[[Mapping[str, Scalar], int], Score]
 
@@ -55,6 +56,10 @@ class Reporter(Protocol):
     def final_started(self, candidates: Sequence[TrialRecord], splits: int, todo: int) -> None: ...
 
     def final_scored(self, trial: TrialRecord) -> None: ...
+
+    def confirm_started(self, trial: TrialRecord, splits: int) -> None: ...
+
+    def confirm_scored(self, trial: TrialRecord) -> None: ...
 
     def final_finished(self, winner: Winner) -> None: ...
 

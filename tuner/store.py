@@ -264,13 +264,19 @@ class Storage:
                 )
             return _record(row)
 
-    def record_final(self, trial: TrialRecord, final: FinalScore) -> TrialRecord:
-        """Store a completed trial's re-score on fresh splits (replacing an older one)."""
+    def record_final(
+        self, trial: TrialRecord, final: FinalScore, *, confirm: bool = False
+    ) -> TrialRecord:
+        """Store a completed trial's re-score on fresh splits (replacing an older one, and
+        dropping its confirmation), or with `confirm` the winner's confirmation score."""
         with self._session() as session:
             row = session.get(_TrialRow, trial.id)
             if row is None or row.state != TrialState.COMPLETE.value:
                 raise StudyError(f"trial {trial.number} is not a completed trial of the study")
-            row.final = _jsonable(final.to_dict())
+            if confirm:
+                row.confirm = _jsonable(final.to_dict())
+            else:
+                row.final, row.confirm = _jsonable(final.to_dict()), None
             session.flush()
             return _record(row)
 

@@ -271,13 +271,13 @@ class _Stack:
             indices, weights = epoch_batches(rngs, self.data.x_train.shape[1], self.batch)
             active = stopping.active[self.ids]
             state, train_loss, val_loss = self.run_epoch(state, indices, weights, active)
-            for value in keras_numpy(train_loss)[active]:
+            for value in _to_numpy(train_loss)[active]:
                 if not math.isfinite(value):
                     raise TrialFailed(
                         "diverged", f"training loss became {value} at epoch {epoch + 1}"
                     )
             full = np.full(len(stopping.active), np.inf)
-            full[self.ids] = keras_numpy(val_loss)
+            full[self.ids] = _to_numpy(val_loss)
             improved = stopping.update(epoch, full)
             best = _keep_best(best, state, improved[self.ids], self.ids)
             if not stopping.active.any():
@@ -309,7 +309,7 @@ class _Stack:
         )
 
 
-def keras_numpy(value: Any) -> np.ndarray:
+def _to_numpy(value: Any) -> np.ndarray:
     """A backend tensor as a NumPy array."""
     import keras
 
@@ -324,9 +324,7 @@ def _rows(value: Any, keep: np.ndarray) -> Any:
 
 def _numpy(state: State) -> tuple[np.ndarray, list[np.ndarray]]:
     """The weights and batch-norm statistics of a state, as NumPy arrays."""
-    import keras
-
-    return keras.ops.convert_to_numpy(state[0]), [keras.ops.convert_to_numpy(s) for s in state[4]]
+    return _to_numpy(state[0]), [_to_numpy(s) for s in state[4]]
 
 
 def _keep_best(

@@ -1,0 +1,145 @@
+"""The trial a study reports, and the loss it reports for it.
+
+The finalists' re-scores choose the winner; choosing the lowest of a few noisy means biases that
+mean low (the winner's curse), so the loss reported is the winner's mean on confirmation
+splits that played no part in choosing it, when it has one (rescoring.confirm_winner).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from tuner.store import FinalScore, TrialRecord, TrialState
+
+
+@dataclass(frozen=True)
+class Winner:
+    """The trial a study reports, and the loss it reports: on confirmation splits when it was
+    confirmed, else re-scored when it was, else the search-time loss."""
+
+    trial: TrialRecord
+    loss: float
+    loss_std: float
+    loss_se: float
+    search_loss: float
+    final_splits: int = 0
+    final_candidates: int = 0
+    final_loss: float | None = None  # its mean on the final splits it was chosen on
+    confirm_splits: int = 0
+
+    @property
+    def rescored(self) -> bool:
+        """True when the finalists' re-score on fresh splits chose this winner."""
+        return self.final_splits > 0
+
+    @property
+    def confirmed(self) -> bool:
+        """True when `loss` comes from confirmation splits, apart from the ones it won on."""
+        return self.confirm_splits > 0
+
+    def describe(self) -> str:
+        """`#12: loss 0.6601 ± 0.0062 (se) on 10 confirmation splits, ...`: the loss and how."""
+        trial = self.trial
+        text = f"#{trial.number}: loss {self.loss:.4f} ± {self.loss_se:.4f} (se)"
+        searched = f"search-time {self.search_loss:.4f} on {len(trial.split_losses)} splits"
+        if not self.rescored:
+            return f"{text}, search-time, {len(trial.split_losses)} splits (not re-scored)"
+        chosen = f"best of {self.final_candidates} finalist(s)"
+        if not self.confirmed:
+            failed = ""
+            if trial.confirm is not None and not trial.confirm.ok:
+                failed = f" (its confirmation failed: {trial.confirm.error_kind})"
+            return f"{text} on {self.final_splits} fresh splits, {chosen}{failed}; {searched}"
+        return (
+            f"{text} on {self.confirm_splits} confirmation splits; {chosen} on "
+            f"{self.final_splits} fresh splits ({self.final_loss:.4f}); {searched}"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The keys `--json` adds to the winner's trial."""
+        return {
+            "loss": self.loss,
+            "loss_std": self.loss_std,
+            "loss_se": self.loss_se,
+            "search_loss": self.search_loss,
+            "final_loss": self.final_loss,
+            "final_splits": self.final_splits,
+            "final_candidates": self.final_candidates,
+            "confirm_splits": self.confirm_splits,
+        }
+
+
+def ranked(trials: Sequence[TrialRecord]) -> list[TrialRecord]:
+    """Completed trials from the lowest search-time loss up, one per distinct point."""
+    done = [t for t in trials if t.state == TrialState.COMPLETE and t.loss is not None]
+    done.sort(key=lambda t: (t.loss, t.number))
+    seen: list[dict[str, Any]] = []
+    distinct = []
+    for trial in done:
+        if trial.params not in seen:
+            seen.append(trial.params)
+            distinct.append(trial)
+    return distinct
+
+
+def finalists(order: Sequence[TrialRecord]) -> list[TrialRecord]:
+    """The longest run of best trials (`order` is `ranked`) re-scored on the same fresh splits
+    as the best one; none when the best one holds no re-score."""
+    reference = order[0].final if order else None
+    run: list[TrialRecord] = []
+    for trial in order:
+        final = trial.final
+        if reference is None or final is None:
+            break
+        if (final.seeds, final.splits) != (reference.seeds, reference.splits):
+            break
+        run.append(trial)
+    return run
+
+
+def _search_time(trial: TrialRecord) -> Winner:
+    std = trial.loss_std or 0.0
+    se = std / math.sqrt(max(1, len(trial.split_losses)))
+    assert trial.loss is not None
+    return Winner(trial, trial.loss, std, se, trial.loss)
+
+
+def _reported(score: FinalScore) -> tuple[float, float, float]:
+    assert score.loss is not None
+    return score.loss, score.loss_std or 0.0, score.loss_se
+
+
+def winner(trials: Sequence[TrialRecord]) -> Winner | None:
+    """The study's winner (None without a completed trial).
+
+    The winner is the finalist with the lowest re-scored mean (failed re-scores drop out); it
+    reports its confirmation mean when it holds a successful one, else that re-scored mean.
+    Without re-scores (none made, or the top changed since) it is the trial with the lowest
+    search-time loss, the earliest on ties.
+    """
+    order = ranked(trials)
+    if not order:
+        return None
+    group = finalists(order)
+    scored = [t for t in group if t.final is not None and t.final.ok]
+    if not scored:
+        return _search_time(order[0])
+    best = min(scored, key=lambda t: (t.final.loss, t.loss, t.number))  # type: ignore[union-attr]
+    final, confirm = best.final, best.confirm
+    assert final is not None and best.loss is not None
+    confirmed = confirm is not None and confirm.ok
+    loss, std, se = _reported(confirm if confirmed else final)  # type: ignore[arg-type]
+    return Winner(
+        trial=best,
+        loss=loss,
+        loss_std=std,
+        loss_se=se,
+        search_loss=best.loss,
+        final_splits=final.splits,
+        final_candidates=len(group),
+        final_loss=final.loss,
+        confirm_splits=confirm.splits if confirmed else 0,  # type: ignore[union-attr]
+    )
