@@ -70,6 +70,8 @@ def test_best_is_the_lowest_rescored_loss(run):
     assert "best of study tiny" in text and "architecture" in text
     assert "10 confirmation splits" in text and "10 fresh splits, best of 3" in text
     assert "chosen on" in text and "search loss" in text
+    assert "confirmation splits" in text
+    assert f"{best['confirm']['split_losses'][0]:.4f}" in text.split("confirmation splits")[-1]
 
 
 @pytest.mark.parametrize(

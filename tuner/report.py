@@ -357,6 +357,9 @@ def print_best(results: StudyResults, architecture: str | None, as_json: bool) -
     table.add_row("split losses", ", ".join(f"{x:.4f}" for x in best.split_losses))
     if winner.rescored and best.final is not None:
         table.add_row("fresh splits", ", ".join(f"{x:.4f}" for x in best.final.split_losses))
+    if winner.confirmed and best.confirm is not None:
+        confirmed = ", ".join(f"{x:.4f}" for x in best.confirm.split_losses)
+        table.add_row("confirmation splits", confirmed)
     table.add_row("epochs", ", ".join(str(e) for e in best.epochs))
     table.add_row("seconds", f"{best.seconds or 0.0:.1f}")
     for name, value in best.params.items():
