@@ -149,8 +149,7 @@ class ConsoleReporter:
     def final_scored(self, trial: TrialRecord) -> None:
         """One line per re-scored finalist: its re-scored and search-time losses."""
         assert trial.final is not None
-        failed = "re-score failed ({kind})[/red]: {error}; dropped"
-        self._console.print(_scored_line(trial, trial.final, "re-scored", failed))
+        self._console.print(_scored_line(trial, trial.final, "re-scored", "re-score", "dropped"))
 
     def confirm_started(self, trial: TrialRecord, splits: int) -> None:
         """Which trial won, and that its loss is measured again on other splits."""
@@ -162,20 +161,23 @@ class ConsoleReporter:
     def confirm_scored(self, trial: TrialRecord) -> None:
         """The winner's confirmation loss beside its re-scored one."""
         assert trial.confirm is not None
-        failed = "confirmation failed ({kind})[/red]: {error}; its re-scored loss is reported"
-        self._console.print(_scored_line(trial, trial.confirm, "confirmed", failed))
+        fallback = "its re-scored loss is reported"
+        self._console.print(
+            _scored_line(trial, trial.confirm, "confirmed", "confirmation", fallback)
+        )
 
     def final_finished(self, winner: Winner) -> None:
         """The winner, by its re-scored loss."""
         self._console.print(f"winner: {winner.describe()}")
 
 
-def _scored_line(trial: TrialRecord, score: FinalScore, verb: str, failed: str) -> str:
-    """`trial  12  re-scored 0.6601 ± 0.0062 (se)  search 0.6402  41.0s`, or its failure."""
+def _scored_line(trial: TrialRecord, score: FinalScore, verb: str, noun: str, fallback: str) -> str:
+    """`trial  12  re-scored 0.6601 ± 0.0062 (se)  search 0.6402  41.0s`, or its failure:
+    `[red]re-score failed (diverged)[/red]: <error>; dropped  search ...`."""
     if score.ok:
         result = f"{verb} {score.loss:.4f} ± {score.loss_se:.4f} (se)"
     else:
-        result = "[red]" + failed.format(kind=score.error_kind, error=score.error)
+        result = f"[red]{noun} failed ({score.error_kind})[/red]: {score.error}; {fallback}"
     seconds = f"  {score.seconds:.1f}s" if score.seconds is not None else ""
     return f"trial {trial.number:>3}  {result}  search {trial.loss:.4f}{seconds}"
 
@@ -236,17 +238,15 @@ def _add_loss_rows(table: Table, winner: Winner) -> None:
     trial = winner.trial
     search = f"{winner.search_loss:.4f} ± {trial.loss_std or 0.0:.4f} (std, "
     search += f"{len(trial.split_losses)} splits)"
-    chosen = f"{winner.final_splits} fresh splits, best of {winner.final_candidates}"
-    if winner.confirmed:
-        how = f"{winner.confirm_splits} confirmation splits"
-        table.add_row("loss", f"{winner.loss:.4f} ± {winner.loss_se:.4f} (se, {how})")
-        table.add_row("chosen on", f"{winner.final_loss:.4f} ({chosen})")
-        table.add_row("search loss", search)
-    elif winner.rescored:
-        table.add_row("loss", f"{winner.loss:.4f} ± {winner.loss_se:.4f} (se, {chosen})")
-        table.add_row("search loss", search)
-    else:
+    if not winner.rescored:
         table.add_row("loss", f"{search} (not re-scored)")
+        return
+    chosen = f"{winner.final_splits} fresh splits, best of {winner.final_candidates}"
+    how = f"{winner.confirm_splits} confirmation splits" if winner.confirmed else chosen
+    table.add_row("loss", f"{winner.loss:.4f} ± {winner.loss_se:.4f} (se, {how})")
+    if winner.confirmed:
+        table.add_row("chosen on", f"{winner.final_loss:.4f} ({chosen})")
+    table.add_row("search loss", search)
 
 
 def print_score(score: Score, params: Mapping[str, Any], architecture: str, as_json: bool) -> None:

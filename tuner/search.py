@@ -25,7 +25,7 @@ from tuner.errors import (
 )
 from tuner.evaluate import Score
 from tuner.heartbeat import Heartbeat
-from tuner.rescoring import racing
+from tuner.rescoring import FinalReporter, racing
 from tuner.signals import Signals
 from tuner.store import (
     RERUN_KINDS,
@@ -40,8 +40,9 @@ from tuner.winner import Winner, winner
 Objective = Callable[[Mapping[str, Scalar], int], Score]
 
 
-class Reporter(Protocol):
-    """What the search tells its user; report.py has the terminal one."""
+class Reporter(FinalReporter, Protocol):
+    """What the search tells its user, the final re-score's lines included; report.py has the
+    terminal one."""
 
     def search_started(self, study: str, budget: int, done: int, rerun: int) -> None: ...
 
@@ -52,14 +53,6 @@ class Reporter(Protocol):
     def search_finished(self, trials: Sequence[TrialRecord]) -> None: ...
 
     def slots_changed(self, running: Mapping[str, int | None]) -> None: ...
-
-    def final_started(self, candidates: Sequence[TrialRecord], splits: int, todo: int) -> None: ...
-
-    def final_scored(self, trial: TrialRecord) -> None: ...
-
-    def confirm_started(self, trial: TrialRecord, splits: int) -> None: ...
-
-    def confirm_scored(self, trial: TrialRecord) -> None: ...
 
     def final_finished(self, winner: Winner) -> None: ...
 
