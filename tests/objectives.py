@@ -7,6 +7,7 @@ import os
 import signal
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,18 @@ def bowl(_config: Any, _dataset: Any) -> Callable[[Mapping[str, Any], int], Scor
     def objective(params: Mapping[str, Any], _seed: int) -> Score:
         time.sleep(pause)
         return _score(bowl_loss(params))
+
+    return objective
+
+
+def timed_bowl(_config: Any, _dataset: Any) -> Callable[[Mapping[str, Any], int], Score]:
+    """The bowl after TUNER_TEST_SLEEP seconds, which it reports as the trial's seconds."""
+    pause = float(os.environ.get("TUNER_TEST_SLEEP", "0.05"))
+
+    def objective(params: Mapping[str, Any], _seed: int) -> Score:
+        time.sleep(pause)
+        loss = bowl_loss(params)
+        return replace(_score(loss), seconds=pause)
 
     return objective
 

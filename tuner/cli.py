@@ -117,7 +117,8 @@ def cli() -> None:
 @click.option(
     "--time-budget",
     metavar="DURATION",
-    help="Start no trial after this long, e.g. 90s, 10m, 2h (search.time_budget).",
+    help="End the search, final re-score included, in about this long: 90s, 10m, 2h "
+    "(search.time_budget).",
 )
 @click.option(
     "--warm-start", metavar="URL", help="Tell the optimiser another study's trials first (its URL)."

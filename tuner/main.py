@@ -9,15 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from tuner.asking import Asker
+from tuner.budget import Deadline, final_reserve, fit_final
 from tuner.config import Config, Scalar, validate_config
 from tuner.errors import StudyError
 from tuner.evaluate import Score, size_limit
 from tuner.rescoring import rescore
 from tuner.search import (
-    Deadline,
     Reporter,
     SearchResult,
     open_study,
@@ -59,7 +60,8 @@ def search(
     (`module:function`, called with the config and the data set). Once every trial of the
     study has ended, this process (never `tuner worker`) re-scores the finalists.
     """
-    deadline = Deadline(config.search.time_budget)  # the clock starts with the search
+    # The clock starts with the search; it keeps time for the final re-score.
+    deadline = Deadline(config.search.time_budget, reserve=partial(final_reserve, config))
     from tuner.data import load_dataset, make_splits
 
     dataset = load_dataset(config.data)
@@ -149,27 +151,38 @@ def _run(
             result = run_pool(config, storage, study, pairs, reporter, run.deadline, asker)
         if not run.final or config.search.final_candidates <= 0:
             return result
-        return _final(config, storage, study, workers[0], reporter, result.time_up)
+        final = _Final(workers[0], run.deadline, result.time_up)
+        return _final(config, storage, study, final, reporter)
     finally:
         for worker in workers:
             worker.close(kill=True)
 
 
+@dataclass(frozen=True)
+class _Final:
+    """What the final re-score runs in and within."""
+
+    worker: Worker  # a trial worker's (warm) process
+    deadline: Deadline
+    time_up: bool  # the time budget ended the search
+
+
 def _final(
-    config: Config,
-    storage: Storage,
-    study: StudyRecord,
-    worker: Worker,
-    reporter: Reporter,
-    time_up: bool = False,
+    config: Config, storage: Storage, study: StudyRecord, final: _Final, reporter: Reporter
 ) -> SearchResult:
-    """The final re-score, in a trial worker's (warm) process."""
-    own = config.evaluation.splits
+    """The final re-score, cut to the time budget's rest."""
+    own, worker = config.evaluation.splits, final.worker
 
     def objective(params: Mapping[str, Scalar], seed: int, splits: int) -> Score:
         return worker(params, seed, None if splits == own else splits)  # type: ignore[no-any-return]
 
-    rescore(config, storage, study, objective, reporter)
-    result = study_result(storage, study, time_up)
+    left = final.deadline.left()
+    fitted = fit_final(config, storage.trials(study), left)
+    if fitted is not config:
+        assert left is not None
+        reporter.final_fitted(config.search, fitted.search, left)
+    if fitted.search.final_candidates > 0:
+        rescore(fitted, storage, study, objective, reporter)
+    result = study_result(storage, study, final.time_up)
     reporter.final_finished(result.winner)
     return result

@@ -17,12 +17,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from tuner.asking import Asker
+from tuner.budget import Deadline
 from tuner.config import Config
 from tuner.errors import SearchInterrupted, TrialRejected, UsageError
 from tuner.heartbeat import Heartbeat
 from tuner.rescoring import racing
 from tuner.search import (
-    Deadline,
     Objective,
     Reporter,
     SearchResult,
@@ -140,11 +140,18 @@ class _Shared:
         self.stop.set()
 
 
+def _time_up(shared: _Shared) -> bool:
+    deadline = shared.deadline
+    if deadline.reserve is None:
+        return deadline.passed()
+    return deadline.passed(shared.storage.trials(shared.study))
+
+
 def _next(shared: _Shared) -> TrialRecord | None:
     """The next trial for a slot; None once the budget or the time is spent (waits while
     others run)."""
     search = shared.config.search
-    while not shared.stop.is_set() and not shared.deadline.passed():
+    while not shared.stop.is_set() and not _time_up(shared):
         asked = shared.storage.ask(shared.study, shared.asker.choose, search.grace)
         if asked.trial is not None:
             return asked.trial

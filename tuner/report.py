@@ -12,6 +12,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from tuner.budget import describe_cut
+from tuner.config import SearchConfig
 from tuner.evaluate import Score
 from tuner.results import StudyResults
 from tuner.search import SearchResult
@@ -56,6 +58,9 @@ class QuietReporter:
         """Nothing."""
 
     def slots_changed(self, running: Mapping[str, int | None]) -> None:
+        """Nothing."""
+
+    def final_fitted(self, configured: SearchConfig, fitted: SearchConfig, left: float) -> None:
         """Nothing."""
 
     def final_started(self, candidates: Sequence[TrialRecord], splits: int, todo: int) -> None:
@@ -165,6 +170,10 @@ class ConsoleReporter:
         self._console.print(
             _scored_line(trial, trial.confirm, "confirmed", "confirmation", fallback)
         )
+
+    def final_fitted(self, configured: SearchConfig, fitted: SearchConfig, left: float) -> None:
+        """How the time budget cut the final re-score."""
+        self._console.print(f"[yellow]{describe_cut(configured, fitted, left)}[/yellow]")
 
     def final_finished(self, winner: Winner) -> None:
         """The winner, by its re-scored loss."""

@@ -10,11 +10,12 @@ import contextlib
 import signal
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from tuner.asking import Asker
-from tuner.config import Config, Scalar, space_differences, validate_config
+from tuner.budget import Deadline
+from tuner.config import Config, Scalar, SearchConfig, space_differences, validate_config
 from tuner.errors import (
     SearchFailed,
     SearchInterrupted,
@@ -54,23 +55,9 @@ class Reporter(FinalReporter, Protocol):
 
     def slots_changed(self, running: Mapping[str, int | None]) -> None: ...
 
+    def final_fitted(self, configured: SearchConfig, fitted: SearchConfig, left: float) -> None: ...
+
     def final_finished(self, winner: Winner) -> None: ...
-
-
-@dataclass(frozen=True)
-class Deadline:
-    """When this run stops starting trials: `search.time_budget` seconds after it began.
-
-    The clock is this process's, from the start of this `tuner search` (or `tuner worker`) run;
-    a resumed search gets the whole budget again.
-    """
-
-    seconds: float | None
-    started: float = field(default_factory=time.monotonic)
-
-    def passed(self) -> bool:
-        """True once the time budget is spent (never without one)."""
-        return self.seconds is not None and time.monotonic() - self.started >= self.seconds
 
 
 @dataclass(frozen=True)
@@ -225,7 +212,7 @@ def run_search(
     heartbeat = Heartbeat(storage, config.search.heartbeat)
     try:
         with signals, heartbeat:
-            while sum(t.counts for t in trials) < budget and not deadline.passed():
+            while sum(t.counts for t in trials) < budget and not deadline.passed(trials):
                 trial = storage.ask(study, asker.choose, config.search.grace).trial
                 if trial is None:  # the rest of the budget runs on other boxes
                     time.sleep(min(config.search.heartbeat, 2.0))
