@@ -86,13 +86,14 @@ def test_the_final_is_kept_whole_when_it_fits_and_cut_when_not():
     assert "too little to re-score" in describe_cut(whole.search, none, 3.0)
 
 
-def test_a_time_budget_covers_the_final_rescore(write_config, tmp_path, monkeypatch):
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_time_budget_covers_the_final_rescore(workers, write_config, tmp_path, monkeypatch):
     """0.4 s trials and a 4 s budget: without the reserve and the cut the final re-score
     (3 finalists and the confirmation, 5 calls each) would add 8 s after the budget."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("TUNER_TEST_SLEEP", "0.4")
     path = write_config(search={"init_points": 5, "n_iter": 35, "seed": 1})
-    args = ["search", str(path), "--time-budget", "4s", "--json"]
+    args = ["search", str(path), "--time-budget", "4s", "--workers", workers, "--json"]
     started = time.monotonic()
     result = CliRunner().invoke(cli, [*args, "--objective", "tests.objectives:timed_bowl"])
     seconds = time.monotonic() - started

@@ -7,55 +7,15 @@ Heavy modules (pandas, scikit-learn, Keras) are imported inside the commands so 
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import click
 
-from tuner import __version__
+from tuner import __version__, options
 from tuner.errors import TunerError
-
-_CONFIG = click.argument("config", type=click.Path(path_type=Path, dir_okay=True))
-_SET = click.option(
-    "--set",
-    "overrides",
-    multiple=True,
-    metavar="KEY.PATH=VALUE",
-    help="Override a config key, e.g. --set evaluation.splits=5 (repeatable).",
-)
-_JSON = click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
-_QUIET = click.option("--quiet", "-q", is_flag=True, help="No progress output on stderr.")
-_DEBUG = click.option("--debug", is_flag=True, help="Show the traceback of an error.")
-_OBJECTIVE = click.option(
-    "--objective",
-    default="tuner.evaluate:make_objective",
-    hidden=True,
-    help="module:function that builds the objective from (config, dataset); for tests.",
-)
-_WORKERS = click.option(
-    "--workers", type=click.IntRange(min=1), help="Trials at once on this box [default: 1]."
-)
-_GPUS = click.option(
-    "--gpus", metavar="all|0,1,...", help="GPUs to use; each trial's process sees one."
-)
-_PER_GPU = click.option(
-    "--trials-per-gpu",
-    type=click.IntRange(min=1),
-    default=1,
-    show_default=True,
-    help="Trials at once on one GPU (with --gpus).",
-)
-
-
-def _options(*decorators: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    def apply(func: Any) -> Any:
-        for decorator in reversed(decorators):
-            func = decorator(func)
-        return func
-
-    return apply
 
 
 @contextmanager
@@ -86,14 +46,6 @@ def _reporter(config: Any, quiet: bool) -> tuple[tuple[str, ...], Any]:
     return names, QuietReporter() if quiet else ConsoleReporter(stderr_console(), names)
 
 
-def _warm_overrides(url: str | None, study: str | None, own_study: str) -> list[str]:
-    """`--warm-start URL [--warm-study NAME]` as search.warm_start overrides (JSON is YAML)."""
-    import json
-
-    values = {"storage": url, "study": study or (own_study if url else None)}
-    return [f"search.warm_start.{k}={json.dumps(v)}" for k, v in values.items() if v is not None]
-
-
 @click.group(name="tuner", context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="tuner")
 def cli() -> None:
@@ -101,7 +53,7 @@ def cli() -> None:
 
 
 @cli.command(short_help="Search a config's space; print the best trial.")
-@_options(_CONFIG, _SET)
+@options.combined(options.CONFIG, options.SET)
 @click.option(
     "--out",
     type=click.Path(path_type=Path, file_okay=False),
@@ -126,7 +78,15 @@ def cli() -> None:
 @click.option(
     "--warm-study", metavar="NAME", help="The warm-start study [default: this study's name]."
 )
-@_options(_WORKERS, _GPUS, _PER_GPU, _OBJECTIVE, _JSON, _QUIET, _DEBUG)
+@options.combined(
+    options.WORKERS,
+    options.GPUS,
+    options.PER_GPU,
+    options.OBJECTIVE,
+    options.JSON,
+    options.QUIET,
+    options.DEBUG,
+)
 def search(
     config: Path,
     overrides: tuple[str, ...],
@@ -154,9 +114,11 @@ def search(
         from tuner.store import sqlite_url
 
         name = study_name or config.stem
-        cfg = load_config(config, [*overrides, *_warm_overrides(warm_start, warm_study, name)])
+        cfg = load_config(
+            config, [*overrides, *options.warm_overrides(warm_start, warm_study, name)]
+        )
         if time_budget is not None:
-            seconds = _duration("--time-budget", time_budget)
+            seconds = options.duration("--time-budget", time_budget)
             cfg = cfg.model_copy(
                 update={"search": cfg.search.model_copy(update={"time_budget": seconds})}
             )
@@ -179,22 +141,19 @@ def search(
         print_search_result(result, names, as_json)
 
 
-def _duration(option: str, text: str) -> float:
-    """Seconds from a duration option's text; a one-line usage error naming the option."""
-    from tuner.duration import parse_duration
-    from tuner.errors import UsageError
-
-    try:
-        return parse_duration(text)
-    except ValueError as exc:
-        raise UsageError(f"{option}: {exc}") from None
-
-
 @cli.command(short_help="Work on a study that tuner search created (another box).")
-@_options(_SET)
+@options.combined(options.SET)
 @click.option("--storage", required=True, metavar="URL", help="SQLAlchemy URL of the study.")
 @click.option("--study", "study_name", required=True, metavar="NAME", help="Study name.")
-@_options(_WORKERS, _GPUS, _PER_GPU, _OBJECTIVE, _JSON, _QUIET, _DEBUG)
+@options.combined(
+    options.WORKERS,
+    options.GPUS,
+    options.PER_GPU,
+    options.OBJECTIVE,
+    options.JSON,
+    options.QUIET,
+    options.DEBUG,
+)
 def worker(
     overrides: tuple[str, ...],
     storage: str,
@@ -226,7 +185,7 @@ def worker(
 
 
 @cli.command(short_help="Score one point of a config's space.")
-@_options(_CONFIG, _SET)
+@options.combined(options.CONFIG, options.SET)
 @click.option(
     "--vector",
     metavar="V1,V2,...",
@@ -240,7 +199,7 @@ def worker(
     help="A searched hyperparameter by name (repeatable); the by-name form of --vector.",
 )
 @click.option("--seed", type=int, help="Seed of the splits and weights [default: search.seed].")
-@_options(_JSON, _QUIET, _DEBUG)
+@options.combined(options.JSON, options.QUIET, options.DEBUG)
 def evaluate(
     config: Path,
     overrides: tuple[str, ...],
@@ -270,16 +229,6 @@ def evaluate(
 
 # --- reading a finished study, exporting and using its model ------------------------------
 
-_STUDY_CONFIG = click.argument(
-    "config", required=False, type=click.Path(path_type=Path, dir_okay=False)
-)
-_STORAGE = click.option(
-    "--storage", metavar="URL", help="SQLAlchemy URL of the study database [default: the config's]."
-)
-_STUDY = click.option(
-    "--study", "study_name", metavar="NAME", help="Study name [default: config name]."
-)
-
 
 def _results(config: Path | None, storage: str | None, study_name: str | None) -> Any:
     from tuner.results import load_results, study_location
@@ -288,7 +237,7 @@ def _results(config: Path | None, storage: str | None, study_name: str | None) -
 
 
 @cli.command(short_help="List every trial of a study.")
-@_options(_STUDY_CONFIG, _STORAGE, _STUDY)
+@options.combined(options.STUDY_CONFIG, options.STORAGE, options.STUDY)
 @click.option(
     "--format",
     "fmt",
@@ -297,7 +246,7 @@ def _results(config: Path | None, storage: str | None, study_name: str | None) -
     show_default=True,
     help="Output format.",
 )
-@_options(_JSON, _DEBUG)
+@options.combined(options.JSON, options.DEBUG)
 def trials(
     config: Path | None,
     storage: str | None,
@@ -314,7 +263,7 @@ def trials(
 
 
 @cli.command(short_help="Show the best trial of a study.")
-@_options(_STUDY_CONFIG, _STORAGE, _STUDY, _JSON, _DEBUG)
+@options.combined(options.STUDY_CONFIG, options.STORAGE, options.STUDY, options.JSON, options.DEBUG)
 def best(
     config: Path | None, storage: str | None, study_name: str | None, as_json: bool, debug: bool
 ) -> None:
@@ -330,7 +279,7 @@ def best(
 
 
 @cli.command(short_help="Write an HTML report of a study, with PNG plots.")
-@_options(_STUDY_CONFIG, _STORAGE, _STUDY)
+@options.combined(options.STUDY_CONFIG, options.STORAGE, options.STUDY)
 @click.option(
     "--out",
     type=click.Path(path_type=Path, dir_okay=False),
@@ -338,7 +287,7 @@ def best(
     show_default=True,
     help="The HTML file; the plots are written beside it as <name>-<plot>.png.",
 )
-@_options(_JSON, _DEBUG)
+@options.combined(options.JSON, options.DEBUG)
 def report(
     config: Path | None,
     storage: str | None,
@@ -359,7 +308,7 @@ def report(
 
 
 @cli.command(short_help="Refit the best trial on all the data; save the model.")
-@_options(_STUDY_CONFIG, _STORAGE, _STUDY)
+@options.combined(options.STUDY_CONFIG, options.STORAGE, options.STUDY)
 @click.option(
     "--out",
     type=click.Path(path_type=Path, file_okay=False),
@@ -368,7 +317,7 @@ def report(
 )
 @click.option("--seeds", type=int, default=3, show_default=True, help="Refits; the best is kept.")
 @click.option("--force", is_flag=True, help="Write into a non-empty --out folder.")
-@_options(_JSON, _QUIET, _DEBUG)
+@options.combined(options.JSON, options.QUIET, options.DEBUG)
 def export(
     config: Path | None,
     storage: str | None,
@@ -412,7 +361,7 @@ def export(
     help="CSV file of predictions to write.",
 )
 @click.option("--id", "id_column", metavar="COLUMN", help="Column copied to the output as the id.")
-@_options(_JSON, _DEBUG)
+@options.combined(options.JSON, options.DEBUG)
 def predict(
     model: Path, data: Path, out: Path, id_column: str | None, as_json: bool, debug: bool
 ) -> None:
@@ -428,7 +377,7 @@ def predict(
 @cli.command(short_help="Write a starter config for a CSV file.")
 @click.argument("data", type=click.Path(path_type=Path))
 @click.option("--target", required=True, metavar="COLUMN", help="The column to predict.")
-@_options(_DEBUG)
+@options.combined(options.DEBUG)
 def init(data: Path, target: str, debug: bool) -> None:
     """Print a commented starter config for the CSV file DATA on stdout."""
     with _handled(debug):
