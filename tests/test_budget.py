@@ -8,10 +8,13 @@ import time
 import pytest
 from click.testing import CliRunner
 
-from tuner.budget import Deadline, describe_cut, final_reserve, fit_final, plan
+from tuner.budget import Deadline, describe_cut, final_reserve, fit_final, pending, plan
 from tuner.cli import cli
 from tuner.config import validate_config
-from tuner.store import TrialRecord, TrialState
+from tuner.records import NewTrial
+from tuner.rescoring import candidates, final_seeds
+from tuner.search import open_study
+from tuner.store import FinalScore, Storage, TrialRecord, TrialState, sqlite_url
 
 from .conftest import BOWL_SPACE, NO_DATA
 
@@ -38,24 +41,31 @@ TRIALS = [done(0, 0.5, 2.0), done(1, 0.4, 4.0), done(2, 0.6, 1.0), done(3, 0.9, 
 
 @pytest.mark.parametrize(
     ("calls", "expected"),
-    [(20, (3, 5)), (19, (3, 4)), (8, (3, 2)), (7, (2, 2)), (5, (1, 5)), (1, (1, 1)), (0, (0, 0))],
-)
-def test_the_plan_drops_finalists_before_going_under_two_calls_each(calls, expected):
-    assert plan(calls, 3, 5, confirm=True) == expected
+    [(20, (3, 5, 5)), (19, (3, 4, 5)), (8, (3, 2, 2)), (7, (2, 2, 3)), (5, (1, 5, 0)),
+     (1, (1, 1, 0)), (0, (0, 0, 0))],
+)  # fmt: skip
+def test_the_plan_drops_finalists_before_going_under_four_splits_each(calls, expected):
+    assert plan(calls, 3, 5, 5, splits=2) == expected
 
 
-def test_the_plan_without_confirmation_and_with_one_call_each():
-    assert plan(6, 3, 5, confirm=False) == (3, 2)
-    assert plan(3, 3, 1, confirm=True) == (2, 1)  # 1 call each is all there is to cut to
+def test_the_plan_in_other_shapes():
+    assert plan(6, 3, 5, 0, splits=2) == (3, 2, 0), "no confirmation"
+    assert plan(3, 3, 1, 1, splits=2) == (2, 1, 1), "1 call each is all there is"
+    assert plan(15, 3, 2, 10, splits=2) == (3, 2, 9), "the calls left go to the confirmation"
+    assert plan(12, 3, 10, 10, splits=1) == (2, 4, 4), "4 splits of 1"
+    assert plan(1, 3, 10, 10, splits=1) == (0, 0, 0), "a re-score on 1 split is none"
+    assert plan(2, 3, 10, 10, splits=1) == (1, 2, 0)
 
 
 def test_the_reserve_is_the_finalists_expected_time_capped_by_the_share():
     # The finalists are trials 1, 0, 2 (by loss); the slowest of them took 4 s a call; each
-    # gets 5 calls (10 splits of 2) and the confirmation 5 more: 20 calls.
-    assert final_reserve(config(time_budget=1000), TRIALS) == pytest.approx(80.0)
-    assert final_reserve(config(time_budget=100), TRIALS) == pytest.approx(25.0)  # 0.25 of it
-    assert final_reserve(config(time_budget=100, final_share=0.5), TRIALS) == pytest.approx(50.0)
-    assert final_reserve(config(time_budget=1000, final_candidates=1), TRIALS) == 20.0
+    # gets 5 calls (10 splits of 2) and the confirmation 5 more: 20 calls. A typical trial
+    # (the median, 3 s) is kept too.
+    assert final_reserve(config(time_budget=1000), TRIALS) == pytest.approx(80.0 + 3)
+    assert final_reserve(config(time_budget=100), TRIALS) == pytest.approx(25.0 + 3)
+    share = config(time_budget=100, final_share=0.5)
+    assert final_reserve(share, TRIALS) == pytest.approx(50.0 + 3)
+    assert final_reserve(config(time_budget=1000, final_candidates=1), TRIALS) == 20.0 + 3
     assert final_reserve(config(), TRIALS) == 0.0, "no budget, nothing kept"
     assert final_reserve(config(time_budget=100), []) == 0.0
 
@@ -76,29 +86,64 @@ def test_the_final_is_kept_whole_when_it_fits_and_cut_when_not():
     assert fit_final(whole, TRIALS, 80.0) is whole
     assert fit_final(whole, TRIALS, None) is whole
     cut = fit_final(whole, TRIALS, 30.0).search  # 7 calls of 4 s: 2 finalists, 2 calls each
-    assert (cut.final_candidates, cut.final_splits, cut.confirm_splits) == (2, 4, 4)
+    assert (cut.final_candidates, cut.final_splits, cut.confirm_splits) == (2, 4, 6)
     assert (cut.race_top, cut.time_budget) == (whole.search.race_top, 600)
     none = fit_final(whole, TRIALS, 3.0).search
     assert none.final_candidates == 0
     line = describe_cut(whole.search, cut, 30.0)
     assert line.startswith("time budget: 30 s left, the final re-score cut to 2 finalist(s) on 4")
-    assert "confirmation on 4" in line and "configured: 3 on 10, confirmation 10" in line
+    assert "confirmation on 6" in line and "configured: 3 on 10, confirmation 10" in line
+    assert "search.final_share" in line
     assert "too little to re-score" in describe_cut(whole.search, none, 3.0)
+    unconfirmed = config(time_budget=600, confirm_splits=0)
+    line = describe_cut(unconfirmed.search, fit_final(unconfirmed, TRIALS, 30.0).search, 30.0)
+    assert "confirmation on" not in line
+
+
+def test_a_resumed_search_keeps_the_rescores_it_holds(tmp_path):
+    """Finalists re-scored on the configured splits cost nothing and are never cut away."""
+    whole = config(time_budget=600)
+    storage = Storage(sqlite_url(tmp_path / "study.db"))
+    try:
+        study = open_study(storage, "s", whole, resume=False)
+        for t in TRIALS:
+            new = NewTrial(t.point, t.params, seed=100 * t.number)
+            asked = storage.ask(study, lambda _, new=new: new, 60).trial
+            storage.finish_trial(
+                asked, state=TrialState.COMPLETE, loss=t.loss, split_losses=[t.loss] * 2,
+                seconds=t.seconds,
+            )  # fmt: skip
+        trials = storage.trials(study)
+        assert pending(whole, trials).calls == 20
+        seeds = final_seeds(whole, trials)
+        for trial in candidates(trials, 3):
+            score = FinalScore(tuple(seeds), 10, trial.loss, 0.01, (trial.loss,) * 10)
+            storage.record_final(trial, score)
+        trials = storage.trials(study)
+        assert (pending(whole, trials).undone, pending(whole, trials).confirm) == (0, 5)
+        assert fit_final(whole, trials, 1.0) is whole
+        assert final_reserve(whole, trials) == pytest.approx(5 * 4.0 + 3.0)
+    finally:
+        storage.close()
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_a_time_budget_covers_the_final_rescore(workers, write_config, tmp_path, monkeypatch):
-    """0.4 s trials and a 4 s budget: without the reserve and the cut the final re-score
-    (3 finalists and the confirmation, 5 calls each) would add 8 s after the budget."""
+    """0.4 s trials and a 6 s budget: without the reserve and the cut the final re-score
+    (3 finalists and the confirmation, 5 calls each) would add 8 s after the budget, and
+    without the reserve alone there would be no time left for it."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("TUNER_TEST_SLEEP", "0.4")
-    path = write_config(search={"init_points": 5, "n_iter": 35, "seed": 1})
-    args = ["search", str(path), "--time-budget", "4s", "--workers", workers, "--json"]
+    search = {"init_points": 5, "n_iter": 35, "seed": 1, "race_top": 0, "final_share": 0.4}
+    path = write_config(search=search)
+    args = ["search", str(path), "--time-budget", "6s", "--workers", workers, "--json"]
     started = time.monotonic()
     result = CliRunner().invoke(cli, [*args, "--objective", "tests.objectives:timed_bowl"])
     seconds = time.monotonic() - started
     assert result.exit_code == 0, result.output
     assert "time budget: " in result.stderr and "search.final_share" in result.stderr
     reported = json.loads(result.stdout)
+    # 2.4 s were kept, and at least 2 s were left: 5 calls, the best finalist alone.
+    assert reported["final_splits"] > 0, "time was kept for the final re-score"
     assert reported["final_candidates"] < 3 or reported["final_splits"] < 10
-    assert seconds < 4 + 0.4 + 2.5, "the budget, the trial running at its end and some slack"
+    assert seconds < 6 + 2.5, "the budget and some slack"

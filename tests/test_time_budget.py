@@ -12,13 +12,14 @@ import pytest
 from click.testing import CliRunner
 
 import tuner.data  # noqa: F401  (imported here, so the search's clock does not time its import)
+from tuner.budget import Deadline
 from tuner.cli import cli
 from tuner.config import validate_config
 from tuner.duration import parse_duration
 from tuner.errors import ConfigError
 from tuner.evaluate import Score
 from tuner.report import QuietReporter
-from tuner.search import Deadline, open_study, run_search
+from tuner.search import open_study, run_search
 from tuner.store import Storage, TrialState, sqlite_url
 
 from .conftest import BOWL_SPACE, NO_DATA
@@ -109,7 +110,7 @@ def test_time_budget_ends_the_search_early_and_cleanly(
     result = CliRunner().invoke(cli, [*args, "--objective", "tests.objectives:bowl"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["loss"] >= 0
-    assert "time budget of 2 s spent (search.time_budget)" in result.stderr
+    assert "time budget of 2 s (search.time_budget) ended the search" in result.stderr
     trials = _started(tmp_path / "runs" / "tiny" / "study.db")
     assert 1 <= len(trials) < 40
     assert all(state == "complete" for state, _ in trials), "none left running"

@@ -8,17 +8,28 @@ budget); at the end they are cut to the scoring calls that fit in the time left.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from tuner.config import Config, SearchConfig
-from tuner.rescoring import candidates, confirm_chunks, final_chunks
-from tuner.store import TrialRecord
+import numpy as np
 
-# Fewer calls per finalist than this (when more are configured) and the final re-score drops
-# its last finalists instead: a mean on 2 fresh splits chooses worse than the search did.
-MIN_CALLS = 2
+from tuner.config import Config, SearchConfig
+from tuner.rescoring import (
+    candidates,
+    confirm_chunks,
+    confirm_seeds,
+    final_chunks,
+    final_seeds,
+    holds,
+)
+from tuner.store import TrialRecord, TrialState
+from tuner.winner import winner
+
+# Fewer fresh splits per finalist than this (when more are configured) and the final re-score
+# drops its last finalists instead: a mean on 2 fresh splits chooses worse than the search did.
+MIN_SPLITS = 4
 
 Reserve = Callable[[Sequence[TrialRecord]], float]
 
@@ -57,57 +68,92 @@ def call_seconds(trials: Sequence[TrialRecord]) -> float:
     return max((t.seconds or 0.0 for t in trials), default=0.0)
 
 
-def final_calls(config: Config) -> tuple[int, int]:
-    """Scoring calls per finalist and for the confirmation, as configured."""
-    confirm = len(confirm_chunks(config)) if config.search.confirm_splits > 0 else 0
-    return len(final_chunks(config)), confirm
+@dataclass(frozen=True)
+class Pending:
+    """What the final re-score and confirmation still have to do, in scoring calls."""
+
+    finalists: int  # the finalists there are
+    undone: int  # of them, not yet re-scored on the configured splits
+    per: int  # calls per finalist
+    confirm: int  # calls of the confirmation still to do
+    seconds: float  # of one call, the slowest finalist's
+
+    @property
+    def calls(self) -> int:
+        """Calls still to do."""
+        return self.undone * self.per + self.confirm
+
+
+def pending(config: Config, trials: Sequence[TrialRecord]) -> Pending:
+    """The final re-score's and confirmation's calls still to do, as configured."""
+    search = config.search
+    chosen = candidates(trials, search.final_candidates)
+    sizes = final_chunks(config)
+    seeds = final_seeds(config, trials) if chosen else []
+    undone = [t for t in chosen if not holds(t.final, seeds, sum(sizes))]
+    confirm = len(confirm_chunks(config)) if search.confirm_splits > 0 and len(chosen) > 1 else 0
+    if confirm and not undone:
+        found = winner(trials)
+        seeds = confirm_seeds(config, trials)
+        if found is None or holds(found.trial.confirm, seeds, search.confirm_splits):
+            confirm = 0
+    return Pending(len(chosen), len(undone), len(sizes), confirm, call_seconds(chosen))
 
 
 def final_reserve(config: Config, trials: Sequence[TrialRecord]) -> float:
-    """Seconds a search keeps for its final re-score and confirmation: their expected time
-    as configured, at most `search.final_share` of the time budget (0 without one)."""
+    """Seconds a search keeps for its end (0 without a time budget): the final re-score and
+    confirmation as configured, at most `search.final_share` of the budget, plus a typical
+    trial's seconds, so that the last trial to start is expected to end before that."""
     search = config.search
-    chosen = candidates(trials, search.final_candidates)
-    if search.time_budget is None or not chosen:
+    if search.time_budget is None:
         return 0.0
-    per, confirm = final_calls(config)
-    calls = len(chosen) * per + (confirm if len(chosen) >= 2 else 0)
-    return min(calls * call_seconds(chosen), search.final_share * search.time_budget)
+    todo = pending(config, trials)
+    if todo.finalists == 0:
+        return 0.0
+    final = min(todo.calls * todo.seconds, search.final_share * search.time_budget)
+    seconds = [t.seconds for t in trials if t.state == TrialState.COMPLETE and t.seconds]
+    return final + (float(np.median(seconds)) if seconds else 0.0)
 
 
-def plan(calls: int, count: int, per: int, confirm: bool) -> tuple[int, int]:
-    """(finalists, calls each) that fit in `calls` scoring calls, for `count` finalists of
-    `per` calls each (and as many again for the confirmation when two or more are compared).
+def plan(calls: int, count: int, per: int, confirm: int, splits: int) -> tuple[int, int, int]:
+    """(finalists, calls each, confirmation calls) that fit in `calls` scoring calls, for
+    `count` finalists of `per` calls each, `confirm` calls of confirmation when two or more
+    are compared, and `splits` splits a call.
 
-    All finalists while each gets `MIN_CALLS` (or `per`, if fewer); else fewer finalists with
-    more calls each; at the least one finalist on what fits; (0, 0) when not one call does.
+    All finalists while each keeps `MIN_SPLITS` fresh splits; else fewer finalists with more
+    calls each; at the least the best one alone on what fits (2 splits or more); else none.
     """
-    least = min(per, MIN_CALLS)
+
+    def cost(n: int, each: int) -> int:
+        return n * each + (min(confirm, each) if n > 1 else 0)
+
+    least = min(per, math.ceil(MIN_SPLITS / splits))
     for n in range(count, 0, -1):
-        each = min(per, calls // (n + (1 if confirm and n >= 2 else 0)))
+        each = max((e for e in range(1, per + 1) if cost(n, e) <= calls), default=0)
         if each >= least:
-            return n, each
-    return (1, min(per, calls)) if calls >= 1 and count >= 1 else (0, 0)
+            return n, each, (min(confirm, calls - n * each) if n > 1 else 0)
+    each = min(per, calls)
+    return (1, each, 0) if count and each * splits >= 2 else (0, 0, 0)
 
 
 def fit_final(config: Config, trials: Sequence[TrialRecord], left: float | None) -> Config:
     """The config with the final re-score and confirmation cut to the calls that fit in
-    `left` seconds: as it is without a budget or when they fit."""
+    `left` seconds: as it is without a budget, when they fit, or when some finalist already
+    holds its re-score (a resumed search: a cut would throw it away)."""
     search, splits = config.search, config.evaluation.splits
-    chosen = candidates(trials, search.final_candidates)
-    if left is None or not chosen:
+    todo = pending(config, trials)
+    if left is None or todo.seconds <= 0 or todo.calls * todo.seconds <= left:
         return config
-    per, confirm = final_calls(config)
-    seconds = call_seconds(chosen)
-    needed = len(chosen) * per + (confirm if len(chosen) >= 2 else 0)
-    if seconds <= 0 or needed * seconds <= left:
+    if todo.undone < todo.finalists:
         return config
-    count, each = plan(int(left // seconds), len(chosen), per, confirm > 0)
+    count, each, confirm = plan(
+        int(left // todo.seconds), todo.finalists, todo.per, todo.confirm, splits
+    )
     cut = search.model_copy(
         update={
             "final_candidates": count,
             "final_splits": min(search.final_splits, each * splits),
-            "confirm_splits": min(search.confirm_splits, each * splits),
+            "confirm_splits": min(search.confirm_splits, confirm * splits),
         }
     )
     return config.model_copy(update={"search": cut})
@@ -117,14 +163,15 @@ def describe_cut(configured: SearchConfig, fitted: SearchConfig, left: float) ->
     """The line saying how the time budget cut the final re-score."""
     was = (
         f"configured: {configured.final_candidates} on {configured.final_splits}, "
-        f"confirmation {configured.confirm_splits}; search.final_share keeps more time"
+        f"confirmation {configured.confirm_splits}"
     )
+    if configured.final_share < 1:
+        was += "; a larger search.final_share keeps more time for it"
     if fitted.final_candidates == 0:
-        return (
-            f"time budget: {left:.0f} s left, too little to re-score the finalists; the "
-            f"winner is the search-time best ({was})"
-        )
-    confirm = f", confirmation on {fitted.confirm_splits}" if fitted.final_candidates > 1 else ""
+        return f"time budget: {left:.0f} s left, too little to re-score the finalists ({was})"
+    confirm = ""
+    if fitted.final_candidates > 1 and fitted.confirm_splits > 0:
+        confirm = f", confirmation on {fitted.confirm_splits}"
     return (
         f"time budget: {left:.0f} s left, the final re-score cut to "
         f"{fitted.final_candidates} finalist(s) on {fitted.final_splits} splits{confirm} ({was})"

@@ -114,14 +114,9 @@ def search(
         from tuner.store import sqlite_url
 
         name = study_name or config.stem
-        cfg = load_config(
-            config, [*overrides, *options.warm_overrides(warm_start, warm_study, name)]
-        )
-        if time_budget is not None:
-            seconds = options.duration("--time-budget", time_budget)
-            cfg = cfg.model_copy(
-                update={"search": cfg.search.model_copy(update={"time_budget": seconds})}
-            )
+        given = options.warm_overrides(warm_start, warm_study, name)
+        given += options.budget_overrides(time_budget)
+        cfg = load_config(config, [*overrides, *given])
         url = storage or sqlite_url((out or Path("runs") / config.stem) / "study.db")
         names, reporter = _reporter(cfg, quiet)
         result = run(
@@ -135,8 +130,8 @@ def search(
         )
         if result.time_up and not quiet:
             stderr_console().print(
-                f"time budget of {cfg.search.time_budget:g} s spent (search.time_budget); "
-                "no trial was started after it. Continue with --resume"
+                f"time budget of {cfg.search.time_budget:g} s (search.time_budget) ended the "
+                "search before its trial budget. Continue with --resume"
             )
         print_search_result(result, names, as_json)
 

@@ -40,17 +40,6 @@ PER_GPU = click.option(
 )
 
 
-def combined(*decorators: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    """One decorator applying `decorators` in the order given (the first is the outermost)."""
-
-    def apply(func: Any) -> Any:
-        for decorator in reversed(decorators):
-            func = decorator(func)
-        return func
-
-    return apply
-
-
 STUDY_CONFIG = click.argument(
     "config", required=False, type=click.Path(path_type=Path, dir_okay=False)
 )
@@ -62,12 +51,28 @@ STUDY = click.option(
 )
 
 
+def combined(*decorators: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """One decorator applying `decorators` in the order given (the first is the outermost)."""
+
+    def apply(func: Any) -> Any:
+        for decorator in reversed(decorators):
+            func = decorator(func)
+        return func
+
+    return apply
+
+
 def warm_overrides(url: str | None, study: str | None, own_study: str) -> list[str]:
     """`--warm-start URL [--warm-study NAME]` as search.warm_start overrides (JSON is YAML)."""
     import json
 
     values = {"storage": url, "study": study or (own_study if url else None)}
     return [f"search.warm_start.{k}={json.dumps(v)}" for k, v in values.items() if v is not None]
+
+
+def budget_overrides(text: str | None) -> list[str]:
+    """`--time-budget DURATION` as a search.time_budget override (none without it)."""
+    return [] if text is None else [f"search.time_budget={duration('--time-budget', text)}"]
 
 
 def duration(option: str, text: str) -> float:

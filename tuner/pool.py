@@ -123,6 +123,7 @@ class _Shared:
         self.deadline = deadline
         self.asker = asker
         self.stop = threading.Event()
+        self.time_up = False
         self.lock = threading.Lock()
         self.errors: list[BaseException] = []
         self.running: dict[str, int | None] = {}
@@ -141,10 +142,13 @@ class _Shared:
 
 
 def _time_up(shared: _Shared) -> bool:
+    """True once the time budget (less its reserve) is spent; it stays so: the reserve moves
+    with the finalists, and a slot that stopped must not see others go on."""
     deadline = shared.deadline
-    if deadline.reserve is None:
-        return deadline.passed()
-    return deadline.passed(shared.storage.trials(shared.study))
+    if not shared.time_up and deadline.seconds is not None:
+        trials = shared.storage.trials(shared.study) if deadline.reserve is not None else ()
+        shared.time_up = deadline.passed(trials)
+    return shared.time_up
 
 
 def _next(shared: _Shared) -> TrialRecord | None:
@@ -188,8 +192,8 @@ def run_pool(
     deadline: Deadline | None = None,
     asker: Asker | None = None,
 ) -> SearchResult:
-    """Run the slots until the study's budget or the time budget is spent (running trials
-    finish); returns the best trial. Each slot races its top trials as run_search does.
+    """Run the slots until the study's budget is spent or `deadline` has passed (running
+    trials finish); returns the best trial. Each slot races its top trials as run_search does.
 
     `asker` chooses the trials (by default from the config and its warm-start study).
     """

@@ -232,7 +232,8 @@ def score_final(
     )
 
 
-def _holds(score: FinalScore | None, seeds: Sequence[int], splits: int) -> bool:
+def holds(score: FinalScore | None, seeds: Sequence[int], splits: int) -> bool:
+    """True when `score` was made on these seeds and splits (a resumed search keeps it)."""
     return score is not None and (score.seeds, score.splits) == (tuple(seeds), splits)
 
 
@@ -254,7 +255,7 @@ def rescore_final(
     chosen = candidates(trials, config.search.final_candidates)
     sizes = final_chunks(config)
     seeds = final_seeds(config, trials)
-    todo = [t for t in chosen if not _holds(t.final, seeds, sum(sizes))]
+    todo = [t for t in chosen if not holds(t.final, seeds, sum(sizes))]
     reporter.final_started(chosen, sum(sizes), len(todo))
     for trial in todo:
         final = score_final(objective, trial, seeds, sizes, interrupted)
@@ -283,7 +284,7 @@ def confirm_winner(
         return
     sizes = confirm_chunks(config)
     seeds = confirm_seeds(config, trials)
-    if _holds(found.trial.confirm, seeds, sum(sizes)):
+    if holds(found.trial.confirm, seeds, sum(sizes)):
         return
     reporter.confirm_started(found.trial, sum(sizes))
     score = score_final(objective, found.trial, seeds, sizes, interrupted)

@@ -193,8 +193,9 @@ def run_search(
     deadline: Deadline | None = None,
     asker: Asker | None = None,
 ) -> SearchResult:
-    """Run trials until `init_points + n_iter` of them have ended or the time budget is spent
-    (no trial starts after it; the running one finishes); returns the best.
+    """Run trials until `init_points + n_iter` of them have ended or `deadline` has passed
+    (no trial starts once the time left is its reserve; the running one finishes); returns
+    the best.
 
     With `search.race_top`, trials that rank on top are raced on extra splits (rescoring.py).
     `asker` chooses the trials (by default from the config and its warm-start study).
