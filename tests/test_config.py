@@ -457,3 +457,24 @@ def test_the_course_space_has_the_new_hyperparameters_at_their_defaults():
         "l2": {"low": 1e-6, "high": 1e-2, "log": True},
         "batch_size": {"low": 16.0, "high": 256.0, "log": True, "int": True},
     }
+
+
+SHIPPED = sorted((Path(__file__).resolve().parent.parent / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_the_shipped_configs_validate(path: Path):
+    config = load_config(path, [])
+    assert config.search.budget >= 1 and config.space
+
+
+def test_the_example_config_documents_every_search_key():
+    """configs/example.yaml writes every key of `search` (warm_start commented out)."""
+    path = SHIPPED[0].with_name("example.yaml")
+    written = yaml.safe_load(path.read_text())["search"]
+    text = path.read_text()
+    for name in type(load_config(path, []).search).model_fields:
+        if name == "warm_start":
+            assert "# warm_start:" in text
+        else:
+            assert name in written, f"search.{name} is not in configs/example.yaml"
