@@ -78,15 +78,7 @@ def cli() -> None:
 @click.option(
     "--warm-study", metavar="NAME", help="The warm-start study [default: this study's name]."
 )
-@options.combined(
-    options.WORKERS,
-    options.GPUS,
-    options.PER_GPU,
-    options.OBJECTIVE,
-    options.JSON,
-    options.QUIET,
-    options.DEBUG,
-)
+@options.TRIAL_RUNNING
 def search(
     config: Path,
     overrides: tuple[str, ...],
@@ -140,15 +132,7 @@ def search(
 @options.combined(options.SET)
 @click.option("--storage", required=True, metavar="URL", help="SQLAlchemy URL of the study.")
 @click.option("--study", "study_name", required=True, metavar="NAME", help="Study name.")
-@options.combined(
-    options.WORKERS,
-    options.GPUS,
-    options.PER_GPU,
-    options.OBJECTIVE,
-    options.JSON,
-    options.QUIET,
-    options.DEBUG,
-)
+@options.TRIAL_RUNNING
 def worker(
     overrides: tuple[str, ...],
     storage: str,

@@ -84,3 +84,7 @@ def duration(option: str, text: str) -> float:
         return parse_duration(text)
     except ValueError as exc:
         raise UsageError(f"{option}: {exc}") from None
+
+
+# What every command that runs trials takes: `tuner search` and `tuner worker`.
+TRIAL_RUNNING = combined(WORKERS, GPUS, PER_GPU, OBJECTIVE, JSON, QUIET, DEBUG)
