@@ -208,7 +208,8 @@ def run_tuner(setting: Setting, seed: int, budget: Budget, folder: Path) -> Outc
         raise RuntimeError(f"tuner search exited with {done.returncode}; its message is above")
     result = json.loads(done.stdout.strip().splitlines()[-1])
     trials = load_results(result["storage"], result["study"]).trials
-    extra = {k: result[k] for k in ("trial", "loss_std", "search_loss") if k in result}
+    kept = ("trial", "loss_std", "search_loss", "raw_loss", "difficulty_shift")
+    extra = {k: result[k] for k in kept if k in result}
     return Outcome(
         reported=float(result["loss"]),
         params=dict(result["params"]),

@@ -144,11 +144,29 @@ def honesty_target(cells: Sequence[Cell]) -> list[str]:
                 f"search{'es' if len(gaps) != 1 else ''} (needs within ±0.01): "
                 f"{_verdict(abs(mean) <= 0.01)}; mean |reported - re-scored| {mean_abs:.4f}",
             )
+            lines.insert(1, _unadjusted(cells))
         else:
             lines.append(f"  beside it, {method}: mean optimism {mean:+.4f}")
     if not lines or not lines[0].startswith("honesty"):
         lines.insert(0, "honesty: not checked (no re-scored tuner search)")
     return lines
+
+
+def _unadjusted(cells: Sequence[Cell]) -> str:
+    """tuner's gaps before its split-difficulty adjustment (difficulty.py), where it made one."""
+    gaps = [
+        c["extra"]["raw_loss"] - c["rescored"]
+        for c in cells
+        if c["method"] == "tuner"
+        and c.get("rescored") is not None
+        and (c.get("extra") or {}).get("raw_loss") is not None
+    ]
+    if not gaps:
+        return "  tuner's reported losses were not adjusted for split difficulty"
+    return (
+        f"  before the split-difficulty adjustment ({len(gaps)} search(es)): mean "
+        f"{np.mean(gaps):+.4f}, mean |reported - re-scored| {np.mean(np.abs(gaps)):.4f}"
+    )
 
 
 def targets_text(cells: Sequence[Cell]) -> str:

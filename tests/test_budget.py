@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from functools import partial
 
 import pytest
 from click.testing import CliRunner
@@ -68,6 +69,10 @@ def test_the_reserve_is_the_finalists_expected_time_capped_by_the_share():
     assert final_reserve(config(time_budget=1000, final_candidates=1), TRIALS) == 20.0 + 3
     assert final_reserve(config(), TRIALS) == 0.0, "no budget, nothing kept"
     assert final_reserve(config(time_budget=100), []) == 0.0
+    # The split-difficulty baseline's expected seconds count inside the cap.
+    with_baseline = partial(final_reserve, config(time_budget=1000), TRIALS)
+    assert with_baseline(baseline_seconds=12.0) == pytest.approx(80.0 + 12 + 3)
+    assert final_reserve(config(time_budget=100), TRIALS, 12.0) == pytest.approx(25.0 + 3)
 
 
 def test_the_deadline_keeps_the_reserve_once_there_are_trials():
@@ -90,6 +95,8 @@ def test_the_final_is_kept_whole_when_it_fits_and_cut_when_not():
     assert (cut.race_top, cut.time_budget) == (whole.search.race_top, 600)
     none = fit_final(whole, TRIALS, 3.0).search
     assert none.final_candidates == 0
+    # The baseline's seconds come off the time left first: 80 s fit, 80 s less 50 do not.
+    assert fit_final(whole, TRIALS, 80.0, baseline_seconds=50.0).search == cut
     line = describe_cut(whole.search, cut, 30.0)
     assert line.startswith("time budget: 30 s left, the final re-score cut to 2 finalist(s) on 4")
     assert "confirmation on 6" in line and "configured: 3 on 10, confirmation 10" in line
@@ -135,6 +142,7 @@ def test_a_time_budget_covers_the_final_rescore(workers, write_config, tmp_path,
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("TUNER_TEST_SLEEP", "0.4")
     search = {"init_points": 5, "n_iter": 35, "seed": 1, "race_top": 0, "final_share": 0.4}
+    search["difficulty_splits"] = 0  # its baseline's share of the time is tested apart
     path = write_config(search=search)
     args = ["search", str(path), "--time-budget", "6s", "--workers", workers, "--json"]
     started = time.monotonic()

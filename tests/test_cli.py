@@ -138,23 +138,30 @@ def test_search_end_to_end_then_resume_adds_only_the_new_budget(run, write_confi
         "l2",
         "optimizer",
     }
-    query = "SELECT number, state, loss, final, confirm FROM trials ORDER BY number"
+    query = "SELECT number, state, loss, final, confirm, difficulty FROM trials ORDER BY number"
     states = rows(db, query)
     assert [s[1] for s in states] == ["complete"] * 3
     # The winner is the best of the 3 finalists re-scored on 10 fresh splits; the loss it
-    # reports is its mean on 10 other fresh splits (the confirmation).
+    # reports is its mean on 10 other fresh splits (the confirmation), adjusted for how hard
+    # those are against 100 other splits (difficulty.py).
     finals = {s[0]: json.loads(s[3]) for s in states}
     assert best["final_splits"] == 10 and best["final_candidates"] == 3
     low = min(f["loss"] for f in finals.values())
     assert best["final_loss"] == low == finals[best["trial"]]["loss"]
     confirm = json.loads(states[best["trial"]][4])
-    assert best["loss"] == confirm["loss"] and best["confirm_splits"] == 10
+    assert best["raw_loss"] == confirm["loss"] and best["confirm_splits"] == 10
+    assert best["loss"] == pytest.approx(confirm["loss"] - best["difficulty_shift"])
+    difficulty = json.loads(states[best["trial"]][5])
+    assert difficulty["seeds"] == confirm["seeds"] and len(difficulty["baseline"]) == 10
     assert [s[4] is None for s in states].count(True) == 2, "only the winner is confirmed"
+    assert [s[5] is None for s in states].count(True) == 2, "only the winner is adjusted"
     assert best["search_loss"] == states[best["trial"]][2]
     assert len({tuple(f["seeds"]) for f in finals.values()}) == 1
     assert "trial   2" in result.stderr and "best trials" in result.stderr
     assert "re-scoring the best 3 trial(s) on 10 fresh splits" in result.stderr
     assert f"confirming the winner #{best['trial']} on 10 other fresh splits" in result.stderr
+    assert "measuring split difficulty" in result.stderr
+    assert f"adjusted for split difficulty (raw {best['raw_loss']:.4f})" in result.stderr
     assert (
         f"winner: #{best['trial']}" in result.stderr and "10 confirmation splits" in result.stderr
     )

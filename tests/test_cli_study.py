@@ -60,16 +60,20 @@ def test_best_is_the_lowest_rescored_loss(run):
     trials = json.loads(run("trials", "tiny.yaml", "--json").stdout)["trials"]
     finals = [t["final"]["loss"] for t in trials if t["state"] == "complete"]
     assert best["final_loss"] == min(finals) == best["final"]["loss"], "chosen on fresh splits"
-    assert best["loss"] == best["confirm"]["loss"], "reported on other fresh splits"
+    assert best["raw_loss"] == best["confirm"]["loss"], "reported on other fresh splits"
+    shift = best["difficulty_shift"]
+    assert best["loss"] == pytest.approx(best["raw_loss"] - shift), "less their difficulty"
+    assert best["difficulty"]["seeds"] == best["confirm"]["seeds"]
     assert best["search_loss"] == trials[best["trial"]]["loss"]
     assert best["final_splits"] == 10 and best["final_candidates"] == 3
     assert best["confirm_splits"] == 10
-    assert best["loss_se"] == pytest.approx(best["confirm"]["loss_std"] / 10**0.5)
+    assert best["raw_loss_se"] == pytest.approx(best["confirm"]["loss_std"] / 10**0.5)
     assert best["architecture"].startswith("5 -> ") and best["study"] == "tiny"
     text = run("best", "tiny.yaml").stdout
     assert "best of study tiny" in text and "architecture" in text
     assert "10 confirmation splits" in text and "10 fresh splits, best of 3" in text
     assert "chosen on" in text and "search loss" in text
+    assert f"{best['raw_loss']:.4f}" in text.split("unadjusted")[-1], "the plain mean beside"
     assert "confirmation splits" in text
     assert f"{best['confirm']['split_losses'][0]:.4f}" in text.split("confirmation splits")[-1]
 

@@ -77,11 +77,15 @@ def test_runs_the_budget_and_reports_the_best(storage):
         "final_splits",
         "final_candidates",
         "confirm_splits",
+        "raw_loss",
+        "raw_loss_se",
+        "difficulty_shift",
         "params",
         "study",
         "storage",
     }
     assert result.to_dict()["final_splits"] == 0, "run_search alone does not re-score"
+    assert result.to_dict()["raw_loss"] is None and result.to_dict()["difficulty_shift"] is None
     assert result.to_dict()["confirm_splits"] == 0 and result.to_dict()["final_loss"] is None
 
 

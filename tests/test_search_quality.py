@@ -251,6 +251,10 @@ def test_tables_pair_seeds_and_count_a_failed_rescoring_as_worst() -> None:
         "honesty: tuner mean reported - re-scored -0.0050 over 2 searches (needs within ±0.01)"
     )
     assert f"{honesty}: met; mean |reported - re-scored| 0.0050" in text
+    assert "tuner's reported losses were not adjusted for split difficulty" in text
+    cells[0]["extra"] = {"raw_loss": 0.635}  # seed 1 was adjusted by +0.025
+    before = "before the split-difficulty adjustment (1 search(es)): mean -0.0300, mean |reported"
+    assert before in targets_text(cells)
     table = table_text("equal-trials", cells[:4], None, "30 trials each")
     assert "| tuner (as shipped) | 2 | 0.6600 ± 0.0050 | 0.6550 | -0.005 ± 0.000 |" in table
     assert mean_se([0.5]) == "0.5000" and mean_se([]) == "-"

@@ -100,17 +100,21 @@ def pending(config: Config, trials: Sequence[TrialRecord]) -> Pending:
     return Pending(len(chosen), len(undone), len(sizes), confirm, call_seconds(chosen))
 
 
-def final_reserve(config: Config, trials: Sequence[TrialRecord]) -> float:
+def final_reserve(
+    config: Config, trials: Sequence[TrialRecord], baseline_seconds: float = 0.0
+) -> float:
     """Seconds a search keeps for its end (0 without a time budget): the final re-score and
-    confirmation as configured, at most `search.final_share` of the budget, plus a typical
-    trial's seconds, so that the last trial to start is expected to end before that."""
+    confirmation as configured and the split-difficulty baseline's `baseline_seconds`, at most
+    `search.final_share` of the budget, plus a typical trial's seconds, so that the last trial
+    to start is expected to end before that."""
     search = config.search
     if search.time_budget is None:
         return 0.0
     todo = pending(config, trials)
     if todo.finalists == 0:
         return 0.0
-    final = min(todo.calls * todo.seconds, search.final_share * search.time_budget)
+    final = todo.calls * todo.seconds + baseline_seconds
+    final = min(final, search.final_share * search.time_budget)
     seconds = [t.seconds for t in trials if t.state == TrialState.COMPLETE and t.seconds]
     return final + (float(np.median(seconds)) if seconds else 0.0)
 
@@ -136,12 +140,16 @@ def plan(calls: int, count: int, per: int, confirm: int, splits: int) -> tuple[i
     return (1, each, 0) if count and each * splits >= 2 else (0, 0, 0)
 
 
-def fit_final(config: Config, trials: Sequence[TrialRecord], left: float | None) -> Config:
+def fit_final(
+    config: Config, trials: Sequence[TrialRecord], left: float | None, baseline_seconds: float = 0.0
+) -> Config:
     """The config with the final re-score and confirmation cut to the calls that fit in
-    `left` seconds: as it is without a budget, when they fit, or when some finalist already
-    holds its re-score (a resumed search: a cut would throw it away)."""
+    `left` seconds less the baseline's `baseline_seconds`: as it is without a budget, when
+    they fit, or when some finalist already holds its re-score (a resumed search: a cut would
+    throw it away)."""
     search, splits = config.search, config.evaluation.splits
     todo = pending(config, trials)
+    left = None if left is None else max(0.0, left - baseline_seconds)
     if left is None or todo.seconds <= 0 or todo.calls * todo.seconds <= left:
         return config
     if todo.undone < todo.finalists:

@@ -7,6 +7,7 @@ re-score the finalists at the end.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -17,7 +18,7 @@ from tuner.budget import Deadline, final_reserve, fit_final
 from tuner.config import Config, Scalar, validate_config
 from tuner.errors import StudyError
 from tuner.evaluate import Score, size_limit
-from tuner.rescoring import rescore
+from tuner.rescoring import Baseline, rescore
 from tuner.search import (
     Reporter,
     SearchResult,
@@ -60,19 +61,21 @@ def search(
     (`module:function`, called with the config and the data set). Once every trial of the
     study has ended, this process (never `tuner worker`) re-scores the finalists.
     """
-    # The clock starts with the search; it keeps time for the final re-score.
-    deadline = Deadline(config.search.time_budget, reserve=partial(final_reserve, config))
+    started = time.monotonic()  # the clock starts with the search, data loading included
     from tuner.data import load_dataset, make_splits
 
     dataset = load_dataset(config.data)
     make_splits(dataset, config.evaluation.splits, config.evaluation.test_size, 0)  # fail early
     # A missing warm-start study or another space is refused before any write.
     prior = warm_trials(config)
+    baseline_seconds = _baseline_seconds(config, dataset)
+    reserve = partial(final_reserve, config, baseline_seconds=baseline_seconds)
+    deadline = Deadline(config.search.time_budget, started, reserve)
     storage = Storage(storage_url)
     try:
         with storage.exclusive():
             study = open_study(storage, study_name, config, resume)
-            run = _Run(dataset, factory, parallel, deadline, prior, final=True)
+            run = _Run(dataset, factory, parallel, deadline, prior, True, baseline_seconds)
             return _run(config, storage, study, run, reporter)
     finally:
         storage.close()
@@ -128,6 +131,18 @@ class _Run:
     deadline: Deadline
     prior: Sequence[TrialRecord] | None = None  # the warm-start trials, once read
     final: bool = False  # then re-score the finalists in the first worker
+    baseline_seconds: float = 0.0  # the split-difficulty baseline's expected time at the end
+
+
+def _baseline_seconds(config: Config, dataset: Any) -> float:
+    """What the split-difficulty baseline is expected to take at the end of a search with a
+    time budget (one fit timed now); 0 without a budget or without the baseline."""
+    from tuner.difficulty import baseline_fits, fit_seconds
+
+    fits = baseline_fits(config)
+    if config.search.time_budget is None or fits == 0:
+        return 0.0
+    return fits * fit_seconds(dataset, config.evaluation.test_size)
 
 
 def _run(
@@ -151,7 +166,10 @@ def _run(
             result = run_pool(config, storage, study, pairs, reporter, run.deadline, asker)
         if not run.final or config.search.final_candidates <= 0:
             return result
-        final = _Final(workers[0], run.deadline, result.time_up)
+        from tuner.difficulty import baseline_losses
+
+        baseline = partial(baseline_losses, run.dataset, test_size=config.evaluation.test_size)
+        final = _Final(workers[0], run.deadline, result.time_up, baseline, run.baseline_seconds)
         return _final(config, storage, study, final, reporter)
     finally:
         for worker in workers:
@@ -165,6 +183,8 @@ class _Final:
     worker: Worker  # a trial worker's (warm) process
     deadline: Deadline
     time_up: bool  # the time budget ended the search
+    baseline: Baseline  # the split-difficulty baseline's losses on `splits` splits from `seed`
+    baseline_seconds: float  # what it is expected to take
 
 
 def _final(
@@ -177,12 +197,12 @@ def _final(
         return worker(params, seed, None if splits == own else splits)  # type: ignore[no-any-return]
 
     left = final.deadline.left()
-    fitted = fit_final(config, storage.trials(study), left)
+    fitted = fit_final(config, storage.trials(study), left, final.baseline_seconds)
     if fitted is not config:
         assert left is not None
         reporter.final_fitted(config.search, fitted.search, left)
     if fitted.search.final_candidates > 0:
-        rescore(fitted, storage, study, objective, reporter)
+        rescore(fitted, storage, study, objective, reporter, final.baseline)
     result = study_result(storage, study, final.time_up)
     reporter.final_finished(result.winner)
     return result

@@ -12,6 +12,8 @@ from typing import Any
 from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from tuner.difficulty import Difficulty
+
 
 class TrialState(enum.StrEnum):
     """Where a trial is in its life."""
@@ -67,6 +69,7 @@ class _TrialRow(_Base):
     race: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     final: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     confirm: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    difficulty: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
 
 # Columns added after the first release: ALTER TABLE adds them to an older database.
@@ -77,6 +80,7 @@ _LATER_COLUMNS = {
     "race": "JSON",
     "final": "JSON",
     "confirm": "JSON",
+    "difficulty": "JSON",
 }
 
 
@@ -152,6 +156,7 @@ class TrialRecord:
     race_seconds: float | None = None
     final: FinalScore | None = None
     confirm: FinalScore | None = None  # the winner's score on confirmation splits
+    difficulty: Difficulty | None = None  # how hard the winner's reported splits are
 
     @property
     def counts(self) -> bool:
@@ -177,6 +182,7 @@ class TrialRecord:
             "race_seeds": list(self.race_seeds),
             "final": self.final.to_dict() if self.final is not None else None,
             "confirm": self.confirm.to_dict() if self.confirm is not None else None,
+            "difficulty": self.difficulty.to_dict() if self.difficulty is not None else None,
         }
 
 
@@ -202,6 +208,7 @@ def _record(row: _TrialRow) -> TrialRecord:
         race_seconds=(row.race or {}).get("seconds"),
         final=FinalScore.from_dict(row.final) if row.final else None,
         confirm=FinalScore.from_dict(row.confirm) if row.confirm else None,
+        difficulty=Difficulty.from_dict(row.difficulty) if row.difficulty else None,
     )
 
 

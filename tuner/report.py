@@ -75,6 +75,12 @@ class QuietReporter:
     def confirm_scored(self, trial: TrialRecord) -> None:
         """Nothing."""
 
+    def difficulty_started(self, trial: TrialRecord, splits: int) -> None:
+        """Nothing."""
+
+    def difficulty_failed(self, error: str) -> None:
+        """Nothing."""
+
     def final_finished(self, winner: Winner) -> None:
         """Nothing."""
 
@@ -171,6 +177,17 @@ class ConsoleReporter:
             _scored_line(trial, trial.confirm, "confirmed", "confirmation", fallback)
         )
 
+    def difficulty_started(self, trial: TrialRecord, splits: int) -> None:
+        """That a baseline measures how hard the winner's splits are."""
+        self._console.print(
+            f"measuring split difficulty: a baseline on the winner #{trial.number}'s splits "
+            f"and on {splits} other fresh splits"
+        )
+
+    def difficulty_failed(self, error: str) -> None:
+        """Why the winner's loss is not adjusted."""
+        self._console.print(f"[yellow]split difficulty not measured ({error})[/yellow]")
+
     def final_fitted(self, configured: SearchConfig, fitted: SearchConfig, left: float) -> None:
         """How the time budget cut the final re-score."""
         self._console.print(f"[yellow]{describe_cut(configured, fitted, left)}[/yellow]")
@@ -253,6 +270,9 @@ def _add_loss_rows(table: Table, winner: Winner) -> None:
     chosen = f"{winner.final_splits} fresh splits, best of {winner.final_candidates}"
     how = f"{winner.confirm_splits} confirmation splits" if winner.confirmed else chosen
     table.add_row("loss", f"{winner.loss:.4f} ± {winner.loss_se:.4f} (se, {how})")
+    if winner.raw_loss is not None:
+        raw = f"{winner.raw_loss:.4f} ± {winner.raw_loss_se:.4f} (se), before"
+        table.add_row("unadjusted", f"{raw} the split-difficulty adjustment")
     if winner.confirmed:
         table.add_row("chosen on", f"{winner.final_loss:.4f} ({chosen})")
     table.add_row("search loss", search)

@@ -22,11 +22,12 @@ from typing import Protocol
 import numpy as np
 
 from tuner.config import Config, Scalar
+from tuner.difficulty import Difficulty, reference_seed, slope
 from tuner.errors import SearchInterrupted, TrialFailed, UsageError
 from tuner.evaluate import Score
 from tuner.signals import Signals
 from tuner.store import FinalScore, Storage, StudyRecord, TrialRecord
-from tuner.winner import ranked, winner
+from tuner.winner import finalists, ranked, reported_score, winner
 
 RACE_TAG = 0x72616365  # "race"
 FINAL_TAG = 0x66696E61  # "fina"
@@ -34,6 +35,7 @@ CONFIRM_TAG = 0x636F6E66  # "conf"
 
 Objective = Callable[[Mapping[str, Scalar], int], Score]
 FinalObjective = Callable[[Mapping[str, Scalar], int, int], Score]  # params, seed, splits
+Baseline = Callable[[int, int], tuple[float, ...]]  # seed, splits -> the baseline's split losses
 SeedRange = tuple[int, int]  # [first, last + 1) of the seeds a scoring used
 
 
@@ -191,6 +193,10 @@ class FinalReporter(Protocol):
 
     def confirm_scored(self, trial: TrialRecord) -> None: ...
 
+    def difficulty_started(self, trial: TrialRecord, splits: int) -> None: ...
+
+    def difficulty_failed(self, error: str) -> None: ...
+
 
 def candidates(trials: Sequence[TrialRecord], count: int) -> list[TrialRecord]:
     """The finalists: the `count` best distinct completed trials by search-time loss."""
@@ -244,9 +250,11 @@ def rescore_final(
     objective: FinalObjective,
     reporter: FinalReporter,
     interrupted: Callable[[], bool] = lambda: False,
+    baseline: Baseline | None = None,
 ) -> None:
     """Re-score the finalists on `search.final_splits` fresh splits, each stored when done,
-    then confirm the winner (`confirm_winner`).
+    then confirm the winner (`confirm_winner`) and, given a `baseline`, measure how hard the
+    winner's reported splits are (`adjust_winner`).
 
     `objective(params, seed, splits)` scores a point on `splits` splits from `seed`. Finalists
     that already hold a re-score on the same seeds and splits (a resumed search) are not redone.
@@ -261,6 +269,8 @@ def rescore_final(
         final = score_final(objective, trial, seeds, sizes, interrupted)
         reporter.final_scored(storage.record_final(trial, final))
     confirm_winner(config, storage, study, objective, reporter, interrupted)
+    if baseline is not None:
+        adjust_winner(config, storage, study, baseline, reporter)
 
 
 def confirm_winner(
@@ -291,12 +301,62 @@ def confirm_winner(
     reporter.confirm_scored(storage.record_final(found.trial, score, confirm=True))
 
 
+def adjust_winner(
+    config: Config,
+    storage: Storage,
+    study: StudyRecord,
+    baseline: Baseline,
+    reporter: FinalReporter,
+) -> None:
+    """Measure how hard the splits of the winner's reported score are, against
+    `search.difficulty_splits` other fresh splits, stored as its `difficulty` (difficulty.py).
+
+    The slope comes from the finalists' losses on their shared final splits and the winner's on
+    its confirmation splits. Not done again when the winner holds one for the same splits; a
+    baseline that fails leaves the loss unadjusted.
+    """
+    count, per = config.search.difficulty_splits, config.evaluation.splits
+    trials = storage.trials(study)
+    found = winner(trials)
+    score = reported_score(found.trial) if found is not None and found.rescored else None
+    if count <= 0 or found is None or score is None or not score.ok:
+        return
+    held = found.trial.difficulty
+    if held is not None and held.holds(score.seeds, score.splits, count):
+        return
+    reporter.difficulty_started(found.trial, count)
+
+    def on(done: FinalScore) -> tuple[float, ...]:
+        sizes = zip(done.seeds, chunks(done.splits, per), strict=True)
+        return tuple(b for seed, n in sizes for b in baseline(seed, n))
+
+    try:
+        group = [t.final for t in finalists(ranked(trials)) if t.final is not None and t.final.ok]
+        shared = on(group[0])  # the finalists' final splits are the same
+        pairs = [(final.split_losses, shared) for final in group]
+        own = shared if score is found.trial.final else on(score)
+        if score is not found.trial.final:
+            pairs.append((score.split_losses, own))
+        fitted, used = slope(pairs)
+        seed = reference_seed(config.search.seed)
+        reference = np.asarray(baseline(seed, count))
+    except Exception as exc:  # the search's result stands without the adjustment
+        reporter.difficulty_failed(f"{type(exc).__name__}: {exc}")
+        return
+    std = float(reference.std(ddof=1)) if count > 1 else 0.0
+    measured = Difficulty(
+        score.seeds, score.splits, own, seed, count, float(reference.mean()), std, fitted, used
+    )
+    storage.record_difficulty(found.trial, measured)
+
+
 def rescore(
     config: Config,
     storage: Storage,
     study: StudyRecord,
     objective: FinalObjective,
     reporter: FinalReporter,
+    baseline: Baseline | None = None,
 ) -> None:
     """`rescore_final` with Ctrl-C and SIGTERM turned into SearchInterrupted.
 
@@ -306,7 +366,7 @@ def rescore(
     try:
         with signals:
             interrupted = lambda: signals.received is not None  # noqa: E731
-            rescore_final(config, storage, study, objective, reporter, interrupted)
+            rescore_final(config, storage, study, objective, reporter, interrupted, baseline)
     except (KeyboardInterrupt, SearchInterrupted) as exc:
         stop = exc if isinstance(exc, SearchInterrupted) else signals.stopped()
         if stop is exc:

@@ -31,6 +31,7 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import Session
 
+from tuner.difficulty import Difficulty
 from tuner.errors import StudyError, TrialRejected
 from tuner.records import (
     _LATER_COLUMNS,
@@ -268,17 +269,32 @@ class Storage:
         self, trial: TrialRecord, final: FinalScore, *, confirm: bool = False
     ) -> TrialRecord:
         """Store a completed trial's re-score on fresh splits (replacing an older one, and
-        dropping its confirmation), or with `confirm` the winner's confirmation score."""
+        dropping its confirmation), or with `confirm` the winner's confirmation score; either
+        drops the split difficulty measured for the score reported before."""
         with self._session() as session:
-            row = session.get(_TrialRow, trial.id)
-            if row is None or row.state != TrialState.COMPLETE.value:
-                raise StudyError(f"trial {trial.number} is not a completed trial of the study")
+            row = self._completed(session, trial)
             if confirm:
                 row.confirm = _jsonable(final.to_dict())
             else:
                 row.final, row.confirm = _jsonable(final.to_dict()), None
+            row.difficulty = None
             session.flush()
             return _record(row)
+
+    def record_difficulty(self, trial: TrialRecord, difficulty: Difficulty) -> TrialRecord:
+        """Store how hard the splits of the winner's reported score are (difficulty.py)."""
+        with self._session() as session:
+            row = self._completed(session, trial)
+            row.difficulty = _jsonable(difficulty.to_dict())
+            session.flush()
+            return _record(row)
+
+    @staticmethod
+    def _completed(session: Session, trial: TrialRecord) -> _TrialRow:
+        row = session.get(_TrialRow, trial.id)
+        if row is None or row.state != TrialState.COMPLETE.value:
+            raise StudyError(f"trial {trial.number} is not a completed trial of the study")
+        return row
 
     def fail_trials(self, trials: Sequence[TrialRecord], kind: str, message: str) -> int:
         """Mark the given trials failed if they still run under their owner; returns how many."""

@@ -2,7 +2,8 @@
 
 The finalists' re-scores choose the winner; choosing the lowest of a few noisy means biases that
 mean low (the winner's curse), so the loss reported is the winner's mean on confirmation
-splits that played no part in choosing it, when it has one (rescoring.confirm_winner).
+splits that played no part in choosing it, when it has one (rescoring.confirm_winner), less
+how much easier those splits are than splits in general when that was measured (difficulty.py).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from tuner.difficulty import Difficulty
 from tuner.store import FinalScore, TrialRecord, TrialState
 
 
@@ -29,6 +31,14 @@ class Winner:
     final_candidates: int = 0
     final_loss: float | None = None  # its mean on the final splits it was chosen on
     confirm_splits: int = 0
+    raw_loss: float | None = None  # the mean before the split-difficulty adjustment
+    raw_loss_se: float | None = None
+    difficulty: Difficulty | None = None
+
+    @property
+    def adjusted(self) -> bool:
+        """True when `loss` is adjusted for how hard its splits are (difficulty.py)."""
+        return self.difficulty is not None
 
     @property
     def rescored(self) -> bool:
@@ -44,6 +54,8 @@ class Winner:
         """`#12: loss 0.6601 ± 0.0062 (se) on 10 confirmation splits, ...`: the loss and how."""
         trial = self.trial
         text = f"#{trial.number}: loss {self.loss:.4f} ± {self.loss_se:.4f} (se)"
+        if self.raw_loss is not None:
+            text += f" adjusted for split difficulty (raw {self.raw_loss:.4f})"
         searched = f"search-time {self.search_loss:.4f} on {len(trial.split_losses)} splits"
         if not self.rescored:
             return f"{text}, search-time, {len(trial.split_losses)} splits (not re-scored)"
@@ -69,6 +81,9 @@ class Winner:
             "final_splits": self.final_splits,
             "final_candidates": self.final_candidates,
             "confirm_splits": self.confirm_splits,
+            "raw_loss": self.raw_loss,
+            "raw_loss_se": self.raw_loss_se,
+            "difficulty_shift": self.difficulty.shift if self.difficulty is not None else None,
         }
 
 
@@ -107,9 +122,28 @@ def _search_time(trial: TrialRecord) -> Winner:
     return Winner(trial, trial.loss, std, se, trial.loss)
 
 
-def _reported(score: FinalScore) -> tuple[float, float, float]:
+def reported_score(trial: TrialRecord) -> FinalScore | None:
+    """The score a re-scored winner reports: its confirmation when that succeeded, else its
+    final re-score (None without one)."""
+    if trial.confirm is not None and trial.confirm.ok:
+        return trial.confirm
+    return trial.final
+
+
+def _reported(trial: TrialRecord, score: FinalScore) -> dict[str, Any]:
     assert score.loss is not None
-    return score.loss, score.loss_std or 0.0, score.loss_se
+    found = trial.difficulty
+    if found is None or not found.holds(score.seeds, score.splits, found.reference_splits):
+        return {"loss": score.loss, "loss_std": score.loss_std or 0.0, "loss_se": score.loss_se}
+    loss, se = found.adjusted(score.split_losses)
+    return {
+        "loss": loss,
+        "loss_std": se * math.sqrt(len(score.split_losses)),
+        "loss_se": se,
+        "raw_loss": score.loss,
+        "raw_loss_se": score.loss_se,
+        "difficulty": found,
+    }
 
 
 def winner(trials: Sequence[TrialRecord]) -> Winner | None:
@@ -131,12 +165,9 @@ def winner(trials: Sequence[TrialRecord]) -> Winner | None:
     final, confirm = best.final, best.confirm
     assert final is not None and best.loss is not None
     confirmed = confirm is not None and confirm.ok
-    loss, std, se = _reported(confirm if confirmed else final)  # type: ignore[arg-type]
     return Winner(
         trial=best,
-        loss=loss,
-        loss_std=std,
-        loss_se=se,
+        **_reported(best, confirm if confirmed else final),  # type: ignore[arg-type]
         search_loss=best.loss,
         final_splits=final.splits,
         final_candidates=len(group),
