@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.quality_methods import METHODS
+from tuner.difficulty import slope
 
 Cell = Mapping[str, Any]
 TABLES: dict[str, tuple[str, ...]] = {
@@ -169,7 +170,38 @@ def _unadjusted(cells: Sequence[Cell]) -> str:
     )
 
 
-def targets_text(cells: Sequence[Cell]) -> str:
+def typical_honesty(cells: Sequence[Cell], difficulty: Mapping[str, Any]) -> list[str]:
+    """tuner's reported - re-scored with each re-score taken to typical splits: less the
+    re-score splits' difficulty (the baseline's mean on them - its POPULATION mean) times the
+    slope of the winner's 20 split losses on the baseline's (tuner/difficulty.py)."""
+    fixed, population = difficulty["fixed"], difficulty["population"]
+    offset = float(np.mean(fixed)) - population
+    head = (
+        f"  the re-score's {len(fixed)} splits for the baseline: {np.mean(fixed):.4f}, against "
+        f"{population:.4f} ± {difficulty['population_se']:.4f} on other splits ({offset:+.4f})"
+    )
+    rows = []
+    for c in cells:
+        losses = c.get("rescore_split_losses")
+        if c["method"] != "tuner" or not losses or c.get("reported") is None:
+            continue
+        typical = c["rescored"] - slope([(losses, fixed)])[0] * offset
+        raw = (c.get("extra") or {}).get("raw_loss")
+        rows.append(
+            (c["reported"] - typical, (raw if raw is not None else c["reported"]) - typical)
+        )
+    if not rows:
+        return [head]
+    gaps, raws = np.array(rows).T
+    return [
+        head,
+        f"  against typical splits: tuner mean reported - re-scored {gaps.mean():+.4f} (mean "
+        f"|gap| {np.abs(gaps).mean():.4f}; unadjusted {raws.mean():+.4f}, "
+        f"{np.abs(raws).mean():.4f}): {_verdict(abs(gaps.mean()) <= 0.01)}",
+    ]
+
+
+def targets_text(cells: Sequence[Cell], difficulty: Mapping[str, Any] | None = None) -> str:
     """Which of issue 6's targets the finished cells meet."""
     trials = [c for c in cells if c["table"] == "equal-trials"]
     time_cells = [c for c in cells if c["table"] == "equal-time"]
@@ -178,4 +210,6 @@ def targets_text(cells: Sequence[Cell]) -> str:
     lines.append("  " + equal_trials_target(trials))
     lines.append("  " + equal_time_target(time_cells))
     lines += ["  " + line for line in honesty_target(searched)]
+    if difficulty is not None:
+        lines += typical_honesty(searched, difficulty)
     return "\n".join(lines)

@@ -28,6 +28,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -45,6 +47,7 @@ from benchmarks.quality_methods import (  # noqa: E402
 from benchmarks.quality_samplers import COURSE_POINT  # noqa: E402
 from benchmarks.quality_tables import TABLES, table_text, targets_text  # noqa: E402
 from tuner.config import load_config  # noqa: E402
+from tuner.difficulty import baseline_losses  # noqa: E402
 from tuner.errors import TunerError, UsageError  # noqa: E402
 from tuner.evaluate import load_for_scoring  # noqa: E402
 from tuner.space import SearchSpace  # noqa: E402
@@ -256,6 +259,30 @@ def run_all(args: argparse.Namespace, setting: Setting) -> dict[str, Any]:
     return results
 
 
+POPULATION = 300  # splits whose baseline mean stands for splits in general
+POPULATION_SEED = int(np.random.SeedSequence([0x5EED, 558, POPULATION]).generate_state(1)[0] >> 1)
+
+
+def rescore_difficulty(
+    args: argparse.Namespace, setting: Setting, results: dict[str, Any]
+) -> dict[str, Any]:
+    """How hard the re-score's fixed splits are: tuner's split-difficulty baseline on each of
+    them and its mean over POPULATION other splits (computed once, kept in the results)."""
+    wanted = {**settings(args, "reference"), "population": POPULATION}
+    kept = results.get("rescore_difficulty")
+    if kept is not None and kept["settings"] == wanted:
+        return kept  # type: ignore[no-any-return]
+    log(f"measuring the re-score splits' difficulty against {POPULATION} other splits")
+    test_size = setting.config.evaluation.test_size
+    fixed = baseline_losses(setting.dataset, RESCORE_SEED, args.rescore_splits, test_size)
+    others = baseline_losses(setting.dataset, POPULATION_SEED, POPULATION, test_size)
+    kept = {"settings": wanted, "fixed": list(fixed), "population": float(np.mean(others))}
+    kept["population_se"] = float(np.std(others, ddof=1) / np.sqrt(POPULATION))
+    results["rescore_difficulty"] = kept
+    save_results(args.results, results)
+    return kept
+
+
 def report(args: argparse.Namespace, setting: Setting, results: dict[str, Any]) -> None:
     """The tables and targets, on stdout, from the cells these settings select."""
     cells = [
@@ -275,7 +302,7 @@ def report(args: argparse.Namespace, setting: Setting, results: dict[str, Any]) 
         print()
         print(table_text(table, mine, reference, budgets[table]))
     print()
-    print(targets_text(cells))
+    print(targets_text(cells, rescore_difficulty(args, setting, results)))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -151,3 +151,20 @@ def noisy(config: Any, _dataset: Any) -> Callable[[Mapping[str, Any], int], Scor
         return Score(float(np.mean(losses)), std, tuple(losses), (1,) * splits, 0.0)
 
     return objective
+
+
+def follows_baseline(config: Any, dataset: Any) -> Callable[[Mapping[str, Any], int], Score]:
+    """The bowl plus the split-difficulty baseline's loss on the very splits that a network
+    scored with this seed trains and is measured on (tuner/difficulty.py): split losses that
+    move with the baseline's one for one."""
+    from tuner.difficulty import baseline_losses
+
+    evaluation = config.evaluation
+
+    def objective(params: Mapping[str, Any], seed: int) -> Score:
+        base = baseline_losses(dataset, seed, evaluation.splits, evaluation.test_size)
+        losses = tuple(bowl_loss(params) + b for b in base)
+        std = float(np.std(losses, ddof=1)) if len(losses) > 1 else 0.0
+        return Score(float(np.mean(losses)), std, losses, (1,) * len(losses), 0.0)
+
+    return objective

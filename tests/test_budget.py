@@ -95,8 +95,6 @@ def test_the_final_is_kept_whole_when_it_fits_and_cut_when_not():
     assert (cut.race_top, cut.time_budget) == (whole.search.race_top, 600)
     none = fit_final(whole, TRIALS, 3.0).search
     assert none.final_candidates == 0
-    # The baseline's seconds come off the time left first: 80 s fit, 80 s less 50 do not.
-    assert fit_final(whole, TRIALS, 80.0, baseline_seconds=50.0).search == cut
     line = describe_cut(whole.search, cut, 30.0)
     assert line.startswith("time budget: 30 s left, the final re-score cut to 2 finalist(s) on 4")
     assert "confirmation on 6" in line and "configured: 3 on 10, confirmation 10" in line

@@ -21,7 +21,7 @@ from benchmarks.quality_methods import (
     with_evaluation,
 )
 from benchmarks.quality_samplers import COURSE_POINT, CourseSampler, RandomSampler, course_bounds
-from benchmarks.quality_tables import mean_se, paired, table_text, targets_text
+from benchmarks.quality_tables import mean_se, paired, table_text, targets_text, typical_honesty
 from tests.conftest import ROOT
 from tests.objectives import noisy_bowl
 from tuner.asking import trial_seed
@@ -82,6 +82,9 @@ def test_equal_trials_end_to_end_then_rerun_skips(tmp_path: Path) -> None:
     ):
         assert label in done.stdout
     assert "equal trials: tuner" in done.stdout and "honesty: tuner mean reported" in done.stdout
+    assert "against typical splits: tuner mean reported" in done.stdout
+    kept = json.loads(results.read_text())["rescore_difficulty"]
+    assert len(kept["fixed"]) == 20 and 0 < kept["population"] < 2, "the baseline, once"
     cells = json.loads(results.read_text())["cells"]
     assert sorted(cells) == sorted(
         ["reference/course-point/0", *(f"equal-trials/{m}/1" for m in PEERS)]
@@ -99,6 +102,7 @@ def test_equal_trials_end_to_end_then_rerun_skips(tmp_path: Path) -> None:
     again = run_script(*args)
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stderr.count("finished before; skipped") == 5
+    assert "measuring the re-score splits' difficulty" not in again.stderr, "kept"
     assert json.loads(results.read_text())["cells"] == cells
     assert again.stdout.splitlines()[1:] == done.stdout.splitlines()[1:]
 
@@ -269,3 +273,19 @@ def test_equal_time_target_needs_a_hundredth_and_0_665() -> None:
     assert "(seeds [1]; needs tuner <= 0.6620 and <= 0.665): NOT met" in targets_text(cells)
     cells[1]["rescored"] = 0.675
     assert "and <= 0.665): met" in targets_text(cells)
+
+
+def test_honesty_against_typical_splits_takes_out_the_rescore_splits_difficulty() -> None:
+    fixed = [0.50, 0.60] * 10  # the baseline on the re-score's 20 splits: 0.55
+    cell = _cell("tuner", 1, 0.50, 0.58, "equal-trials")
+    cell["rescore_split_losses"] = [x + 0.03 for x in fixed]  # slope 1 on the baseline
+    cell["extra"] = {"raw_loss": 0.47}
+    difficulty = {"fixed": fixed, "population": 0.52, "population_se": 0.003}
+    head, line = typical_honesty([cell], difficulty)
+    assert "0.5500, against 0.5200 ± 0.0030 on other splits (+0.0300)" in head
+    # 0.03 harder than typical at slope 1: the typical re-score is 0.55, not 0.58.
+    assert "tuner mean reported - re-scored -0.0500" in line and "unadjusted -0.0800" in line
+    assert line.endswith("NOT met")
+    cell["reported"] = 0.545
+    assert typical_honesty([cell], difficulty)[1].endswith(": met")
+    assert line in targets_text([cell | {"reported": 0.50}], difficulty)

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tuner.difficulty import Difficulty
 from tuner.errors import StudyError, TrialRejected
 from tuner.store import FinalScore, NewTrial, Storage, TrialState, sqlite_url
 
@@ -229,3 +230,12 @@ def test_a_final_rescore_is_stored_on_a_completed_trial_only(storage):
     done = storage.finish_trial(running, state="complete", loss=0.2)
     assert storage.record_final(done, final).final == final
     assert storage.trials(study)[0].final == final
+    # The split difficulty measured for the score reported: kept until a new score replaces it.
+    measured = Difficulty((5,), 2, (0.31, 0.33), 8, 20, 0.3, 0.02, 1.1, 6, 0.2, (0,))
+    assert storage.record_difficulty(done, measured).difficulty == measured
+    assert storage.trials(study)[0].difficulty == measured, "stored as it was"
+    assert storage.record_final(done, final, confirm=True).difficulty is None, "dropped"
+    storage.record_difficulty(done, measured)
+    assert storage.record_final(done, final).difficulty is None
+    storage.record_difficulty(done, measured)
+    assert storage.record_difficulty(done, None).difficulty is None

@@ -140,16 +140,13 @@ def plan(calls: int, count: int, per: int, confirm: int, splits: int) -> tuple[i
     return (1, each, 0) if count and each * splits >= 2 else (0, 0, 0)
 
 
-def fit_final(
-    config: Config, trials: Sequence[TrialRecord], left: float | None, baseline_seconds: float = 0.0
-) -> Config:
+def fit_final(config: Config, trials: Sequence[TrialRecord], left: float | None) -> Config:
     """The config with the final re-score and confirmation cut to the calls that fit in
-    `left` seconds less the baseline's `baseline_seconds`: as it is without a budget, when
-    they fit, or when some finalist already holds its re-score (a resumed search: a cut would
-    throw it away)."""
+    `left` seconds: as it is without a budget, when they fit, or when some finalist already
+    holds its re-score (a resumed search: a cut would throw it away). The split-difficulty
+    baseline gets what is left after them (rescoring.adjust_winner)."""
     search, splits = config.search, config.evaluation.splits
     todo = pending(config, trials)
-    left = None if left is None else max(0.0, left - baseline_seconds)
     if left is None or todo.seconds <= 0 or todo.calls * todo.seconds <= left:
         return config
     if todo.undone < todo.finalists:

@@ -14,7 +14,9 @@ the baseline's (a control variate):
 
 The slope is the within-finalist least-squares slope of split loss on baseline loss over the
 final and confirmation splits, clipped to [0, 2]; 0 (no adjustment) with fewer than
-`MIN_PAIRS` pairs. This module has no Keras import; the baseline needs scikit-learn only.
+`MIN_PAIRS` pairs. The confirmation's mean is unbiased already; this makes it less noisy, as
+long as the baseline's difficulty is the networks'. No Keras import; the baseline needs
+scikit-learn only.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ if TYPE_CHECKING:
 DIFFICULTY_TAG = 0x64696666  # "diff"
 MIN_PAIRS = 6  # (split loss, baseline loss) pairs below which no slope is fitted
 MAX_SLOPE = 2.0
+MIN_REFERENCE = 10  # reference splits below which (a time budget's cut) nothing is adjusted
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,8 @@ class Difficulty:
     reference_std: float
     slope: float
     pairs: int  # the pairs the slope was fitted on
+    slope_se: float = 0.0
+    finalists: tuple[int, ...] = ()  # the trials whose final splits gave pairs
 
     @property
     def shift(self) -> float:
@@ -60,14 +65,15 @@ class Difficulty:
     def adjusted(self, losses: Sequence[float]) -> tuple[float, float]:
         """(adjusted mean, its standard error) of `losses`, one per reported split.
 
-        The error adds the spread left once difficulty is taken out and the reference's own
-        error, both as standard errors of their means."""
+        The error adds the spread left once difficulty is taken out, the reference's own error
+        and the slope's (over the difference it scales)."""
         own = np.asarray(losses, dtype="float64")
         left = own - self.slope * np.asarray(self.baseline, dtype="float64")
         spread = float(np.std(left, ddof=1)) if len(left) > 1 else 0.0
         ref_se = self.reference_std / math.sqrt(max(1, self.reference_splits))
-        se = math.sqrt(spread**2 / max(1, len(left)) + (self.slope * ref_se) ** 2)
-        return float(own.mean()) - self.shift, se
+        gap = float(np.mean(self.baseline)) - self.reference
+        parts = [spread**2 / max(1, len(left)), (self.slope * ref_se) ** 2]
+        return float(own.mean()) - self.shift, math.sqrt(sum(parts) + (gap * self.slope_se) ** 2)
 
     def holds(self, seeds: Sequence[int], splits: int, reference_splits: int) -> bool:
         """True when made for a score on these seeds and splits, with this many reference
@@ -81,33 +87,37 @@ class Difficulty:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (also how it is stored)."""
         data = asdict(self)
-        data["seeds"], data["baseline"] = list(self.seeds), list(self.baseline)
+        for key in ("seeds", "baseline", "finalists"):
+            data[key] = list(data[key])
         return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Difficulty:
         """Back from the stored JSON."""
-        lists = {"seeds": tuple(data["seeds"]), "baseline": tuple(data["baseline"])}
-        return cls(**{**data, **lists})
+        keys = ("seeds", "baseline", "finalists")
+        return cls(**{**data, **{key: tuple(data.get(key) or ()) for key in keys}})
 
 
-def slope(groups: Sequence[tuple[Sequence[float], Sequence[float]]]) -> tuple[float, int]:
-    """(slope, pairs): the pooled within-group least-squares slope of loss on baseline loss,
-    over groups of (losses, baseline losses) on the same splits; each group is one point, so
-    the points' own levels do not count. Clipped to [0, `MAX_SLOPE`]; 0 below `MIN_PAIRS`."""
-    across = within = 0.0
-    pairs = 0
+def slope(groups: Sequence[tuple[Sequence[float], Sequence[float]]]) -> tuple[float, int, float]:
+    """(slope, pairs, its standard error): the pooled within-group least-squares slope of loss
+    on baseline loss, over groups of (losses, baseline losses) on the same splits; each group
+    is one point, so the points' own levels do not count. Clipped to [0, `MAX_SLOPE`]; 0 below
+    `MIN_PAIRS` pairs."""
+    xs, ys = [], []
     for losses, baseline in groups:
         y, x = np.asarray(losses, dtype="float64"), np.asarray(baseline, dtype="float64")
-        if len(y) < 2 or len(y) != len(x) or not np.all(np.isfinite(y)):
-            continue
-        dx = x - x.mean()
-        across += float(dx @ (y - y.mean()))
-        within += float(dx @ dx)
-        pairs += len(y)
+        if len(y) >= 2 and len(y) == len(x) and np.all(np.isfinite(y)):
+            xs.append(x - x.mean())
+            ys.append(y - y.mean())
+    pairs = sum(len(x) for x in xs)
+    dx, dy = (np.concatenate(xs), np.concatenate(ys)) if xs else (np.zeros(0), np.zeros(0))
+    within = float(dx @ dx)
     if pairs < MIN_PAIRS or within <= 0.0:
-        return 0.0, pairs
-    return min(MAX_SLOPE, max(0.0, across / within)), pairs
+        return 0.0, pairs, 0.0
+    fitted = float(dx @ dy) / within
+    free = max(1, pairs - len(xs) - 1)
+    se = math.sqrt(float(np.sum((dy - fitted * dx) ** 2)) / free / within)
+    return min(MAX_SLOPE, max(0.0, fitted)), pairs, se
 
 
 def reference_seed(search_seed: int) -> int:
@@ -134,6 +144,8 @@ def baseline_losses(
         warnings.simplefilter("ignore", ConvergenceWarning)
         for train, test in make_splits(dataset, splits, test_size, seed):
             losses.append(_fit_and_score(dataset, prepare_split(dataset, train, test)))
+    if not all(math.isfinite(x) for x in losses):
+        raise ValueError(f"the baseline's loss is not finite on a split from seed {seed}")
     return tuple(losses)
 
 

@@ -16,6 +16,7 @@ from typing import Any
 from tuner.asking import Asker
 from tuner.budget import Deadline, final_reserve, fit_final
 from tuner.config import Config, Scalar, validate_config
+from tuner.difficulty import baseline_fits
 from tuner.errors import StudyError
 from tuner.evaluate import Score, size_limit
 from tuner.rescoring import Baseline, rescore
@@ -68,14 +69,14 @@ def search(
     make_splits(dataset, config.evaluation.splits, config.evaluation.test_size, 0)  # fail early
     # A missing warm-start study or another space is refused before any write.
     prior = warm_trials(config)
-    baseline_seconds = _baseline_seconds(config, dataset)
-    reserve = partial(final_reserve, config, baseline_seconds=baseline_seconds)
+    fit_seconds = _fit_seconds(config, dataset)
+    reserve = partial(final_reserve, config, baseline_seconds=baseline_fits(config) * fit_seconds)
     deadline = Deadline(config.search.time_budget, started, reserve)
     storage = Storage(storage_url)
     try:
         with storage.exclusive():
             study = open_study(storage, study_name, config, resume)
-            run = _Run(dataset, factory, parallel, deadline, prior, True, baseline_seconds)
+            run = _Run(dataset, factory, parallel, deadline, prior, True, fit_seconds)
             return _run(config, storage, study, run, reporter)
     finally:
         storage.close()
@@ -131,18 +132,40 @@ class _Run:
     deadline: Deadline
     prior: Sequence[TrialRecord] | None = None  # the warm-start trials, once read
     final: bool = False  # then re-score the finalists in the first worker
-    baseline_seconds: float = 0.0  # the split-difficulty baseline's expected time at the end
+    fit_seconds: float = 0.0  # of one split-difficulty baseline fit (timed with a budget)
 
 
-def _baseline_seconds(config: Config, dataset: Any) -> float:
-    """What the split-difficulty baseline is expected to take at the end of a search with a
-    time budget (one fit timed now); 0 without a budget or without the baseline."""
-    from tuner.difficulty import baseline_fits, fit_seconds
+def _fit_seconds(config: Config, dataset: Any) -> float:
+    """Seconds of one split-difficulty baseline fit, timed now for a search with a time
+    budget (its end keeps time for them); 0 without a budget or without the baseline."""
+    from tuner.difficulty import fit_seconds
 
-    fits = baseline_fits(config)
-    if config.search.time_budget is None or fits == 0:
+    if config.search.time_budget is None or baseline_fits(config) == 0:
         return 0.0
-    return fits * fit_seconds(dataset, config.evaluation.test_size)
+    return fit_seconds(dataset, config.evaluation.test_size)
+
+
+@dataclass(frozen=True)
+class _Baseline:
+    """The split-difficulty baseline on this search's data, within its time budget."""
+
+    dataset: Any
+    test_size: float
+    deadline: Deadline
+    fit_seconds: float
+
+    def __call__(self, seed: int, splits: int) -> tuple[float, ...]:
+        """Its loss on each of the `splits` splits from `seed` (difficulty.baseline_losses)."""
+        from tuner import difficulty
+
+        return difficulty.baseline_losses(self.dataset, seed, splits, self.test_size)
+
+    def room(self) -> int | None:
+        """The fits that fit in the time budget's rest (None without a budget)."""
+        left = self.deadline.left()
+        if left is None or self.fit_seconds <= 0:
+            return None
+        return int(left // self.fit_seconds)
 
 
 def _run(
@@ -166,10 +189,9 @@ def _run(
             result = run_pool(config, storage, study, pairs, reporter, run.deadline, asker)
         if not run.final or config.search.final_candidates <= 0:
             return result
-        from tuner.difficulty import baseline_losses
-
-        baseline = partial(baseline_losses, run.dataset, test_size=config.evaluation.test_size)
-        final = _Final(workers[0], run.deadline, result.time_up, baseline, run.baseline_seconds)
+        test_size = config.evaluation.test_size
+        baseline = _Baseline(run.dataset, test_size, run.deadline, run.fit_seconds)
+        final = _Final(workers[0], run.deadline, result.time_up, baseline)
         return _final(config, storage, study, final, reporter)
     finally:
         for worker in workers:
@@ -183,8 +205,7 @@ class _Final:
     worker: Worker  # a trial worker's (warm) process
     deadline: Deadline
     time_up: bool  # the time budget ended the search
-    baseline: Baseline  # the split-difficulty baseline's losses on `splits` splits from `seed`
-    baseline_seconds: float  # what it is expected to take
+    baseline: Baseline  # the split-difficulty baseline
 
 
 def _final(
@@ -197,7 +218,7 @@ def _final(
         return worker(params, seed, None if splits == own else splits)  # type: ignore[no-any-return]
 
     left = final.deadline.left()
-    fitted = fit_final(config, storage.trials(study), left, final.baseline_seconds)
+    fitted = fit_final(config, storage.trials(study), left)
     if fitted is not config:
         assert left is not None
         reporter.final_fitted(config.search, fitted.search, left)

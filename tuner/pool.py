@@ -21,7 +21,7 @@ from tuner.budget import Deadline
 from tuner.config import Config
 from tuner.errors import SearchInterrupted, TrialRejected, UsageError
 from tuner.heartbeat import Heartbeat
-from tuner.rescoring import racing
+from tuner.racing import racing
 from tuner.search import (
     Objective,
     Reporter,

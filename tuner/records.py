@@ -107,6 +107,7 @@ class FinalScore:
     seconds: float | None = None
     error_kind: str | None = None
     error: str | None = None
+    sizes: tuple[int, ...] = ()  # splits of each chunk (empty when stored before they were)
 
     @property
     def ok(self) -> bool:
@@ -121,14 +122,15 @@ class FinalScore:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (also how it is stored)."""
         data = asdict(self)
-        for key in ("seeds", "split_losses", "epochs"):
+        for key in ("seeds", "split_losses", "epochs", "sizes"):
             data[key] = list(data[key])
         return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> FinalScore:
         """Back from the stored JSON."""
-        lists = {key: tuple(data.get(key) or ()) for key in ("seeds", "split_losses", "epochs")}
+        keys = ("seeds", "split_losses", "epochs", "sizes")
+        lists = {key: tuple(data.get(key) or ()) for key in keys}
         return cls(**{**data, **lists})
 
 

@@ -1,5 +1,5 @@
-"""Honest scores: racing promising trials on extra splits, re-scoring the finalists, and
-scoring the winner again on confirmation splits.
+"""Honest scores: re-scoring the finalists, scoring the winner again on confirmation splits,
+and measuring how hard its splits are (difficulty.py); racing is in racing.py.
 
 Seeds. Trial k's splits and weights come from `SeedSequence([search.seed, k])` (asking.py);
 racing round j of the trial with seed s uses `SeedSequence([search.seed, RACE_TAG, s, j,
@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
 from functools import partial
 from typing import Protocol
 
 import numpy as np
 
 from tuner.config import Config, Scalar
-from tuner.difficulty import Difficulty, reference_seed, slope
+from tuner.difficulty import MIN_REFERENCE, Difficulty, reference_seed, slope
 from tuner.errors import SearchInterrupted, TrialFailed, UsageError
 from tuner.evaluate import Score
 from tuner.signals import Signals
@@ -35,7 +34,6 @@ CONFIRM_TAG = 0x636F6E66  # "conf"
 
 Objective = Callable[[Mapping[str, Scalar], int], Score]
 FinalObjective = Callable[[Mapping[str, Scalar], int, int], Score]  # params, seed, splits
-Baseline = Callable[[int, int], tuple[float, ...]]  # seed, splits -> the baseline's split losses
 SeedRange = tuple[int, int]  # [first, last + 1) of the seeds a scoring used
 
 
@@ -57,17 +55,6 @@ def trial_ranges(trials: Sequence[TrialRecord], splits: int) -> list[SeedRange]:
         used.append((trial.seed, trial.seed + own))
         used += [(seed, seed + splits) for seed in trial.race_seeds]
     return used
-
-
-def race_seed(
-    search_seed: int, trial_seed: int, j: int, splits: int, used: Sequence[SeedRange]
-) -> int:
-    """The seed of racing round j of the trial with seed `trial_seed`.
-
-    Each trial races on its own splits: rounds shared by every raced trial would shift all of
-    them alike (an easy split makes every raced point look better than the others).
-    """
-    return fresh_seed([search_seed, RACE_TAG, trial_seed, j], splits, used)
 
 
 def chunks(total: int, per: int) -> list[int]:
@@ -109,77 +96,19 @@ def confirm_seeds(config: Config, trials: Sequence[TrialRecord]) -> list[int]:
     return _chunk_seeds([config.search.seed, CONFIRM_TAG], confirm_chunks(config), used)
 
 
-# --- racing ----------------------------------------------------------------------------------
-
-
-def _appended(score: Score, more: Score, seed: int) -> Score:
-    losses = score.split_losses + more.split_losses
-    return replace(
-        score,
-        loss=float(np.mean(losses)),
-        loss_std=float(np.std(losses, ddof=1)) if len(losses) > 1 else 0.0,
-        split_losses=losses,
-        epochs=score.epochs + more.epochs,
-        race_seeds=(*score.race_seeds, seed),
-        race_seconds=score.race_seconds + more.seconds,
-    )
-
-
-class Racer:
-    """An objective that races: a trial that ranks in the current top `search.race_top` (of
-    at least `race_top` other completed trials) after its own splits gets rounds of
-    `evaluation.splits` extra splits, re-ranked after each, until it has `search.race_splits`.
-    Poor points are never re-run.
-
-    The rounds run inside the trial (it stays running, with its heartbeat), so the study sees
-    one result per trial and the budget counts trials, not rounds. A round that fails fails the
-    trial, as a failure on any of its splits would have.
-    """
-
-    def __init__(
-        self, objective: Objective, config: Config, storage: Storage, study: StudyRecord
-    ) -> None:
-        self._objective = objective
-        self._config = config
-        self._storage = storage
-        self._study = study
-
-    def _ranks_top(self, trials: Sequence[TrialRecord], loss: float) -> bool:
-        """True when `loss` ranks in the top `race_top` of at least `race_top` others (the
-        first trials are on top of nothing and are not raced for that)."""
-        top = self._config.search.race_top
-        others = ranked(trials)
-        return len(others) >= top and sum(t.loss <= loss for t in others) < top
-
-    def __call__(self, params: Mapping[str, Scalar], seed: int) -> Score:
-        """The trial's score on its own splits, then on racing rounds while it stays on top."""
-        score = self._objective(params, seed)
-        search, splits = self._config.search, self._config.evaluation.splits
-        while len(score.split_losses) < search.race_splits:
-            trials = self._storage.trials(self._study)
-            if not self._ranks_top(trials, score.loss):
-                break
-            j = len(score.race_seeds) + 1
-            used = trial_ranges(trials, splits)
-            used += [(s, s + splits) for s in score.race_seeds]
-            round_seed = race_seed(search.seed, seed, j, splits, used)
-            try:
-                more = self._objective(params, round_seed)
-            except TrialFailed as exc:
-                message = f"on racing round {j} (seed {round_seed}): {exc.message}"
-                raise TrialFailed(exc.kind, message) from exc
-            score = _appended(score, more, round_seed)
-        return score
-
-
-def racing(objective: Objective, config: Config, storage: Storage, study: StudyRecord) -> Objective:
-    """The objective with racing when `search.race_top` is above 0, else as it is."""
-    if config.search.race_top <= 0:
-        return objective
-    return Racer(objective, config, storage, study)
-
-
 # --- the final re-score ------------------------------------------------------------------
+
+
+class Baseline(Protocol):
+    """The split-difficulty baseline (difficulty.py) on this search's data."""
+
+    def __call__(self, seed: int, splits: int) -> tuple[float, ...]:
+        """Its loss on each of the `splits` splits from `seed`."""
+        ...
+
+    def room(self) -> int | None:
+        """How many fits fit in the time budget's rest (None without a budget)."""
+        ...
 
 
 class FinalReporter(Protocol):
@@ -229,6 +158,7 @@ def score_final(
         seconds += score.seconds
     return FinalScore(
         seeds=tuple(seeds),
+        sizes=tuple(sizes),
         splits=splits,
         loss=float(np.mean(losses)),
         loss_std=float(np.std(losses, ddof=1)) if len(losses) > 1 else 0.0,
@@ -270,7 +200,7 @@ def rescore_final(
         reporter.final_scored(storage.record_final(trial, final))
     confirm_winner(config, storage, study, objective, reporter, interrupted)
     if baseline is not None:
-        adjust_winner(config, storage, study, baseline, reporter)
+        adjust_winner(config, storage, study, baseline, reporter, interrupted)
 
 
 def confirm_winner(
@@ -307,47 +237,85 @@ def adjust_winner(
     study: StudyRecord,
     baseline: Baseline,
     reporter: FinalReporter,
+    interrupted: Callable[[], bool] = lambda: False,
 ) -> None:
     """Measure how hard the splits of the winner's reported score are, against
     `search.difficulty_splits` other fresh splits, stored as its `difficulty` (difficulty.py).
 
-    The slope comes from the finalists' losses on their shared final splits and the winner's on
-    its confirmation splits. Not done again when the winner holds one for the same splits; a
-    baseline that fails leaves the loss unadjusted.
+    Not done again when the winner holds one for the same splits and finalists; dropped when
+    `difficulty_splits` is 0. With a time budget the reference splits are cut to the time
+    left (none below `MIN_REFERENCE`). A baseline that fails leaves the loss unadjusted.
     """
-    count, per = config.search.difficulty_splits, config.evaluation.splits
+    count = config.search.difficulty_splits
     trials = storage.trials(study)
     found = winner(trials)
     score = reported_score(found.trial) if found is not None and found.rescored else None
-    if count <= 0 or found is None or score is None or not score.ok:
+    if found is None or score is None or not score.ok:
         return
     held = found.trial.difficulty
-    if held is not None and held.holds(score.seeds, score.splits, count):
+    if count <= 0:
+        if held is not None:
+            storage.record_difficulty(found.trial, None)
+        return
+    group = [t for t in finalists(ranked(trials)) if t.final is not None and t.final.ok]
+    same = tuple(t.number for t in group)
+    if held is not None and held.holds(score.seeds, score.splits, count) and held.finalists == same:
+        return
+    final, room = found.trial.final, baseline.room()
+    assert final is not None
+    count = count if room is None else min(count, room - final.splits - score.splits)
+    if count < MIN_REFERENCE:
+        reporter.difficulty_failed("too little of the time budget left")
         return
     reporter.difficulty_started(found.trial, count)
-
-    def on(done: FinalScore) -> tuple[float, ...]:
-        sizes = zip(done.seeds, chunks(done.splits, per), strict=True)
-        return tuple(b for seed, n in sizes for b in baseline(seed, n))
-
     try:
-        group = [t.final for t in finalists(ranked(trials)) if t.final is not None and t.final.ok]
-        shared = on(group[0])  # the finalists' final splits are the same
-        pairs = [(final.split_losses, shared) for final in group]
-        own = shared if score is found.trial.final else on(score)
-        if score is not found.trial.final:
-            pairs.append((score.split_losses, own))
-        fitted, used = slope(pairs)
-        seed = reference_seed(config.search.seed)
-        reference = np.asarray(baseline(seed, count))
+        measured = _measure(config, group, found.trial, score, baseline, count)
     except Exception as exc:  # the search's result stands without the adjustment
+        if interrupted():
+            raise
         reporter.difficulty_failed(f"{type(exc).__name__}: {exc}")
         return
-    std = float(reference.std(ddof=1)) if count > 1 else 0.0
-    measured = Difficulty(
-        score.seeds, score.splits, own, seed, count, float(reference.mean()), std, fitted, used
-    )
     storage.record_difficulty(found.trial, measured)
+
+
+def _measure(
+    config: Config,
+    group: Sequence[TrialRecord],
+    best: TrialRecord,
+    score: FinalScore,
+    baseline: Baseline,
+    count: int,
+) -> Difficulty:
+    """The baseline on the finalists' shared final splits, on the reported splits (when they
+    are others) and on `count` reference splits, and the slope fitted on their pairs."""
+
+    def on(done: FinalScore) -> tuple[float, ...]:
+        sizes = done.sizes or tuple(chunks(done.splits, config.evaluation.splits))
+        calls = zip(done.seeds, sizes, strict=True)
+        return tuple(b for seed, n in calls for b in baseline(seed, n))
+
+    shared = on(group[0].final)  # type: ignore[arg-type]
+    pairs = [(t.final.split_losses, shared) for t in group]  # type: ignore[union-attr]
+    own = shared if score is best.final else on(score)
+    if score is not best.final:
+        pairs.append((score.split_losses, own))
+    fitted, used, fitted_se = slope(pairs)
+    seed = reference_seed(config.search.seed)
+    reference = np.asarray(baseline(seed, count))
+    std = float(reference.std(ddof=1)) if count > 1 else 0.0
+    return Difficulty(
+        seeds=score.seeds,
+        splits=score.splits,
+        baseline=own,
+        reference_seed=seed,
+        reference_splits=count,
+        reference=float(reference.mean()),
+        reference_std=std,
+        slope=fitted,
+        pairs=used,
+        slope_se=fitted_se,
+        finalists=tuple(t.number for t in group),
+    )
 
 
 def rescore(

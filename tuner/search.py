@@ -26,7 +26,8 @@ from tuner.errors import (
 )
 from tuner.evaluate import Score
 from tuner.heartbeat import Heartbeat
-from tuner.rescoring import FinalReporter, racing
+from tuner.racing import racing
+from tuner.rescoring import FinalReporter
 from tuner.signals import Signals
 from tuner.store import (
     RERUN_KINDS,

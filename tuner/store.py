@@ -281,11 +281,12 @@ class Storage:
             session.flush()
             return _record(row)
 
-    def record_difficulty(self, trial: TrialRecord, difficulty: Difficulty) -> TrialRecord:
-        """Store how hard the splits of the winner's reported score are (difficulty.py)."""
+    def record_difficulty(self, trial: TrialRecord, difficulty: Difficulty | None) -> TrialRecord:
+        """Store how hard the splits of the winner's reported score are (difficulty.py), or
+        drop it with None."""
         with self._session() as session:
             row = self._completed(session, trial)
-            row.difficulty = _jsonable(difficulty.to_dict())
+            row.difficulty = None if difficulty is None else _jsonable(difficulty.to_dict())
             session.flush()
             return _record(row)
 

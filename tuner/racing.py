@@ -1,0 +1,94 @@
+"""Racing: a trial that ranks on top after its own splits is scored on rounds of extra
+splits, re-ranked after each; poor points are never re-run. Seeds: see rescoring.py."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+
+import numpy as np
+
+from tuner.config import Config, Scalar
+from tuner.errors import TrialFailed
+from tuner.evaluate import Score
+from tuner.rescoring import RACE_TAG, Objective, SeedRange, fresh_seed, trial_ranges
+from tuner.store import Storage, StudyRecord, TrialRecord
+from tuner.winner import ranked
+
+
+def race_seed(
+    search_seed: int, trial_seed: int, j: int, splits: int, used: Sequence[SeedRange]
+) -> int:
+    """The seed of racing round j of the trial with seed `trial_seed`.
+
+    Each trial races on its own splits: rounds shared by every raced trial would shift all of
+    them alike (an easy split makes every raced point look better than the others).
+    """
+    return fresh_seed([search_seed, RACE_TAG, trial_seed, j], splits, used)
+
+
+def _appended(score: Score, more: Score, seed: int) -> Score:
+    losses = score.split_losses + more.split_losses
+    return replace(
+        score,
+        loss=float(np.mean(losses)),
+        loss_std=float(np.std(losses, ddof=1)) if len(losses) > 1 else 0.0,
+        split_losses=losses,
+        epochs=score.epochs + more.epochs,
+        race_seeds=(*score.race_seeds, seed),
+        race_seconds=score.race_seconds + more.seconds,
+    )
+
+
+class Racer:
+    """An objective that races: a trial that ranks in the current top `search.race_top` (of
+    at least `race_top` other completed trials) after its own splits gets rounds of
+    `evaluation.splits` extra splits, re-ranked after each, until it has `search.race_splits`.
+    Poor points are never re-run.
+
+    The rounds run inside the trial (it stays running, with its heartbeat), so the study sees
+    one result per trial and the budget counts trials, not rounds. A round that fails fails the
+    trial, as a failure on any of its splits would have.
+    """
+
+    def __init__(
+        self, objective: Objective, config: Config, storage: Storage, study: StudyRecord
+    ) -> None:
+        self._objective = objective
+        self._config = config
+        self._storage = storage
+        self._study = study
+
+    def _ranks_top(self, trials: Sequence[TrialRecord], loss: float) -> bool:
+        """True when `loss` ranks in the top `race_top` of at least `race_top` others (the
+        first trials are on top of nothing and are not raced for that)."""
+        top = self._config.search.race_top
+        others = ranked(trials)
+        return len(others) >= top and sum(t.loss <= loss for t in others) < top
+
+    def __call__(self, params: Mapping[str, Scalar], seed: int) -> Score:
+        """The trial's score on its own splits, then on racing rounds while it stays on top."""
+        score = self._objective(params, seed)
+        search, splits = self._config.search, self._config.evaluation.splits
+        while len(score.split_losses) < search.race_splits:
+            trials = self._storage.trials(self._study)
+            if not self._ranks_top(trials, score.loss):
+                break
+            j = len(score.race_seeds) + 1
+            used = trial_ranges(trials, splits)
+            used += [(s, s + splits) for s in score.race_seeds]
+            round_seed = race_seed(search.seed, seed, j, splits, used)
+            try:
+                more = self._objective(params, round_seed)
+            except TrialFailed as exc:
+                message = f"on racing round {j} (seed {round_seed}): {exc.message}"
+                raise TrialFailed(exc.kind, message) from exc
+            score = _appended(score, more, round_seed)
+        return score
+
+
+def racing(objective: Objective, config: Config, storage: Storage, study: StudyRecord) -> Objective:
+    """The objective with racing when `search.race_top` is above 0, else as it is."""
+    if config.search.race_top <= 0:
+        return objective
+    return Racer(objective, config, storage, study)
