@@ -259,7 +259,7 @@ def run_all(args: argparse.Namespace, setting: Setting) -> dict[str, Any]:
     return results
 
 
-POPULATION = 300  # splits whose baseline mean stands for splits in general
+POPULATION = 2000  # splits whose baseline mean stands for splits in general (se 0.0013 on penguins)
 POPULATION_SEED = int(np.random.SeedSequence([0x5EED, 558, POPULATION]).generate_state(1)[0] >> 1)
 
 
