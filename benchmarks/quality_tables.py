@@ -172,7 +172,7 @@ def _unadjusted(cells: Sequence[Cell]) -> str:
 
 def typical_honesty(cells: Sequence[Cell], difficulty: Mapping[str, Any]) -> list[str]:
     """tuner's reported - re-scored with each re-score taken to typical splits: less the
-    re-score splits' difficulty (the baseline's mean on them - its POPULATION mean) times the
+    re-score splits' difficulty (the baseline's mean on them - its --population mean) times the
     slope of the winner's 20 split losses on the baseline's (tuner/difficulty.py)."""
     fixed, population = difficulty["fixed"], difficulty["population"]
     offset = float(np.mean(fixed)) - population

@@ -62,7 +62,9 @@ def tiny_config_dict(csv: Path, **sections: dict) -> dict:
         "space": dict(TINY_SPACE),
         "network": {"max_neurons": 5000, "min_neurons": 5, "max_layers": 3},
         "evaluation": {"splits": 2, "test_size": 0.2, "epochs": 4, "patience": 2},
-        "search": {"init_points": 2, "n_iter": 1, "seed": 3},
+        # 10 reference splits for the split-difficulty baseline (100 by default): the suite
+        # runs dozens of searches, and their baseline fits would add minutes.
+        "search": {"init_points": 2, "n_iter": 1, "seed": 3, "difficulty_splits": 10},
     }
     for key, value in sections.items():
         config[key] = {**config.get(key, {}), **value} if isinstance(value, dict) else value

@@ -401,9 +401,9 @@ def test_search_json_best_and_trials_report_the_rescored_winner(cli, write_confi
     assert found["final_loss"] == min(f["loss"] for f in finals.values())
     confirm = trials[found["trial"]]["confirm"]
     assert found["confirm_splits"] == confirm["splits"] == 10
-    # The confirmation's mean, less how much easier its splits are than 100 others (difficulty.py)
+    # The confirmation's mean, less how much easier its splits are than 10 others (difficulty.py)
     difficulty = trials[found["trial"]]["difficulty"]
-    assert difficulty["seeds"] == confirm["seeds"] and difficulty["reference_splits"] == 100
+    assert difficulty["seeds"] == confirm["seeds"] and difficulty["reference_splits"] == 10
     assert len(difficulty["baseline"]) == 10 and difficulty["pairs"] == 40, "3 finals + confirm"
     shift = difficulty["slope"] * (np.mean(difficulty["baseline"]) - difficulty["reference"])
     assert found["raw_loss"] == confirm["loss"] and found["difficulty_shift"] == pytest.approx(

@@ -36,6 +36,7 @@ needs_bench = pytest.mark.skipif(
     bool(MISSING), reason=f"{' and '.join(MISSING)} not installed: pip install -e '.[bench]'"
 )
 CHEAP = ["--objective", "tests.objectives:noisy_bowl", "--rescore-splits", "2", "--seeds", "1"]
+CHEAP += ["--population", "20"]
 PEERS = ["tuner", "random", "optuna", "kerastuner"]
 
 
