@@ -122,7 +122,7 @@ def slope(groups: Sequence[tuple[Sequence[float], Sequence[float]]]) -> tuple[fl
 
 def reference_seed(search_seed: int) -> int:
     """The seed of the reference splits: apart from the search's, final and confirmation
-    seeds by its entropy (a 63-bit draw)."""
+    seeds by its entropy (a 31-bit draw, as rescoring.fresh_seed's)."""
     state = np.random.SeedSequence([search_seed, DIFFICULTY_TAG]).generate_state(1)[0]
     return int(state >> 1)
 

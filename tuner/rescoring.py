@@ -263,7 +263,8 @@ def adjust_winner(
         return
     final, room = found.trial.final, baseline.room()
     assert final is not None
-    count = count if room is None else min(count, room - final.splits - score.splits)
+    paired = final.splits + (0 if score is final else score.splits)  # baseline fits before
+    count = count if room is None else min(count, room - paired)
     if count < MIN_REFERENCE:
         reporter.difficulty_failed("too little of the time budget left")
         return

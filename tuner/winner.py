@@ -36,11 +36,6 @@ class Winner:
     difficulty: Difficulty | None = None
 
     @property
-    def adjusted(self) -> bool:
-        """True when `loss` is adjusted for how hard its splits are (difficulty.py)."""
-        return self.difficulty is not None
-
-    @property
     def rescored(self) -> bool:
         """True when the finalists' re-score on fresh splits chose this winner."""
         return self.final_splits > 0
@@ -163,15 +158,14 @@ def winner(trials: Sequence[TrialRecord]) -> Winner | None:
     if not scored:
         return _search_time(order[0])
     best = min(scored, key=lambda t: (t.final.loss, t.loss, t.number))  # type: ignore[union-attr]
-    final, confirm = best.final, best.confirm
-    assert final is not None and best.loss is not None
-    confirmed = confirm is not None and confirm.ok
+    final, reported = best.final, reported_score(best)
+    assert final is not None and reported is not None and best.loss is not None
     return Winner(
         trial=best,
-        **_reported(best, confirm if confirmed else final),  # type: ignore[arg-type]
+        **_reported(best, reported),
         search_loss=best.loss,
         final_splits=final.splits,
         final_candidates=len(group),
         final_loss=final.loss,
-        confirm_splits=confirm.splits if confirmed else 0,  # type: ignore[union-attr]
+        confirm_splits=reported.splits if reported is best.confirm else 0,
     )
