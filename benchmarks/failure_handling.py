@@ -29,7 +29,7 @@ import tuner.optimizer as optimizer_module  # noqa: E402
 from tuner.config import validate_config  # noqa: E402
 from tuner.errors import SearchFailed, TrialFailed  # noqa: E402
 from tuner.evaluate import Score  # noqa: E402
-from tuner.report import QuietReporter  # noqa: E402
+from tuner.progress import QuietReporter  # noqa: E402
 from tuner.search import open_study, run_search  # noqa: E402
 from tuner.store import Storage, TrialState, sqlite_url  # noqa: E402
 

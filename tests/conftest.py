@@ -116,7 +116,7 @@ def finished_study(tmp_path_factory) -> FinishedStudy:
     """
     from tuner.config import load_config
     from tuner.main import search
-    from tuner.report import QuietReporter
+    from tuner.progress import QuietReporter
     from tuner.store import Storage, TrialState, sqlite_url
 
     folder = tmp_path_factory.mktemp("study")

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tuner.config import apply_overrides, load_config, parse_yaml, validate_config
+from tuner.config import load_config, validate_config
 from tuner.errors import ConfigError
+from tuner.yamlfile import apply_overrides, parse_yaml
 
 BASE = {
     "data": {"path": "/data/x.csv", "target": "y"},

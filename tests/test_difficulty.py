@@ -21,7 +21,7 @@ from tuner.difficulty import (
     slope,
 )
 from tuner.main import search
-from tuner.report import QuietReporter
+from tuner.progress import QuietReporter
 from tuner.store import Storage, sqlite_url
 from tuner.winner import winner
 
@@ -85,6 +85,7 @@ def test_the_adjusted_mean_and_its_standard_error():
     again = Difficulty.from_dict(found.to_dict())
     assert again == found and again.holds((11, 13), 4, 50)
     assert not again.holds((11, 13), 4, 40) and not again.holds((11, 17), 4, 50)
+    assert again.scores((11, 13), 4) and not again.scores((11, 13), 5)
 
 
 def test_the_adjustment_is_unbiased_and_much_closer_to_the_truth():

@@ -45,7 +45,7 @@ def test_regression_round_trip(tmp_path):
 
     from tuner.config import load_config
     from tuner.main import search
-    from tuner.report import QuietReporter
+    from tuner.progress import QuietReporter
     from tuner.store import sqlite_url
 
     from .conftest import make_tiny_frame, tiny_config_dict

@@ -21,7 +21,7 @@ from tuner.cli import cli as cli_group
 from tuner.config import validate_config
 from tuner.errors import SearchInterrupted, TrialFailed
 from tuner.evaluate import Score
-from tuner.report import QuietReporter
+from tuner.progress import QuietReporter
 from tuner.rescoring import (
     candidates,
     confirm_seeds,

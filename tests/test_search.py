@@ -11,7 +11,7 @@ from tuner.config import validate_config
 from tuner.errors import SearchFailed, SearchInterrupted, StudyError, TrialFailed
 from tuner.evaluate import Score
 from tuner.optimizer import observations
-from tuner.report import QuietReporter
+from tuner.progress import QuietReporter
 from tuner.search import open_study, run_search
 from tuner.store import Storage, TrialRecord, TrialState, sqlite_url
 

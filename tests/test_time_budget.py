@@ -18,7 +18,7 @@ from tuner.config import validate_config
 from tuner.duration import parse_duration
 from tuner.errors import ConfigError
 from tuner.evaluate import Score
-from tuner.report import QuietReporter
+from tuner.progress import QuietReporter
 from tuner.search import open_study, run_search
 from tuner.store import Storage, TrialState, sqlite_url
 

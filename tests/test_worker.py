@@ -137,7 +137,7 @@ def test_kill_minus_9_at_random_moments_loses_nothing(tmp_path, tiny_csv, write_
 
 
 def test_a_trial_whose_worker_died_is_retried_with_its_point_and_seed(tmp_path, monkeypatch):
-    from tuner.report import QuietReporter
+    from tuner.progress import QuietReporter
     from tuner.search import open_study, run_search
     from tuner.store import TrialState
 

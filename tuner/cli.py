@@ -39,7 +39,7 @@ def _handled(debug: bool) -> Iterator[None]:
 
 def _reporter(config: Any, quiet: bool) -> tuple[tuple[str, ...], Any]:
     """The searched names and the progress reporter of a search or worker command."""
-    from tuner.report import ConsoleReporter, QuietReporter, stderr_console
+    from tuner.progress import ConsoleReporter, QuietReporter, stderr_console
     from tuner.space import SearchSpace
 
     names = SearchSpace(config.space).names
@@ -102,7 +102,8 @@ def search(
         from tuner.config import load_config
         from tuner.main import Parallel
         from tuner.main import search as run
-        from tuner.report import print_search_result, stderr_console
+        from tuner.progress import stderr_console
+        from tuner.report import print_search_result
         from tuner.store import sqlite_url
 
         name = study_name or config.stem
@@ -193,7 +194,8 @@ def evaluate(
     with _handled(debug):
         from tuner.config import load_config
         from tuner.evaluate import evaluate_config, load_for_scoring
-        from tuner.report import print_score, stderr_console
+        from tuner.progress import stderr_console
+        from tuner.report import print_score
         from tuner.space import SearchSpace
 
         cfg = load_config(config, overrides)
@@ -311,7 +313,8 @@ def export(
     """Refit the best configuration (several seeds, keeping the best) and save it to --out."""
     with _handled(debug):
         from tuner.export import check_model_folder, export_model
-        from tuner.report import print_written, stderr_console
+        from tuner.progress import stderr_console
+        from tuner.report import print_written
 
         results = _results(config, storage, study_name)
         check_model_folder(out, force)

@@ -21,7 +21,7 @@ from pydantic import (
 from tuner.duration import parse_duration
 from tuner.errors import ConfigError
 from tuner.hyperparameters import ACTIVATIONS, HYPERPARAMETERS, Scalar, check_domain
-from tuner.yamlfile import parse_yaml, read_config_file
+from tuner.yamlfile import apply_overrides, is_url, read_config_file
 
 
 class _Section(BaseModel):
@@ -264,44 +264,6 @@ def space_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[st
     return [f"space.{k}" for k in keys if old.get(k) != new.get(k)]
 
 
-# --- overrides ------------------------------------------------------------------------------
-
-
-def apply_overrides(raw: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
-    """Apply `key.path=value` overrides (value parsed as YAML) to a copy of `raw`."""
-    result = _deep_copy(raw)
-    for item in overrides:
-        key, sep, text = item.partition("=")
-        parts = key.strip().split(".")
-        if not sep or not all(parts):
-            raise ConfigError(f"--set {item}: expected key.path=value, e.g. evaluation.splits=5")
-        value = parse_yaml(text, f"--set {key}") if text.strip() else ""
-        node = result
-        for depth, part in enumerate(parts[:-1]):
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                above = ".".join(parts[: depth + 1])
-                raise ConfigError(f"--set {key}: {above} is not a section (it is {child!r})")
-            node = child
-        node[parts[-1]] = value
-        if parts == ["data", "path"] and isinstance(value, str) and not _is_url(value):
-            # A path typed on the command line is relative to where the user stands.
-            node[parts[-1]] = str(Path(value).expanduser().resolve())
-    return result
-
-
-def _deep_copy(raw: Any) -> Any:
-    if isinstance(raw, dict):
-        return {k: _deep_copy(v) for k, v in raw.items()}
-    if isinstance(raw, list):
-        return [_deep_copy(v) for v in raw]
-    return raw
-
-
-def _is_url(path: str) -> bool:
-    return path.startswith(("http://", "https://"))
-
-
 # --- validation -----------------------------------------------------------------------------
 
 
@@ -319,7 +281,7 @@ def load_config(path: Path, overrides: Iterable[str] = ()) -> Config:
     data = raw.get("data")
     if isinstance(data, dict) and isinstance(data.get("path"), str):
         data_path = data["path"]
-        if data_path and not _is_url(data_path) and not Path(data_path).expanduser().is_absolute():
+        if data_path and not is_url(data_path) and not Path(data_path).expanduser().is_absolute():
             data["path"] = str((path.parent / data_path).resolve())
     return validate_config(apply_overrides(raw, overrides))
 

@@ -75,14 +75,14 @@ class Difficulty:
         parts = [spread**2 / max(1, len(left)), (self.slope * ref_se) ** 2]
         return float(own.mean()) - self.shift, math.sqrt(sum(parts) + (gap * self.slope_se) ** 2)
 
+    def scores(self, seeds: Sequence[int], splits: int) -> bool:
+        """True when made for a score on these seeds and splits."""
+        return (self.seeds, self.splits) == (tuple(seeds), splits)
+
     def holds(self, seeds: Sequence[int], splits: int, reference_splits: int) -> bool:
         """True when made for a score on these seeds and splits, with this many reference
         splits (so a resumed search keeps it)."""
-        return (self.seeds, self.splits, self.reference_splits) == (
-            tuple(seeds),
-            splits,
-            reference_splits,
-        )
+        return self.scores(seeds, splits) and self.reference_splits == reference_splits
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (also how it is stored)."""

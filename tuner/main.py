@@ -84,7 +84,7 @@ def search(
 
 def joined_config(storage_url: str, study_name: str, overrides: Sequence[str]) -> Config:
     """The config stored in a study, with `--set` overrides (e.g. this box's data.path)."""
-    from tuner.config import apply_overrides
+    from tuner.yamlfile import apply_overrides
 
     require_database(storage_url)
     storage = Storage(storage_url)

@@ -6,35 +6,22 @@ when it ends, each write in its own transaction.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import socket
-import threading
 import uuid
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
-from sqlalchemy import (
-    create_engine,
-    event,
-    func,
-    inspect,
-    select,
-    text,
-    update,
-)
-from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from tuner.database import file_lock, open_engine, process_lock, require_database, sqlite_url
 from tuner.difficulty import Difficulty
 from tuner.errors import StudyError, TrialRejected
 from tuner.records import (
-    _LATER_COLUMNS,
     RERUN_KINDS,
     RETRY_LIMITED_KINDS,
     Asked,
@@ -44,7 +31,6 @@ from tuner.records import (
     StudyRecord,
     TrialRecord,
     TrialState,
-    _Base,
     _record,
     _StudyRow,
     _TrialRow,
@@ -70,57 +56,12 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def sqlite_url(path: Path) -> str:
-    """The SQLAlchemy URL of a SQLite file."""
-    return f"sqlite:///{path.resolve()}"
-
-
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.close()
-
-
-def require_database(
-    url: str,
-    key: str = "--storage",
-    fix: str = "run `tuner search` first, or give --storage URL and --study NAME",
-) -> None:
-    """Refuse a SQLite file that does not exist rather than create an empty database.
-
-    `key` names the option in the message and `fix` says what to do.
-    """
-    try:
-        parsed = make_url(url)
-    except ArgumentError as exc:
-        raise StudyError(
-            f"{key}: cannot use {url!r} as a storage URL; give a SQLAlchemy URL, "
-            "e.g. sqlite:////path/to/study.db"
-        ) from exc
-    database = parsed.database
-    local = parsed.get_backend_name() == "sqlite" and database and database != ":memory:"
-    if local and not Path(database).is_file():
-        prefix = "" if key == "--storage" else f"{key}: "
-        raise StudyError(f"{prefix}no study database at {database}; {fix}")
-
-
 class Storage:
     """Studies and trials in one database named by a SQLAlchemy URL."""
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self._engine = _make_engine(url)
-        database = self._engine.url.database
-        if self._engine.dialect.name == "sqlite" and database and database != ":memory:":
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
-        try:
-            _Base.metadata.create_all(self._engine)
-            _add_later_columns(self._engine)
-        except OperationalError as exc:
-            raise StudyError(f"--storage: cannot open {url} ({exc.orig}); check the URL") from exc
+        self._engine = open_engine(url)
 
     @contextmanager
     def _session(self) -> Iterator[Session]:
@@ -131,29 +72,10 @@ class Storage:
         """Release the database connections."""
         self._engine.dispose()
 
-    @contextmanager
-    def exclusive(self) -> Iterator[None]:
-        """Hold a SQLite study database for one search; another search on it is refused.
-
-        The lock is an flock on `<database>.lock`, so the system frees it when the holder
-        dies, even by kill -9. Server databases are shared on purpose and take no lock here.
-        """
-        database = self._engine.url.database
-        if self._engine.dialect.name != "sqlite" or not database or database == ":memory:":
-            yield
-            return
-        with Path(f"{database}.lock").open("a+") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError as exc:
-                raise StudyError(
-                    f"--storage: {database} is in use by another tuner search; wait for it to "
-                    "end, or use another --out or --storage"
-                ) from exc
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+    def exclusive(self) -> AbstractContextManager[None]:
+        """Hold a SQLite study database for one search; another search on it is refused
+        (`database.file_lock`). Server databases are shared on purpose and take no lock."""
+        return file_lock(self._engine)
 
     def get_study(self, name: str) -> StudyRecord | None:
         """The study of that name, or None."""
@@ -203,7 +125,7 @@ class Storage:
         sees the trials the others started. `choose` gets every trial (running ones too) and
         returns what to start, or None to start nothing.
         """
-        with _process_lock(self.url), self._session() as session:
+        with process_lock(self.url), self._session() as session:
             self._lock(session, study)
             now = _db_now(session)
             _fail_stale(session, study, now - timedelta(seconds=grace))
@@ -332,20 +254,6 @@ class Storage:
             return int(result.rowcount or 0)
 
 
-_PROCESS_LOCKS: dict[str, threading.Lock] = {}
-_PROCESS_LOCKS_GUARD = threading.Lock()
-
-
-def _process_lock(url: str) -> threading.Lock:
-    """One ask at a time per database within this process, first come first served.
-
-    The database lock serialises processes; this one queues the slots of one process before
-    it, so that SQLite's busy handler (which is not fair) does not starve one of many threads.
-    """
-    with _PROCESS_LOCKS_GUARD:
-        return _PROCESS_LOCKS.setdefault(url, threading.Lock())
-
-
 def _owned(trial: TrialRecord) -> tuple[Any, ...]:
     """The condition that a trial is still running under the owner that started it."""
     owner = _TrialRow.owner.is_(None) if trial.owner is None else _TrialRow.owner == trial.owner
@@ -405,24 +313,6 @@ def _fail_stale(session: Session, study: StudyRecord, cutoff: datetime) -> None:
         )
         .execution_options(synchronize_session=False)
     )
-
-
-def _add_later_columns(engine: Engine) -> None:
-    present = {column["name"] for column in inspect(engine).get_columns("trials")}
-    with engine.begin() as connection:
-        for name, kind in _LATER_COLUMNS.items():
-            if name not in present:
-                connection.execute(text(f"ALTER TABLE trials ADD COLUMN {name} {kind}"))
-
-
-def _make_engine(url: str) -> Engine:
-    try:
-        engine = create_engine(url)
-    except (ArgumentError, ImportError) as exc:
-        raise StudyError(f"--storage: cannot use {url!r} ({exc}); give a SQLAlchemy URL") from exc
-    if engine.dialect.name == "sqlite":
-        event.listen(engine, "connect", _sqlite_pragmas)
-    return engine
 
 
 def _jsonable(value: Any) -> Any:

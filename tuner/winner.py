@@ -128,7 +128,7 @@ def reported_score(trial: TrialRecord) -> FinalScore | None:
 def _reported(trial: TrialRecord, score: FinalScore) -> dict[str, Any]:
     assert score.loss is not None
     found = trial.difficulty
-    stale = found is None or not found.holds(score.seeds, score.splits, found.reference_splits)
+    stale = found is None or not found.scores(score.seeds, score.splits)
     if stale or found.slope == 0.0:  # type: ignore[union-attr]
         return {"loss": score.loss, "loss_std": score.loss_std or 0.0, "loss_se": score.loss_se}
     loss, se = found.adjusted(score.split_losses)

@@ -1,11 +1,12 @@
-"""Reading a config file's YAML strictly: no duplicate keys, no aliases, no deep nesting.
+"""Reading a config file's YAML strictly (no duplicate keys, no aliases, no deep nesting), and
+applying `--set KEY=VALUE` overrides to what was read.
 
 Every error is a one-line ConfigError that names the file (or `--set KEY`) and the line.
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -91,3 +92,39 @@ def read_config_file(path: Path) -> dict[str, Any]:
             f"{path}: must be a mapping with data: and space: sections (got a {type(raw).__name__})"
         )
     return raw
+
+
+def apply_overrides(raw: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """Apply `key.path=value` overrides (value parsed as YAML) to a copy of `raw`."""
+    result = _deep_copy(raw)
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        parts = key.strip().split(".")
+        if not sep or not all(parts):
+            raise ConfigError(f"--set {item}: expected key.path=value, e.g. evaluation.splits=5")
+        value = parse_yaml(text, f"--set {key}") if text.strip() else ""
+        node = result
+        for depth, part in enumerate(parts[:-1]):
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                above = ".".join(parts[: depth + 1])
+                raise ConfigError(f"--set {key}: {above} is not a section (it is {child!r})")
+            node = child
+        node[parts[-1]] = value
+        if parts == ["data", "path"] and isinstance(value, str) and not is_url(value):
+            # A path typed on the command line is relative to where the user stands.
+            node[parts[-1]] = str(Path(value).expanduser().resolve())
+    return result
+
+
+def _deep_copy(raw: Any) -> Any:
+    if isinstance(raw, dict):
+        return {k: _deep_copy(v) for k, v in raw.items()}
+    if isinstance(raw, list):
+        return [_deep_copy(v) for v in raw]
+    return raw
+
+
+def is_url(path: str) -> bool:
+    """Whether a data path is a web address rather than a file."""
+    return path.startswith(("http://", "https://"))
