@@ -123,7 +123,9 @@ def finished_study(tmp_path_factory) -> FinishedStudy:
     csv = folder / "tiny.csv"
     make_tiny_frame().to_csv(csv, index=False)
     config = folder / "tiny.yaml"
-    config.write_text(yaml.safe_dump(tiny_config_dict(csv, evaluation={"epochs": 3})))
+    # adjust_trials: the worker hands back the baseline's losses (tests/test_cli_study.py)
+    raw = tiny_config_dict(csv, evaluation={"epochs": 3}, search={"adjust_trials": True})
+    config.write_text(yaml.safe_dump(raw))
     url = sqlite_url(folder / "runs" / "tiny" / "study.db")
     result = search(
         load_config(config),

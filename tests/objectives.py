@@ -168,3 +168,22 @@ def follows_baseline(config: Any, dataset: Any) -> Callable[[Mapping[str, Any], 
         return Score(float(np.mean(losses)), std, losses, (1,) * len(losses), 0.0)
 
     return objective
+
+
+def follows_measured_baseline(
+    config: Any, dataset: Any
+) -> Callable[[Mapping[str, Any], int], Score]:
+    """`follows_baseline`, with the baseline's losses handed back with the score, as the
+    product's evaluator hands them (tuner/adjustment.py)."""
+    plain = follows_baseline(config, dataset)
+    evaluation = config.evaluation
+
+    def objective(params: Mapping[str, Any], seed: int) -> Score:
+        from dataclasses import replace
+
+        from tuner.difficulty import baseline_losses
+
+        base = baseline_losses(dataset, seed, evaluation.splits, evaluation.test_size)
+        return replace(plain(params, seed), baselines=base)
+
+    return objective

@@ -45,6 +45,10 @@ def test_trials_in_every_format(run, finished_study):
     assert {"batch_size", "learning_rate", "loss_std", "seconds"} <= set(rows[0])
     assert float(rows[0]["final_loss"]) == as_json["trials"][0]["final"]["loss"]
     assert rows[3]["final_loss"] == "", "a failed trial is not re-scored"
+    # The evaluator measured the baseline on every split; 3 trials are too few to adjust by it.
+    first = as_json["trials"][0]
+    assert len(first["baselines"]) == len(first["split_losses"]) == 2
+    assert first["raw_loss"] is None and rows[0]["raw_loss"] == ""
 
 
 def test_storage_and_study_instead_of_a_config(run, finished_study):

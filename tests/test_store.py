@@ -53,11 +53,13 @@ def test_trials_are_written_running_then_finished(storage):
         split_losses=[0.4, 0.6],
         epochs=[3, 4],
         seconds=1.5,
+        baselines=[np.float64(0.45), 0.65],
     )
     assert (
         done.state == TrialState.COMPLETE
         and done.split_losses == (0.4, 0.6)
         and done.epochs == (3, 4)
+        and done.baselines == (0.45, 0.65)
     )
     failed = storage.finish_trial(
         second, state=TrialState.FAILED, error_kind="diverged", error="loss became nan", seconds=0.2
@@ -180,7 +182,8 @@ def test_an_older_database_gets_the_new_columns(tmp_path: Path):
     store = Storage(sqlite_url(path))
     study = store.create_study("s", {})
     trial = store.start_trial(study, {}, {}, seed=1)
-    assert store.finish_trial(trial, state="complete", loss=0.5).owner == trial.owner
+    done = store.finish_trial(trial, state="complete", loss=0.5, baselines=[0.6])
+    assert done.owner == trial.owner and done.baselines == (0.6,)
     store.close()
 
 

@@ -32,7 +32,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     from tuner.config import Config
-    from tuner.data import Dataset
+    from tuner.data import Dataset, PreparedSplit
 
 DIFFICULTY_TAG = 0x64696666  # "diff"
 MIN_PAIRS = 6  # (split loss, baseline loss) pairs below which no slope is fitted
@@ -133,23 +133,39 @@ def baseline_losses(
     """The baseline's held-out loss on each of the `splits` splits from `seed`, the splits a
     network scored with that seed trains and is measured on: log loss of a logistic regression
     (classification) or RMSE of a ridge regression, on the same preprocessing."""
+    from tuner.data import make_splits, prepare_split
+
+    parts = [
+        prepare_split(dataset, train, test)
+        for train, test in make_splits(dataset, splits, test_size, seed)
+    ]
+    losses = _scores(dataset, parts)
+    if not all(math.isfinite(x) for x in losses):
+        raise ValueError(f"the baseline's loss is not finite on a split from seed {seed}")
+    return losses
+
+
+def part_baselines(dataset: Dataset, parts: Sequence[PreparedSplit]) -> tuple[float, ...]:
+    """The baseline's held-out loss on each prepared split; empty when any is not finite or
+    a fit fails (a trial is then compared by its plain losses)."""
+    try:
+        losses = _scores(dataset, parts)
+    except (ValueError, ArithmeticError):
+        return ()
+    return losses if all(math.isfinite(x) for x in losses) else ()
+
+
+def _scores(dataset: Dataset, parts: Sequence[PreparedSplit]) -> tuple[float, ...]:
     from sklearn.exceptions import ConvergenceWarning
     from threadpoolctl import threadpool_limits
 
-    from tuner.data import make_splits, prepare_split
-
-    losses = []
     # One BLAS thread: with more, their spinning made these small fits 12x slower here.
     with threadpool_limits(1), warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        for train, test in make_splits(dataset, splits, test_size, seed):
-            losses.append(_fit_and_score(dataset, prepare_split(dataset, train, test)))
-    if not all(math.isfinite(x) for x in losses):
-        raise ValueError(f"the baseline's loss is not finite on a split from seed {seed}")
-    return tuple(losses)
+        return tuple(_fit_and_score(dataset, part) for part in parts)
 
 
-def _fit_and_score(dataset: Dataset, part: Any) -> float:
+def _fit_and_score(dataset: Dataset, part: PreparedSplit) -> float:
     if dataset.task == "classification":
         from sklearn.linear_model import LogisticRegression
         from sklearn.metrics import log_loss

@@ -14,6 +14,7 @@ import numpy as np
 from tuner.architecture import Architecture, decode
 from tuner.config import Config, Scalar
 from tuner.data import Dataset, load_dataset, make_splits, prepare_split
+from tuner.difficulty import part_baselines
 from tuner.errors import TrialFailed
 
 
@@ -30,6 +31,8 @@ class Score:
     # to `split_losses`, and their seconds (`seconds` stays the trial's own evaluation).
     race_seeds: tuple[int, ...] = ()
     race_seconds: float = 0.0
+    # The baseline's loss on each split (tuner/adjustment.py); empty when not measured.
+    baselines: tuple[float, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -99,6 +102,7 @@ def evaluate_point(
     width = max(part.x_train.shape[1] for part in parts)
     arch = decode(params, config.network, width, dataset.n_outputs, dataset.task)
     results = train_splits(arch, dict(params), parts, evaluation, seed)
+    baselines = part_baselines(dataset, parts) if config.search.adjust_trials else ()
     losses = [result.loss for result in results]
     epochs = [result.epochs for result in results]
     loss = float(np.mean(losses))
@@ -110,6 +114,7 @@ def evaluate_point(
         split_losses=tuple(losses),
         epochs=tuple(epochs),
         seconds=time.perf_counter() - started,
+        baselines=baselines,
     )
 
 

@@ -19,6 +19,7 @@ from sklearn.gaussian_process.kernels import Kernel, Matern, WhiteKernel
 from threadpoolctl import threadpool_limits
 
 from tuner.acquisition import Acquisition, Rows
+from tuner.adjustment import comparable
 from tuner.config import Scalar, SearchConfig
 from tuner.cost import CostModel
 from tuner.space import Coordinate, SearchSpace
@@ -106,7 +107,10 @@ def observed(trials: Sequence[TrialRecord], liar: str = "mean") -> list[Observat
     "constant liar": the mean (`liar: mean`) or the worst (`liar: worst`) of the observed values,
     so that parallel workers are not sent to the same place. Failed and running points get the
     noise of a typical trial. Repeated points are merged: the mean value, the mean's noise.
+    Split losses are adjusted for split difficulty first (`adjustment.comparable`), so both the
+    values and their noise are the adjusted ones.
     """
+    trials = comparable(trials)
     completed = [t for t in trials if t.state == TrialState.COMPLETE and t.loss is not None]
     if not completed:
         return []

@@ -27,6 +27,7 @@ from tuner.search import (
     Reporter,
     SearchResult,
     Signals,
+    as_compared,
     best_trial,
     check_failure_streak,
     fail_own,
@@ -174,8 +175,9 @@ def _slot_loop(
             with heartbeat.running(trial), contextlib.suppress(TrialRejected):
                 finished = run_trial(shared.storage, trial, objective, signals)
                 trials = shared.storage.trials(shared.study)
+                shown = as_compared(finished, trials)
                 with shared.lock:
-                    shared.reporter.trial_finished(finished, best_trial(trials))
+                    shared.reporter.trial_finished(shown, best_trial(trials))
             shared.show(slot, None)
             trials = shared.storage.trials(shared.study)
             check_failure_streak(trials, shared.config.search.max_consecutive_failures)

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from tuner.adjustment import comparable
 from tuner.budget import describe_cut
 from tuner.config import SearchConfig
 from tuner.report import format_params, format_value
@@ -103,6 +104,8 @@ class ConsoleReporter:
         seconds = f"{trial.seconds:.1f}s" if trial.seconds is not None else ""
         if trial.state == TrialState.COMPLETE:
             result = f"loss {trial.loss:.4f} ± {trial.loss_std or 0.0:.4f}"
+            if trial.raw_loss is not None:
+                result += f" (raw {trial.raw_loss:.4f})"
             if trial.race_seeds:
                 result += f" (raced: {len(trial.split_losses)} splits)"
         else:
@@ -193,8 +196,8 @@ def _scored_line(trial: TrialRecord, score: FinalScore, verb: str, noun: str, fa
 def trials_table(
     trials: Sequence[TrialRecord], names: Sequence[str], limit: int, title: str
 ) -> Table:
-    """The completed trials with the lowest losses."""
-    done = [t for t in trials if t.state == TrialState.COMPLETE and t.loss is not None]
+    """The completed trials with the lowest losses (adjusted for split difficulty)."""
+    done = [t for t in comparable(trials) if t.state == TrialState.COMPLETE and t.loss is not None]
     done.sort(key=lambda t: (t.loss, t.number))
     table = Table(title=title, title_justify="left")
     for column in ("trial", *names, "loss", "std", "epochs", "seconds"):

@@ -8,6 +8,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from tuner.adjustment import fit
 from tuner.config import Config, Scalar
 from tuner.errors import TrialFailed
 from tuner.evaluate import Score
@@ -37,7 +38,14 @@ def _appended(score: Score, more: Score, seed: int) -> Score:
         epochs=score.epochs + more.epochs,
         race_seeds=(*score.race_seeds, seed),
         race_seconds=score.race_seconds + more.seconds,
+        baselines=_joined(score, more),
     )
+
+
+def _joined(score: Score, more: Score) -> tuple[float, ...]:
+    """The baselines of both, when both have one for each split; else none."""
+    complete = all(len(s.baselines) == len(s.split_losses) for s in (score, more))
+    return score.baselines + more.baselines if complete else ()
 
 
 class Racer:
@@ -59,11 +67,16 @@ class Racer:
         self._storage = storage
         self._study = study
 
-    def _ranks_top(self, trials: Sequence[TrialRecord], loss: float) -> bool:
-        """True when `loss` ranks in the top `race_top` of at least `race_top` others (the
-        first trials are on top of nothing and are not raced for that)."""
+    def _ranks_top(self, trials: Sequence[TrialRecord], score: Score) -> bool:
+        """True when the score ranks in the top `race_top` of at least `race_top` others (the
+        first trials are on top of nothing and are not raced for that); compared adjusted for
+        split difficulty (adjustment.py) when the others are."""
         top = self._config.search.race_top
         others = ranked(trials)
+        loss = score.loss
+        found = fit(trials)
+        if found is not None and len(score.baselines) == len(score.split_losses):
+            loss = found.loss(score.split_losses, score.baselines)
         return len(others) >= top and sum(t.loss <= loss for t in others) < top
 
     def __call__(self, params: Mapping[str, Scalar], seed: int) -> Score:
@@ -72,7 +85,7 @@ class Racer:
         search, splits = self._config.search, self._config.evaluation.splits
         while len(score.split_losses) < search.race_splits:
             trials = self._storage.trials(self._study)
-            if not self._ranks_top(trials, score.loss):
+            if not self._ranks_top(trials, score):
                 break
             j = len(score.race_seeds) + 1
             used = trial_ranges(trials, splits)

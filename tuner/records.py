@@ -70,6 +70,7 @@ class _TrialRow(_Base):
     final: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     confirm: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     difficulty: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    baselines: Mapped[list[float] | None] = mapped_column(JSON, nullable=True)
 
 
 # Columns added after the first release: ALTER TABLE adds them to an older database.
@@ -81,6 +82,7 @@ _LATER_COLUMNS = {
     "final": "JSON",
     "confirm": "JSON",
     "difficulty": "JSON",
+    "baselines": "JSON",
 }
 
 
@@ -159,6 +161,10 @@ class TrialRecord:
     final: FinalScore | None = None
     confirm: FinalScore | None = None  # the winner's score on confirmation splits
     difficulty: Difficulty | None = None  # how hard the winner's reported splits are
+    # The baseline's loss on each split of `split_losses` (tuner/adjustment.py), and, in a
+    # record adjusted for split difficulty, the plain mean of the split losses.
+    baselines: tuple[float, ...] = ()
+    raw_loss: float | None = None
 
     @property
     def counts(self) -> bool:
@@ -185,6 +191,8 @@ class TrialRecord:
             "final": self.final.to_dict() if self.final is not None else None,
             "confirm": self.confirm.to_dict() if self.confirm is not None else None,
             "difficulty": self.difficulty.to_dict() if self.difficulty is not None else None,
+            "baselines": list(self.baselines),
+            "raw_loss": self.raw_loss,
         }
 
 
@@ -211,6 +219,7 @@ def _record(row: _TrialRow) -> TrialRecord:
         final=FinalScore.from_dict(row.final) if row.final else None,
         confirm=FinalScore.from_dict(row.confirm) if row.confirm else None,
         difficulty=Difficulty.from_dict(row.difficulty) if row.difficulty else None,
+        baselines=tuple(row.baselines or ()),
     )
 
 

@@ -128,6 +128,8 @@ def _trial_row(trial: TrialRecord, names: Sequence[str], exact: bool = False) ->
         rescored = [_exact(final.loss), _exact(final.loss_se)]
     else:
         rescored = [f"{final.loss:.4f}"]
+    if exact:  # the plain mean of the split losses, when `loss` is adjusted (adjustment.py)
+        rescored.append(_exact(trial.raw_loss))
     return [
         str(trial.number),
         trial.state.value,
@@ -153,7 +155,7 @@ def print_trials(results: StudyResults, fmt: str) -> None:
     header = ["trial", "state", *names, "loss", "loss_std", "epochs", "seconds", "error"]
     if fmt == "csv":
         writer = csv.writer(sys.stdout, lineterminator="\n")
-        writer.writerow([*header, "final_loss", "final_loss_se"])
+        writer.writerow([*header, "final_loss", "final_loss_se", "raw_loss"])
         writer.writerows(_trial_row(t, names, exact=True) for t in results.trials)
         sys.stdout.flush()
         return

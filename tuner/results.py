@@ -11,6 +11,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from tuner.adjustment import comparable
 from tuner.config import Config, validate_config
 from tuner.errors import StudyError, UsageError
 from tuner.space import SearchSpace
@@ -88,7 +89,7 @@ def load_results(url: str, name: str) -> StudyResults:
             raise StudyError(
                 f"--study: no study '{name}' in {url}; check the name (tuner search --study)"
             )
-        trials = tuple(storage.trials(study))
+        trials = tuple(comparable(storage.trials(study)))
     finally:
         storage.close()
     return StudyResults(name, url, validate_config(study.config), trials)

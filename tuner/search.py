@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from tuner.adjustment import comparable
 from tuner.asking import Asker
 from tuner.budget import Deadline
 from tuner.config import Config, Scalar, SearchConfig, space_differences, validate_config
@@ -37,7 +38,7 @@ from tuner.store import (
     TrialState,
 )
 from tuner.warmstart import warm_trials
-from tuner.winner import Winner, winner
+from tuner.winner import Winner, ranked, winner
 
 Objective = Callable[[Mapping[str, Scalar], int], Score]
 
@@ -88,9 +89,15 @@ class SearchResult:
 
 
 def best_trial(trials: Sequence[TrialRecord]) -> TrialRecord | None:
-    """The completed trial with the lowest search-time loss (the earliest on ties)."""
-    completed = [t for t in trials if t.state == TrialState.COMPLETE and t.loss is not None]
-    return min(completed, key=lambda t: (t.loss, t.number)) if completed else None
+    """The completed trial with the lowest search-time loss (the earliest on ties), adjusted
+    for split difficulty as the search compares trials (`winner.ranked`)."""
+    order = ranked(trials)
+    return order[0] if order else None
+
+
+def as_compared(trial: TrialRecord, trials: Sequence[TrialRecord]) -> TrialRecord:
+    """The trial as the search compares it: adjusted for split difficulty when it can be."""
+    return next((t for t in comparable(trials) if t.id == trial.id), trial)
 
 
 def open_study(storage: Storage, name: str, config: Config, resume: bool) -> StudyRecord:
@@ -150,6 +157,7 @@ def run_trial(
         split_losses=list(score.split_losses),
         epochs=list(score.epochs),
         seconds=score.seconds,
+        baselines=list(score.baselines) or None,
         **({"race": raced} if score.race_seeds else {}),
     )
 
@@ -224,7 +232,7 @@ def run_search(
                 with heartbeat.running(trial), contextlib.suppress(TrialRejected):
                     finished = run_trial(storage, trial, objective, signals)
                     trials = storage.trials(study)
-                    reporter.trial_finished(finished, best_trial(trials))
+                    reporter.trial_finished(as_compared(finished, trials), best_trial(trials))
                 trials = storage.trials(study)
                 check_failure_streak(trials, config.search.max_consecutive_failures)
     except (KeyboardInterrupt, SearchInterrupted) as exc:

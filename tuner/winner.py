@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from tuner.adjustment import comparable
 from tuner.difficulty import Difficulty
 from tuner.store import FinalScore, TrialRecord, TrialState
 
@@ -83,8 +84,9 @@ class Winner:
 
 
 def ranked(trials: Sequence[TrialRecord]) -> list[TrialRecord]:
-    """Completed trials from the lowest search-time loss up, one per distinct point."""
-    done = [t for t in trials if t.state == TrialState.COMPLETE and t.loss is not None]
+    """Completed trials from the lowest search-time loss up, one per distinct point; losses
+    adjusted for split difficulty (`adjustment.comparable`)."""
+    done = [t for t in comparable(trials) if t.state == TrialState.COMPLETE and t.loss is not None]
     done.sort(key=lambda t: (t.loss, t.number))
     seen: list[dict[str, Any]] = []
     distinct = []

@@ -1,0 +1,182 @@
+"""Trials adjusted for the difficulty of their splits (tuner/adjustment.py)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from tests.objectives import bowl_loss
+from tuner.adjustment import SOUND_RATIO, Adjustment, comparable, fit
+from tuner.config import load_config
+from tuner.data import load_dataset
+from tuner.difficulty import baseline_losses
+from tuner.evaluate import evaluate_point
+from tuner.main import search
+from tuner.optimizer import observed
+from tuner.progress import QuietReporter
+from tuner.racing import _appended
+from tuner.records import TrialRecord, TrialState
+from tuner.store import Storage, sqlite_url
+from tuner.winner import ranked
+
+
+def trial(number: int, losses, baselines=(), state=TrialState.COMPLETE) -> TrialRecord:
+    return TrialRecord(
+        number=number,
+        id=number + 1,
+        state=state,
+        point={"x": float(number)},
+        params={"x": float(number)},
+        seed=number,
+        loss=float(np.mean(losses)) if len(losses) else None,
+        loss_std=float(np.std(losses, ddof=1)) if len(losses) > 1 else 0.0,
+        split_losses=tuple(float(x) for x in losses),
+        baselines=tuple(float(x) for x in baselines),
+    )
+
+
+def test_no_adjustment_without_baselines_or_below_eight_degrees_of_freedom():
+    assert fit([trial(i, (0.6, 0.7 + i / 100)) for i in range(10)]) is None, "no baselines"
+    seven = [trial(i, (0.6 + i / 100, 0.7 + i / 100), (0.65, 0.75)) for i in range(7)]
+    single = [trial(7 + i, (0.6,), (0.65,)) for i in range(3)]
+    assert fit(seven + single) is None and comparable(seven) == seven, "7 dof: plain means"
+    eight = [*seven, trial(7, (0.6, 0.7), (0.65, 0.75))]
+    found = fit(eight)
+    assert found is not None and found.pairs == 16 and found.slope == pytest.approx(1.0)
+
+
+def test_each_split_loss_moves_by_its_baselines_distance_from_the_reference():
+    trials = [trial(i, (0.60 + i / 100, 0.64 + i / 100), (0.68, 0.70)) for i in range(6)]
+    trials += [trial(6, (0.50, 0.58), (0.70, 0.74)), trial(7, (0.70, 0.72), (0.66, 0.68))]
+    found = fit(trials)
+    # Within each trial the loss moves 2x the baseline (0.04 per 0.02) and 2x (0.08 per 0.04)
+    # and 1x (0.02 per 0.02): pooled slope (6*0.02*0.04+0.04*0.08+0.02*0.02)/(6*4e-4+16e-4+4e-4)
+    assert found.slope == pytest.approx((6 * 8e-4 + 32e-4 + 4e-4) / (24e-4 + 16e-4 + 4e-4))
+    reference = np.mean([b for t in trials for b in t.baselines])
+    assert found.reference == pytest.approx(reference)
+    adjusted = comparable(trials)
+    last = adjusted[7]
+    pairs = zip((0.70, 0.72), (0.66, 0.68), strict=True)
+    expected = [x - found.slope * (b - reference) for x, b in pairs]
+    assert last.split_losses == pytest.approx(expected)
+    assert last.loss == pytest.approx(np.mean(expected)) and last.raw_loss == pytest.approx(0.71)
+    assert last.loss_std == pytest.approx(np.std(expected, ddof=1))
+    assert comparable(adjusted) == adjusted, "adjusting twice changes nothing"
+
+
+def test_broken_trials_do_not_bend_the_slope_and_others_stay_plain():
+    sound = [trial(i, (0.60 + i / 100, 0.64 + i / 100), (0.68, 0.72)) for i in range(8)]
+    broken = trial(8, (4.0, 1.0), (0.68, 0.72))  # diverged: far over SOUND_RATIO x baseline
+    assert broken.loss > SOUND_RATIO * 0.70
+    failed = trial(9, (), (), state=TrialState.FAILED)
+    one_missing = trial(10, (0.6, 0.7), (0.68,))
+    found = fit([*sound, broken, failed, one_missing])
+    assert found is not None and found.slope == pytest.approx(1.0) and found.pairs == 16
+    adjusted = comparable([*sound, broken, failed, one_missing])
+    assert adjusted[9] == failed and adjusted[10] == one_missing
+    assert adjusted[8].raw_loss == broken.loss, "the broken trial is adjusted all the same"
+
+
+def test_adjusted_losses_rank_points_closer_to_their_truth():
+    """Synthetic studies shaped like the course's data: each split's difficulty (sd 0.045) is
+    shared by the networks and, less exactly, by the baseline (correlation 0.9 with one
+    network's split loss). Adjusted means are far closer to each point's true loss, and the
+    best-ranked point is a truly better one more often."""
+    rng = np.random.default_rng(0)
+    raw_error, adjusted_error, raw_pick, adjusted_pick = [], [], [], []
+    for _ in range(300):
+        truth = rng.uniform(0.64, 0.70, 30)
+        difficulty = rng.normal(0, 0.045, (30, 2))
+        losses = truth[:, None] + difficulty + rng.normal(0, 0.015, (30, 2))
+        baselines = 0.70 + difficulty + rng.normal(0, 0.012, (30, 2))
+        trials = [trial(i, losses[i], baselines[i]) for i in range(30)]
+        adjusted = comparable(trials)
+        raw = np.array([t.loss for t in trials])
+        new = np.array([t.loss for t in adjusted])
+        raw_error.append(np.std((raw - raw.mean()) - (truth - truth.mean())))
+        adjusted_error.append(np.std((new - new.mean()) - (truth - truth.mean())))
+        raw_pick.append(truth[np.argmin(raw)])
+        adjusted_pick.append(truth[ranked(trials)[0].number])
+    assert np.mean(adjusted_error) < 0.5 * np.mean(raw_error)
+    assert np.mean(adjusted_pick) < np.mean(raw_pick) - 0.005
+
+
+def test_the_optimiser_is_told_the_adjusted_values_and_their_noise():
+    trials = [trial(i, (0.60 + i / 100, 0.64 + i / 100), (0.68, 0.72)) for i in range(8)]
+    hard = trial(8, (0.70, 0.74), (0.78, 0.82))  # its splits are hard, not its point
+    told = {o.point["x"]: o for o in observed([*trials, hard])}
+    adjusted = comparable([*trials, hard])[8]
+    assert told[8.0].target == pytest.approx(-adjusted.loss)
+    assert adjusted.loss < hard.loss - 0.05 and -told[8.0].target < trials[2].loss
+    # Slope 1 and the same distance on both splits: nothing is left of the split spread.
+    assert adjusted.loss_std == pytest.approx(0.0, abs=1e-12)
+    assert told[8.0].noise == pytest.approx(told[0.0].noise)
+
+
+def test_a_raced_score_keeps_a_baseline_per_split():
+    first = evaluate_like((0.6, 0.7), (0.68, 0.72))
+    more = evaluate_like((0.65, 0.66), (0.70, 0.71))
+    joined = _appended(first, more, 99)
+    assert joined.split_losses == (0.6, 0.7, 0.65, 0.66)
+    assert joined.baselines == (0.68, 0.72, 0.70, 0.71)
+    assert _appended(first, replace(more, baselines=()), 99).baselines == ()
+
+
+def evaluate_like(losses, baselines):
+    from tuner.evaluate import Score
+
+    return Score(float(np.mean(losses)), 0.0, tuple(losses), (1, 1), 0.0, baselines=baselines)
+
+
+def test_the_evaluator_measures_the_baseline_on_the_splits_it_trains_on(write_config):
+    off = load_config(write_config())
+    assert not off.search.adjust_trials, "off by default"
+    dataset = load_dataset(off.data)
+    params = {"dropout": 0.1, "learning_rate": 0.01, "neuron_pct": 0.01, "neuron_shrink": 0.5}
+    assert evaluate_point(off, dataset, params, 17).baselines == ()
+    config = load_config(write_config(search={"adjust_trials": True}))
+    score = evaluate_point(config, dataset, params, 17)
+    expected = baseline_losses(dataset, 17, 2, config.evaluation.test_size)
+    assert score.baselines == pytest.approx(expected, rel=1e-6)
+
+
+def test_a_search_compares_trials_adjusted_and_keeps_the_measured_losses(write_config, tmp_path):
+    """Split losses that are a point's bowl plus the baseline's loss on each split: adjusted,
+    every trial's loss is its bowl plus one common reference, exactly, whatever its splits;
+    the study keeps the plain losses and the baselines, raced rounds included."""
+    path = write_config(
+        search={"init_points": 5, "n_iter": 5, "race_top": 2, "race_splits": 4},
+        evaluation={"splits": 2},
+    )
+    url = sqlite_url(tmp_path / "study.db")
+    search(
+        load_config(path),
+        storage_url=url,
+        study_name="s",
+        resume=False,
+        reporter=QuietReporter(),
+        factory="tests.objectives:follows_measured_baseline",
+    )
+    storage = Storage(url)
+    stored = storage.trials(storage.get_study("s"))
+    storage.close()
+    done = [t for t in stored if t.state == TrialState.COMPLETE]
+    assert all(len(t.baselines) == len(t.split_losses) for t in done)
+    assert any(len(t.split_losses) == 4 for t in done), "a raced trial"
+    for t in done:
+        assert t.raw_loss is None and t.loss == pytest.approx(np.mean(t.split_losses))
+    adjusted = comparable(stored)
+    reference = np.mean([b for t in done for b in t.baselines])
+    for t in adjusted:
+        if t.state == TrialState.COMPLETE:
+            assert t.loss == pytest.approx(bowl_loss(t.params) + reference, abs=1e-9)
+    order = ranked(stored)
+    assert [bowl_loss(t.params) for t in order] == sorted(bowl_loss(t.params) for t in order)
+
+
+def test_adjustment_record_is_what_comparable_applies():
+    found = Adjustment(slope=0.5, reference=0.7, pairs=10)
+    assert found.split_losses((0.6, 0.8), (0.8, 0.6)) == pytest.approx((0.55, 0.85))
+    assert found.loss((0.6, 0.8), (0.8, 0.6)) == pytest.approx(0.7)
