@@ -1,5 +1,5 @@
 """How noisy is comparing two trials by their 2-split means, and how much does adjusting each
-split loss by the baseline's loss on that split (search.adjust_trials) take away?
+split loss by the baseline's loss on that split (search.comparison: adjusted) take away?
 
     python benchmarks/comparison_noise.py RESULTS.json [RESULTS.json ...] [--pairs 20000]
 

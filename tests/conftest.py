@@ -123,8 +123,8 @@ def finished_study(tmp_path_factory) -> FinishedStudy:
     csv = folder / "tiny.csv"
     make_tiny_frame().to_csv(csv, index=False)
     config = folder / "tiny.yaml"
-    # adjust_trials: the worker hands back the baseline's losses (tests/test_cli_study.py)
-    raw = tiny_config_dict(csv, evaluation={"epochs": 3}, search={"adjust_trials": True})
+    # comparison adjusted: the worker hands back the baseline's losses (test_cli_study.py)
+    raw = tiny_config_dict(csv, evaluation={"epochs": 3}, search={"comparison": "adjusted"})
     config.write_text(yaml.safe_dump(raw))
     url = sqlite_url(folder / "runs" / "tiny" / "study.db")
     result = search(

@@ -132,11 +132,11 @@ def evaluate_like(losses, baselines):
 
 def test_the_evaluator_measures_the_baseline_on_the_splits_it_trains_on(write_config):
     off = load_config(write_config())
-    assert not off.search.adjust_trials, "off by default"
+    assert off.search.comparison == "plain", "the default"
     dataset = load_dataset(off.data)
     params = {"dropout": 0.1, "learning_rate": 0.01, "neuron_pct": 0.01, "neuron_shrink": 0.5}
     assert evaluate_point(off, dataset, params, 17).baselines == ()
-    config = load_config(write_config(search={"adjust_trials": True}))
+    config = load_config(write_config(search={"comparison": "adjusted"}))
     score = evaluate_point(config, dataset, params, 17)
     expected = baseline_losses(dataset, 17, 2, config.evaluation.test_size)
     assert score.baselines == pytest.approx(expected, rel=1e-6)
@@ -180,3 +180,40 @@ def test_adjustment_record_is_what_comparable_applies():
     found = Adjustment(slope=0.5, reference=0.7, pairs=10)
     assert found.split_losses((0.6, 0.8), (0.8, 0.6)) == pytest.approx((0.55, 0.85))
     assert found.loss((0.6, 0.8), (0.8, 0.6)) == pytest.approx(0.7)
+
+
+def test_common_comparison_scores_every_trial_on_the_same_splits(write_config, tmp_path):
+    """`comparison: common`: every trial's own splits (and weight seeds) are the same, so its
+    baselines there are too; racing rounds stay each trial's own, adjusted like any split."""
+    path = write_config(
+        search={
+            "init_points": 5,
+            "n_iter": 5,
+            "race_top": 2,
+            "race_splits": 4,
+            "comparison": "common",
+        },
+    )
+    url = sqlite_url(tmp_path / "study.db")
+    search(
+        load_config(path),
+        storage_url=url,
+        study_name="s",
+        resume=False,
+        reporter=QuietReporter(),
+        factory="tests.objectives:follows_measured_baseline",
+    )
+    storage = Storage(url)
+    stored = storage.trials(storage.get_study("s"))
+    storage.close()
+    done = [t for t in stored if t.state == TrialState.COMPLETE]
+    assert len({t.seed for t in stored}) == 1 and len(done) == 10
+    assert len({t.baselines[:2] for t in done}) == 1, "the same two splits for every trial"
+    raced = [t for t in done if t.race_seeds]
+    rounds = [seed for t in raced for seed in t.race_seeds]
+    assert raced and len(set(rounds)) == len(rounds), "each raced trial on rounds of its own"
+    assert {t.baselines[2:] for t in raced} != {done[0].baselines[:2]}
+    reference = np.mean([b for t in done for b in t.baselines])
+    for t in comparable(stored):
+        if t.state == TrialState.COMPLETE:
+            assert t.loss == pytest.approx(bowl_loss(t.params) + reference, abs=1e-9)

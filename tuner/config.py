@@ -196,7 +196,9 @@ class SearchConfig(_Section):
     final_splits: int = Field(10, ge=2)
     confirm_splits: int = Field(10, ge=0)
     difficulty_splits: int = Field(100, ge=0)  # the baseline's reference splits (difficulty.py)
-    adjust_trials: bool = False  # each trial's split losses adjusted by a baseline (adjustment.py)
+    # How trials are compared: plain means of their own splits, those adjusted by a baseline
+    # (adjustment.py), or every trial on common splits (racing rounds adjusted).
+    comparison: Literal["plain", "adjusted", "common"] = "plain"
     final_share: float = Field(0.25, ge=0.0, le=1.0)  # of a time budget, kept for the above
 
     @model_validator(mode="after")

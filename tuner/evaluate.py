@@ -102,7 +102,7 @@ def evaluate_point(
     width = max(part.x_train.shape[1] for part in parts)
     arch = decode(params, config.network, width, dataset.n_outputs, dataset.task)
     results = train_splits(arch, dict(params), parts, evaluation, seed)
-    baselines = part_baselines(dataset, parts) if config.search.adjust_trials else ()
+    baselines = part_baselines(dataset, parts) if config.search.comparison != "plain" else ()
     losses = [result.loss for result in results]
     epochs = [result.epochs for result in results]
     loss = float(np.mean(losses))
