@@ -178,8 +178,43 @@ def test_a_search_compares_trials_adjusted_and_keeps_the_measured_losses(write_c
 
 def test_adjustment_record_is_what_comparable_applies():
     found = Adjustment(slope=0.5, reference=0.7, pairs=10)
-    assert found.split_losses((0.6, 0.8), (0.8, 0.6)) == pytest.approx((0.55, 0.85))
-    assert found.loss((0.6, 0.8), (0.8, 0.6)) == pytest.approx(0.7)
+    assert found.split_losses((0.6, 0.8), (0.8, 0.6), 1) == pytest.approx((0.55, 0.85))
+    assert found.loss((0.6, 0.8), (0.8, 0.6), 1) == pytest.approx(0.7)
+    common = Adjustment(slope=0.5, reference=0.7, pairs=10, shared={1: (0.03, -0.03)})
+    losses, baselines = (0.6, 0.8, 0.7, 0.7), (0.8, 0.6, 0.9, 0.5)
+    assert common.split_losses(losses, baselines, 1) == pytest.approx((0.57, 0.83, 0.6, 0.8))
+    assert common.split_losses(losses, baselines, 2) == pytest.approx((0.55, 0.85, 0.6, 0.8))
+
+
+def test_splits_that_trials_share_are_centred_by_their_mean_over_those_trials():
+    """Trials on one seed's splits (`comparison: common`): each shared split's effect comes from
+    the trials themselves (no baseline needed), which leaves their plain means and takes the
+    splits' shared spread out of each trial's; a raced trial's own rounds are put on the shared
+    splits' scale by the baseline's slope, fitted on own splits only."""
+    levels = [0.60, 0.62, 0.64, 0.66]
+    shared = [trial(i, (x + 0.05, x - 0.05), (0.75, 0.65)) for i, x in enumerate(levels)]
+    shared = [replace(t, seed=7) for t in shared]
+    found = fit(shared)
+    assert found.shared == {7: pytest.approx((0.05, -0.05))} and found.slope == 0.0
+    assert found.reference == pytest.approx(0.70), "the shared splits' baseline mean"
+    for before, after in zip(shared, comparable(shared), strict=True):
+        assert after.loss == pytest.approx(before.loss) and after.loss_std == pytest.approx(0)
+    # Raced trials: rounds of their own, each on splits 0.1 harder for the baseline and them.
+    rounds = [(0.1 * (i % 2), 0.1 * (i % 2) + 0.02) for i in range(8)]
+    raced = [
+        replace(
+            trial(10 + i, (0.65, 0.55, 0.70 + a, 0.70 + b), (0.75, 0.65, 0.80 + a, 0.80 + b)),
+            seed=7,
+            race_seeds=(100 + i,),
+        )
+        for i, (a, b) in enumerate(rounds)
+    ]
+    found = fit(shared + raced)
+    assert found.slope == pytest.approx(1.0) and found.pairs == 16
+    adjusted = comparable(shared + raced)[4:]
+    # Rounds at 0.80 + d for the baseline, 0.70 + d for the trial: on the shared scale (0.70)
+    # they are 0.60, the trial's level on the shared splits.
+    assert all(t.loss == pytest.approx(0.60) for t in adjusted)
 
 
 def test_common_comparison_scores_every_trial_on_the_same_splits(write_config, tmp_path):
@@ -188,9 +223,9 @@ def test_common_comparison_scores_every_trial_on_the_same_splits(write_config, t
     path = write_config(
         search={
             "init_points": 5,
-            "n_iter": 5,
+            "n_iter": 7,
             "race_top": 2,
-            "race_splits": 4,
+            "race_splits": 6,
             "comparison": "common",
         },
     )
@@ -207,13 +242,15 @@ def test_common_comparison_scores_every_trial_on_the_same_splits(write_config, t
     stored = storage.trials(storage.get_study("s"))
     storage.close()
     done = [t for t in stored if t.state == TrialState.COMPLETE]
-    assert len({t.seed for t in stored}) == 1 and len(done) == 10
+    assert len({t.seed for t in stored}) == 1 and len(done) == 12
     assert len({t.baselines[:2] for t in done}) == 1, "the same two splits for every trial"
     raced = [t for t in done if t.race_seeds]
     rounds = [seed for t in raced for seed in t.race_seeds]
     assert raced and len(set(rounds)) == len(rounds), "each raced trial on rounds of its own"
     assert {t.baselines[2:] for t in raced} != {done[0].baselines[:2]}
-    reference = np.mean([b for t in done for b in t.baselines])
+    found = fit(stored)
+    assert found.slope == pytest.approx(1.0) and found.pairs >= 12, "fitted on the rounds"
+    reference = np.mean(done[0].baselines[:2])
     for t in comparable(stored):
         if t.state == TrialState.COMPLETE:
             assert t.loss == pytest.approx(bowl_loss(t.params) + reference, abs=1e-9)

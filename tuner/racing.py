@@ -67,7 +67,7 @@ class Racer:
         self._storage = storage
         self._study = study
 
-    def _ranks_top(self, trials: Sequence[TrialRecord], score: Score) -> bool:
+    def _ranks_top(self, trials: Sequence[TrialRecord], score: Score, seed: int) -> bool:
         """True when the score ranks in the top `race_top` of at least `race_top` others (the
         first trials are on top of nothing and are not raced for that); compared adjusted for
         split difficulty (adjustment.py) when the others are."""
@@ -76,7 +76,7 @@ class Racer:
         loss = score.loss
         found = fit(trials)
         if found is not None and len(score.baselines) == len(score.split_losses):
-            loss = found.loss(score.split_losses, score.baselines)
+            loss = found.loss(score.split_losses, score.baselines, seed)
         return len(others) >= top and sum(t.loss <= loss for t in others) < top
 
     def __call__(self, params: Mapping[str, Scalar], seed: int) -> Score:
@@ -85,7 +85,7 @@ class Racer:
         search, splits = self._config.search, self._config.evaluation.splits
         while len(score.split_losses) < search.race_splits:
             trials = self._storage.trials(self._study)
-            if not self._ranks_top(trials, score):
+            if not self._ranks_top(trials, score, seed):
                 break
             j = len(score.race_seeds) + 1
             used = trial_ranges(trials, splits)

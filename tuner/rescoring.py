@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from functools import partial
 from typing import Protocol
 
@@ -197,7 +198,8 @@ def rescore_final(
     reporter.final_started(chosen, sum(sizes), len(todo))
     for trial in todo:
         final = score_final(objective, trial, seeds, sizes, interrupted)
-        reporter.final_scored(storage.record_final(trial, final))
+        stored = storage.record_final(trial, final)
+        reporter.final_scored(replace(trial, final=stored.final, confirm=None))
     confirm_winner(config, storage, study, objective, reporter, interrupted)
     if baseline is not None:
         adjust_winner(config, storage, study, baseline, reporter, interrupted)
@@ -228,7 +230,8 @@ def confirm_winner(
         return
     reporter.confirm_started(found.trial, sum(sizes))
     score = score_final(objective, found.trial, seeds, sizes, interrupted)
-    reporter.confirm_scored(storage.record_final(found.trial, score, confirm=True))
+    stored = storage.record_final(found.trial, score, confirm=True)
+    reporter.confirm_scored(replace(found.trial, confirm=stored.confirm, difficulty=None))
 
 
 def adjust_winner(
