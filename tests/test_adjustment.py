@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tests.objectives import bowl_loss
-from tuner.adjustment import SOUND_RATIO, Adjustment, comparable, fit
+from tuner.adjustment import SOUND_RATIO, Adjustment, Group, comparable, fit
 from tuner.config import load_config
 from tuner.data import load_dataset
 from tuner.difficulty import baseline_losses
@@ -75,7 +75,8 @@ def test_broken_trials_do_not_bend_the_slope_and_others_stay_plain():
     found = fit([*sound, broken, failed, one_missing])
     assert found is not None and found.slope == pytest.approx(1.0) and found.pairs == 16
     adjusted = comparable([*sound, broken, failed, one_missing])
-    assert adjusted[9] == failed and adjusted[10] == one_missing
+    assert adjusted[9] == failed, "not scored: as it is"
+    assert adjusted[10].split_losses == one_missing.split_losses, "nothing to adjust it by"
     assert adjusted[8].raw_loss == broken.loss, "the broken trial is adjusted all the same"
 
 
@@ -180,9 +181,16 @@ def test_adjustment_record_is_what_comparable_applies():
     found = Adjustment(slope=0.5, reference=0.7, pairs=10)
     assert found.split_losses((0.6, 0.8), (0.8, 0.6), 1) == pytest.approx((0.55, 0.85))
     assert found.loss((0.6, 0.8), (0.8, 0.6), 1) == pytest.approx(0.7)
-    common = Adjustment(slope=0.5, reference=0.7, pairs=10, shared={1: (0.03, -0.03)})
+    # Seed 1's first 2 splits are shared by trials 5, 6 and 7, whose losses there sum to
+    # (1.8, 2.1): effects (-0.05, +0.05), or, leaving trial 5's own (0.6, 0.8) out, (-0.025,
+    # +0.025). Its rounds are moved by the group's offset, everything by its shift.
+    group = Group(2, (1.8, 2.1), frozenset({5, 6, 7}), offset=0.01, shift=0.002)
+    common = Adjustment(slope=0.5, reference=0.7, pairs=10, groups={1: group})
     losses, baselines = (0.6, 0.8, 0.7, 0.7), (0.8, 0.6, 0.9, 0.5)
-    assert common.split_losses(losses, baselines, 1) == pytest.approx((0.57, 0.83, 0.6, 0.8))
+    expected = np.array((0.65, 0.75, 0.61, 0.81)) - 0.002
+    assert common.split_losses(losses, baselines, 1) == pytest.approx(expected)
+    loo = np.array((0.625, 0.775, 0.61, 0.81)) - 0.002
+    assert common.split_losses(losses, baselines, 1, trial_id=5) == pytest.approx(loo)
     assert common.split_losses(losses, baselines, 2) == pytest.approx((0.55, 0.85, 0.6, 0.8))
 
 
@@ -195,15 +203,17 @@ def test_splits_that_trials_share_are_centred_by_their_mean_over_those_trials():
     shared = [trial(i, (x + 0.05, x - 0.05), (0.75, 0.65)) for i, x in enumerate(levels)]
     shared = [replace(t, seed=7) for t in shared]
     found = fit(shared)
-    assert found.shared == {7: pytest.approx((0.05, -0.05))} and found.slope == 0.0
+    assert found.groups[7].count == 2 and found.slope == 0.0
+    assert found.groups[7].sums == pytest.approx((sum(levels) + 0.2, sum(levels) - 0.2))
     assert found.reference == pytest.approx(0.70), "the shared splits' baseline mean"
     for before, after in zip(shared, comparable(shared), strict=True):
         assert after.loss == pytest.approx(before.loss) and after.loss_std == pytest.approx(0)
-    # Raced trials: rounds of their own, each on splits 0.1 harder for the baseline and them.
+    # Raced trials at 0.60 on the shared splits: rounds of their own, each on splits 0.1 harder
+    # for the baseline and them, and 0.03 harder for them than the baseline says.
     rounds = [(0.1 * (i % 2), 0.1 * (i % 2) + 0.02) for i in range(8)]
     raced = [
         replace(
-            trial(10 + i, (0.65, 0.55, 0.70 + a, 0.70 + b), (0.75, 0.65, 0.80 + a, 0.80 + b)),
+            trial(10 + i, (0.65, 0.55, 0.73 + a, 0.73 + b), (0.75, 0.65, 0.80 + a, 0.80 + b)),
             seed=7,
             race_seeds=(100 + i,),
         )
@@ -211,10 +221,35 @@ def test_splits_that_trials_share_are_centred_by_their_mean_over_those_trials():
     ]
     found = fit(shared + raced)
     assert found.slope == pytest.approx(1.0) and found.pairs == 16
+    assert found.groups[7].offset == pytest.approx(-0.03)
     adjusted = comparable(shared + raced)[4:]
-    # Rounds at 0.80 + d for the baseline, 0.70 + d for the trial: on the shared scale (0.70)
-    # they are 0.60, the trial's level on the shared splits.
+    # The rounds on the shared splits' scale: the trial's level there, 0.60.
     assert all(t.loss == pytest.approx(0.60) for t in adjusted)
+    assert all(t.raw_split_losses == r.split_losses for t, r in zip(adjusted, raced, strict=True))
+
+
+def test_raced_trials_on_common_splits_are_not_shifted_against_unraced_ones():
+    """Common splits that are hard (+0.05 for the networks, only +0.02 for the baseline): a
+    raced trial's rounds on typical splits would make it look 0.02 better than an unraced twin
+    of the same level, were they only adjusted by the baseline. The offset takes that out."""
+    rng = np.random.default_rng(3)
+    trials = []
+    for i in range(40):
+        level = rng.uniform(0.60, 0.70)
+        base = level + 0.05 + rng.normal(0, 0.01, 2)
+        record = trial(i, base, (0.72, 0.72))
+        if i % 2:
+            hard = rng.normal(0, 0.05, 4)
+            rounds = level + hard + rng.normal(0, 0.01, 4)
+            losses, baselines = (*base, *rounds), (0.72, 0.72, *(0.70 + hard))
+            record = replace(trial(i, losses, baselines), race_seeds=(1000 + i, 2000 + i))
+        trials.append(replace(record, seed=9, params={"level": level}))
+    adjusted = comparable(trials)
+    gaps = [t.loss - t.params["level"] for t in adjusted]
+    raced, unraced = np.mean(gaps[1::2]), np.mean(gaps[::2])
+    assert raced == pytest.approx(unraced, abs=0.004)
+    plain = [np.mean(t.split_losses) - t.params["level"] for t in trials]
+    assert np.mean(plain[::2]) - np.mean(plain[1::2]) > 0.02, "the bias taken out"
 
 
 def test_common_comparison_scores_every_trial_on_the_same_splits(write_config, tmp_path):
@@ -247,10 +282,59 @@ def test_common_comparison_scores_every_trial_on_the_same_splits(write_config, t
     raced = [t for t in done if t.race_seeds]
     rounds = [seed for t in raced for seed in t.race_seeds]
     assert raced and len(set(rounds)) == len(rounds), "each raced trial on rounds of its own"
-    assert {t.baselines[2:] for t in raced} != {done[0].baselines[:2]}
+    assert all(t.baselines[2:4] != done[0].baselines[:2] for t in raced)
     found = fit(stored)
     assert found.slope == pytest.approx(1.0) and found.pairs >= 12, "fitted on the rounds"
     reference = np.mean(done[0].baselines[:2])
     for t in comparable(stored):
         if t.state == TrialState.COMPLETE:
             assert t.loss == pytest.approx(bowl_loss(t.params) + reference, abs=1e-9)
+
+
+def test_a_study_is_resumed_with_the_comparison_it_was_made_with(write_config, tmp_path):
+    from tuner.errors import StudyError
+
+    path = write_config(search={"init_points": 2, "n_iter": 0, "comparison": "common"})
+    url = sqlite_url(tmp_path / "study.db")
+    run = dict(storage_url=url, study_name="s", reporter=QuietReporter())
+    factory = "tests.objectives:follows_measured_baseline"
+    search(load_config(path), resume=False, factory=factory, **run)
+    with pytest.raises(StudyError, match=r"search\.comparison=common, not plain"):
+        search(load_config(path, ["search.comparison=plain"]), resume=True, factory=factory, **run)
+    search(load_config(path, ["search.n_iter=1"]), resume=True, factory=factory, **run)
+
+
+def test_racing_ranks_a_new_score_by_its_adjusted_loss(tmp_path):
+    """Ten trials whose adjusted losses are 0.60 to 0.69; a new score of plain 0.705 on splits
+    0.1 harder than usual (its baseline says so) is 0.605 adjusted: second, so it is raced."""
+    from tuner.config import validate_config
+    from tuner.evaluate import Score
+    from tuner.racing import Racer
+
+    from .conftest import BOWL_SPACE, NO_DATA
+
+    config = validate_config(
+        {"data": NO_DATA, "space": BOWL_SPACE, "search": {"race_top": 2, "race_splits": 4}}
+    )
+    storage = Storage(sqlite_url(tmp_path / "study.db"))
+    study = storage.create_study("s", {})
+    for i in range(10):
+        level = 0.60 + i / 100
+        started = storage.start_trial(study, {"x": i}, {"x": i}, seed=i)
+        storage.finish_trial(
+            started,
+            state=TrialState.COMPLETE,
+            loss=level,
+            split_losses=[level + 0.02, level - 0.02],
+            baselines=[0.72, 0.68],
+        )
+    calls = []
+
+    def objective(params, seed):
+        calls.append(seed)
+        losses = (0.725, 0.685)
+        return Score(0.705, 0.03, losses, (1, 1), 0.0, baselines=(0.82, 0.78))
+
+    score = Racer(objective, config, storage, study)({"x": 99}, 12345)
+    storage.close()
+    assert len(calls) == 2 and len(score.split_losses) == 4, "raced: one round"

@@ -40,8 +40,9 @@ def config(space=None, **search):
 
 def trial(number, point, splits=(), state=TrialState.COMPLETE, kind=None, seconds=1.0):
     loss = float(np.mean(splits)) if splits and state == TrialState.COMPLETE else None
+    # A seed of its own: trials on one seed share their splits (tuner/adjustment.py).
     return TrialRecord(
-        number, state, dict(point), {}, 0, loss=loss, split_losses=tuple(splits),
+        number, state, dict(point), {}, number, loss=loss, split_losses=tuple(splits),
         seconds=seconds, error_kind=kind,
     )  # fmt: skip
 

@@ -4,17 +4,28 @@ Every trial is scored on its own random splits, and a split's difficulty is shar
 model: on the course's data, the error of the difference between two networks' 2-split means is
 0.055 on independent splits, most of it the splits' difficulty, against real differences of
 0.01 to 0.02. The baseline of `difficulty.py` (a logistic regression, or ridge for regression)
-fitted on each of a trial's splits measures that difficulty, and each split loss becomes
+fitted on each of a trial's splits measures that difficulty, and each of a trial's own splits'
+losses becomes
 
     adjusted_i = loss_i - slope * (baseline_i - reference)
 
 with the slope the pooled within-trial least-squares slope of split loss on baseline loss over
-the study's sound trials (`difficulty.slope`, clipped to [0, 2]; none below `MIN_DOF` degrees
-of freedom within trials, 8 trials of 2 splits, before which plain means are compared) and the
-reference the mean of every trial's baseline losses, so adjusted losses stay on the scale of
-plain ones. That error falls to 0.024 (course) and 0.018 (penguins). The optimiser, the ranking
-of trials, racing and the choice of finalists all read trials through `comparable`; the stored
-split losses stay as measured.
+the sound trials' own splits (`difficulty.slope`, clipped to [0, 2]; none below `MIN_DOF`
+degrees of freedom, 8 trials of 2 splits). That error falls to 0.024 (course), 0.018
+(penguins).
+
+Splits that several trials share (`search.comparison: common`: every trial on one seed's
+splits) need no baseline: each shared split's effect is the trials' own mean loss on it (less
+the mean over the shared splits; leave-one-out for a trial that counts in it, so its noise is
+not understated), and the reference is the baseline's mean on them. A raced trial's rounds are
+its own splits: adjusted as above, then moved by the group's offset, the mean over its raced
+trials of (shared-split mean - adjusted round mean), which puts the rounds on the shared
+splits' scale whatever the baseline misses. Another group of shared splits (a warm start from
+another study) is moved onto the main group's scale by the slope times their baselines'
+difference.
+
+The optimiser, the ranking of trials, racing and the choice of finalists read trials through
+`comparable`; the stored split losses stay as measured.
 """
 
 from __future__ import annotations
@@ -28,8 +39,8 @@ import numpy as np
 from tuner.difficulty import slope
 from tuner.records import TrialRecord, TrialState
 
-# A trial whose loss is over this many times its baseline's is broken (diverging, say): its
-# split losses do not follow the splits' difficulty and would only blur the slope.
+# A trial whose loss is over this many times its baseline's (or, without baselines, the median
+# trial's) is broken (diverging, say): it would only blur the slope and the shared effects.
 SOUND_RATIO = 1.5
 # Within-trial degrees of freedom (split pairs less trials) below which no slope is fitted.
 MIN_DOF = 8
@@ -38,38 +49,62 @@ MIN_SHARED = 3
 
 
 @dataclass(frozen=True)
+class Group:
+    """Trials that share one seed's first `count` splits: the sums of the sound ones' losses
+    on them, who those are, the rounds' offset and the shift onto the main group's scale."""
+
+    count: int
+    sums: tuple[float, ...]
+    members: frozenset[int]  # trial ids
+    offset: float = 0.0
+    shift: float = 0.0
+
+    def effects(self, losses: np.ndarray, trial_id: int | None) -> np.ndarray:
+        """Each shared split's effect; leave-one-out for a member."""
+        sums, m = np.asarray(self.sums), len(self.members)
+        if trial_id in self.members and m > 1:
+            sums, m = sums - losses[: self.count], m - 1
+        means = sums / m
+        return means - means.mean()
+
+
+@dataclass(frozen=True)
 class Adjustment:
-    """How a study's split losses are adjusted: the slope and the baseline's reference mean for
-    a trial's own splits, and each shared split's effect for trials that share their splits."""
+    """How a study's split losses are adjusted: the slope and the baseline's reference for own
+    splits, and the groups of trials that share splits."""
 
     slope: float  # 0.0 while the own splits give none
     reference: float
     pairs: int  # the own-split pairs the slope was fitted on
-    # Per seed whose splits several trials share (`comparison: common`): each shared split's
-    # mean loss over those trials, less the mean over the shared splits.
-    shared: Mapping[int, tuple[float, ...]] = field(default_factory=dict)
+    groups: Mapping[int, Group] = field(default_factory=dict)  # by seed
 
     def split_losses(
-        self, losses: Sequence[float], baselines: Sequence[float], seed: int
+        self,
+        losses: Sequence[float],
+        baselines: Sequence[float],
+        seed: int,
+        trial_id: int | None = None,
     ) -> tuple[float, ...]:
-        """A shared split's loss less its effect; an own split's loss less the slope times its
-        baseline's distance from the reference."""
-        effects = self.shared.get(seed, ())
-        return tuple(
-            float(x - effects[i])
-            if i < len(effects)
-            else float(x - self.slope * (b - self.reference))
-            for i, (x, b) in enumerate(zip(losses, baselines, strict=True))
-        )
+        """A trial's adjusted split losses (`trial_id` None: a score not yet stored)."""
+        x = np.asarray(losses, dtype="float64")
+        out = x.copy()
+        if len(baselines) == len(x):
+            out -= self.slope * (np.asarray(baselines, dtype="float64") - self.reference)
+        group = self.groups.get(seed)
+        if group is not None and len(x) >= group.count:
+            out[: group.count] = x[: group.count] - group.effects(x, trial_id)
+            out[group.count :] += group.offset
+            out -= group.shift
+        return tuple(float(v) for v in out)
 
     def loss(self, losses: Sequence[float], baselines: Sequence[float], seed: int) -> float:
-        """The mean adjusted split loss."""
+        """The mean adjusted split loss of a score not yet stored."""
         return float(np.mean(self.split_losses(losses, baselines, seed)))
 
     def record(self, trial: TrialRecord) -> TrialRecord:
-        """The trial with adjusted split losses, their mean and spread; the plain mean kept as
-        `raw_loss`."""
-        adjusted = self.split_losses(trial.split_losses, trial.baselines, trial.seed)
+        """The trial with adjusted split losses, their mean and spread; the plain mean and
+        split losses kept as `raw_loss` and `raw_split_losses`."""
+        adjusted = self.split_losses(trial.split_losses, trial.baselines, trial.seed, trial.id)
         spread = float(np.std(adjusted, ddof=1)) if len(adjusted) > 1 else 0.0
         return replace(
             trial,
@@ -77,79 +112,136 @@ class Adjustment:
             loss_std=spread,
             split_losses=adjusted,
             raw_loss=trial.loss,
+            raw_split_losses=trial.split_losses,
         )
 
 
-def aligned(trial: TrialRecord) -> bool:
-    """A completed trial with a finite baseline loss for each of its finite split losses."""
-    values = (*trial.split_losses, *trial.baselines)
+def scored(trial: TrialRecord) -> bool:
+    """A completed trial whose split losses are all finite."""
     return (
         trial.state == TrialState.COMPLETE
         and trial.loss is not None
-        and len(trial.baselines) == len(trial.split_losses) > 0
-        and all(v is not None and math.isfinite(v) for v in values)
+        and len(trial.split_losses) > 0
+        and all(v is not None and math.isfinite(v) for v in trial.split_losses)
     )
 
 
-def _sound(trial: TrialRecord) -> bool:
-    return trial.loss <= SOUND_RATIO * float(np.mean(trial.baselines))  # type: ignore[operator]
+def aligned(trial: TrialRecord) -> bool:
+    """A scored trial with a finite baseline loss for each split."""
+    return (
+        scored(trial)
+        and len(trial.baselines) == len(trial.split_losses)
+        and all(v is not None and math.isfinite(v) for v in trial.baselines)
+    )
 
 
 def _own_splits(trial: TrialRecord) -> int:
-    """How many of its splits are the trial's own seed's (the rest are racing rounds)."""
+    """How many of its splits are its seed's (the rest are racing rounds of as many each)."""
     count, rest = divmod(len(trial.split_losses), 1 + len(trial.race_seeds))
     return count if rest == 0 else len(trial.split_losses)
-
-
-def _shared(usable: Sequence[TrialRecord]) -> dict[int, tuple[float, ...]]:
-    """Each shared split's effect, per seed that at least `MIN_SHARED` trials share: its mean
-    loss over the sound ones (all, if none is) less the mean over those splits."""
-    groups: dict[int, list[TrialRecord]] = {}
-    for trial in usable:
-        groups.setdefault(trial.seed, []).append(trial)
-    shared = {}
-    for seed, group in groups.items():
-        if len(group) >= MIN_SHARED:
-            count = min(_own_splits(t) for t in group)
-            sound = [t for t in group if _sound(t)] or group
-            means = np.mean([t.split_losses[:count] for t in sound], axis=0)
-            shared[seed] = tuple(float(x) for x in means - means.mean())
-    return shared
 
 
 def fit(trials: Sequence[TrialRecord]) -> Adjustment | None:
     """The study's adjustment, or None when there is nothing to adjust by: no splits shared
     and no slope (fewer than `MIN_DOF` degrees of freedom within the sound trials' own splits,
     no baselines, or a slope of 0)."""
-    usable = [t for t in trials if aligned(t)]
-    shared = _shared(usable)
+    usable = [t for t in trials if scored(t)]
+    median = float(np.median([t.loss for t in usable])) if usable else 0.0
+    sound = {t.id for t in usable if _is_sound(t, median)}
+    counts = _shared_counts(usable)
     own = [
         (t.split_losses[skip:], t.baselines[skip:])
         for t in usable
-        if _sound(t)
-        for skip in [len(shared.get(t.seed, ()))]
+        if aligned(t) and t.id in sound
+        for skip in [counts.get(t.seed, 0)]
         if len(t.split_losses) - skip >= 2
     ]
     found, pairs, _ = slope(own)
     if pairs - len(own) < MIN_DOF:
         found = 0.0
-    if found == 0.0 and not shared:
+    if found == 0.0 and not counts:
         return None
-    if shared:  # own splits go on the scale of the splits most trials share
-        seed = max(shared, key=lambda k: sum(t.seed == k for t in usable))
-        first = next(t for t in usable if t.seed == seed)
-        reference = float(np.mean(first.baselines[: len(shared[seed])]))
-    else:
-        reference = float(np.mean([b for t in usable for b in t.baselines]))
-    return Adjustment(found, reference, pairs, shared)
+    reference = _reference(usable, counts)
+    groups = {
+        seed: _group(seed, count, usable, sound, found, reference) for seed, count in counts.items()
+    }
+    return Adjustment(found, reference, pairs, _shifted(groups, usable, found, reference))
+
+
+def _is_sound(trial: TrialRecord, median: float) -> bool:
+    if aligned(trial):
+        return trial.loss <= SOUND_RATIO * float(np.mean(trial.baselines))  # type: ignore[operator]
+    return trial.loss <= SOUND_RATIO * median  # type: ignore[operator]
+
+
+def _shared_counts(usable: Sequence[TrialRecord]) -> dict[int, int]:
+    """Shared splits per seed that at least `MIN_SHARED` trials share."""
+    by_seed: dict[int, list[TrialRecord]] = {}
+    for trial in usable:
+        by_seed.setdefault(trial.seed, []).append(trial)
+    return {
+        seed: min(_own_splits(t) for t in group)
+        for seed, group in by_seed.items()
+        if len(group) >= MIN_SHARED
+    }
+
+
+def _reference(usable: Sequence[TrialRecord], counts: Mapping[int, int]) -> float:
+    """The baseline's mean on the splits the most trials share, else on every split."""
+    if counts:
+        main = max(counts, key=lambda s: (sum(t.seed == s for t in usable), s))
+        for trial in usable:
+            if trial.seed == main and aligned(trial):
+                return float(np.mean(trial.baselines[: counts[main]]))
+    values = [b for t in usable if aligned(t) for b in t.baselines]
+    return float(np.mean(values)) if values else 0.0
+
+
+def _group(
+    seed: int,
+    count: int,
+    usable: Sequence[TrialRecord],
+    sound: set[int],
+    found: float,
+    reference: float,
+) -> Group:
+    """The shared splits' sums over the group's sound trials (all, if none is) and the rounds'
+    offset from its sound raced trials."""
+    trials = [t for t in usable if t.seed == seed]
+    members = [t for t in trials if t.id in sound] or trials
+    sums = np.sum([t.split_losses[:count] for t in members], axis=0)
+    bare = Group(count, tuple(float(v) for v in sums), frozenset(t.id for t in members))
+    gaps = []
+    for trial in members:
+        if len(trial.split_losses) > count:
+            rounds = np.asarray(trial.split_losses[count:])
+            if aligned(trial):
+                rounds = rounds - found * (np.asarray(trial.baselines[count:]) - reference)
+            gaps.append(float(np.mean(trial.split_losses[:count]) - np.mean(rounds)))
+    return replace(bare, offset=float(np.mean(gaps)) if gaps else 0.0)
+
+
+def _shifted(
+    groups: dict[int, Group], usable: Sequence[TrialRecord], found: float, reference: float
+) -> dict[int, Group]:
+    """Every group but the main one moved onto the main one's scale by its baselines."""
+    if len(groups) < 2 or found == 0.0:
+        return groups
+    main = max(groups, key=lambda s: (sum(t.seed == s for t in usable), s))
+    for seed, group in groups.items():
+        with_baselines = [t for t in usable if t.seed == seed and aligned(t)]
+        if seed != main and with_baselines:
+            level = float(np.mean(with_baselines[0].baselines[: group.count]))
+            groups[seed] = replace(group, shift=found * (level - reference))
+    return groups
 
 
 def comparable(trials: Sequence[TrialRecord]) -> list[TrialRecord]:
-    """The trials with the study's adjustment applied to every aligned one (`Adjustment.record`);
-    unchanged when none can be fitted, or when they are adjusted already."""
+    """The trials with the study's adjustment applied to every scored one
+    (`Adjustment.record`); unchanged when none can be fitted, or when adjusted already."""
     if any(t.raw_loss is not None for t in trials):
         return list(trials)
     found = fit(trials)
     if found is None:
         return list(trials)
-    return [found.record(t) if aligned(t) else t for t in trials]
+    return [found.record(t) if scored(t) else t for t in trials]

@@ -162,9 +162,10 @@ class TrialRecord:
     confirm: FinalScore | None = None  # the winner's score on confirmation splits
     difficulty: Difficulty | None = None  # how hard the winner's reported splits are
     # The baseline's loss on each split of `split_losses` (tuner/adjustment.py), and, in a
-    # record adjusted for split difficulty, the plain mean of the split losses.
+    # record adjusted for split difficulty, the plain mean and split losses as measured.
     baselines: tuple[float, ...] = ()
     raw_loss: float | None = None
+    raw_split_losses: tuple[float, ...] = ()
 
     @property
     def counts(self) -> bool:
@@ -193,6 +194,7 @@ class TrialRecord:
             "difficulty": self.difficulty.to_dict() if self.difficulty is not None else None,
             "baselines": list(self.baselines),
             "raw_loss": self.raw_loss,
+            "raw_split_losses": list(self.raw_split_losses) if self.raw_loss is not None else None,
         }
 
 

@@ -180,7 +180,10 @@ def print_best(results: StudyResults, architecture: str | None, as_json: bool) -
     best = winner.trial
     if as_json:
         extra = {"architecture": architecture, "study": results.name, "storage": results.storage}
-        print_json({**best.to_dict(), **winner.to_dict(), **extra})
+        trial = best.to_dict()
+        # the trial's plain search-time mean; `raw_loss` is the winner's, before its adjustment
+        trial["search_raw_loss"] = trial.pop("raw_loss")
+        print_json({**trial, **winner.to_dict(), **extra})
         return
     table = Table(title=f"best of study {results.name}", title_justify="left", show_header=False)
     table.add_column("key")

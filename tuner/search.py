@@ -118,6 +118,13 @@ def open_study(storage: Storage, name: str, config: Config, resume: bool) -> Stu
             f"--resume: the search space differs from study '{name}' in {', '.join(differing)}; "
             "resume with the study's space or start another --study"
         )
+    was = stored.search.comparison if stored else "plain"
+    if was != config.search.comparison:
+        raise StudyError(
+            f"--resume: study '{name}' compares trials with search.comparison={was}, not "
+            f"{config.search.comparison}; resume with --set search.comparison={was} or start "
+            "another --study"
+        )
     if not storage.shared:  # a server study's running trials may be other boxes' live ones
         storage.fail_running(existing, "interrupted", "the process running it stopped")
     return existing
