@@ -173,6 +173,7 @@ def test_a_killed_workers_trial_goes_stale_is_retried_and_its_late_result_reject
         else request.getfixturevalue("postgres_url")
     )
     search_settings = {"init_points": 4, "n_iter": budget - 4, "heartbeat": 0.3, "grace": 2.0}
+    search_settings |= {"race_top": 0, "final_candidates": 0}  # each call sleeps; not tested here
     config = write_config(search=search_settings)
     env = {"TUNER_TEST_SLEEP": "1.0"}
     objective = ["--objective", "tests.objectives:bowl", "-q"]
@@ -263,6 +264,7 @@ def test_a_paused_workers_late_result_is_rejected(backend, request, tmp_path, wr
         else request.getfixturevalue("postgres_url")
     )
     settings = {"init_points": 4, "n_iter": 4, "heartbeat": 0.3, "grace": 2.0}
+    settings |= {"race_top": 0, "final_candidates": 0}  # each call sleeps 2.5 s; not tested here
     config = write_config(search=settings)
     env = {"TUNER_TEST_SLEEP": "2.5"}
     objective = ["--objective", "tests.objectives:bowl", "-q"]
