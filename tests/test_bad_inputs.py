@@ -19,8 +19,8 @@ from click.testing import CliRunner
 
 import tuner.worker
 from tuner.cli import cli
-from tuner.config import parse_yaml
 from tuner.errors import ConfigError
+from tuner.yamlfile import parse_yaml
 
 from .conftest import tree_digest
 

@@ -13,8 +13,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tuner.architecture import Architecture, decode
-from tuner.config import Config, NetworkConfig, parse_yaml, validate_config
+from tuner.config import Config, NetworkConfig, validate_config
 from tuner.errors import ConfigError, TunerError
+from tuner.yamlfile import parse_yaml
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
