@@ -161,11 +161,12 @@ def fit(trials: Sequence[TrialRecord]) -> Adjustment | None:
         found = 0.0
     if found == 0.0 and not counts:
         return None
-    reference = _reference(usable, counts)
+    main = max(counts, key=lambda s: (sum(t.seed == s for t in usable), s)) if counts else None
+    reference = _reference(usable, counts, main)
     groups = {
         seed: _group(seed, count, usable, sound, found, reference) for seed, count in counts.items()
     }
-    return Adjustment(found, reference, pairs, _shifted(groups, usable, found, reference))
+    return Adjustment(found, reference, pairs, _shifted(groups, usable, found, reference, main))
 
 
 def _is_sound(trial: TrialRecord, median: float) -> bool:
@@ -186,13 +187,19 @@ def _shared_counts(usable: Sequence[TrialRecord]) -> dict[int, int]:
     }
 
 
-def _reference(usable: Sequence[TrialRecord], counts: Mapping[int, int]) -> float:
-    """The baseline's mean on the splits the most trials share, else on every split."""
-    if counts:
-        main = max(counts, key=lambda s: (sum(t.seed == s for t in usable), s))
-        for trial in usable:
-            if trial.seed == main and aligned(trial):
-                return float(np.mean(trial.baselines[: counts[main]]))
+def _shared_level(usable: Sequence[TrialRecord], seed: int, count: int) -> float | None:
+    """The baseline's mean on a seed's first `count` splits (None: no trial measured it)."""
+    for trial in usable:
+        if trial.seed == seed and aligned(trial):
+            return float(np.mean(trial.baselines[:count]))
+    return None
+
+
+def _reference(usable: Sequence[TrialRecord], counts: Mapping[int, int], main: int | None) -> float:
+    """The baseline's mean on the splits the most trials share (`main`), else on every split."""
+    level = _shared_level(usable, main, counts[main]) if main is not None else None
+    if level is not None:
+        return level
     values = [b for t in usable if aligned(t) for b in t.baselines]
     return float(np.mean(values)) if values else 0.0
 
@@ -222,16 +229,18 @@ def _group(
 
 
 def _shifted(
-    groups: dict[int, Group], usable: Sequence[TrialRecord], found: float, reference: float
+    groups: dict[int, Group],
+    usable: Sequence[TrialRecord],
+    found: float,
+    reference: float,
+    main: int | None,
 ) -> dict[int, Group]:
     """Every group but the main one moved onto the main one's scale by its baselines."""
     if len(groups) < 2 or found == 0.0:
         return groups
-    main = max(groups, key=lambda s: (sum(t.seed == s for t in usable), s))
     for seed, group in groups.items():
-        with_baselines = [t for t in usable if t.seed == seed and aligned(t)]
-        if seed != main and with_baselines:
-            level = float(np.mean(with_baselines[0].baselines[: group.count]))
+        level = _shared_level(usable, seed, group.count)
+        if seed != main and level is not None:
             groups[seed] = replace(group, shift=found * (level - reference))
     return groups
 
