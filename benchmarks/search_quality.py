@@ -70,7 +70,9 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--config", type=Path, required=True, help="The tuner config to search.")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--seeds", type=int, default=5, help="Search seeds 1..N [5].")
+    parser.add_argument(
+        "--seeds", type=_seeds, default=[1, 2, 3, 4, 5], help="N (seeds 1..N) or a list: 3,4,5 [5]."
+    )
     parser.add_argument("--trials", type=int, default=30, help="Trials per equal-trials search.")
     parser.add_argument("--time", type=float, default=600, help="Seconds per equal-time search.")
     parser.add_argument("--rescore-splits", type=int, default=20, help="Fresh splits [20].")
@@ -84,12 +86,23 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.tables = _choices("--tables", args.tables, TABLES)
     args.methods = _choices("--methods", args.methods, METHODS)
-    if min(args.seeds, args.trials, args.rescore_splits) < 1 or args.time <= 0:
-        raise Stop("--seeds, --trials, --rescore-splits and --time must be positive")
+    if min(args.trials, args.rescore_splits) < 1 or args.time <= 0:
+        raise Stop("--trials, --rescore-splits and --time must be positive")
     if args.population < 2:
         raise Stop(f"--population: at least 2 splits (got {args.population})")
     args.results = args.results or Path("runs/search_quality") / f"{args.config.stem}.json"
     return args
+
+
+def _seeds(text: str) -> list[int]:
+    """`--seeds 5` is seeds 1 to 5; `--seeds 3,4,5` exactly those (to add seeds to a file)."""
+    if "," not in text:
+        seeds = list(range(1, int(text) + 1))
+    else:
+        seeds = sorted({int(item) for item in text.split(",") if item.strip()})
+    if not seeds or seeds[0] < 1:
+        raise argparse.ArgumentTypeError(f"seeds are positive integers (got {text!r})")
+    return seeds
 
 
 def _choices(option: str, text: str, known: Sequence[str]) -> list[str]:
@@ -107,7 +120,7 @@ def plan(args: argparse.Namespace) -> list[tuple[str, str, int]]:
     return [
         (table, method, seed)
         for table in args.tables
-        for seed in range(1, args.seeds + 1)
+        for seed in args.seeds
         for method in TABLES[table]
         if method in args.methods
     ]

@@ -290,3 +290,17 @@ def test_honesty_against_typical_splits_takes_out_the_rescore_splits_difficulty(
     cell["reported"] = 0.545
     assert typical_honesty([cell], difficulty)[1].endswith(": met")
     assert line in targets_text([cell | {"reported": 0.50}], difficulty)
+
+
+def test_seeds_are_one_to_n_or_a_list_to_add_to_a_results_file() -> None:
+    from benchmarks.search_quality import parse, plan
+
+    args = parse(["--config", str(CONFIG), "--seeds", "5,3,4", "--tables", "equal-time"])
+    args.methods = ["tuner", "course-log"]
+    assert plan(args) == [
+        ("equal-time", method, seed) for seed in (3, 4, 5) for method in ("tuner", "course-log")
+    ]
+    assert parse(["--config", str(CONFIG), "--seeds", "2"]).seeds == [1, 2]
+    for bad in ("0", "2,0", ","):
+        with pytest.raises(SystemExit):
+            parse(["--config", str(CONFIG), "--seeds", bad])
