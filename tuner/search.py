@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -200,6 +200,27 @@ def fail_own(storage: Storage, study: StudyRecord, heartbeat: Heartbeat, message
         storage.fail_running(study, "interrupted", message)
 
 
+@contextlib.contextmanager
+def ending_cleanly(
+    storage: Storage, study: StudyRecord, heartbeat: Heartbeat, signals: Signals
+) -> Iterator[None]:
+    """Whatever ends the search, no trial of this process stays "running" (--resume runs it
+    again); Ctrl-C and SIGTERM come out as SearchInterrupted."""
+    try:
+        yield
+    except (KeyboardInterrupt, SearchInterrupted) as exc:
+        stop = exc if isinstance(exc, SearchInterrupted) else signals.stopped()
+        kind = "Ctrl-C" if stop.signum == signal.SIGINT else f"signal {stop.signum}"
+        fail_own(storage, study, heartbeat, f"interrupted by {kind}")
+        if stop is exc:
+            raise
+        raise stop from exc
+    except BaseException:
+        with contextlib.suppress(Exception):
+            fail_own(storage, study, heartbeat, "the search stopped with an error")
+        raise
+
+
 def run_search(
     config: Config,
     storage: Storage,
@@ -227,33 +248,20 @@ def run_search(
     reporter.search_started(study.name, budget, sum(t.counts for t in trials), rerun)
     signals = Signals()
     heartbeat = Heartbeat(storage, config.search.heartbeat)
-    try:
-        with signals, heartbeat:
-            while sum(t.counts for t in trials) < budget and not deadline.passed(trials):
-                trial = storage.ask(study, asker.choose, config.search.grace).trial
-                if trial is None:  # the rest of the budget runs on other boxes
-                    time.sleep(min(config.search.heartbeat, 2.0))
-                    trials = storage.trials(study)
-                    continue
-                reporter.trial_started(trial)
-                with heartbeat.running(trial), contextlib.suppress(TrialRejected):
-                    finished = run_trial(storage, trial, objective, signals)
-                    trials = storage.trials(study)
-                    reporter.trial_finished(as_compared(finished, trials), best_trial(trials))
+    with ending_cleanly(storage, study, heartbeat, signals), signals, heartbeat:
+        while sum(t.counts for t in trials) < budget and not deadline.passed(trials):
+            trial = storage.ask(study, asker.choose, config.search.grace).trial
+            if trial is None:  # the rest of the budget runs on other boxes
+                time.sleep(min(config.search.heartbeat, 2.0))
                 trials = storage.trials(study)
-                check_failure_streak(trials, config.search.max_consecutive_failures)
-    except (KeyboardInterrupt, SearchInterrupted) as exc:
-        stop = exc if isinstance(exc, SearchInterrupted) else signals.stopped()
-        kind = "Ctrl-C" if stop.signum == signal.SIGINT else f"signal {stop.signum}"
-        fail_own(storage, study, heartbeat, f"interrupted by {kind}")
-        if stop is exc:
-            raise
-        raise stop from exc
-    except BaseException:
-        # Whatever ends the search, no trial stays "running"; --resume runs it again.
-        with contextlib.suppress(Exception):
-            fail_own(storage, study, heartbeat, "the search stopped with an error")
-        raise
+                continue
+            reporter.trial_started(trial)
+            with heartbeat.running(trial), contextlib.suppress(TrialRejected):
+                finished = run_trial(storage, trial, objective, signals)
+                trials = storage.trials(study)
+                reporter.trial_finished(as_compared(finished, trials), best_trial(trials))
+            trials = storage.trials(study)
+            check_failure_streak(trials, config.search.max_consecutive_failures)
     time_up = sum(t.counts for t in trials) < budget
     return finish_search(storage, study, reporter, time_up)
 
