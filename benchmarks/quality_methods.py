@@ -41,6 +41,9 @@ from tuner.worker import DEFAULT_FACTORY, Worker
 
 ROOT = Path(__file__).resolve().parents[1]
 COURSE_FACTORY = "benchmarks.quality_samplers:course_objective"
+# The course's setup searches with no parameter limit, so its winners are re-scored without one.
+UNLIMITED = ("course-linear", "course-log")
+NO_LIMIT = 10**12
 # Splits and weights of the re-scoring: a seed from its own entropy, so no search seed
 # (trial_seed(S, k) = SeedSequence([S, k])) is it; the same for every method (paired).
 RESCORE_SEED = int(np.random.SeedSequence([0x5EED, 558, 20]).generate_state(1)[0] >> 1)
@@ -221,20 +224,34 @@ def run_tuner(setting: Setting, seed: int, budget: Budget, folder: Path) -> Outc
 
 
 class Rescorer:
-    """Scores points on the same `splits` fresh splits (seed RESCORE_SEED) in one worker."""
+    """Scores points on the same `splits` fresh splits (seed RESCORE_SEED) in one worker.
+
+    A method whose search has no parameter limit (the course's setup) may report a network over
+    `evaluation.max_params`; `limited=False` re-scores it without the limit, in a second worker.
+    """
 
     def __init__(self, setting: Setting, splits: int) -> None:
         evaluation = setting.config.evaluation
         # A timeout is meant for the search's splits: scaled to these.
         timeout = evaluation.timeout and evaluation.timeout * splits / evaluation.splits
-        config = with_evaluation(setting.config, splits=splits, timeout=timeout)
-        self._worker = Worker(config, setting.dataset, setting.factory)
+        self._config = with_evaluation(setting.config, splits=splits, timeout=timeout)
+        self._setting = setting
+        self._worker = Worker(self._config, setting.dataset, setting.factory)
+        self._unlimited: Worker | None = None
 
-    def __call__(self, params: Mapping[str, Scalar]) -> dict[str, Any]:
+    def _worker_for(self, limited: bool) -> Worker:
+        if limited:
+            return self._worker
+        if self._unlimited is None:
+            config = with_evaluation(self._config, max_params=NO_LIMIT)
+            self._unlimited = Worker(config, self._setting.dataset, self._setting.factory)
+        return self._unlimited
+
+    def __call__(self, params: Mapping[str, Scalar], limited: bool = True) -> dict[str, Any]:
         """`rescored` (None when it failed), its spread and split losses, and seconds."""
         started = time.perf_counter()
         try:
-            score = self._worker(params, RESCORE_SEED)
+            score = self._worker_for(limited)(params, RESCORE_SEED)
         except TrialFailed as exc:
             took = time.perf_counter() - started
             return {
@@ -250,8 +267,10 @@ class Rescorer:
         }
 
     def close(self) -> None:
-        """Stop the worker process."""
+        """Stop the worker processes."""
         self._worker.close()
+        if self._unlimited is not None:
+            self._unlimited.close()
 
 
 Method = Callable[[Setting, int, Budget, Path], Outcome]

@@ -38,6 +38,7 @@ from benchmarks.quality_methods import (  # noqa: E402
     METHODS,
     OPTIONAL,
     RESCORE_SEED,
+    UNLIMITED,
     Budget,
     Rescorer,
     Setting,
@@ -200,8 +201,32 @@ def pending(results: dict[str, Any], key: str, wanted: dict[str, Any], path: Pat
     return old.get("crash") is not None
 
 
+def refused_by_limit(cell: dict[str, Any] | None) -> bool:
+    """A course-setup cell stored before its re-score lifted the parameter limit: re-score it."""
+    return (
+        cell is not None
+        and cell.get("method") in UNLIMITED
+        and cell.get("rescored") is None
+        and str(cell.get("rescore_error", "")).startswith("too_large")
+    )
+
+
+def rescore_unlimited(key: str, cell: dict[str, Any], rescore: Rescorer) -> dict[str, Any]:
+    """The stored cell, its winner re-scored anew without the parameter limit (on a crash, the
+    cell as stored: its search is not lost)."""
+    log(f"[{key}] re-scoring its winner without the parameter limit")
+    try:
+        again = rescore(cell["params"], False)
+    except Exception:
+        log(f"[{key}] re-scoring crashed:\n{traceback.format_exc()}")
+        return cell
+    done = again["rescored"]
+    log(f"[{key}] " + (f"re-scored {done:.4f}" if done is not None else again["rescore_error"]))
+    return {**{name: value for name, value in cell.items() if name != "rescore_error"}, **again}
+
+
 def run_cell(
-    setting: Setting, key: str, budget: Budget, rescore: Callable[[Any], dict[str, Any]]
+    setting: Setting, key: str, budget: Budget, rescore: Callable[..., dict[str, Any]]
 ) -> dict[str, Any]:
     """One search and the re-scoring of its reported best."""
     table, method, seed = key.split("/")
@@ -222,7 +247,7 @@ def run_cell(
     }
     if outcome.params is not None:
         prefixed.log(f"reported {outcome.reported:.4f} after {outcome.trials} trials; re-scoring")
-        cell.update(rescore(outcome.params))
+        cell.update(rescore(outcome.params, method not in UNLIMITED))
         rescored = cell["rescored"]
         prefixed.log(f"re-scored {rescored:.4f}" if rescored is not None else cell["rescore_error"])
     else:
@@ -257,11 +282,14 @@ def run_all(args: argparse.Namespace, setting: Setting) -> dict[str, Any]:
     try:
         for key, table in todo:
             wanted = settings(args, table)
-            if not pending(results, key, wanted, args.results):
+            rescore_only = refused_by_limit(results["cells"].get(key))
+            if not rescore_only and not pending(results, key, wanted, args.results):
                 log(f"[{key}] finished before; skipped")
                 continue
             rescorer = rescorer or Rescorer(setting, args.rescore_splits)
-            if table == "reference":
+            if rescore_only:
+                cell = rescore_unlimited(key, results["cells"][key], rescorer)
+            elif table == "reference":
                 cell = guarded(key, reference_cell, setting, rescorer)
             else:
                 budget = Budget(args.trials) if table == "equal-trials" else Budget(None, args.time)

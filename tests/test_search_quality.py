@@ -304,3 +304,29 @@ def test_seeds_are_one_to_n_or_a_list_to_add_to_a_results_file() -> None:
     for bad in ("0", "2,0", ","):
         with pytest.raises(SystemExit):
             parse(["--config", str(CONFIG), "--seeds", bad])
+
+
+def test_the_course_setups_winner_is_rescored_without_the_parameter_limit() -> None:
+    # The course's setup searches with no parameter limit, so a winner over max_params is a
+    # fair pick; the re-score must not count it as failed. Real training, tiny and short.
+    from benchmarks.quality_methods import UNLIMITED, Rescorer
+    from benchmarks.search_quality import refused_by_limit, rescore_unlimited
+    from tuner.evaluate import load_for_scoring
+
+    overrides = ("evaluation.max_params=50", "evaluation.epochs=3")
+    config = load_config(CONFIG, list(overrides))
+    setting = Setting(CONFIG, overrides, config, load_for_scoring(config))
+    point = {**SearchSpace(config.space).fixed, **COURSE_POINT}
+    rescorer = Rescorer(setting, 2)
+    try:
+        limited = rescorer(point)
+        stored = {"method": "course-log", "reported": 0.7, "params": point, **limited}
+        assert refused_by_limit(stored) and "course-log" in UNLIMITED
+        assert not refused_by_limit({**stored, "method": "tuner"})
+        redone = rescore_unlimited("equal-time/course-log/1", stored, rescorer)
+    finally:
+        rescorer.close()
+    assert limited["rescored"] is None and limited["rescore_error"].startswith("too_large")
+    assert "rescore_error" not in redone and not refused_by_limit(redone)
+    assert redone["reported"] == 0.7 and redone["params"] == point
+    assert 0 < redone["rescored"] < 5 and len(redone["rescore_split_losses"]) == 2
