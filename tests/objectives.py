@@ -127,17 +127,20 @@ def noisy_losses(params: Mapping[str, Any], seed: int, splits: int, sd: float) -
 _SEEN: list[dict[str, Any]] = []
 
 
-def noisy(config: Any, _dataset: Any) -> Callable[[Mapping[str, Any], int], Score]:
+def noisy(config: Any, dataset: Any) -> Callable[[Mapping[str, Any], int], Score]:
     """The bowl with noise on `evaluation.splits` splits (sd TUNER_TEST_NOISE, default 0.05).
 
     Each call appends `parent-pid seed splits` to TUNER_TEST_LOG when set. With
     TUNER_TEST_FAIL_REPEAT set, a point scored before in this process fails as diverged (with
-    racing off, that is its final re-score).
+    racing off, that is its final re-score). With TUNER_TEST_BASELINE set, each split's loss
+    also holds the split-difficulty baseline's loss on that split (as `follows_baseline`), so
+    that the fitted slope is about 1 whatever the libraries' versions make of the noise.
     """
     splits = config.evaluation.splits
     sd = float(os.environ.get("TUNER_TEST_NOISE", "0.05"))
     fail_repeat = bool(os.environ.get("TUNER_TEST_FAIL_REPEAT"))
     log = os.environ.get("TUNER_TEST_LOG")
+    follow = bool(os.environ.get("TUNER_TEST_BASELINE"))
 
     def objective(params: Mapping[str, Any], seed: int) -> Score:
         if log:
@@ -147,6 +150,11 @@ def noisy(config: Any, _dataset: Any) -> Callable[[Mapping[str, Any], int], Scor
             raise TrialFailed("diverged", "held-out loss is nan")
         _SEEN.append(dict(params))
         losses = noisy_losses(params, seed, splits, sd)
+        if follow:
+            from tuner.difficulty import baseline_losses
+
+            base = baseline_losses(dataset, seed, splits, config.evaluation.test_size)
+            losses = [loss + b for loss, b in zip(losses, base, strict=True)]
         std = float(np.std(losses, ddof=1)) if splits > 1 else 0.0
         return Score(float(np.mean(losses)), std, tuple(losses), (1,) * splits, 0.0)
 
