@@ -154,10 +154,17 @@ def check_course(args: argparse.Namespace, task: str) -> None:
         )
 
 
+def config_name(path: Path) -> str:
+    """The config's path relative to the repository when inside it (so that a results file
+    kept in the repository serves every checkout), else absolute."""
+    resolved = path.resolve()
+    return str(resolved.relative_to(ROOT)) if resolved.is_relative_to(ROOT) else str(resolved)
+
+
 def settings(args: argparse.Namespace, table: str) -> dict[str, Any]:
     """What a cell's result depends on; a stored cell with other settings is not reused."""
     common = {
-        "config": str(args.config.resolve()),
+        "config": config_name(args.config),
         "sets": list(args.overrides),
         "objective": args.objective,
         "rescore_splits": args.rescore_splits,
