@@ -72,7 +72,10 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--config", type=Path, required=True, help="The tuner config to search.")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument(
-        "--seeds", type=_seeds, default=[1, 2, 3, 4, 5], help="N (seeds 1..N) or a list: 3,4,5 [5]."
+        "--seeds",
+        type=_seeds,
+        default=[1, 2, 3, 4, 5],
+        help="N (seeds 1..N) or a list: 3,4,5 or 3, [5].",
     )
     parser.add_argument("--trials", type=int, default=30, help="Trials per equal-trials search.")
     parser.add_argument("--time", type=float, default=600, help="Seconds per equal-time search.")
@@ -208,6 +211,12 @@ def pending(results: dict[str, Any], key: str, wanted: dict[str, Any], path: Pat
     return old.get("crash") is not None
 
 
+def rescored_text(result: dict[str, Any]) -> str:
+    """`re-scored 0.6634`, or why the re-score failed."""
+    done = result["rescored"]
+    return f"re-scored {done:.4f}" if done is not None else str(result["rescore_error"])
+
+
 def refused_by_limit(cell: dict[str, Any] | None) -> bool:
     """A course-setup cell stored before its re-score lifted the parameter limit: re-score it."""
     return (
@@ -227,8 +236,7 @@ def rescore_unlimited(key: str, cell: dict[str, Any], rescore: Rescorer) -> dict
     except Exception:
         log(f"[{key}] re-scoring crashed:\n{traceback.format_exc()}")
         return cell
-    done = again["rescored"]
-    log(f"[{key}] " + (f"re-scored {done:.4f}" if done is not None else again["rescore_error"]))
+    log(f"[{key}] {rescored_text(again)}")
     return {**{name: value for name, value in cell.items() if name != "rescore_error"}, **again}
 
 
@@ -255,8 +263,7 @@ def run_cell(
     if outcome.params is not None:
         prefixed.log(f"reported {outcome.reported:.4f} after {outcome.trials} trials; re-scoring")
         cell.update(rescore(outcome.params, method not in UNLIMITED))
-        rescored = cell["rescored"]
-        prefixed.log(f"re-scored {rescored:.4f}" if rescored is not None else cell["rescore_error"])
+        prefixed.log(rescored_text(cell))
     else:
         prefixed.log(f"no winner: {outcome.no_winner}")
     return cell
@@ -289,8 +296,9 @@ def run_all(args: argparse.Namespace, setting: Setting) -> dict[str, Any]:
     try:
         for key, table in todo:
             wanted = settings(args, table)
-            rescore_only = refused_by_limit(results["cells"].get(key))
-            if not rescore_only and not pending(results, key, wanted, args.results):
+            due = pending(results, key, wanted, args.results)  # refuses other settings
+            rescore_only = not due and refused_by_limit(results["cells"].get(key))
+            if not due and not rescore_only:
                 log(f"[{key}] finished before; skipped")
                 continue
             rescorer = rescorer or Rescorer(setting, args.rescore_splits)
