@@ -69,10 +69,9 @@ def full(point: dict) -> dict:
     return {**point, "batch_size": 32, "batch_norm": False}
 
 
-def reference_split(arch, params, part, seed: int) -> tuple[float, int]:
-    """The course's evaluation of one split, written as the course writes it."""
+def course_model(arch, params, seed: int):
+    """The course's network, compiled as the course compiles it."""
     import keras
-    from sklearn import metrics
 
     keras.backend.clear_session()
     keras.utils.set_random_seed(seed % 2**31)
@@ -86,6 +85,15 @@ def reference_split(arch, params, part, seed: int) -> tuple[float, int]:
         loss="categorical_crossentropy",
         optimizer=keras.optimizers.Adam(learning_rate=params["learning_rate"]),
     )
+    return model
+
+
+def reference_split(arch, params, part, seed: int) -> tuple[float, int]:
+    """The course's evaluation of one split, written as the course writes it."""
+    import keras
+    from sklearn import metrics
+
+    model = course_model(arch, params, seed)
     y_train = keras.utils.to_categorical(part.y_train, arch.n_outputs)
     y_test = keras.utils.to_categorical(part.y_test, arch.n_outputs)
     monitor = keras.callbacks.EarlyStopping(
