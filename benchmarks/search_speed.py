@@ -2,9 +2,12 @@
 
     python benchmarks/search_speed.py [--data PATH] [--skip-search] [--trials 50,150,300]
                                       [--trial-seconds 3.0] [--repeats 5] [--quality SEEDS]
+                                      [--set KEY=VALUE ...]
 
 The search is `tuner search configs/course-log.yaml` on the local copy of the course's data
-with evaluation.max_params=1000000, run as a fresh process (TensorFlow's start included).
+with evaluation.max_params=1000000, run as a fresh process (TensorFlow's start included);
+--set adds overrides (`--set search.race_top=0 --set search.final_candidates=0` times the 30
+trials without racing and the final re-score).
 
 The overhead part times what a search pays before each guided trial (a fresh optimiser, every
 trial registered, suggest()) with 50, 150 and 300 synthetic trials in the study. The synthetic
@@ -41,11 +44,12 @@ DATA = ROOT.parent / "shared" / "data" / "jh-simple-dataset.csv"
 CONFIG = ROOT / "configs" / "course-log.yaml"
 
 
-def search_wall_time(data: Path) -> float:
+def search_wall_time(data: Path, sets: list[str]) -> float:
     with tempfile.TemporaryDirectory() as out:
         command = [
             sys.executable, "-m", "tuner.cli", "search", str(CONFIG),
             "--set", f"data.path={data}", "--set", "evaluation.max_params=1000000",
+            *itertools.chain.from_iterable(("--set", s) for s in sets),
             "--out", out, "--quiet", "--json",
         ]  # fmt: skip
         started = time.perf_counter()
@@ -121,6 +125,7 @@ def main() -> None:
     parser.add_argument(
         "--quality", type=int, default=0, metavar="SEEDS", help="also check proposal quality"
     )
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
     for trials in (int(t) for t in args.trials.split(",")):
         wall, cpu = optimiser_overhead(trials, args.repeats)
@@ -135,8 +140,12 @@ def main() -> None:
                   f"(ucb, ei, poi): mean {np.mean(ratios):.4f}, "
                   f"worst {np.min(ratios):.4f}")  # fmt: skip
     if not args.skip_search:
-        wall = search_wall_time(args.data)
-        print(f"tuner search configs/course-log.yaml (30 points, max_params 1M): {wall:.0f} s wall")
+        wall = search_wall_time(args.data, args.set)
+        extra = "".join(f" --set {s}" for s in args.set)
+        print(
+            f"tuner search configs/course-log.yaml (30 points, max_params 1M{extra}): "
+            f"{wall:.0f} s wall"
+        )
 
 
 if __name__ == "__main__":
