@@ -8,13 +8,17 @@ For each of evaluate_speed.py's points it times, in one run:
 - the floor: the same epoch's matrix products alone, with NumPy's BLAS on preallocated
   float32 arrays (for each batch of 32 and each Dense layer: the forward product, the weights'
   gradient and, past the first layer, the inputs' gradient; then one in-place pass over the
-  weights for the update; then the held-out part's forward products), the best of 3.
+  weights for the update; then the held-out part's forward products), the best of 3;
+- the same with Adam's update written out in NumPy (its moments, one array operation at a
+  time, as an unfused implementation such as Keras's runs it) instead of the one pass.
 
 Any trainer of the same network at batch 32 for the same epochs does at least this
 arithmetic, so reference / floor bounds the speed-up at equal epochs: where it is under 10,
 no evaluator that keeps the course's batch size and early stopping can be 10x faster on this
 machine. The floor leaves out activations, dropout, the loss and the optimiser's moments, so
-the true bound is lower still. Large products give the machine's peak for scale.
+the true bound is lower still; the Adam column shows how much the moments alone add at batch
+32, where each step touches every weight several times for few products. Large products give
+the machine's peak for scale.
 """
 
 from __future__ import annotations
@@ -67,13 +71,14 @@ def reference_epoch(arch, params, part, epochs: int) -> float:
     return float(np.median(times[1:]))
 
 
-def floor_epoch(widths: list[int], train_rows: int, test_rows: int) -> float:
-    """Best of 3 of one epoch's matrix products and one update pass, NumPy float32."""
+def floor_epoch(widths: list[int], train_rows: int, test_rows: int, adam: bool = False) -> float:
+    """Best of 3 of one epoch's matrix products and one update pass (or Adam's), float32."""
     rng = np.random.default_rng(0)
     layers = list(itertools.pairwise(widths))
     # Scaled so that values stay ordinary floats through the layers (no inf or denormals).
     weights = [rng.standard_normal((i, o), dtype=np.float32) / math.sqrt(i) for i, o in layers]
     grads = [np.empty_like(w) for w in weights]
+    slots = [[np.zeros_like(w) for _ in range(3)] for w in weights]  # m, v, scratch
     acts = [rng.standard_normal((BATCH, w), dtype=np.float32) for w in widths]
     deltas = [np.empty((BATCH, w), dtype=np.float32) for w in widths]
     test_acts = [np.empty((test_rows, w), dtype=np.float32) for w in widths]
@@ -89,12 +94,31 @@ def floor_epoch(widths: list[int], train_rows: int, test_rows: int) -> float:
                 np.matmul(acts[k].T, acts[k + 1], out=grads[k])
                 if k:
                     np.matmul(acts[k + 1], weights[k].T, out=deltas[k])
-            for w, g in zip(weights, grads, strict=True):
-                np.add(w, g, out=g)  # an update's traffic; the weights stay as they are
+            for w, g, slot in zip(weights, grads, slots, strict=True):
+                if adam:
+                    _adam(w, g, *slot)
+                else:
+                    np.add(w, g, out=g)  # an update's traffic; the weights stay as they are
         for k, w in enumerate(weights):
             np.matmul(test_acts[k], w, out=test_acts[k + 1])
         best = min(best, time.perf_counter() - started)
     return best
+
+
+def _adam(w, g, m, v, t, lr=1e-7, b1=0.9, b2=0.999, eps=1e-7) -> None:
+    """Adam's step as unfused array operations; the tiny rate keeps the weights in range."""
+    np.multiply(m, b1, out=m)
+    np.multiply(g, 1 - b1, out=t)
+    np.add(m, t, out=m)
+    np.multiply(v, b2, out=v)
+    np.multiply(g, g, out=t)
+    np.multiply(t, 1 - b2, out=t)
+    np.add(v, t, out=v)
+    np.sqrt(v, out=t)
+    np.add(t, eps, out=t)
+    np.divide(m, t, out=t)
+    np.multiply(t, lr, out=t)
+    np.subtract(w, t, out=w)
 
 
 def peak_gflops(size: int = 1024) -> float:
@@ -125,11 +149,13 @@ def run(args: argparse.Namespace) -> None:
         )
         widths = [arch.n_inputs, *arch.hidden, arch.n_outputs]
         floor = floor_epoch(widths, rows, test_rows)
+        with_adam = floor_epoch(widths, rows, test_rows, adam=True)
         ref = reference_epoch(arch, params, part, args.epochs)
         ceilings.append(ref / floor)
         print(
             f"point {index} {arch.n_params:>9,} params, layers {widths} | reference "
-            f"{ref:.3f} s/epoch | floor {floor:.3f} s/epoch | at most {ref / floor:5.1f}x",
+            f"{ref:.3f} s/epoch | floor {floor:.3f} s/epoch: at most {ref / floor:5.1f}x | "
+            f"with Adam {with_adam:.3f} s/epoch: {ref / with_adam:5.1f}x",
             flush=True,
         )
     print(
