@@ -250,7 +250,11 @@ def comparable(trials: Sequence[TrialRecord]) -> list[TrialRecord]:
     (`Adjustment.record`); unchanged when none can be fitted, or when adjusted already."""
     if any(t.raw_loss is not None for t in trials):
         return list(trials)
-    found = fit(trials)
+    return applied(trials, fit(trials))
+
+
+def applied(trials: Sequence[TrialRecord], found: Adjustment | None) -> list[TrialRecord]:
+    """The trials with an adjustment fitted already (`fit`) applied to every scored one."""
     if found is None:
         return list(trials)
     return [found.record(t) if scored(t) else t for t in trials]

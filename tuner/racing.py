@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from tuner.adjustment import fit
+from tuner.adjustment import applied, fit
 from tuner.config import Config, Scalar
 from tuner.errors import TrialFailed
 from tuner.evaluate import Score
@@ -72,9 +72,9 @@ class Racer:
         first trials are on top of nothing and are not raced for that); compared adjusted for
         split difficulty (adjustment.py) when the others are."""
         top = self._config.search.race_top
-        others = ranked(trials)
+        found = fit(trials)  # once: ranked() would fit it again on raw trials
+        others = ranked(applied(trials, found))
         loss = score.loss
-        found = fit(trials)
         if found is not None and len(score.baselines) == len(score.split_losses):
             loss = found.loss(score.split_losses, score.baselines, seed)
         return len(others) >= top and sum(t.loss <= loss for t in others) < top
