@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -97,6 +98,21 @@ def test_merged_duplicates_and_raced_trials_are_known_better():
     expected = (PRIOR_DOF * pooled + 5 * own) / (PRIOR_DOF + 5) / 6
     assert found[0.3].noise == pytest.approx(expected)
     assert found[0.3].noise < found[0.2].noise / 2, "6 splits: much less noise than 2"
+
+
+def test_a_point_repeated_on_the_same_splits_is_not_known_better():
+    """Under `search.comparison: common` every trial has one seed: a repeat of a point is
+    scored on the same splits, so its error is the first one's again, not an independent one."""
+    same = [trial(0, {"x": 0.1}, (0.60, 0.70)), trial(1, {"x": 0.1}, (0.62, 0.72))]
+    same[1] = replace(same[1], seed=same[0].seed)
+    other = [trial(2, {"x": 0.2}, (0.50, 0.55))]  # so that the pooled variance is shared
+    pooled = pooled_variance(same + other)
+    found = {o.point["x"]: o for o in observed(same + other)}
+    a, b = (mean_noise(t, pooled) for t in same)
+    assert found[0.1].noise == pytest.approx(((math.sqrt(a) + math.sqrt(b)) / 2) ** 2)
+    assert found[0.1].noise > (a + b) / 4, "more than two independent tellings would have"
+    assert found[0.1].noise >= min(a, b), "no better known than by one of them"
+    assert found[0.1].target == pytest.approx(-0.66)
 
 
 def test_odd_split_losses_fall_back_to_the_pooled_variance_and_the_floor():

@@ -44,6 +44,10 @@ COST_POWER = 0.25
 INITIAL_DRAWS = 200
 
 
+# A point's value as one trial tells it: the value to maximise, its noise variance, the seed.
+Told = tuple[float, float | None, int]
+
+
 @dataclass(frozen=True)
 class Observation:
     """One point as the optimiser is told it: the value to maximise and its noise variance."""
@@ -122,7 +126,7 @@ def observed(trials: Sequence[TrialRecord], liar: str = "mean") -> list[Observat
     if pooled is not None:
         splits = int(statistics.median_low([max(len(_finite_splits(t)), 1) for t in completed]))
         typical = max(pooled / splits, NOISE_FLOOR)
-    merged: dict[tuple[tuple[str, Coordinate], ...], list[tuple[float, float | None]]] = {}
+    merged: dict[tuple[tuple[str, Coordinate], ...], list[Told]] = {}
     retried = {t.retry_of for t in trials if t.retry_of is not None}
     points: dict[tuple[tuple[str, Coordinate], ...], Point] = {}
     for trial in trials:
@@ -135,15 +139,23 @@ def observed(trials: Sequence[TrialRecord], liar: str = "mean") -> list[Observat
         else:
             continue
         key = tuple(sorted(trial.point.items()))
-        merged.setdefault(key, []).append(told)
+        merged.setdefault(key, []).append((*told, trial.seed))
         points[key] = dict(trial.point)
     return [_merge(points[key], told) for key, told in merged.items()]
 
 
-def _merge(point: Point, told: list[tuple[float, float | None]]) -> Observation:
-    noises = [noise for _, noise in told]
-    noise = None if None in noises else sum(noises) / len(told) ** 2  # type: ignore[arg-type]
-    return Observation(point, sum(target for target, _ in told) / len(told), noise)
+def _merge(point: Point, told: list[Told]) -> Observation:
+    """One point told several times: the mean value, and its noise. Tellings on one seed share
+    their splits (`search.comparison: common`) and their errors: those add as standard
+    deviations, not as variances, so a repeat there is not taken for a second opinion."""
+    target = sum(value for value, _, _ in told) / len(told)
+    if any(noise is None for _, noise, _ in told):
+        return Observation(point, target, None)
+    by_seed: dict[int, float] = {}
+    for _, noise, seed in told:
+        by_seed[seed] = by_seed.get(seed, 0.0) + math.sqrt(noise)  # type: ignore[arg-type]
+    noise = sum(sd**2 for sd in by_seed.values()) / len(told) ** 2
+    return Observation(point, target, noise)
 
 
 def observations(trials: Sequence[TrialRecord], liar: str = "mean") -> list[tuple[Point, float]]:
