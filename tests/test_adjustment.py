@@ -19,7 +19,7 @@ from tuner.progress import QuietReporter
 from tuner.racing import _appended
 from tuner.records import TrialRecord, TrialState
 from tuner.store import Storage, sqlite_url
-from tuner.winner import ranked
+from tuner.winner import ranked, winner
 
 
 def trial(number: int, losses, baselines=(), state=TrialState.COMPLETE) -> TrialRecord:
@@ -226,6 +226,24 @@ def test_splits_that_trials_share_are_centred_by_their_mean_over_those_trials():
     # The rounds on the shared splits' scale: the trial's level there, 0.60.
     assert all(t.loss == pytest.approx(0.60) for t in adjusted)
     assert all(t.raw_split_losses == r.split_losses for t, r in zip(adjusted, raced, strict=True))
+
+
+def test_a_search_time_winner_on_shared_splits_counts_their_difficulty_in_its_se():
+    """On shared splits 0.1 apart the adjusted split losses agree exactly, but the winner's
+    level is still that of two splits' difficulty: its se is the effects' spread over two,
+    not 0; without shared splits nothing is added."""
+    levels = [0.60, 0.62, 0.64, 0.66]
+    shared = [replace(trial(i, (x + 0.05, x - 0.05)), seed=7) for i, x in enumerate(levels)]
+    found = fit(shared)
+    assert found.main == 7
+    assert found.level_variance() == pytest.approx(np.var([0.05, -0.05], ddof=1) / 2)
+    best = winner(shared)
+    assert best.trial.number == 0 and best.trial.loss_std == pytest.approx(0, abs=1e-12)
+    assert best.loss_se == pytest.approx(0.05)
+    own = [trial(i, (0.6 + i / 100, 0.7 + i / 100), (0.65, 0.75)) for i in range(8)]
+    assert fit(own).main is None and fit(own).level_variance() == 0.0
+    best = winner(own)
+    assert best.loss_se == pytest.approx(best.loss_std / np.sqrt(2))
 
 
 def test_raced_trials_on_common_splits_are_not_shifted_against_unraced_ones():

@@ -77,6 +77,18 @@ class Adjustment:
     reference: float
     pairs: int  # the own-split pairs the slope was fitted on
     groups: Mapping[int, Group] = field(default_factory=dict)  # by seed
+    main: int | None = None  # the seed of the group whose splits set the scale
+
+    def level_variance(self) -> float:
+        """The variance of the scale's own level: with shared splits, every adjusted loss is at
+        the main group's splits' difficulty, which differs from typical splits' by their mean
+        effect (variance: the effects' variance over their count; the trials' noise in the
+        effects makes it a little larger). 0 without shared splits: the reference is then the
+        baseline's mean over every split."""
+        group = self.groups.get(self.main) if self.main is not None else None
+        if group is None or group.count < 2:
+            return 0.0
+        return float(np.var(group.sums, ddof=1)) / len(group.members) ** 2 / group.count
 
     def split_losses(
         self,
@@ -113,6 +125,7 @@ class Adjustment:
             split_losses=adjusted,
             raw_loss=trial.loss,
             raw_split_losses=trial.split_losses,
+            level_var=self.level_variance(),
         )
 
 
@@ -166,7 +179,8 @@ def fit(trials: Sequence[TrialRecord]) -> Adjustment | None:
     groups = {
         seed: _group(seed, count, usable, sound, found, reference) for seed, count in counts.items()
     }
-    return Adjustment(found, reference, pairs, _shifted(groups, usable, found, reference, main))
+    groups = _shifted(groups, usable, found, reference, main)
+    return Adjustment(found, reference, pairs, groups, main)
 
 
 def _is_sound(trial: TrialRecord, median: float) -> bool:

@@ -166,6 +166,9 @@ class TrialRecord:
     baselines: tuple[float, ...] = ()
     raw_loss: float | None = None
     raw_split_losses: tuple[float, ...] = ()
+    # In an adjusted record, the variance of the loss's level that its split losses' spread
+    # does not show: the shared splits' difficulty (`Adjustment.level_variance`).
+    level_var: float = 0.0
 
     @property
     def counts(self) -> bool:

@@ -114,7 +114,8 @@ def finalists(order: Sequence[TrialRecord]) -> list[TrialRecord]:
 
 def _search_time(trial: TrialRecord) -> Winner:
     std = trial.loss_std or 0.0
-    se = std / math.sqrt(max(1, len(trial.split_losses)))
+    # On shared splits the spread left after adjustment omits those splits' own difficulty.
+    se = math.sqrt(std**2 / max(1, len(trial.split_losses)) + trial.level_var)
     assert trial.loss is not None
     return Winner(trial, trial.loss, std, se, trial.loss)
 
