@@ -113,6 +113,14 @@ def test_a_point_repeated_on_the_same_splits_is_not_known_better():
     assert found[0.1].noise > (a + b) / 4, "more than two independent tellings would have"
     assert found[0.1].noise >= min(a, b), "no better known than by one of them"
     assert found[0.1].target == pytest.approx(-0.66)
+    # A running trial of that point on that seed measured nothing yet: its stand-in's noise
+    # adds as an independent one.
+    running = replace(trial(3, {"x": 0.1}, state=TrialState.RUNNING), seed=same[0].seed)
+    history = [same[0], *other, running]
+    pooled = pooled_variance(history)
+    typical = pooled / 2
+    found = {o.point["x"]: o for o in observed(history)}
+    assert found[0.1].noise == pytest.approx((mean_noise(same[0], pooled) + typical) / 4)
 
 
 def test_odd_split_losses_fall_back_to_the_pooled_variance_and_the_floor():

@@ -44,8 +44,9 @@ COST_POWER = 0.25
 INITIAL_DRAWS = 200
 
 
-# A point's value as one trial tells it: the value to maximise, its noise variance, the seed.
-Told = tuple[float, float | None, int]
+# A point's value as one trial tells it: the value to maximise, its noise variance, and the
+# seed of the splits it was measured on (None for a stand-in value).
+Told = tuple[float, float | None, int | None]
 
 
 @dataclass(frozen=True)
@@ -130,16 +131,18 @@ def observed(trials: Sequence[TrialRecord], liar: str = "mean") -> list[Observat
     retried = {t.retry_of for t in trials if t.retry_of is not None}
     points: dict[tuple[tuple[str, Coordinate], ...], Point] = {}
     for trial in trials:
+        told: Told
         if trial.state == TrialState.COMPLETE and trial.loss is not None:
-            told = (-float(trial.loss), None if pooled is None else mean_noise(trial, pooled))
+            noise = None if pooled is None else mean_noise(trial, pooled)
+            told = (-float(trial.loss), noise, trial.seed)
         elif trial.state == TrialState.RUNNING:
-            told = (lie, typical)
+            told = (lie, typical, None)
         elif trial.counts or (trial.error_kind == "died" and trial.number not in retried):
-            told = (worst, typical)
+            told = (worst, typical, None)
         else:
             continue
         key = tuple(sorted(trial.point.items()))
-        merged.setdefault(key, []).append((*told, trial.seed))
+        merged.setdefault(key, []).append(told)
         points[key] = dict(trial.point)
     return [_merge(points[key], told) for key, told in merged.items()]
 
@@ -147,14 +150,17 @@ def observed(trials: Sequence[TrialRecord], liar: str = "mean") -> list[Observat
 def _merge(point: Point, told: list[Told]) -> Observation:
     """One point told several times: the mean value, and its noise. Tellings on one seed share
     their splits (`search.comparison: common`) and their errors: those add as standard
-    deviations, not as variances, so a repeat there is not taken for a second opinion."""
+    deviations, not as variances, so a repeat there is not taken for a second opinion. A
+    stand-in value (a running or failed trial's) measured nothing and adds as a variance."""
     target = sum(value for value, _, _ in told) / len(told)
     if any(noise is None for _, noise, _ in told):
         return Observation(point, target, None)
-    by_seed: dict[int, float] = {}
+    by_seed: dict[int | None, list[float]] = {}
     for _, noise, seed in told:
-        by_seed[seed] = by_seed.get(seed, 0.0) + math.sqrt(noise)  # type: ignore[arg-type]
-    noise = sum(sd**2 for sd in by_seed.values()) / len(told) ** 2
+        by_seed.setdefault(seed, []).append(noise)  # type: ignore[arg-type]
+    stand_ins = by_seed.pop(None, [])
+    shared = [v[0] if len(v) == 1 else sum(map(math.sqrt, v)) ** 2 for v in by_seed.values()]
+    noise = (sum(shared) + sum(stand_ins)) / len(told) ** 2
     return Observation(point, target, noise)
 
 

@@ -72,7 +72,7 @@ class Racer:
         first trials are on top of nothing and are not raced for that); compared adjusted for
         split difficulty (adjustment.py) when the others are."""
         top = self._config.search.race_top
-        found = fit(trials)  # once: ranked() would fit it again on raw trials
+        found = fit(trials)  # passed on: ranked() on raw trials would fit it again
         others = ranked(applied(trials, found))
         loss = score.loss
         if found is not None and len(score.baselines) == len(score.split_losses):
