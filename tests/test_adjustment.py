@@ -236,12 +236,12 @@ def test_a_search_time_winner_on_shared_splits_counts_their_difficulty_in_its_se
     shared = [replace(trial(i, (x + 0.05, x - 0.05)), seed=7) for i, x in enumerate(levels)]
     found = fit(shared)
     assert found.main == 7
-    assert found.level_variance() == pytest.approx(np.var([0.05, -0.05], ddof=1) / 2)
+    assert found.level_variance == pytest.approx(np.var([0.05, -0.05], ddof=1) / 2)
     best = winner(shared)
     assert best.trial.number == 0 and best.trial.loss_std == pytest.approx(0, abs=1e-12)
     assert best.loss_se == pytest.approx(0.05)
     own = [trial(i, (0.6 + i / 100, 0.7 + i / 100), (0.65, 0.75)) for i in range(8)]
-    assert fit(own).main is None and fit(own).level_variance() == 0.0
+    assert fit(own).main is None and fit(own).level_variance == 0.0
     best = winner(own)
     assert best.loss_se == pytest.approx(best.loss_std / np.sqrt(2))
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 
 import numpy as np
 
@@ -79,6 +80,7 @@ class Adjustment:
     groups: Mapping[int, Group] = field(default_factory=dict)  # by seed
     main: int | None = None  # the seed of the group whose splits set the scale
 
+    @cached_property
     def level_variance(self) -> float:
         """The variance of the scale's own level: with shared splits, every adjusted loss is at
         the main group's splits' difficulty, which differs from typical splits' by their mean
@@ -125,7 +127,7 @@ class Adjustment:
             split_losses=adjusted,
             raw_loss=trial.loss,
             raw_split_losses=trial.split_losses,
-            level_var=self.level_variance(),
+            level_var=self.level_variance,
         )
 
 

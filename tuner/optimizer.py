@@ -159,6 +159,7 @@ def _merge(point: Point, told: list[Told]) -> Observation:
     for _, noise, seed in told:
         by_seed.setdefault(seed, []).append(noise)  # type: ignore[arg-type]
     stand_ins = by_seed.pop(None, [])
+    # A lone telling keeps its variance as is: sqrt then square would move it by a rounding.
     shared = [v[0] if len(v) == 1 else sum(map(math.sqrt, v)) ** 2 for v in by_seed.values()]
     noise = (sum(shared) + sum(stand_ins)) / len(told) ** 2
     return Observation(point, target, noise)
