@@ -46,23 +46,35 @@ TRIALS = [done(0, 0.5, 2.0), done(1, 0.4, 4.0), done(2, 0.6, 1.0), done(3, 0.9, 
      (1, (1, 1, 0)), (0, (0, 0, 0))],
 )  # fmt: skip
 def test_the_plan_drops_finalists_before_going_under_four_splits_each(calls, expected):
-    assert plan(calls, 3, 5, 5, splits=2) == expected
+    assert plan(calls * 2.0, (2.0, 2.0, 2.0), 5, 5, splits=2) == expected
 
 
 def test_the_plan_in_other_shapes():
-    assert plan(6, 3, 5, 0, splits=2) == (3, 2, 0), "no confirmation"
-    assert plan(3, 3, 1, 1, splits=2) == (2, 1, 1), "1 call each is all there is"
-    assert plan(15, 3, 2, 10, splits=2) == (3, 2, 9), "the calls left go to the confirmation"
-    assert plan(12, 3, 10, 10, splits=1) == (2, 4, 4), "4 splits of 1"
-    assert plan(1, 3, 10, 10, splits=1) == (0, 0, 0), "a re-score on 1 split is none"
-    assert plan(2, 3, 10, 10, splits=1) == (1, 2, 0)
+    same = (1.0, 1.0, 1.0)
+    assert plan(6, same, 5, 0, splits=2) == (3, 2, 0), "no confirmation"
+    assert plan(3, same, 1, 1, splits=2) == (2, 1, 1), "1 call each is all there is"
+    assert plan(15, same, 2, 10, splits=2) == (3, 2, 9), "the calls left go to the confirmation"
+    assert plan(12, same, 10, 10, splits=1) == (2, 4, 4), "4 splits of 1"
+    assert plan(1, same, 10, 10, splits=1) == (0, 0, 0), "a re-score on 1 split is none"
+    assert plan(2, same, 10, 10, splits=1) == (1, 2, 0)
+    assert plan(5, (), 5, 5, splits=2) == (0, 0, 0), "no finalists"
+
+
+def test_the_plan_counts_each_finalists_own_seconds():
+    # 30 s for finalists of 4, 2 and 1 s a call: priced at the slowest (7 calls of 4 s) only
+    # 2 would fit on 4 splits each; at their own seconds all 3 get 2 calls (14 s), and the
+    # confirmation the 16 s left, at the slowest's 4 s a call.
+    assert plan(30.0, (4.0, 2.0, 1.0), 5, 5, splits=2) == (3, 2, 4)
+    # Cheap finalists behind a slow best one: it alone is kept when the rest cannot be paid.
+    assert plan(10.0, (4.0, 0.5, 0.5), 5, 5, splits=2) == (1, 2, 0)
+    assert plan(20.0, (4.0, 0.5, 0.5), 5, 5, splits=2) == (3, 2, 2)
 
 
 def test_the_reserve_is_the_finalists_expected_time_capped_by_the_share():
-    # The finalists are trials 1, 0, 2 (by loss); the slowest of them took 4 s a call; each
-    # gets 5 calls (10 splits of 2) and the confirmation 5 more: 20 calls. A typical trial
+    # The finalists are trials 1, 0, 2 (by loss), 4, 2 and 1 s a call; each gets 5 calls (10
+    # splits of 2): 35 s; the confirmation 5 more at the slowest's 4 s: 20 s. A typical trial
     # (the median, 3 s) is kept too.
-    assert final_reserve(config(time_budget=1000), TRIALS) == pytest.approx(80.0 + 3)
+    assert final_reserve(config(time_budget=1000), TRIALS) == pytest.approx(55.0 + 3)
     assert final_reserve(config(time_budget=100), TRIALS) == pytest.approx(25.0 + 3)
     share = config(time_budget=100, final_share=0.5)
     assert final_reserve(share, TRIALS) == pytest.approx(50.0 + 3)
@@ -71,7 +83,7 @@ def test_the_reserve_is_the_finalists_expected_time_capped_by_the_share():
     assert final_reserve(config(time_budget=100), []) == 0.0
     # The split-difficulty baseline's expected seconds count inside the cap.
     with_baseline = partial(final_reserve, config(time_budget=1000), TRIALS)
-    assert with_baseline(baseline_seconds=12.0) == pytest.approx(80.0 + 12 + 3)
+    assert with_baseline(baseline_seconds=12.0) == pytest.approx(55.0 + 12 + 3)
     assert final_reserve(config(time_budget=100), TRIALS, 12.0) == pytest.approx(25.0 + 3)
 
 
@@ -88,16 +100,16 @@ def test_the_deadline_keeps_the_reserve_once_there_are_trials():
 
 def test_the_final_is_kept_whole_when_it_fits_and_cut_when_not():
     whole = config(time_budget=600)
-    assert fit_final(whole, TRIALS, 80.0) is whole
+    assert fit_final(whole, TRIALS, 55.0) is whole
     assert fit_final(whole, TRIALS, None) is whole
-    cut = fit_final(whole, TRIALS, 30.0).search  # 7 calls of 4 s: 2 finalists, 2 calls each
-    assert (cut.final_candidates, cut.final_splits, cut.confirm_splits) == (2, 4, 6)
+    cut = fit_final(whole, TRIALS, 30.0).search  # 3 finalists of 4, 2, 1 s: 2 calls each
+    assert (cut.final_candidates, cut.final_splits, cut.confirm_splits) == (3, 4, 8)
     assert (cut.race_top, cut.time_budget) == (whole.search.race_top, 600)
     none = fit_final(whole, TRIALS, 3.0).search
     assert none.final_candidates == 0
     line = describe_cut(whole.search, cut, 30.0)
-    assert line.startswith("time budget: 30 s left, the final re-score cut to 2 finalist(s) on 4")
-    assert "confirmation on 6" in line and "configured: 3 on 10, confirmation 10" in line
+    assert line.startswith("time budget: 30 s left, the final re-score cut to 3 finalist(s) on 4")
+    assert "confirmation on 8" in line and "configured: 3 on 10, confirmation 10" in line
     assert "search.final_share" in line
     assert "too little to re-score" in describe_cut(whole.search, none, 3.0)
     unconfirmed = config(time_budget=600, confirm_splits=0)
@@ -119,13 +131,13 @@ def test_a_resumed_search_keeps_the_rescores_it_holds(tmp_path):
                 seconds=t.seconds,
             )  # fmt: skip
         trials = storage.trials(study)
-        assert pending(whole, trials).calls == 20
+        assert pending(whole, trials).seconds == 55.0
         seeds = final_seeds(whole, trials)
         for trial in candidates(trials, 3):
             score = FinalScore(tuple(seeds), 10, trial.loss, 0.01, (trial.loss,) * 10)
             storage.record_final(trial, score)
         trials = storage.trials(study)
-        assert (pending(whole, trials).undone, pending(whole, trials).confirm) == (0, 5)
+        assert (pending(whole, trials).undone, pending(whole, trials).confirm) == ((), 5)
         assert fit_final(whole, trials, 1.0) is whole
         assert final_reserve(whole, trials) == pytest.approx(5 * 4.0 + 3.0)
     finally:

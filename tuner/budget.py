@@ -62,10 +62,10 @@ class Deadline:
         return left <= kept
 
 
-def call_seconds(trials: Sequence[TrialRecord]) -> float:
-    """Seconds of one scoring call (`evaluation.splits` splits) of the slowest of `trials`:
-    a trial's own seconds, racing rounds apart."""
-    return max((t.seconds or 0.0 for t in trials), default=0.0)
+def call_seconds(trial: TrialRecord) -> float:
+    """Seconds of one scoring call (`evaluation.splits` splits) of `trial`: its own seconds,
+    racing rounds apart (0 when unknown)."""
+    return trial.seconds or 0.0
 
 
 @dataclass(frozen=True)
@@ -73,23 +73,27 @@ class Pending:
     """What the final re-score and confirmation still have to do, in scoring calls."""
 
     finalists: int  # the finalists there are
-    undone: int  # of them, not yet re-scored on the configured splits
+    undone: tuple[float, ...]  # of them, those not yet re-scored: seconds of one call each
     per: int  # calls per finalist
     confirm: int  # calls of the confirmation still to do
-    seconds: float  # of one call, the slowest finalist's
+    slowest: float  # seconds of one call of the slowest finalist (the winner may be it)
 
     @property
-    def calls(self) -> int:
-        """Calls still to do."""
-        return self.undone * self.per + self.confirm
+    def seconds(self) -> float:
+        """Expected seconds of what is still to do."""
+        return self.per * sum(self.undone) + self.confirm * self.slowest
 
 
 def pending(config: Config, trials: Sequence[TrialRecord]) -> Pending:
-    """The final re-score's and confirmation's calls still to do, as configured."""
+    """The final re-score's and confirmation's calls still to do, as configured.
+
+    Each finalist costs its own call's seconds; one of unknown seconds costs the slowest's.
+    """
     search = config.search
     chosen = candidates(trials, search.final_candidates)
     sizes = final_chunks(config)
     seeds = final_seeds(config, trials) if chosen else []
+    slowest = max((call_seconds(t) for t in chosen), default=0.0)
     undone = [t for t in chosen if not holds(t.final, seeds, sum(sizes))]
     confirm = len(confirm_chunks(config)) if search.confirm_splits > 0 and len(chosen) > 1 else 0
     if confirm and not undone:
@@ -97,7 +101,8 @@ def pending(config: Config, trials: Sequence[TrialRecord]) -> Pending:
         seeds = confirm_seeds(config, trials)
         if found is None or holds(found.trial.confirm, seeds, search.confirm_splits):
             confirm = 0
-    return Pending(len(chosen), len(undone), len(sizes), confirm, call_seconds(chosen))
+    costs = tuple(call_seconds(t) or slowest for t in undone)
+    return Pending(len(chosen), costs, len(sizes), confirm, slowest)
 
 
 def final_reserve(
@@ -113,31 +118,35 @@ def final_reserve(
     todo = pending(config, trials)
     if todo.finalists == 0:
         return 0.0
-    final = todo.calls * todo.seconds + baseline_seconds
-    final = min(final, search.final_share * search.time_budget)
+    final = min(todo.seconds + baseline_seconds, search.final_share * search.time_budget)
     seconds = [t.seconds for t in trials if t.state == TrialState.COMPLETE and t.seconds]
     return final + (float(np.median(seconds)) if seconds else 0.0)
 
 
-def plan(calls: int, count: int, per: int, confirm: int, splits: int) -> tuple[int, int, int]:
-    """(finalists, calls each, confirmation calls) that fit in `calls` scoring calls, for
-    `count` finalists of `per` calls each, `confirm` calls of confirmation when two or more
-    are compared, and `splits` splits a call.
+def plan(
+    left: float, costs: Sequence[float], per: int, confirm: int, splits: int
+) -> tuple[int, int, int]:
+    """(finalists, calls each, confirmation calls) that fit in `left` seconds, for finalists
+    whose one call takes `costs` seconds each (best first), `per` calls each, `confirm` calls
+    of confirmation (at the slowest finalist's seconds) when two or more are compared, and
+    `splits` splits a call.
 
     All finalists while each keeps `MIN_SPLITS` fresh splits; else fewer finalists with more
     calls each; at the least the best one alone on what fits (2 splits or more); else none.
     """
 
-    def cost(n: int, each: int) -> int:
-        return n * each + (min(confirm, each) if n > 1 else 0)
+    def cost(n: int, each: int) -> float:
+        confirmed = min(confirm, each) * max(costs[:n]) if n > 1 else 0.0
+        return each * sum(costs[:n]) + confirmed
 
     least = min(per, math.ceil(MIN_SPLITS / splits))
-    for n in range(count, 0, -1):
-        each = max((e for e in range(1, per + 1) if cost(n, e) <= calls), default=0)
+    for n in range(len(costs), 0, -1):
+        each = max((e for e in range(1, per + 1) if cost(n, e) <= left), default=0)
         if each >= least:
-            return n, each, (min(confirm, calls - n * each) if n > 1 else 0)
-    each = min(per, calls)
-    return (1, each, 0) if count and each * splits >= 2 else (0, 0, 0)
+            rest = left - each * sum(costs[:n])
+            return n, each, (min(confirm, int(rest // max(costs[:n]))) if n > 1 else 0)
+    each = min(per, int(left // costs[0])) if costs else 0
+    return (1, each, 0) if each * splits >= 2 else (0, 0, 0)
 
 
 def fit_final(config: Config, trials: Sequence[TrialRecord], left: float | None) -> Config:
@@ -147,13 +156,11 @@ def fit_final(config: Config, trials: Sequence[TrialRecord], left: float | None)
     baseline gets what is left after them (rescoring.adjust_winner)."""
     search, splits = config.search, config.evaluation.splits
     todo = pending(config, trials)
-    if left is None or todo.seconds <= 0 or todo.calls * todo.seconds <= left:
+    if left is None or todo.slowest <= 0 or todo.seconds <= left:
         return config
-    if todo.undone < todo.finalists:
+    if len(todo.undone) < todo.finalists:
         return config
-    count, each, confirm = plan(
-        int(left // todo.seconds), todo.finalists, todo.per, todo.confirm, splits
-    )
+    count, each, confirm = plan(left, todo.undone, todo.per, todo.confirm, splits)
     cut = search.model_copy(
         update={
             "final_candidates": count,
