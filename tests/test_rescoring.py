@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -182,6 +183,17 @@ def test_finalists_are_rescored_on_unused_splits_and_the_best_mean_wins(storage)
     assert data["final_splits"] == 5 and data["final_candidates"] == 3
 
 
+class FirstBetter(Noisy):
+    """Noisy, with the first point it scores 1.0 better than any other: a sure new top."""
+
+    def __call__(self, params, seed, splits=None):
+        score = super().__call__(params, seed, splits)
+        if len(self.calls) > 1:
+            return score
+        lower = tuple(x - 1.0 for x in score.split_losses)
+        return replace(score, loss=score.loss - 1.0, split_losses=lower)
+
+
 def test_a_resumed_search_reuses_rescores_and_rescores_a_new_top(storage):
     cfg = config(race_top=0, final_candidates=2)
     study, _ = searched(storage, cfg)
@@ -191,12 +203,16 @@ def test_a_resumed_search_reuses_rescores_and_rescores_a_new_top(storage):
     assert again.calls == [], "finished re-scores are not redone"
     before = {t.number for t in candidates(storage.trials(study), 2)}
     bigger = config(race_top=0, final_candidates=2, n_iter=8)
-    searched(storage, bigger, resume=True)
-    after = {t.number for t in candidates(storage.trials(study), 2)}
-    assert after != before, "this seed finds better points after resuming"
+    searched(storage, bigger, objective=FirstBetter(2), resume=True)
+    ranked_after = candidates(storage.trials(study), 2)
+    after = {t.number for t in ranked_after}
+    assert ranked_after[0].number not in before, "the resumed search's first trial leads"
     more = Noisy(2)
     rescore_final(bigger, storage, study, more, QuietReporter())
     assert len(more.calls) == 3 * len(after - before), "3 chunks per new finalist"
+    assert {p["dropout"] for _, p in more.calls} == {
+        t.params["dropout"] for t in ranked_after if t.number not in before
+    }, "only the new finalists are re-scored"
     assert study_result(storage, study).winner.final_candidates >= 2
 
 
