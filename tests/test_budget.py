@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from functools import partial
 
 import pytest
 from click.testing import CliRunner
 
-from tuner.budget import Deadline, describe_cut, final_reserve, fit_final, pending, plan
+from tuner.budget import (
+    Deadline,
+    call_seconds,
+    describe_cut,
+    final_reserve,
+    fit_final,
+    pending,
+    plan,
+)
 from tuner.cli import cli
 from tuner.config import validate_config
 from tuner.records import NewTrial
@@ -70,6 +79,14 @@ def test_the_plan_counts_each_finalists_own_seconds():
     assert plan(20.0, (4.0, 0.5, 0.5), 5, 5, splits=2) == (3, 2, 2)
 
 
+def test_a_call_costs_the_mean_of_the_calls_a_trial_made_its_racing_rounds_included():
+    raced = replace(done(5, 0.3, 3.0), split_losses=(0.3,) * 6, race_seconds=9.0)
+    assert call_seconds(raced, 2) == pytest.approx(4.0), "12 s for 3 calls of 2 splits"
+    assert call_seconds(raced, 3) == pytest.approx(6.0)
+    assert call_seconds(done(6, 0.3, 3.0), 2) == 3.0
+    assert call_seconds(replace(raced, seconds=None), 2) == 0.0, "unknown"
+
+
 def test_the_reserve_is_the_finalists_expected_time_capped_by_the_share():
     # The finalists are trials 1, 0, 2 (by loss), 4, 2 and 1 s a call; each gets 5 calls (10
     # splits of 2): 35 s; the confirmation 5 more at the slowest's 4 s: 20 s. A typical trial
@@ -105,6 +122,10 @@ def test_the_final_is_kept_whole_when_it_fits_and_cut_when_not():
     cut = fit_final(whole, TRIALS, 30.0).search  # 3 finalists of 4, 2, 1 s: 2 calls each
     assert (cut.final_candidates, cut.final_splits, cut.confirm_splits) == (3, 4, 8)
     assert (cut.race_top, cut.time_budget) == (whole.search.race_top, 600)
+    # The split-difficulty baseline runs after them: its seconds are kept out of the cut.
+    assert fit_final(whole, TRIALS, 55.0 + 5.0, baseline_seconds=5.0) is whole
+    kept = fit_final(whole, TRIALS, 55.0, baseline_seconds=5.0).search
+    assert (kept.final_candidates, kept.final_splits, kept.confirm_splits) == (3, 8, 10)
     none = fit_final(whole, TRIALS, 3.0).search
     assert none.final_candidates == 0
     line = describe_cut(whole.search, cut, 30.0)

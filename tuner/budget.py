@@ -62,10 +62,16 @@ class Deadline:
         return left <= kept
 
 
-def call_seconds(trial: TrialRecord) -> float:
-    """Seconds of one scoring call (`evaluation.splits` splits) of `trial`: its own seconds,
-    racing rounds apart (0 when unknown)."""
-    return trial.seconds or 0.0
+def call_seconds(trial: TrialRecord, splits: int) -> float:
+    """Seconds of one scoring call (`splits` splits) of `trial`: the mean over the calls it
+    made, its racing rounds included (a call's epochs vary with its splits, and a raced
+    trial's first call was the one that looked best); 0 when unknown."""
+    if not trial.seconds:
+        return 0.0
+    if not trial.split_losses:
+        return trial.seconds
+    total = trial.seconds + (trial.race_seconds or 0.0)
+    return total / len(trial.split_losses) * splits
 
 
 @dataclass(frozen=True)
@@ -93,7 +99,8 @@ def pending(config: Config, trials: Sequence[TrialRecord]) -> Pending:
     chosen = candidates(trials, search.final_candidates)
     sizes = final_chunks(config)
     seeds = final_seeds(config, trials) if chosen else []
-    slowest = max((call_seconds(t) for t in chosen), default=0.0)
+    splits = config.evaluation.splits
+    slowest = max((call_seconds(t, splits) for t in chosen), default=0.0)
     undone = [t for t in chosen if not holds(t.final, seeds, sum(sizes))]
     confirm = len(confirm_chunks(config)) if search.confirm_splits > 0 and len(chosen) > 1 else 0
     if confirm and not undone:
@@ -101,7 +108,7 @@ def pending(config: Config, trials: Sequence[TrialRecord]) -> Pending:
         seeds = confirm_seeds(config, trials)
         if found is None or holds(found.trial.confirm, seeds, search.confirm_splits):
             confirm = 0
-    costs = tuple(call_seconds(t) or slowest for t in undone)
+    costs = tuple(call_seconds(t, splits) or slowest for t in undone)
     return Pending(len(chosen), costs, len(sizes), confirm, slowest)
 
 
@@ -149,16 +156,19 @@ def plan(
     return (1, each, 0) if each * splits >= 2 else (0, 0, 0)
 
 
-def fit_final(config: Config, trials: Sequence[TrialRecord], left: float | None) -> Config:
+def fit_final(
+    config: Config, trials: Sequence[TrialRecord], left: float | None, baseline_seconds: float = 0.0
+) -> Config:
     """The config with the final re-score and confirmation cut to the calls that fit in
-    `left` seconds: as it is without a budget, when they fit, or when some finalist already
-    holds its re-score (a resumed search: a cut would throw it away). The split-difficulty
-    baseline gets what is left after them (rescoring.adjust_winner)."""
+    `left` seconds, less the split-difficulty baseline's expected `baseline_seconds` (it runs
+    after them): as it is without a budget, when they fit, or when some finalist already
+    holds its re-score (a resumed search: a cut would throw it away)."""
     search, splits = config.search, config.evaluation.splits
     todo = pending(config, trials)
-    if left is None or todo.slowest <= 0 or todo.seconds <= left:
+    if left is None or todo.slowest <= 0:
         return config
-    if len(todo.undone) < todo.finalists:
+    left = max(0.0, left - baseline_seconds)
+    if todo.seconds <= left or len(todo.undone) < todo.finalists:
         return config
     count, each, confirm = plan(left, todo.undone, todo.per, todo.confirm, splits)
     cut = search.model_copy(

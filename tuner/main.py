@@ -191,7 +191,8 @@ def _run(
             return result
         test_size = config.evaluation.test_size
         baseline = _Baseline(run.dataset, test_size, run.deadline, run.fit_seconds)
-        final = _Final(workers[0], run.deadline, result.time_up, baseline)
+        seconds = baseline_fits(config) * run.fit_seconds
+        final = _Final(workers[0], run.deadline, result.time_up, baseline, seconds)
         return _final(config, storage, study, final, reporter)
     finally:
         for worker in workers:
@@ -206,6 +207,7 @@ class _Final:
     deadline: Deadline
     time_up: bool  # the time budget ended the search
     baseline: Baseline  # the split-difficulty baseline
+    baseline_seconds: float = 0.0  # its fits' expected seconds (with a time budget)
 
 
 def _final(
@@ -218,7 +220,7 @@ def _final(
         return worker(params, seed, None if splits == own else splits)  # type: ignore[no-any-return]
 
     left = final.deadline.left()
-    fitted = fit_final(config, storage.trials(study), left)
+    fitted = fit_final(config, storage.trials(study), left, final.baseline_seconds)
     if fitted is not config:
         assert left is not None
         reporter.final_fitted(config.search, fitted.search, left)
