@@ -70,7 +70,8 @@ def search(
     # A missing warm-start study or another space is refused before any write.
     prior = warm_trials(config)
     fit_seconds = _fit_seconds(config, dataset)
-    reserve = partial(final_reserve, config, baseline_seconds=baseline_fits(config) * fit_seconds)
+    baseline_seconds = _baseline_seconds(config, fit_seconds)
+    reserve = partial(final_reserve, config, baseline_seconds=baseline_seconds)
     deadline = Deadline(config.search.time_budget, started, reserve)
     storage = Storage(storage_url)
     try:
@@ -145,6 +146,12 @@ def _fit_seconds(config: Config, dataset: Any) -> float:
     return fit_seconds(dataset, config.evaluation.test_size)
 
 
+def _baseline_seconds(config: Config, fit_seconds: float) -> float:
+    """Expected seconds of the split-difficulty baseline's fits at the end of a search: kept
+    by the reserve while trials run, and out of the final re-score's cut."""
+    return baseline_fits(config) * fit_seconds
+
+
 @dataclass(frozen=True)
 class _Baseline:
     """The split-difficulty baseline on this search's data, within its time budget."""
@@ -191,7 +198,7 @@ def _run(
             return result
         test_size = config.evaluation.test_size
         baseline = _Baseline(run.dataset, test_size, run.deadline, run.fit_seconds)
-        seconds = baseline_fits(config) * run.fit_seconds
+        seconds = _baseline_seconds(config, run.fit_seconds)
         final = _Final(workers[0], run.deadline, result.time_up, baseline, seconds)
         return _final(config, storage, study, final, reporter)
     finally:
