@@ -291,9 +291,11 @@ def test_ctrl_c_and_sigterm_keep_finished_trials(write_config, tmp_path):
         "sig", search={"init_points": 30, "n_iter": 0}, evaluation={"epochs": 100, "patience": 100}
     )
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    # The last round is a double Ctrl-C: the second one exits at once.
-    rounds = ((signal.SIGINT, 130, 1), (signal.SIGTERM, 143, 1), (signal.SIGINT, 130, 2))
-    for signum, code, times in rounds:
+    # Then double Ctrl-Cs: the second one leaves at once, whether it lands in the trial, in
+    # the writes after it or in the interpreter's shutdown (seen at 0.05 to 0.2 s).
+    rounds = [(signal.SIGINT, 130, None), (signal.SIGTERM, 143, None)]
+    rounds += [(signal.SIGINT, 130, gap) for gap in (0.02, 0.1, 0.2)]
+    for signum, code, gap in rounds:
         process = subprocess.Popen(
             [sys.executable, "-m", "tuner.cli", "search", str(config), "--resume"],
             cwd=tmp_path,
@@ -306,13 +308,17 @@ def test_ctrl_c_and_sigterm_keep_finished_trials(write_config, tmp_path):
             if line.startswith("trial "):
                 break
         time.sleep(1.0)
-        for _ in range(times):
+        process.send_signal(signum)
+        if gap is not None:
+            time.sleep(gap)
             process.send_signal(signum)
-            time.sleep(0.02)
         _, err = process.communicate(timeout=60)
-        assert process.returncode == code, err
-        assert "Traceback" not in err
-        if times == 1:
+        # A second signal in the interpreter's last steps (Python has put the default handlers
+        # back by then) kills it: a shell sees 128 + signum, as from an exit with that code.
+        left = (code,) if gap is None else (code, -signum)
+        assert process.returncode in left, err
+        assert "Traceback" not in err and "Exception ignored" not in err, err
+        if gap is None:
             assert "error: interrupted" in err or "error: terminated" in err
     db = tmp_path / "runs" / "sig" / "study.db"
     assert rows(db, "PRAGMA integrity_check") == [("ok",)]

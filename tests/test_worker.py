@@ -165,3 +165,27 @@ def test_a_trial_whose_worker_died_is_retried_with_its_point_and_seed(tmp_path, 
         assert (retry.point, retry.seed, retry.state) == (trial.point, trial.seed, "complete")
     assert sum(t.counts for t in result.trials) == 6, "a death does not spend budget"
     assert sum(t.state == TrialState.COMPLETE for t in result.trials) == 6
+
+
+def test_a_child_whose_search_closed_the_pipe_mid_trial_ends_quietly(tmp_path, capfd):
+    # Ctrl-C: the search closes the pipe while the child trains; its reply then has nowhere
+    # to go. That must not print a traceback (multiprocessing's) under the search's message.
+    import multiprocessing
+
+    from tuner.worker import _child_main
+
+    context = multiprocessing.get_context("spawn")
+    parent, child = context.Pipe()
+    cfg = config(tmp_path).to_dict()
+    env = {"TUNER_TEST_SLEEP": "1.0"}
+    process = context.Process(
+        target=_child_main, args=(child, "tests.objectives:timed_bowl", cfg, None, env)
+    )
+    process.start()
+    child.close()
+    assert parent.recv() == ("ready",)
+    parent.send((PARAMS, 1, None))
+    parent.close()  # mid-trial: the child sleeps 1 s before its reply
+    process.join(timeout=60)
+    assert process.exitcode == 0
+    assert "Traceback" not in capfd.readouterr().err

@@ -15,7 +15,8 @@ from typing import Any
 import click
 
 from tuner import __version__, options
-from tuner.errors import TunerError
+from tuner.errors import SearchInterrupted, TunerError
+from tuner.signals import leave_on_next_signal
 
 
 @contextmanager
@@ -26,11 +27,14 @@ def _handled(debug: bool) -> Iterator[None]:
     try:
         yield
     except TunerError as exc:
+        if isinstance(exc, SearchInterrupted):
+            leave_on_next_signal()
         if debug:
             raise
         print_error(str(exc))
         raise SystemExit(exc.exit_code) from None
     except KeyboardInterrupt:
+        leave_on_next_signal()
         if debug:
             raise
         print_error("interrupted")

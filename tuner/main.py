@@ -27,6 +27,7 @@ from tuner.search import (
     run_search,
     study_result,
 )
+from tuner.signals import Signals
 from tuner.store import Storage, StudyRecord, TrialRecord, require_database
 from tuner.warmstart import warm_trials
 from tuner.worker import DEFAULT_FACTORY, Worker
@@ -73,14 +74,16 @@ def search(
     baseline_seconds = _baseline_seconds(config, fit_seconds)
     reserve = partial(final_reserve, config, baseline_seconds=baseline_seconds)
     deadline = Deadline(config.search.time_budget, started, reserve)
-    storage = Storage(storage_url)
-    try:
-        with storage.exclusive():
-            study = open_study(storage, study_name, config, resume)
-            run = _Run(dataset, factory, parallel, deadline, prior, True, fit_seconds)
-            return _run(config, storage, study, run, reporter)
-    finally:
-        storage.close()
+    storage, signals = Storage(storage_url), Signals()
+    # The search's signals also cover closing the workers and the storage after it.
+    with signals:
+        try:
+            with storage.exclusive():
+                study = open_study(storage, study_name, config, resume)
+                run = _Run(dataset, factory, parallel, deadline, signals, prior, True, fit_seconds)
+                return _run(config, storage, study, run, reporter)
+        finally:
+            storage.close()
 
 
 def joined_config(storage_url: str, study_name: str, overrides: Sequence[str]) -> Config:
@@ -113,14 +116,16 @@ def join_study(
     from tuner.data import load_dataset
 
     dataset = load_dataset(config.data)
-    storage = Storage(storage_url)
-    try:
-        study = storage.get_study(study_name)
-        if study is None:
-            raise StudyError(f"--study: study '{study_name}' is gone from {storage_url}")
-        return _run(config, storage, study, _Run(dataset, factory, parallel, deadline), reporter)
-    finally:
-        storage.close()
+    storage, signals = Storage(storage_url), Signals()
+    with signals:
+        try:
+            study = storage.get_study(study_name)
+            if study is None:
+                raise StudyError(f"--study: study '{study_name}' is gone from {storage_url}")
+            run = _Run(dataset, factory, parallel, deadline, signals)
+            return _run(config, storage, study, run, reporter)
+        finally:
+            storage.close()
 
 
 @dataclass(frozen=True)
@@ -131,6 +136,7 @@ class _Run:
     factory: str
     parallel: Parallel
     deadline: Deadline
+    signals: Signals  # Ctrl-C and SIGTERM, from the trials to the cleanup after them
     prior: Sequence[TrialRecord] | None = None  # the warm-start trials, once read
     final: bool = False  # then re-score the finalists in the first worker
     fit_seconds: float = 0.0  # of one split-difficulty baseline fit (timed with a budget)
@@ -190,16 +196,20 @@ def _run(
     asker = Asker(config, prior, size_limit(config, run.dataset))
     try:
         if parallel.single:
-            result = run_search(config, storage, study, workers[0], reporter, run.deadline, asker)
+            result = run_search(
+                config, storage, study, workers[0], reporter, run.deadline, asker, run.signals
+            )
         else:
             pairs = list(zip(slots, workers, strict=True))
-            result = run_pool(config, storage, study, pairs, reporter, run.deadline, asker)
+            result = run_pool(
+                config, storage, study, pairs, reporter, run.deadline, asker, run.signals
+            )
         if not run.final or config.search.final_candidates <= 0:
             return result
         test_size = config.evaluation.test_size
         baseline = _Baseline(run.dataset, test_size, run.deadline, run.fit_seconds)
         seconds = _baseline_seconds(config, run.fit_seconds)
-        final = _Final(workers[0], run.deadline, result.time_up, baseline, seconds)
+        final = _Final(workers[0], run.deadline, run.signals, result.time_up, baseline, seconds)
         return _final(config, storage, study, final, reporter)
     finally:
         for worker in workers:
@@ -212,6 +222,7 @@ class _Final:
 
     worker: Worker  # a trial worker's (warm) process
     deadline: Deadline
+    signals: Signals
     time_up: bool  # the time budget ended the search
     baseline: Baseline  # the split-difficulty baseline
     baseline_seconds: float = 0.0  # its fits' expected seconds (with a time budget)
@@ -232,7 +243,7 @@ def _final(
         assert left is not None
         reporter.final_fitted(config.search, fitted.search, left)
     if fitted.search.final_candidates > 0:
-        rescore(fitted, storage, study, objective, reporter, final.baseline)
+        rescore(fitted, storage, study, objective, reporter, final.baseline, final.signals)
     result = study_result(storage, study, final.time_up)
     reporter.final_finished(result.winner)
     return result

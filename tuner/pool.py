@@ -193,11 +193,12 @@ def run_pool(
     reporter: Reporter,
     deadline: Deadline | None = None,
     asker: Asker | None = None,
+    signals: Signals | None = None,
 ) -> SearchResult:
     """Run the slots until the study's budget is spent or `deadline` has passed (running
     trials finish); returns the best trial. Each slot races its top trials as run_search does.
 
-    `asker` chooses the trials (by default from the config and its warm-start study).
+    `asker` and `signals` as in run_search.
     """
     if deadline is None:
         deadline = Deadline(config.search.time_budget)
@@ -208,15 +209,16 @@ def run_pool(
     shared = _Shared(config, storage, study, reporter, deadline, asker)
     trials = storage.trials(study)
     reporter.search_started(study.name, config.search.budget, sum(t.counts for t in trials), 0)
-    signals = Signals()
+    signals = signals or Signals()
     heartbeat = Heartbeat(storage, config.search.heartbeat)
-    try:
-        with signals, heartbeat:
-            _run_threads(shared, objectives, heartbeat, signals)
-    except (KeyboardInterrupt, SearchInterrupted) as exc:
-        shared.stop.set()
-        fail_own(storage, study, heartbeat, "interrupted by a signal")
-        raise signals.stopped() from exc
+    with signals:  # around the except too: a second signal during its writes leaves at once
+        try:
+            with heartbeat:
+                _run_threads(shared, objectives, heartbeat, signals)
+        except (KeyboardInterrupt, SearchInterrupted) as exc:
+            shared.stop.set()
+            fail_own(storage, study, heartbeat, "interrupted by a signal")
+            raise signals.stopped() from exc
     if shared.errors:
         with contextlib.suppress(Exception):
             fail_own(storage, study, heartbeat, "the search stopped with an error")

@@ -329,12 +329,14 @@ def rescore(
     objective: FinalObjective,
     reporter: FinalReporter,
     baseline: Baseline | None = None,
+    signals: Signals | None = None,
 ) -> None:
-    """`rescore_final` with Ctrl-C and SIGTERM turned into SearchInterrupted.
+    """`rescore_final` with Ctrl-C and SIGTERM turned into SearchInterrupted (`signals` as in
+    run_search).
 
     The re-scores finished before the signal are kept; a resumed search does the rest.
     """
-    signals = Signals()
+    signals = signals or Signals()
     try:
         with signals:
             interrupted = lambda: signals.received is not None  # noqa: E731

@@ -229,13 +229,15 @@ def run_search(
     reporter: Reporter,
     deadline: Deadline | None = None,
     asker: Asker | None = None,
+    signals: Signals | None = None,
 ) -> SearchResult:
     """Run trials until `init_points + n_iter` of them have ended or `deadline` has passed
     (no trial starts once the time left is its reserve; the running one finishes); returns
     the best.
 
     With `search.race_top`, trials that rank on top are raced on extra splits (rescoring.py).
-    `asker` chooses the trials (by default from the config and its warm-start study).
+    `asker` chooses the trials (by default from the config and its warm-start study);
+    `signals` catches Ctrl-C and SIGTERM (pass the caller's to cover its cleanup too).
     """
     if deadline is None:
         deadline = Deadline(config.search.time_budget)
@@ -246,9 +248,10 @@ def run_search(
     retried = {t.retry_of for t in trials}
     rerun = sum(1 for t in trials if t.error_kind in RERUN_KINDS and t.number not in retried)
     reporter.search_started(study.name, budget, sum(t.counts for t in trials), rerun)
-    signals = Signals()
+    signals = signals or Signals()
     heartbeat = Heartbeat(storage, config.search.heartbeat)
-    with ending_cleanly(storage, study, heartbeat, signals), signals, heartbeat:
+    # Signals outermost: a second signal during ending_cleanly's writes leaves at once.
+    with signals, ending_cleanly(storage, study, heartbeat, signals), heartbeat:
         while sum(t.counts for t in trials) < budget and not deadline.passed(trials):
             trial = storage.ask(study, asker.choose, config.search.grace).trial
             if trial is None:  # the rest of the budget runs on other boxes

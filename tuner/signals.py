@@ -12,22 +12,23 @@ from tuner.errors import SearchInterrupted
 
 
 class Signals:
-    """Turns SIGINT and SIGTERM into SearchInterrupted while a search runs, and remembers them.
+    """Turns SIGINT and SIGTERM into SearchInterrupted while a search runs, and remembers them;
+    a second signal leaves the process at once.
 
     Remembering matters: a signal raised inside framework code can come back wrapped in
     another exception (TensorFlow re-raises it as a RuntimeError), which must not be mistaken
-    for a crashed trial.
+    for a crashed trial. One instance may be entered again within its own `with`: a caller
+    that keeps it around a search and the cleanup after it passes it in.
     """
 
     def __init__(self) -> None:
         self.received: int | None = None
         self._previous: dict[int, Any] = {}
+        self._depth = 0  # nested `with`: the outermost installs and restores the handlers
 
     def _handle(self, signum: int, _frame: FrameType | None) -> None:
         if self.received is not None:
-            # A second signal: leave at once. Every write is one transaction, so the study
-            # stays sound; a trial left running is re-run by --resume.
-            os._exit(128 + signum)
+            leave(signum, _frame)
         self.received = signum
         # KeyboardInterrupt, like Python's own SIGINT handler: framework code that catches
         # Exception lets it through (raising an Exception here crashed TensorFlow).
@@ -40,11 +41,35 @@ class Signals:
         return SearchInterrupted(signum, f"{name}; finished trials are kept")
 
     def __enter__(self) -> Signals:
-        if threading.current_thread() is threading.main_thread():
+        self._depth += 1
+        if self._depth == 1 and threading.current_thread() is threading.main_thread():
             for signum in (signal.SIGINT, signal.SIGTERM):
                 self._previous[signum] = signal.signal(signum, self._handle)
         return self
 
     def __exit__(self, *_exc: object) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
+        self._depth -= 1
+        if self._depth == 0:
+            for signum, handler in self._previous.items():
+                signal.signal(signum, handler)
+            self._previous.clear()
+
+
+def leave(signum: int, _frame: FrameType | None = None) -> None:
+    """Leave the process at once with the signal's exit code (128 + its number).
+
+    Every write is one transaction, so a study stays sound; a trial left running is re-run by
+    --resume.
+    """
+    os._exit(128 + signum)
+
+
+def leave_on_next_signal() -> None:
+    """From now on SIGINT and SIGTERM leave the process at once.
+
+    For a process already ending after a first signal: a second one must not interrupt its
+    last writes and the interpreter's shutdown with a KeyboardInterrupt (and a traceback).
+    """
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, leave)

@@ -92,6 +92,13 @@ def _child_main(
     os.environ.update(env or {})  # before the factory imports a framework: GPUs, threads
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the search decides what Ctrl-C means
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
+    # The search closed the pipe (Ctrl-C, or it stopped): nobody wants the reply any more.
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+        _serve(conn, factory, config, dataset)
+
+
+def _serve(conn: Connection, factory: str, config: dict[str, Any], dataset: Any) -> None:
+    """Build the objectives, say "ready", then answer each request until told to stop."""
     try:
         objective_for = _objectives(factory, validate_config(config), dataset)
         objective_for(None)
@@ -187,15 +194,15 @@ class Worker:
             return ("failed", *_death(code))
 
     def close(self, kill: bool = False) -> None:
-        """Stop the child: politely, or with SIGKILL."""
+        """Stop the child: politely, or with SIGKILL (before its pipe closes under it)."""
+        if kill and self._process is not None and self._process.is_alive():
+            self._process.kill()
         if self._conn is not None:
             if not kill:
                 with contextlib.suppress(OSError):
                     self._conn.send(None)
             self._conn.close()
         if self._process is not None:
-            if kill and self._process.is_alive():
-                self._process.kill()
             self._process.join(timeout=10)
         self._process, self._conn = None, None
 
