@@ -42,9 +42,8 @@ class Signals:
 
     def __enter__(self) -> Signals:
         self._depth += 1
-        if self._depth == 1 and threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                self._previous[signum] = signal.signal(signum, self._handle)
+        if self._depth == 1:
+            self._previous = _install(self._handle)
         return self
 
     def __exit__(self, *_exc: object) -> None:
@@ -70,6 +69,12 @@ def leave_on_next_signal() -> None:
     For a process already ending after a first signal: a second one must not interrupt its
     last writes and the interpreter's shutdown with a KeyboardInterrupt (and a traceback).
     """
-    if threading.current_thread() is threading.main_thread():
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, leave)
+    _install(leave)
+
+
+def _install(handler: Any) -> dict[int, Any]:
+    """Handle SIGINT and SIGTERM with `handler`; returns the handlers it replaced (none
+    outside the main thread, where Python cannot set them)."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {signum: signal.signal(signum, handler) for signum in (signal.SIGINT, signal.SIGTERM)}
