@@ -55,11 +55,27 @@ def open_engine(url: str) -> Engine:
     if _local_file(engine):
         Path(database).parent.mkdir(parents=True, exist_ok=True)  # type: ignore[arg-type]
     try:
-        _Base.metadata.create_all(engine)
-        _add_later_columns(engine)
+        _create_tables(engine)
     except OperationalError as exc:
         raise StudyError(f"--storage: cannot open {url} ({exc.orig}); check the URL") from exc
     return engine
+
+
+def _create_tables(engine: Engine) -> None:
+    """Create the tables and later columns that are missing.
+
+    Another process may create the same ones between create_all's check and its CREATE (a
+    search and a reader opening a new file at once): then look again.
+    """
+    for attempt in range(3):
+        try:
+            _Base.metadata.create_all(engine)
+            _add_later_columns(engine)
+            return
+        except OperationalError as exc:
+            raced = "already exists" in str(exc.orig) or "duplicate column" in str(exc.orig)
+            if not raced or attempt == 2:
+                raise
 
 
 @contextmanager
