@@ -17,6 +17,7 @@ from tuner.optimizer import (
     NOISE_FLOOR,
     PRIOR_DOF,
     Proposer,
+    loss_fence,
     mean_noise,
     observed,
     pooled_variance,
@@ -98,6 +99,48 @@ def test_merged_duplicates_and_raced_trials_are_known_better():
     expected = (PRIOR_DOF * pooled + 5 * own) / (PRIOR_DOF + 5) / 6
     assert found[0.3].noise == pytest.approx(expected)
     assert found[0.3].noise < found[0.2].noise / 2, "6 splits: much less noise than 2"
+
+
+def test_a_diverged_loss_is_told_as_the_fence_of_the_losses():
+    good = [0.64, 0.66, 0.68, 0.70, 0.72, 0.74, 0.80]
+    history = [trial(i, {"x": i / 10}, (loss - 0.01, loss + 0.01)) for i, loss in enumerate(good)]
+    history.append(trial(7, {"x": 0.7}, (29.0, 31.0)))  # diverged: a loss of 30
+    history.append(trial(8, {"x": 0.8}, state=TrialState.FAILED, kind="diverged"))
+    q1, q3 = np.percentile([*good, 30.0], [25, 75])
+    fence = q3 + 1.5 * (q3 - q1)
+    assert loss_fence(history) == pytest.approx(fence)
+    assert 0.80 < fence < 1.0
+    targets = [o.target for o in observed(history)]
+    assert targets[:7] == pytest.approx([-v for v in good]), "the others are told as they are"
+    assert targets[7:] == pytest.approx([-fence, -fence]), "the diverged one, and the failed one"
+    assert loss_fence(history[:3]) == math.inf, "too few trials to tell an outlier"
+
+
+def test_losses_apart_by_no_more_than_noise_are_not_fenced():
+    # Q3 + 1.5 IQR alone would be 0.6625 here: the split spread (0.05) is the least spread.
+    history = [trial(i, {"x": i / 10}, (v - 0.05, v + 0.05)) for i, v in
+               enumerate([0.65, 0.65, 0.65, 0.67])]  # fmt: skip
+    assert [o.target for o in observed(history)] == pytest.approx([-0.65, -0.65, -0.65, -0.67])
+
+
+def test_one_diverged_trial_does_not_hide_the_valley_from_the_gp():
+    space_cfg = {"dropout": 0.2, "learning_rate": {"low": 1e-4, "high": 0.1, "log": True},
+                 "neuron_pct": 0.2, "neuron_shrink": 0.5}  # fmt: skip
+    cfg = config(space_cfg, init_points=0, n_iter=20)
+    space = SearchSpace(cfg.space)
+    grid = np.linspace(0.0, 1.0, 201)[:, None]
+    for spots in (np.linspace(0.05, 0.95, 7), np.linspace(0, 1, 9), [0.1, 0.2, 0.45, 0.6, 0.9]):
+        # A valley at 0.3 of the log range; past 0.8 the network diverges (a loss of 30).
+        history = []
+        for i, u in enumerate(spots):
+            loss = 30.0 if u > 0.8 else 0.65 + 0.3 * (u - 0.3) ** 2
+            history.append(trial(i, {"learning_rate": float(u)}, (loss - 0.03, loss + 0.03)))
+        optimizer = Proposer(space, cfg.search).optimizer(len(spots), history)
+        acquisition = optimizer.acquisition_function
+        acquisition.fit(optimizer._gp, optimizer.space)
+        best = float(grid[np.argmax(acquisition.posterior(grid)[0]), 0])
+        # Told 30 as is, the GP put its best mean at 0.66 to 0.79, next to the diverged region.
+        assert abs(best - 0.3) < 0.1, f"spots {list(spots)}: the GP's best mean at {best}"
 
 
 def test_a_point_repeated_on_the_same_splits_is_not_known_better():

@@ -342,9 +342,12 @@ def test_a_point_that_kills_its_worker_is_retried_then_given_up(storage):
     assert len(died) == 2 * len(first), "each deadly point runs once more, then is given up"
     assert sum(t.counts for t in result.trials) == 6
     assert sum(t.state == TrialState.COMPLETE for t in result.trials) == 6
-    # The optimiser hears the worst loss for a point given up, nothing twice for a retried one.
+    # The optimiser hears the worst value told of a completed point for a point given up,
+    # nothing twice for a retried one.
     told = observations(result.trials)
-    worst = -max(t.loss for t in result.trials if t.loss is not None)
+    completed = [t.point for t in result.trials if t.state == TrialState.COMPLETE]
+    worst = min(v for p, v in told if p in completed)
+    assert worst < -max(t.loss for t in result.trials if t.loss is not None) / 2
     for trial in first:
         assert [v for p, v in told if p == trial.point] == [worst]
 

@@ -42,6 +42,9 @@ GP_RESTARTS = 1
 COST_POWER = 0.25
 # Random draws per initial point when looking for allowed ones, before giving up on allowed.
 INITIAL_DRAWS = 200
+# Tukey's upper fence, Q3 + 1.5 IQR of the completed trials' losses, from this many trials on.
+FENCE_IQR = 1.5
+FENCE_MIN_TRIALS = 4
 
 
 # A point's value as one trial tells it: the value to maximise, its noise variance, and the
@@ -101,25 +104,45 @@ def mean_noise(trial: TrialRecord, pooled: float) -> float:
     return max(variance / max(n, 1), NOISE_FLOOR)
 
 
+def loss_fence(completed: Sequence[TrialRecord]) -> float:
+    """The most a completed trial's loss is told as: Tukey's upper fence of their losses,
+    Q3 + 1.5 IQR, the IQR at least a typical trial's split standard deviation.
+
+    A diverged network's loss (5, or 30, against the good ones' 0.65) would otherwise set the
+    GP's normalised scale and its length scales alone, and the differences of 0.01 that matter
+    among the good points would vanish under it. Told as the fence, it still says "bad here".
+    The floor keeps losses that differ by no more than noise (a tight cluster) as they are.
+    """
+    losses = [float(t.loss) for t in completed if t.loss is not None]
+    if len(losses) < FENCE_MIN_TRIALS:
+        return math.inf
+    q1, q3 = np.percentile(losses, [25, 75])
+    spreads = [math.sqrt(_variance(v)) for t in completed if len(v := _finite_splits(t)) >= 2]
+    floor = statistics.median(spreads) if spreads else 0.0
+    return float(q3 + FENCE_IQR * max(q3 - q1, floor))
+
+
 def observed(trials: Sequence[TrialRecord], liar: str = "mean") -> list[Observation]:
     """What the optimiser is told: each finished point with the value to maximise and its noise.
 
-    A completed trial gives its negated loss, with the noise of its mean over splits. A failed
-    trial (diverged, say) gives the worst negated loss seen so far, so the optimiser learns that
-    region is bad without a NaN or an infinity reaching the Gaussian process; so does a point
-    whose worker process died, until a retry of it speaks for it. Interrupted and stale trials
-    say nothing about their point. A running trial (another worker's) gets a stand-in value, the
-    "constant liar": the mean (`liar: mean`) or the worst (`liar: worst`) of the observed values,
-    so that parallel workers are not sent to the same place. Failed and running points get the
-    noise of a typical trial. Repeated points are merged: the mean value, the mean's noise.
-    Split losses are adjusted for split difficulty first (`adjustment.comparable`), so both the
-    values and their noise are the adjusted ones.
+    A completed trial gives its negated loss, told as at most `loss_fence` of the completed
+    losses, with the noise of its mean over splits. A failed trial (diverged, say) gives the
+    worst value told so far, so the optimiser learns that region is bad without a NaN or an
+    infinity reaching the Gaussian process; so does a point whose worker process died, until a
+    retry of it speaks for it. Interrupted and stale trials say nothing about their point. A
+    running trial (another worker's) gets a stand-in value, the "constant liar": the mean
+    (`liar: mean`) or the worst (`liar: worst`) of the values told, so that parallel workers
+    are not sent to the same place. Failed and running points get the noise of a typical trial.
+    Repeated points are merged: the mean value, the mean's noise. Split losses are adjusted for
+    split difficulty first (`adjustment.comparable`), so both the values and their noise are the
+    adjusted ones.
     """
     trials = comparable(trials)
     completed = [t for t in trials if t.state == TrialState.COMPLETE and t.loss is not None]
     if not completed:
         return []
-    values = [-float(t.loss) for t in completed]  # type: ignore[arg-type]
+    fence = loss_fence(completed)
+    values = [-min(float(t.loss), fence) for t in completed]  # type: ignore[arg-type]
     worst = min(values)
     lie = worst if liar == "worst" else sum(values) / len(values)
     pooled = pooled_variance(completed)
@@ -134,7 +157,7 @@ def observed(trials: Sequence[TrialRecord], liar: str = "mean") -> list[Observat
         told: Told
         if trial.state == TrialState.COMPLETE and trial.loss is not None:
             noise = None if pooled is None else mean_noise(trial, pooled)
-            told = (-float(trial.loss), noise, trial.seed)
+            told = (-min(float(trial.loss), fence), noise, trial.seed)
         elif trial.state == TrialState.RUNNING:
             told = (lie, typical, None)
         elif trial.counts or (trial.error_kind == "died" and trial.number not in retried):
