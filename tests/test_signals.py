@@ -43,6 +43,23 @@ def test_a_nested_with_keeps_the_handlers_until_the_outermost_ends():
     assert signal.getsignal(signal.SIGINT) == before
 
 
+def test_stopping_turns_a_signal_into_one_search_interrupted_after_the_cleanup():
+    signals, cleaned = Signals(), []
+    with pytest.raises(SearchInterrupted) as caught, signals, signals.stopping(cleaned.append):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
+    assert caught.value.signum == signal.SIGTERM and caught.value.exit_code == 143
+    assert isinstance(caught.value.__cause__, KeyboardInterrupt)
+    assert cleaned == [caught.value], "the cleanup ran once, with the error raised"
+    deeper = SearchInterrupted(signal.SIGINT, "interrupted; finished trials are kept")
+    with pytest.raises(SearchInterrupted) as caught, signals.stopping(cleaned.append):
+        raise deeper  # a nested search's, already turned: passed on as it is
+    assert caught.value is deeper and cleaned[-1] is deeper
+    with pytest.raises(ValueError), signals.stopping(cleaned.append):
+        raise ValueError("not a signal")
+    assert len(cleaned) == 2, "no cleanup for other errors"
+
+
 PROGRAM = """
     import os, signal, sys, time
     from tuner.signals import Signals, leave_on_next_signal

@@ -211,14 +211,14 @@ def run_pool(
     reporter.search_started(study.name, config.search.budget, sum(t.counts for t in trials), 0)
     signals = signals or Signals()
     heartbeat = Heartbeat(storage, config.search.heartbeat)
-    with signals:  # around the except too: a second signal during its writes leaves at once
-        try:
-            with heartbeat:
-                _run_threads(shared, objectives, heartbeat, signals)
-        except (KeyboardInterrupt, SearchInterrupted) as exc:
-            shared.stop.set()
-            fail_own(storage, study, heartbeat, "interrupted by a signal")
-            raise signals.stopped() from exc
+
+    def interrupted(_stop: SearchInterrupted) -> None:
+        shared.stop.set()
+        fail_own(storage, study, heartbeat, "interrupted by a signal")
+
+    # Signals outermost: a second signal during the cleanup's writes leaves at once.
+    with signals, signals.stopping(interrupted), heartbeat:
+        _run_threads(shared, objectives, heartbeat, signals)
     if shared.errors:
         with contextlib.suppress(Exception):
             fail_own(storage, study, heartbeat, "the search stopped with an error")

@@ -338,14 +338,11 @@ def rescore(
     """
     signals = signals or Signals()
     try:
-        with signals:
+        with signals, signals.stopping():
             interrupted = lambda: signals.received is not None  # noqa: E731
             rescore_final(config, storage, study, objective, reporter, interrupted, baseline)
-    except (KeyboardInterrupt, SearchInterrupted) as exc:
-        stop = exc if isinstance(exc, SearchInterrupted) else signals.stopped()
-        if stop is exc:
-            raise
-        raise stop from exc
+    except SearchInterrupted:
+        raise
     except Exception as exc:
         if signals.received is not None:
             raise signals.stopped() from exc

@@ -206,15 +206,16 @@ def ending_cleanly(
 ) -> Iterator[None]:
     """Whatever ends the search, no trial of this process stays "running" (--resume runs it
     again); Ctrl-C and SIGTERM come out as SearchInterrupted."""
-    try:
-        yield
-    except (KeyboardInterrupt, SearchInterrupted) as exc:
-        stop = exc if isinstance(exc, SearchInterrupted) else signals.stopped()
+
+    def interrupted(stop: SearchInterrupted) -> None:
         kind = "Ctrl-C" if stop.signum == signal.SIGINT else f"signal {stop.signum}"
         fail_own(storage, study, heartbeat, f"interrupted by {kind}")
-        if stop is exc:
-            raise
-        raise stop from exc
+
+    try:
+        with signals.stopping(interrupted):
+            yield
+    except SearchInterrupted:
+        raise
     except BaseException:
         with contextlib.suppress(Exception):
             fail_own(storage, study, heartbeat, "the search stopped with an error")

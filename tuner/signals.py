@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
+from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import Any
 
@@ -39,6 +41,22 @@ class Signals:
         signum = self.received or signal.SIGINT
         name = "interrupted" if signum == signal.SIGINT else "terminated"
         return SearchInterrupted(signum, f"{name}; finished trials are kept")
+
+    @contextlib.contextmanager
+    def stopping(
+        self, cleanup: Callable[[SearchInterrupted], object] | None = None
+    ) -> Iterator[None]:
+        """Ctrl-C or SIGTERM inside (a KeyboardInterrupt, or a SearchInterrupted from deeper
+        down) comes out as one SearchInterrupted, after `cleanup(it)` has run."""
+        try:
+            yield
+        except (KeyboardInterrupt, SearchInterrupted) as exc:
+            stop = exc if isinstance(exc, SearchInterrupted) else self.stopped()
+            if cleanup is not None:
+                cleanup(stop)
+            if stop is exc:
+                raise
+            raise stop from exc
 
     def __enter__(self) -> Signals:
         self._depth += 1
