@@ -96,6 +96,33 @@ def test_data_survives_reopening(tmp_path: Path):
         assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
 
 
+def test_tables_another_process_created_first_are_taken_as_they_are(storage_url: str):
+    """A search and a reader opening a new database at once: the other one creates the tables
+    between this one's look for them and its CREATE (the race that stopped a search once)."""
+    from sqlalchemy import create_engine, event
+
+    from tuner.records import _Base
+
+    studies, raced = _Base.metadata.tables["studies"], []
+
+    def other_process_first(table, _connection, **_kw):
+        if not raced:
+            raced.append(table.name)
+            other = create_engine(storage_url)
+            _Base.metadata.create_all(other)
+            other.dispose()
+
+    event.listen(studies, "before_create", other_process_first)
+    try:
+        store = Storage(storage_url)
+    finally:
+        event.remove(studies, "before_create", other_process_first)
+    assert raced == ["studies"], "the other process created the tables in the gap"
+    study = store.create_study("s", {})
+    assert store.get_study("s") == study
+    store.close()
+
+
 def test_bad_storage_url():
     with pytest.raises(StudyError, match=r"^--storage: cannot use 'nonsense://x'"):
         Storage("nonsense://x")

@@ -11,11 +11,19 @@ from typing import Any
 
 from sqlalchemy import create_engine, event, inspect, text
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DBAPIError,
+    IntegrityError,
+    OperationalError,
+    ProgrammingError,
+)
 
 from tuner.errors import StudyError
 from tuner.records import _LATER_COLUMNS, _Base
 
+# Looks again after another process created a table first, at most this many times.
+RACE_RETRIES = 2
 _PROCESS_LOCKS: dict[str, threading.Lock] = {}
 _PROCESS_LOCKS_GUARD = threading.Lock()
 
@@ -67,15 +75,22 @@ def _create_tables(engine: Engine) -> None:
     Another process may create the same ones between create_all's check and its CREATE (a
     search and a reader opening a new file at once): then look again.
     """
-    for attempt in range(3):
+    for attempt in range(RACE_RETRIES + 1):
         try:
             _Base.metadata.create_all(engine)
             _add_later_columns(engine)
             return
-        except OperationalError as exc:
-            raced = "already exists" in str(exc.orig) or "duplicate column" in str(exc.orig)
-            if not raced or attempt == 2:
+        except (OperationalError, ProgrammingError, IntegrityError) as exc:
+            if attempt == RACE_RETRIES or not _created_meanwhile(exc):
                 raise
+
+
+def _created_meanwhile(exc: DBAPIError) -> bool:
+    """Whether the error says another connection created the table or column first: SQLite's
+    "already exists" and "duplicate column", PostgreSQL's DuplicateTable, DuplicateColumn and
+    its catalogue's unique key (two CREATEs of one table at the same moment)."""
+    text = str(exc.orig)
+    return any(s in text for s in ("already exists", "duplicate column", "duplicate key value"))
 
 
 @contextmanager
