@@ -47,6 +47,17 @@ def test_log_range_is_uniform_in_log_space(space):
     assert space.params({**base, "learning_rate": 1.0})["learning_rate"] == pytest.approx(0.1)
 
 
+def test_a_coordinate_at_a_bound_gives_the_bound_exactly(space):
+    base = {"neuron_pct": 0.5, "batch_norm": "false", "batch_size": 0.5}
+    # As the acquisition's polish leaves them: 1e-17 from a bound, not on it.
+    low = space.params({**base, "dropout": 1.4e-17, "learning_rate": 0.0})
+    assert low["dropout"] == 0.0 and low["learning_rate"] == 1e-4  # not 1.0000000000000009e-4
+    high = space.params({**base, "dropout": 1 - 1e-16, "learning_rate": 1 - 1e-12})
+    assert high["dropout"] == 0.5 and high["learning_rate"] == 0.1
+    inside = space.params({**base, "dropout": 1e-6, "learning_rate": 1e-6})
+    assert 0.0 < inside["dropout"] < 1e-6 and inside["learning_rate"] > 1e-4
+
+
 def test_integers_are_rounded_and_choices_decoded(space):
     params = space.params(
         {
