@@ -2,6 +2,7 @@
 find good points? Offline, on trials that searches already ran.
 
     python benchmarks/loss_fence.py LOG [LOG ...] --config CONFIG [--draws 200] [--sizes 12,20,30]
+        [--searches 100] [--trials 20,30]
 
 Reads the trial lines that `tuner search` printed (the `.log` files of benchmarks/results/, one
 data set and one space, given by CONFIG): each distinct point with its mean loss, split standard
@@ -11,6 +12,17 @@ with the fence and without, and looks at the other trials: the true (logged) los
 with the best posterior mean, and the mean loss of the best five by posterior mean. A GP that
 models the good region well picks low losses there. The split losses of a history trial are
 rebuilt to have its logged mean and standard deviation.
+
+The picks above say how well the GP models the good region, not where a search goes next: a
+GP told "bad, but not that bad" could send the acquisition to the diverged corners. So it
+then runs whole searches, fenced and not, on a surrogate of the same trials: a random forest
+of the logged losses (in log) over the unit coordinates is the true loss, and a trial's two
+split losses are it plus Gaussian noise of 0.064 (a 2-split mean's 0.045 on the course's
+data; more above a loss of 0.7). Each search is `tuner`'s own `Proposer` with the config's
+acquisition, `search.init_points` random points (the same for both, by seed) then guided ones,
+`--trials` in all, no racing. It prints the true loss of the trial each search would pick (the
+lowest mean), of the best trial it found, and how many guided trials went where the true loss
+is over 1 (diverged networks), each as a paired difference with its standard error.
 """
 
 from __future__ import annotations
@@ -21,6 +33,7 @@ import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -30,6 +43,8 @@ from tuner.optimizer import Proposer
 from tuner.space import SearchSpace
 from tuner.store import TrialRecord, TrialState
 
+# One split loss's noise on the course's data: a 2-split mean's standard deviation is 0.045.
+SPLIT_NOISE = 0.064
 TRIAL = re.compile(r"^trial\s+\d+\s+(?P<point>(?:\S+=\S+ )+)\s*loss (?P<loss>\S+) ± (?P<std>\S+)")
 RACED = re.compile(r"\(raced: (\d+) splits\)")
 
@@ -109,6 +124,53 @@ def compare(
     return {key: np.array(rows) for key, rows in results.items()}
 
 
+def simulate(
+    space: SearchSpace, search: SearchConfig, trials: list, n_trials: int, seeds: Sequence[int]
+) -> dict[str, np.ndarray]:
+    """ "fence" and "no fence" -> rows of (picked trial's true loss, best true loss, guided
+    trials with a true loss over 1), one row per search seed (see the module's text)."""
+    from sklearn.ensemble import RandomForestRegressor
+
+    units = np.array([[space.point(t[0])[n] for n in space.names] for t in trials])
+    forest = RandomForestRegressor(n_estimators=100, min_samples_leaf=2, random_state=0)
+    forest.fit(units, np.log([t[1] for t in trials]))
+    fenced = optimizer_module.FENCE_MIN_TRIALS
+    found: dict[str, list[tuple[float, float, float]]] = {"fence": [], "no fence": []}
+    try:
+        for seed in seeds:
+            for name, least in (("fence", fenced), ("no fence", 10**9)):
+                optimizer_module.FENCE_MIN_TRIALS = least
+                found[name].append(_search(space, search, forest, n_trials, seed))
+    finally:
+        optimizer_module.FENCE_MIN_TRIALS = fenced
+    return {name: np.array(rows) for name, rows in found.items()}
+
+
+def _search(
+    space: SearchSpace, search: SearchConfig, forest: Any, n_trials: int, seed: int
+) -> tuple[float, float, float]:
+    init = min(search.init_points, n_trials)
+    cfg = search.model_copy(update={"seed": seed, "init_points": init, "n_iter": n_trials - init})
+    proposer, rng = Proposer(space, cfg), np.random.default_rng(seed)
+    history: list[TrialRecord] = []
+    truths: list[float] = []
+    for k in range(n_trials):
+        point = proposer.propose(k, history)
+        row = [[float(point[n]) for n in space.names]]
+        truth = float(np.exp(forest.predict(np.array(row))[0]))
+        noise = SPLIT_NOISE * max(1.0, truth / 0.7)
+        splits = tuple(float(max(0.3, truth + rng.normal(0, noise))) for _ in range(2))
+        history.append(
+            TrialRecord(
+                k, TrialState.COMPLETE, point, space.params(point), 1000 * seed + k,
+                loss=float(np.mean(splits)), split_losses=splits, seconds=1.0,
+            )
+        )  # fmt: skip
+        truths.append(truth)
+    picked = truths[int(np.argmin([t.loss for t in history]))]
+    return picked, min(truths), float(sum(t > 1.0 for t in truths[init:]))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("logs", nargs="+", type=Path)
@@ -116,6 +178,8 @@ def main() -> None:
     parser.add_argument("--draws", type=int, default=200)
     parser.add_argument("--sizes", default="12,20,30")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--searches", type=int, default=100)
+    parser.add_argument("--trials", default="20,30")
     args = parser.parse_args()
     config = load_config(args.config)
     space = SearchSpace(config.space)
@@ -134,6 +198,17 @@ def main() -> None:
             f"median {np.median(best):.4f}  under 0.66 {np.mean(best < 0.66):.0%}  "
             f"best five's mean {top5.mean():.4f}"
         )
+    seeds = range(args.seed, args.seed + args.searches)
+    for n_trials in (int(s) for s in args.trials.split(",")):
+        runs = simulate(space, config.search, trials, n_trials, seeds)
+        print(f"surrogate searches of {n_trials} trials, {len(seeds)} seeds, fence - no fence:")
+        for i, what in enumerate(("picked trial's true loss", "best true loss", "guided > 1")):
+            fence, plain = runs["fence"][:, i], runs["no fence"][:, i]
+            d = fence - plain
+            print(
+                f"  {what:24s}  fence {fence.mean():.4f}  no fence {plain.mean():.4f}  "
+                f"difference {d.mean():+.4f} ± {d.std(ddof=1) / math.sqrt(len(d)):.4f}"
+            )
 
 
 if __name__ == "__main__":

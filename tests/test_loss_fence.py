@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import yaml
 
-from benchmarks.loss_fence import compare, load, main, split_losses
+from benchmarks.loss_fence import compare, load, main, simulate, split_losses
 from tuner.config import validate_config
 from tuner.space import SearchSpace
 
@@ -58,13 +58,29 @@ def test_the_fenced_gp_picks_better_points_of_a_bowl_with_a_diverged_region(tmp_
     )
 
 
+def test_surrogate_searches_on_a_bowl_with_a_diverged_region_run_both_ways(tmp_path):
+    trials = load([write_log(tmp_path / "search.log", n=80)], NAMES)
+    cfg = validate_config({"data": NO_DATA, "space": BOWL_SPACE, "search": {"init_points": 5}})
+    runs = simulate(SearchSpace(cfg.space), cfg.search, trials, n_trials=8, seeds=[1, 2, 3])
+    fence, plain = runs["fence"], runs["no fence"]
+    assert fence.shape == plain.shape == (3, 3)
+    # The same seeded random start: neither can pick worse than its best, and the true losses
+    # of the bowl are over 0.6 (the surrogate's floor).
+    for rows in (fence, plain):
+        assert np.all(rows[:, 1] <= rows[:, 0]) and np.all(rows[:, 1] > 0.55)
+        assert np.all((rows[:, 2] >= 0) & (rows[:, 2] <= 3)), "guided trials over 1: of 3"
+    assert not np.array_equal(fence, plain), "the fence changes where the searches go"
+
+
 def test_the_script_prints_both_rows_per_history_size(tmp_path, monkeypatch, capsys):
     log = write_log(tmp_path / "search.log")
     config = tmp_path / "c.yaml"
     config.write_text(yaml.safe_dump({"data": NO_DATA, "space": BOWL_SPACE}))
-    argv = ["loss_fence.py", str(log), "--config", str(config), "--draws", "2", "--sizes", "12"]
+    argv = ["loss_fence.py", str(log), "--config", str(config), "--draws", "2", "--sizes", "12",
+            "--searches", "2", "--trials", "12"]  # fmt: skip
     monkeypatch.setattr("sys.argv", argv)
     main()
     out = capsys.readouterr().out
     assert out.startswith("60 distinct trials;")
     assert "history  12  fence " in out and "history  12  no fence" in out
+    assert "surrogate searches of 12 trials, 2 seeds" in out and "guided > 1" in out
