@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -14,8 +15,9 @@ import pytest
 
 from tuner.config import validate_config
 from tuner.errors import StudyError, TrialFailed
+from tuner.signals import Signals
 from tuner.store import Storage, sqlite_url
-from tuner.worker import Worker, failure_kind
+from tuner.worker import Worker, _start, failure_kind
 
 from .conftest import ROOT, tiny_config_dict
 
@@ -65,6 +67,21 @@ def test_the_worker_stays_warm_and_is_replaced_after_worker_trials(tmp_path):
         worker.close()
     assert pids[0] == pids[1] and pids[2] is None, "closed after 3 trials"
     assert pids[3] == pids[4] and pids[3] != pids[0]
+
+
+def test_a_signal_during_a_worker_start_is_handled_once_the_start_is_done():
+    steps = []
+
+    class Starting:  # a process whose start() gets a SIGTERM half-way through
+        def start(self):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.3)  # the handler's KeyboardInterrupt would land here
+            steps.append("started")
+
+    with pytest.raises(KeyboardInterrupt), Signals():
+        _start(Starting())
+        steps.append("went on")
+    assert steps == ["started"], "raised after the start, before anything else"
 
 
 def test_oom_names():
