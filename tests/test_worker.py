@@ -7,6 +7,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -82,6 +83,32 @@ def test_a_signal_during_a_worker_start_is_handled_once_the_start_is_done():
         _start(Starting())
         steps.append("went on")
     assert steps == ["started"], "raised after the start, before anything else"
+
+
+STARTING = """
+    import os, signal, time
+    from tuner.signals import Signals
+    from tuner.worker import _start
+
+    class Starting:
+        def start(self):
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGTERM)  # a second signal during the start
+            time.sleep(5)
+            print("not left", flush=True)
+
+    with Signals():
+        _start(Starting())
+"""
+
+
+def test_a_second_signal_during_a_worker_start_leaves_at_once():
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(STARTING)],
+        capture_output=True, text=True, timeout=30, cwd=ROOT,
+    )  # fmt: skip
+    assert done.returncode == 128 + signal.SIGTERM, done.stderr
+    assert done.stdout == "" and done.stderr == ""
 
 
 def test_oom_names():
