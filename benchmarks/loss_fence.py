@@ -28,10 +28,11 @@ is over 1 (diverged networks), each as a paired difference with its standard err
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +69,21 @@ def load(
             key = tuple(values[k] for k in names)
             found.setdefault(key, (values, float(match["loss"]), float(match["std"]), splits))
     return list(found.values())
+
+
+SETTINGS = ("fence", "no fence")
+
+
+@contextlib.contextmanager
+def setting(name: str) -> Iterator[None]:
+    """Inside, the optimiser fences losses ("fence", as shipped) or never does ("no fence")."""
+    shipped = optimizer_module.FENCE_MIN_TRIALS
+    if name == "no fence":
+        optimizer_module.FENCE_MIN_TRIALS = 10**9
+    try:
+        yield
+    finally:
+        optimizer_module.FENCE_MIN_TRIALS = shipped
 
 
 def split_losses(mean: float, std: float, n: int) -> tuple[float, ...]:
@@ -108,19 +124,15 @@ def compare(
     """(history size, "fence" or "no fence") -> rows of (best pick's loss, best five's mean)."""
     proposer = Proposer(space, search.model_copy(update={"init_points": 0}))
     rng = np.random.default_rng(seed)
-    fenced = optimizer_module.FENCE_MIN_TRIALS
     results: dict[tuple[int, str], list[tuple[float, float]]] = {}
-    try:
-        for size in sizes:
-            for _ in range(draws):
-                order = rng.permutation(len(trials))
-                idx, rest = order[:size], order[size:]
-                for name, least in (("fence", fenced), ("no fence", 10**9)):
-                    optimizer_module.FENCE_MIN_TRIALS = least
+    for size in sizes:
+        for _ in range(draws):
+            order = rng.permutation(len(trials))
+            idx, rest = order[:size], order[size:]
+            for name in SETTINGS:
+                with setting(name):
                     found = pick(space, proposer, trials, idx, rest)
-                    results.setdefault((size, name), []).append(found)
-    finally:
-        optimizer_module.FENCE_MIN_TRIALS = fenced
+                results.setdefault((size, name), []).append(found)
     return {key: np.array(rows) for key, rows in results.items()}
 
 
@@ -134,15 +146,11 @@ def simulate(
     units = np.array([[space.point(t[0])[n] for n in space.names] for t in trials])
     forest = RandomForestRegressor(n_estimators=100, min_samples_leaf=2, random_state=0)
     forest.fit(units, np.log([t[1] for t in trials]))
-    fenced = optimizer_module.FENCE_MIN_TRIALS
-    found: dict[str, list[tuple[float, float, float]]] = {"fence": [], "no fence": []}
-    try:
-        for seed in seeds:
-            for name, least in (("fence", fenced), ("no fence", 10**9)):
-                optimizer_module.FENCE_MIN_TRIALS = least
+    found: dict[str, list[tuple[float, float, float]]] = {name: [] for name in SETTINGS}
+    for seed in seeds:
+        for name in SETTINGS:
+            with setting(name):
                 found[name].append(_search(space, search, forest, n_trials, seed))
-    finally:
-        optimizer_module.FENCE_MIN_TRIALS = fenced
     return {name: np.array(rows) for name, rows in found.items()}
 
 

@@ -67,8 +67,7 @@ class Signals:
     def __exit__(self, *_exc: object) -> None:
         self._depth -= 1
         if self._depth == 0:
-            for signum, handler in self._previous.items():
-                signal.signal(signum, handler)
+            _restore(self._previous)
             self._previous.clear()
 
 
@@ -88,6 +87,35 @@ def leave_on_next_signal() -> None:
     last writes and the interpreter's shutdown with a KeyboardInterrupt (and a traceback).
     """
     _install(leave)
+
+
+@contextlib.contextmanager
+def held_signals() -> Iterator[None]:
+    """SIGINT and SIGTERM held back inside, then handed to the handlers in place before (the
+    search's raises at the first); a second one inside leaves at once, as anywhere. Signal
+    handlers run in the main thread only, so elsewhere nothing needs holding: a no-op."""
+    held: list[int] = []
+
+    def hold(signum: int, frame: FrameType | None) -> None:
+        if held:
+            leave(signum, frame)
+        held.append(signum)
+
+    previous = _install(hold)
+    try:
+        yield
+    finally:
+        _restore(previous)
+    for signum in held:
+        signal.raise_signal(signum)
+
+
+def _restore(previous: dict[int, Any]) -> None:
+    """Put back the handlers `_install` replaced (None: not set from Python, nothing to put
+    back)."""
+    for signum, handler in previous.items():
+        if handler is not None:
+            signal.signal(signum, handler)
 
 
 def _install(handler: Any) -> dict[int, Any]:

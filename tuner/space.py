@@ -47,8 +47,10 @@ class Dimension:
             return json.loads(str(coordinate))
         low, high = float(self.param.low or 0.0), float(self.param.high or 0.0)
         u = float(coordinate)
-        if u <= EDGE or u >= 1.0 - EDGE:
-            value = low if u <= EDGE else high
+        if u <= EDGE:
+            value = low
+        elif u >= 1.0 - EDGE:
+            value = high
         elif self.param.log:
             value = math.exp(math.log(low) + u * (math.log(high) - math.log(low)))
         else:

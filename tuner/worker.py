@@ -20,7 +20,7 @@ from typing import Any
 
 from tuner.config import Config, Scalar, validate_config
 from tuner.errors import TrialFailed, UsageError
-from tuner.signals import leave
+from tuner.signals import held_signals
 
 Factory = Callable[[Config, Any], Callable[[Mapping[str, Scalar], int], Any]]
 DEFAULT_FACTORY = "tuner.evaluate:make_objective"
@@ -208,41 +208,15 @@ class Worker:
         self._process, self._conn = None, None
 
 
-# Signals held back while a child process starts.
-HELD = (signal.SIGINT, signal.SIGTERM)
-
-
 def _start(process: multiprocessing.process.BaseProcess) -> None:
     """Start the child with Ctrl-C and SIGTERM held back until it has started.
 
     One landing inside `start()` left a child with half its pickled arguments (it died with a
     traceback) and a handle that could not be joined (another traceback, and exit code 1 for
-    130). Held back, the signal goes to its handler as soon as the start is done; a second one
-    during the start leaves at once, as a second signal does anywhere. Signal handlers run in
-    the main thread only, so a start in another thread (a pool's slot) is never interrupted.
+    130). Held back, the signal goes to its handler as soon as the start is done.
     """
-    if threading.current_thread() is not threading.main_thread():
+    with held_signals():
         process.start()
-        return
-    held: list[int] = []
-    previous = {signum: signal.signal(signum, _holder(held)) for signum in HELD}
-    try:
-        process.start()
-    finally:
-        for signum, handler in previous.items():
-            if handler is not None:  # None: not set from Python, nothing to put back
-                signal.signal(signum, handler)
-    for signum in held:  # the handler decides: the search's raises at the first
-        signal.raise_signal(signum)
-
-
-def _holder(held: list[int]) -> Callable[[int, Any], None]:
-    def hold(signum: int, frame: Any) -> None:
-        if held:
-            leave(signum, frame)
-        held.append(signum)
-
-    return hold
 
 
 def _death(code: int | None) -> tuple[str, str]:
