@@ -100,10 +100,13 @@ def test_a_fresh_seed_avoids_every_used_range():
 # --- racing ------------------------------------------------------------------------------
 
 
-def expected_rounds(trial: TrialRecord, earlier: list[float], top: int, target: int) -> int:
-    """Replays the racing rule: rounds of 2 splits while the mean ranks in the top `top`."""
+def expected_rounds(
+    trial: TrialRecord, earlier: list[float], top: int, target: int, start: int
+) -> int:
+    """Replays the racing rule: rounds of 2 splits while the mean ranks in the top `top`, once
+    `start` (the random start-up points) others have completed."""
     rounds = 0
-    while 2 + 2 * rounds < target and len(earlier) >= top:
+    while 2 + 2 * rounds < target and len(earlier) >= max(top, start):
         mean = float(np.mean(trial.split_losses[: 2 + 2 * rounds]))
         if sum(loss <= mean for loss in earlier) >= top:
             break
@@ -121,7 +124,7 @@ def test_racing_adds_splits_to_top_trials_only_and_keeps_the_budget(storage):
     assert len(objective.calls) == len(trials) + sum(rounds)
     for k, trial in enumerate(trials):
         earlier = [t.loss for t in trials[:k]]
-        assert len(trial.race_seeds) == expected_rounds(trial, earlier, 2, 6), trial.number
+        assert len(trial.race_seeds) == expected_rounds(trial, earlier, 2, 6, 4), trial.number
         assert len(trial.split_losses) == 2 + 2 * len(trial.race_seeds) <= 6
         assert trial.loss == pytest.approx(np.mean(trial.split_losses))
         if trial.race_seeds:
@@ -134,6 +137,25 @@ def test_racing_adds_splits_to_top_trials_only_and_keeps_the_budget(storage):
     assert {s for s, _ in objective.calls} == {low for low, _ in ranges}
 
 
+def test_the_random_start_up_points_are_not_raced(tmp_path):
+    def raced(init_points: int) -> list[TrialRecord]:
+        cfg = config(race_top=2, race_splits=6, init_points=init_points, n_iter=8 - init_points)
+        store = Storage(sqlite_url(tmp_path / f"{init_points}.db"))
+        try:
+            study, _ = searched(store, cfg)
+            return store.trials(study)
+        finally:
+            store.close()
+
+    late = raced(6)
+    assert not any(t.race_seeds for t in late[:6]), "none of the 6 random points is raced"
+    # ... though some ranked in the top 2 of the others then (the rule before raced those).
+    losses = [t.loss for t in late]
+    assert any(expected_rounds(t, losses[:k], 2, 6, 0) for k, t in enumerate(late[:6]))
+    early = raced(2)
+    assert any(t.race_seeds for t in early[2:6]), "with 2 random points, guided ones race"
+
+
 def test_racing_off_runs_each_point_once(storage):
     study, objective = searched(storage, config(race_top=0))
     trials = storage.trials(study)
@@ -142,7 +164,7 @@ def test_racing_off_runs_each_point_once(storage):
 
 
 def test_a_failed_racing_round_fails_its_trial(storage):
-    cfg = config(race_top=1, race_splits=4, init_points=6, n_iter=0, max_consecutive_failures=9)
+    cfg = config(race_top=1, race_splits=4, init_points=1, n_iter=5, max_consecutive_failures=9)
     own = {trial_seed(5, k) for k in range(6)}
     study, objective = searched(storage, cfg, Noisy(2, fail_if=lambda _p, s: s not in own))
     trials = storage.trials(study)

@@ -50,7 +50,7 @@ def _joined(score: Score, more: Score) -> tuple[float, ...]:
 
 class Racer:
     """An objective that races: a trial that ranks in the current top `search.race_top` (of
-    at least `race_top` other completed trials) after its own splits gets rounds of
+    at least `search.init_points` other completed trials) after its own splits gets rounds of
     `evaluation.splits` extra splits, re-ranked after each, until it has `search.race_splits`.
     Poor points are never re-run.
 
@@ -68,16 +68,22 @@ class Racer:
         self._study = study
 
     def _ranks_top(self, trials: Sequence[TrialRecord], score: Score, seed: int) -> bool:
-        """True when the score ranks in the top `race_top` of at least `race_top` others (the
-        first trials are on top of nothing and are not raced for that); compared adjusted for
-        split difficulty (adjustment.py) when the others are."""
-        top = self._config.search.race_top
+        """True when the score ranks in the top `race_top` of at least `search.init_points`
+        (and `race_top`) others; compared adjusted for split difficulty (adjustment.py) when
+        the others are.
+
+        The random start-up points are not raced: on top of a few random points is no
+        contender, and under a time budget their rounds cost guided trials (on a surrogate of
+        the course's data 0.003 to 0.004 on the winner, benchmarks/racing_budget.py)."""
+        search = self._config.search
+        top = search.race_top
         found = fit(trials)  # passed on: ranked() on raw trials would fit it again
         others = ranked(applied(trials, found))
         loss = score.loss
         if found is not None and len(score.baselines) == len(score.split_losses):
             loss = found.loss(score.split_losses, score.baselines, seed)
-        return len(others) >= top and sum(t.loss <= loss for t in others) < top
+        enough = len(others) >= max(top, search.init_points)
+        return enough and sum(t.loss <= loss for t in others) < top
 
     def __call__(self, params: Mapping[str, Scalar], seed: int) -> Score:
         """The trial's score on its own splits, then on racing rounds while it stays on top."""
