@@ -1,0 +1,263 @@
+"""Under a time budget, what does racing buy? Whole searches on a surrogate of logged trials.
+
+    python benchmarks/racing_budget.py LOG [LOG ...] --config CONFIG [--set KEY=VALUE ...]
+        [--searches 60] [--budget 600] [--speed 1.0] [--policies shipped,early,off,top1,post]
+
+Racing (tuner/racing.py) scores a trial that ranks in the top `search.race_top` on extra
+rounds of splits. With a trial budget it costs time only; with a time budget every round is a
+trial not run. This script runs `tuner`'s own proposer (`Proposer`, with the config's
+acquisition and `evaluation.max_params` check), its time reserve (`budget.final_reserve`) and
+its cut of the final re-score (`budget.fit_final`) on a simulated clock, against a surrogate
+built from the trial lines `tuner search` printed (the `.log` files of benchmarks/results/).
+`--budget 0` runs the config's trial budget instead, with no time budget.
+
+- the true loss of a point is a random forest of the logged losses (in log) over the unit
+  coordinates; each split's loss is it plus Gaussian noise of 0.064 (more above 0.7), as in
+  benchmarks/loss_fence.py;
+- the seconds of one 2-split call are a random forest of the logged trials' own seconds (in
+  log), times `--speed`, times a log-normal factor (sigma 0.25) per call; a racing round and a
+  final call cost one call each;
+- the search starts 15 s into the budget (process and TensorFlow start, the first trace), and
+  each trial costs 0.3 s more (proposal, storage).
+
+Each policy runs the same `--searches` seeds. For each it prints the mean true loss of the
+winner (the finalist with the lowest mean on its fresh final splits, as `tuner search` picks
+it, or the best search-time trial when no final re-score fits), trials run, racing seconds, the
+final's finalists and splits, and each policy's paired difference to the shipped one.
+
+Policies: `shipped` (tuner/racing.py's rule: a trial in the top `search.race_top` of at least
+`search.init_points` others; replayed here on plain means, as there is no split-difficulty
+baseline), `early` (the rule before 2026-12-01: the top `race_top` of at least `race_top`
+others, so random start-up points were raced too), `off` (`race_top` 0), `top1` (the shipped
+rule with `race_top` 1: only a trial that beats every other is raced) and `post` (the shipped
+rule, with the finalists chosen by the GP's posterior mean at their points rather than by their
+search-time means).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tuner.budget import final_reserve, fit_final
+from tuner.config import Config, load_config
+from tuner.data import load_dataset
+from tuner.evaluate import size_limit
+from tuner.optimizer import Proposer
+from tuner.space import SearchSpace
+from tuner.store import TrialRecord, TrialState
+from tuner.winner import ranked
+
+SPLIT_NOISE = 0.064  # one split loss's noise on the course's data (benchmarks/loss_fence.py)
+CALL_SPREAD = 0.25  # log-normal sigma of one call's seconds around the forest's
+START = 15.0  # seconds before the first trial starts: process, TensorFlow, first trace
+PER_TRIAL = 0.3  # seconds of proposal and storage per trial
+BASELINE = 6.0  # seconds of the split-difficulty baseline at the end
+TRIAL = re.compile(
+    r"^trial\s+\d+\s+(?P<point>(?:\S+=\S+ )+)\s*loss (?P<loss>\S+) ± \S+.*\s(?P<sec>[\d.]+)s$"
+)
+POLICIES = ("shipped", "early", "off", "top1", "post")
+
+
+def load(paths: Sequence[Path], names: Sequence[str]) -> list[tuple[list[float], float, float]]:
+    """Each distinct logged point: (values in `names` order, mean loss, own seconds)."""
+    found: dict[tuple[float, ...], tuple[list[float], float, float]] = {}
+    for path in paths:
+        for line in path.read_text().splitlines():
+            match = TRIAL.match(line)
+            if not match:
+                continue
+            params = dict(item.split("=") for item in match["point"].split())
+            if sorted(params) != sorted(names):
+                continue
+            values = [float(params[k]) for k in names]
+            found.setdefault(tuple(values), (values, float(match["loss"]), float(match["sec"])))
+    return list(found.values())
+
+
+@dataclass
+class Surrogate:
+    """True loss and call seconds of a unit point; noisy split losses and call times."""
+
+    space: SearchSpace
+    loss_forest: Any
+    time_forest: Any
+    speed: float
+
+    def _row(self, point: dict[str, float]) -> np.ndarray:
+        return np.array([[float(point[n]) for n in self.space.names]])
+
+    def truth(self, point: dict[str, float]) -> float:
+        return float(np.exp(self.loss_forest.predict(self._row(point))[0]))
+
+    def splits(self, point: dict[str, float], n: int, rng: np.random.Generator) -> list[float]:
+        truth = self.truth(point)
+        noise = SPLIT_NOISE * max(1.0, truth / 0.7)
+        return [float(max(0.3, truth + rng.normal(0, noise))) for _ in range(n)]
+
+    def call(self, point: dict[str, float], rng: np.random.Generator) -> float:
+        mean = float(np.exp(self.time_forest.predict(self._row(point))[0]))
+        return self.speed * mean * float(np.exp(rng.normal(0, CALL_SPREAD)))
+
+
+def fitted(space: SearchSpace, trials: list, speed: float) -> Surrogate:
+    from sklearn.ensemble import RandomForestRegressor
+
+    points = (space.point(dict(zip(space.names, t[0], strict=True))) for t in trials)
+    units = np.array([[p[n] for n in space.names] for p in points])
+    loss = RandomForestRegressor(n_estimators=100, min_samples_leaf=2, random_state=0)
+    loss.fit(units, np.log([t[1] for t in trials]))
+    secs = RandomForestRegressor(n_estimators=100, min_samples_leaf=2, random_state=0)
+    secs.fit(units, np.log([t[2] for t in trials]))
+    return Surrogate(space, loss, secs, speed)
+
+
+def _races(policy: str, config: Config, done: Sequence[TrialRecord], loss: float) -> bool:
+    """Whether a trial of this mean loss is raced (again), given the completed trials."""
+    search = config.search
+    top = 1 if policy == "top1" else search.race_top
+    if policy == "off" or top == 0:
+        return False
+    others = ranked(done)
+    enough = top if policy == "early" else max(top, search.init_points)
+    return len(others) >= enough and sum(t.loss <= loss for t in others) < top
+
+
+@dataclass
+class Outcome:
+    truth: float  # the winner's true loss
+    best: float  # the best true loss among the trials run
+    trials: int
+    racing: float  # seconds spent on racing rounds
+    finalists: int
+    final_splits: int
+    among: float  # the best true loss among the finalists (the winner, when there is none)
+    first_race: int | None  # the number of the first trial raced
+
+
+def by_posterior(proposer: Proposer, trials: list[TrialRecord]) -> list[TrialRecord]:
+    """The trials from the best GP posterior mean at their points down."""
+    bo = proposer.optimizer(len(trials), trials)
+    acquisition = bo.acquisition_function
+    acquisition.fit(bo._gp, bo.space)
+    rows = np.array([bo.space.params_to_array(t.point) for t in trials])
+    mean = acquisition.posterior(rows)[0]
+    return [trials[i] for i in np.argsort(-mean)]
+
+
+def search(
+    config: Config, surrogate: Surrogate, allowed: Callable, policy: str, seed: int
+) -> Outcome:
+    """One time-budgeted search on the simulated clock."""
+    cfg = config.model_copy(update={"search": config.search.model_copy(update={"seed": seed})})
+    search_cfg, splits = cfg.search, cfg.evaluation.splits
+    budget = float(search_cfg.time_budget or math.inf)
+    proposer = Proposer(surrogate.space, search_cfg, allowed)
+    rng = np.random.default_rng(seed)
+    clock, trials, racing, first_race = START, [], 0.0, None
+    while len(trials) < search_cfg.budget:
+        if budget - clock <= final_reserve(cfg, trials, BASELINE):
+            break
+        point = proposer.propose(len(trials), trials)
+        losses = surrogate.splits(point, splits, rng)
+        own = surrogate.call(point, rng)
+        clock += own + PER_TRIAL
+        race = 0.0
+        while len(losses) < search_cfg.race_splits and _races(policy, cfg, trials, np.mean(losses)):
+            losses += surrogate.splits(point, splits, rng)
+            spent = surrogate.call(point, rng)
+            race += spent
+            clock += spent
+        racing += race
+        if race and first_race is None:
+            first_race = len(trials)
+        trials.append(
+            TrialRecord(
+                len(trials), TrialState.COMPLETE, point, surrogate.space.params(point), seed,
+                loss=float(np.mean(losses)), split_losses=tuple(losses), seconds=own,
+                race_seconds=race or None,
+            )
+        )  # fmt: skip
+    truths = [surrogate.truth(t.point) for t in trials]
+    left = max(0.0, budget - clock) if math.isfinite(budget) else None
+    final = fit_final(cfg, trials, left, BASELINE).search
+    pool = by_posterior(proposer, trials) if policy == "post" else ranked(trials)
+    order = pool[: final.final_candidates]
+    count = final.final_splits if order else 0
+    if order and count:
+        means = [np.mean(surrogate.splits(t.point, count, rng)) for t in order]
+        chosen = order[int(np.argmin(means))]
+    else:
+        chosen = pool[0]
+    among = min((surrogate.truth(t.point) for t in order), default=surrogate.truth(chosen.point))
+    return Outcome(
+        surrogate.truth(chosen.point),
+        min(truths),
+        len(trials),
+        racing,
+        len(order),
+        count,
+        among,
+        first_race,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("logs", nargs="+", type=Path)
+    parser.add_argument("--config", type=Path, required=True)
+    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--searches", type=int, default=60)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--budget", type=float, default=600.0, help="seconds; 0: trials")
+    parser.add_argument("--speed", type=float, default=1.0)
+    parser.add_argument("--policies", default=",".join(POLICIES))
+    args = parser.parse_args()
+    config = load_config(args.config, args.overrides)
+    if args.budget > 0:  # else the config's trial budget alone
+        timed = {"time_budget": args.budget, "n_iter": 10**6}
+        config = config.model_copy(update={"search": config.search.model_copy(update=timed)})
+    space = SearchSpace(config.space)
+    trials = load(args.logs, space.names)
+    if len(trials) < 40:
+        sys.exit(f"{len(trials)} distinct trials of this space in the logs; need 40 or more")
+    surrogate = fitted(space, trials, args.speed)
+    allowed = size_limit(config, load_dataset(config.data))
+    policies = args.policies.split(",")
+    seeds = range(args.seed, args.seed + args.searches)
+    rows: dict[str, list[Outcome]] = {p: [] for p in policies}
+    for seed in seeds:
+        for policy in policies:
+            rows[policy].append(search(config, surrogate, allowed, policy, seed))
+        print(f"seed {seed}: " + "  ".join(f"{p} {rows[p][-1].truth:.4f}" for p in policies),
+              file=sys.stderr, flush=True)  # fmt: skip
+    length = f"{args.budget:.0f} s" if args.budget > 0 else f"{config.search.budget} trials"
+    print(f"{len(trials)} logged trials; {len(seeds)} searches of {length} per policy, "
+          f"speed {args.speed}")  # fmt: skip
+    base = np.array([o.truth for o in rows[policies[0]]])
+    for policy in policies:
+        out = rows[policy]
+        truth = np.array([o.truth for o in out])
+        d = truth - base
+        se = d.std(ddof=1) / math.sqrt(len(d)) if len(d) > 1 else 0.0
+        print(
+            f"{policy:8s} winner's true loss {truth.mean():.4f}  best found "
+            f"{np.mean([o.best for o in out]):.4f}  best finalist "
+            f"{np.mean([o.among for o in out]):.4f}  trials {np.mean([o.trials for o in out]):.1f}"
+            f"  racing {np.mean([o.racing for o in out]):.0f} s  finalists "
+            f"{np.mean([o.finalists for o in out]):.1f} on "
+            f"{np.mean([o.final_splits for o in out]):.1f}  - {policies[0]} "
+            f"{d.mean():+.4f} ± {se:.4f}"
+        )
+
+
+if __name__ == "__main__":
+    main()

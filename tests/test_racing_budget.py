@@ -1,0 +1,86 @@
+"""benchmarks/racing_budget.py on a search log written by hand: a bowl whose larger networks
+take longer, searched under a small time budget on the simulated clock."""
+
+from __future__ import annotations
+
+import numpy as np
+import yaml
+
+from benchmarks.racing_budget import fitted, load, main, search
+from tuner.config import validate_config
+from tuner.data import load_dataset
+from tuner.evaluate import size_limit
+from tuner.space import SearchSpace
+
+from .conftest import BOWL_SPACE
+
+NAMES = ("dropout", "learning_rate", "neuron_pct", "neuron_shrink")
+
+
+def write_log(path, n=60, seed=0):
+    """`tuner search` trial lines: a bowl at 0.4 of each unit range; seconds 2 to 12, growing
+    with `neuron_pct`."""
+    rng = np.random.default_rng(seed)
+    lines = ["study s: 0 of 60 trials done"]
+    for i, u in enumerate(rng.uniform(size=(n, 4))):
+        loss = 0.6 + 0.3 * float(np.sum((u - 0.4) ** 2))
+        values = (0.5 * u[0], 10 ** (-4 + 3 * u[1]), 0.01 + 0.99 * u[2], 0.01 + 0.99 * u[3])
+        point = " ".join(f"{k}={v:.6g}" for k, v in zip(NAMES, values, strict=True))
+        raced = " (raced: 6 splits)" if i % 7 == 0 else ""
+        seconds = 2 + 10 * u[2]
+        lines.append(
+            f"trial {i:3d}  {point}  loss {loss:.4f} ± 0.0300{raced}  best 0.6 (#0)  {seconds:.1f}s"
+        )
+    lines.append("trial   3  re-scored 0.6100 ± 0.0100 (se)  search 0.6000  2.0s")  # not a trial
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def raw_config(csv):
+    return {
+        "data": {"path": str(csv), "target": "label", "drop": ["id"]},
+        "space": BOWL_SPACE,
+        "evaluation": {"splits": 2, "max_params": 10**9},
+        "search": {"init_points": 4, "n_iter": 10**6, "time_budget": 150, "final_share": 0.3},
+    }
+
+
+def test_searches_keep_the_budget_and_race_only_where_the_policy_says(tmp_path, tiny_csv):
+    trials = load([write_log(tmp_path / "search.log")], NAMES)
+    assert len(trials) == 60, "one per trial line; the re-score line is not a trial"
+    assert all(2 <= secs <= 12 for *_, secs in trials)
+    config = validate_config(raw_config(tiny_csv))
+    surrogate = fitted(SearchSpace(config.space), trials, speed=1.0)
+    allowed = size_limit(config, load_dataset(config.data))
+    runs = {p: [search(config, surrogate, allowed, p, s) for s in (1, 2, 3)] for p in
+            ("shipped", "early", "off")}  # fmt: skip
+    for policy, outcomes in runs.items():
+        for out in outcomes:
+            # 150 s with a 15 s start and 2-12 s calls: a handful of trials, not the 10**6.
+            assert 4 <= out.trials <= 60, (policy, out)
+            assert out.best <= out.among <= out.truth, "the winner is a finalist, not the best"
+            assert out.finalists <= 3 and (out.finalists == 0 or out.final_splits >= 2)
+    assert all(out.racing == 0 and out.first_race is None for out in runs["off"])
+    shipped, early = runs["shipped"], runs["early"]
+    assert any(out.racing > 0 for out in shipped), "the config's racing races"
+    assert all(out.first_race is None or out.first_race >= 4 for out in shipped), (
+        "tuner's rule races no random start-up point (4 here)"
+    )
+    assert any(out.first_race is not None and out.first_race < 4 for out in early), early
+    # The same seeds, less racing: no fewer trials in total.
+    trials_of = {p: sum(o.trials for o in outs) for p, outs in runs.items()}
+    assert trials_of["off"] >= trials_of["shipped"] >= trials_of["early"], trials_of
+
+
+def test_the_script_prints_a_row_per_policy(tmp_path, tiny_csv, monkeypatch, capsys):
+    log = write_log(tmp_path / "search.log")
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(raw_config(tiny_csv)))
+    argv = ["racing_budget.py", str(log), "--config", str(path), "--searches", "2",
+            "--budget", "120", "--policies", "shipped,early"]  # fmt: skip
+    monkeypatch.setattr("sys.argv", argv)
+    main()
+    out = capsys.readouterr().out
+    assert out.startswith("60 logged trials; 2 searches of 120 s per policy")
+    assert "shipped  winner's true loss" in out and "early    winner's true loss" in out
+    assert out.count("- shipped ") == 2
