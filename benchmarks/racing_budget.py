@@ -190,24 +190,27 @@ def search(
     left = max(0.0, budget - clock) if math.isfinite(budget) else None
     final = fit_final(cfg, trials, left, BASELINE).search
     pool = by_posterior(proposer, trials) if policy == "post" else ranked(trials)
-    order = pool[: final.final_candidates]
+    chosen, among, count = _final(surrogate, pool[: final.final_candidates], final, rng, pool[0])
+    return Outcome(
+        surrogate.truth(chosen.point), min(truths), len(trials), racing,
+        min(len(pool), final.final_candidates), count, among, first_race,
+    )  # fmt: skip
+
+
+def _final(
+    surrogate: Surrogate, order: list[TrialRecord], final: Any, rng: np.random.Generator,
+    best: TrialRecord,
+) -> tuple[TrialRecord, float, int]:  # fmt: skip
+    """The winner (the finalist with the lowest mean on its fresh splits, else `best`), the
+    best true loss among the finalists, and the fresh splits each got (independent noise: the
+    real re-score's shared split difficulty, which pairs the finalists, is not modelled)."""
     count = final.final_splits if order else 0
+    chosen = best
     if order and count:
         means = [np.mean(surrogate.splits(t.point, count, rng)) for t in order]
         chosen = order[int(np.argmin(means))]
-    else:
-        chosen = pool[0]
     among = min((surrogate.truth(t.point) for t in order), default=surrogate.truth(chosen.point))
-    return Outcome(
-        surrogate.truth(chosen.point),
-        min(truths),
-        len(trials),
-        racing,
-        len(order),
-        count,
-        among,
-        first_race,
-    )
+    return chosen, among, count
 
 
 def main() -> None:
