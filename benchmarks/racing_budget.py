@@ -31,7 +31,9 @@ baseline), `early` (the rule before 2026-12-01: the top `race_top` of at least `
 others, so random start-up points were raced too), `off` (`race_top` 0), `top1` (the shipped
 rule with `race_top` 1: only a trial that beats every other is raced) and `post` (the shipped
 rule, with the finalists chosen by the GP's posterior mean at their points rather than by their
-search-time means).
+search-time means) and `hybrid` (the shipped rule once `search.init_points` trials have
+completed; before that, a trial is raced only when it beats every other, of at least
+`race_top`).
 """
 
 from __future__ import annotations
@@ -64,7 +66,7 @@ BASELINE = 6.0  # seconds of the split-difficulty baseline at the end
 TRIAL = re.compile(
     r"^trial\s+\d+\s+(?P<point>(?:\S+=\S+ )+)\s*loss (?P<loss>\S+) ± \S+.*\s(?P<sec>[\d.]+)s$"
 )
-POLICIES = ("shipped", "early", "off", "top1", "post")
+POLICIES = ("shipped", "early", "off", "top1", "post", "hybrid")
 
 
 def load(paths: Sequence[Path], names: Sequence[str]) -> list[tuple[list[float], float, float]]:
@@ -127,7 +129,9 @@ def _races(policy: str, config: Config, done: Sequence[TrialRecord], loss: float
     if policy == "off" or top == 0:
         return False
     others = ranked(done)
-    enough = top if policy == "early" else max(top, search.init_points)
+    if policy == "hybrid" and top <= len(others) < search.init_points:
+        top = 1  # a random start-up point is raced when it beats every other
+    enough = top if policy in ("early", "hybrid") else max(top, search.init_points)
     return len(others) >= enough and sum(t.loss <= loss for t in others) < top
 
 
