@@ -93,6 +93,7 @@ class Surrogate:
     loss_forest: Any
     time_forest: Any
     speed: float
+    df: float | None = None  # Student's t degrees of freedom of the split noise; None: Gaussian
 
     def _row(self, point: dict[str, float]) -> np.ndarray:
         return np.array([[float(point[n]) for n in self.space.names]])
@@ -103,14 +104,18 @@ class Surrogate:
     def splits(self, point: dict[str, float], n: int, rng: np.random.Generator) -> list[float]:
         truth = self.truth(point)
         noise = SPLIT_NOISE * max(1.0, truth / 0.7)
-        return [float(max(0.3, truth + rng.normal(0, noise))) for _ in range(n)]
+        if self.df is None:
+            draws = rng.normal(0, 1, n)
+        else:  # Student's t scaled to unit variance: heavier tails, the same spread
+            draws = rng.standard_t(self.df, n) * math.sqrt((self.df - 2) / self.df)
+        return [float(max(0.3, truth + noise * d)) for d in draws]
 
     def call(self, point: dict[str, float], rng: np.random.Generator) -> float:
         mean = float(np.exp(self.time_forest.predict(self._row(point))[0]))
         return self.speed * mean * float(np.exp(rng.normal(0, CALL_SPREAD)))
 
 
-def fitted(space: SearchSpace, trials: list, speed: float) -> Surrogate:
+def fitted(space: SearchSpace, trials: list, speed: float, df: float | None = None) -> Surrogate:
     from sklearn.ensemble import RandomForestRegressor
 
     points = (space.point(dict(zip(space.names, t[0], strict=True))) for t in trials)
@@ -119,7 +124,7 @@ def fitted(space: SearchSpace, trials: list, speed: float) -> Surrogate:
     loss.fit(units, np.log([t[1] for t in trials]))
     secs = RandomForestRegressor(n_estimators=100, min_samples_leaf=2, random_state=0)
     secs.fit(units, np.log([t[2] for t in trials]))
-    return Surrogate(space, loss, secs, speed)
+    return Surrogate(space, loss, secs, speed, df)
 
 
 def _races(policy: str, config: Config, done: Sequence[TrialRecord], loss: float) -> bool:
@@ -226,6 +231,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--budget", type=float, default=600.0, help="seconds; 0: trials")
     parser.add_argument("--speed", type=float, default=1.0)
+    parser.add_argument("--noise-df", type=float, help="Student's t split noise (> 2)")
     parser.add_argument("--policies", default=",".join(POLICIES))
     args = parser.parse_args()
     config = load_config(args.config, args.overrides)
@@ -236,7 +242,7 @@ def main() -> None:
     trials = load(args.logs, space.names)
     if len(trials) < 40:
         sys.exit(f"{len(trials)} distinct trials of this space in the logs; need 40 or more")
-    surrogate = fitted(space, trials, args.speed)
+    surrogate = fitted(space, trials, args.speed, args.noise_df)
     allowed = size_limit(config, load_dataset(config.data))
     policies = args.policies.split(",")
     seeds = range(args.seed, args.seed + args.searches)
