@@ -1,7 +1,8 @@
 """Under a time budget, what does racing buy? Whole searches on a surrogate of logged trials.
 
     python benchmarks/racing_budget.py LOG [LOG ...] --config CONFIG [--set KEY=VALUE ...]
-        [--searches 60] [--budget 600] [--speed 1.0] [--policies shipped,early,off,top1,post]
+        [--searches 60] [--budget 600] [--speed 1.0] [--noise-df DF]
+        [--policies shipped,early,off,top1,post,hybrid]
 
 Racing (tuner/racing.py) scores a trial that ranks in the top `search.race_top` on extra
 rounds of splits. With a trial budget it costs time only; with a time budget every round is a
@@ -13,7 +14,7 @@ built from the trial lines `tuner search` printed (the `.log` files of benchmark
 
 - the true loss of a point is a random forest of the logged losses (in log) over the unit
   coordinates; each split's loss is it plus Gaussian noise of 0.064 (more above 0.7), as in
-  benchmarks/loss_fence.py;
+  benchmarks/loss_fence.py, or with `--noise-df DF` Student's t noise of the same spread;
 - the seconds of one 2-split call are a random forest of the logged trials' own seconds (in
   log), times `--speed`, times a log-normal factor (sigma 0.25) per call; a racing round and a
   final call cost one call each;

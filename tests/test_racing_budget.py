@@ -4,6 +4,7 @@ take longer, searched under a small time budget on the simulated clock."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import yaml
 
 from benchmarks.racing_budget import fitted, load, main, search
@@ -12,7 +13,7 @@ from tuner.data import load_dataset
 from tuner.evaluate import size_limit
 from tuner.space import SearchSpace
 
-from .conftest import BOWL_SPACE
+from .conftest import BOWL_SPACE, NO_DATA
 
 NAMES = ("dropout", "learning_rate", "neuron_pct", "neuron_shrink")
 
@@ -84,3 +85,21 @@ def test_the_script_prints_a_row_per_policy(tmp_path, tiny_csv, monkeypatch, cap
     assert out.startswith("60 logged trials; 2 searches of 120 s per policy")
     assert "shipped  winner's true loss" in out and "early    winner's true loss" in out
     assert out.count("- shipped ") == 2
+
+
+def test_students_t_split_noise_has_the_same_spread_and_heavier_tails(tmp_path):
+    trials = load([write_log(tmp_path / "search.log")], NAMES)
+    space = SearchSpace(validate_config({"data": NO_DATA, "space": BOWL_SPACE}).space)
+    point = space.point({"dropout": 0.2, "learning_rate": 1e-3, "neuron_pct": 0.4,
+                         "neuron_shrink": 0.4})  # fmt: skip
+    draws = {}
+    for df in (None, 3.0):
+        surrogate = fitted(space, trials, speed=1.0, df=df)
+        draws[df] = np.array(surrogate.splits(point, 40_000, np.random.default_rng(0)))
+    gauss, heavy = draws[None], draws[3.0]
+    assert gauss.mean() == pytest.approx(heavy.mean(), abs=0.002)
+    assert gauss.std() == pytest.approx(0.064, rel=0.03)
+    assert heavy.std() == pytest.approx(0.064, rel=0.1)
+    tail = 4 * 0.064  # four standard deviations out
+    far = {df: np.mean(np.abs(d - d.mean()) > tail) for df, d in draws.items()}
+    assert far[3.0] > 5 * far[None], far
