@@ -50,24 +50,31 @@ TRIAL = re.compile(r"^trial\s+\d+\s+(?P<point>(?:\S+=\S+ )+)\s*loss (?P<loss>\S+
 RACED = re.compile(r"\(raced: (\d+) splits\)")
 
 
-def load(
+def trial_lines(
     paths: Sequence[Path], names: Sequence[str]
-) -> list[tuple[dict[str, float], float, float, int]]:
-    """Each distinct logged point of the space: (params, mean loss, split std, splits)."""
-    found: dict[tuple[float, ...], tuple[dict[str, float], float, float, int]] = {}
+) -> Iterator[tuple[dict[str, float], str, re.Match[str]]]:
+    """Each trial line of the logs whose point has exactly `names`: (its values, the line,
+    the TRIAL match)."""
     for path in paths:
         for line in path.read_text().splitlines():
             match = TRIAL.match(line)
             if not match:
                 continue
             params = dict(item.split("=") for item in match["point"].split())
-            if sorted(params) != sorted(names):
-                continue
-            values = {k: float(v) for k, v in params.items()}
-            raced = RACED.search(line)
-            splits = int(raced.group(1)) if raced else 2
-            key = tuple(values[k] for k in names)
-            found.setdefault(key, (values, float(match["loss"]), float(match["std"]), splits))
+            if sorted(params) == sorted(names):
+                yield {k: float(v) for k, v in params.items()}, line, match
+
+
+def load(
+    paths: Sequence[Path], names: Sequence[str]
+) -> list[tuple[dict[str, float], float, float, int]]:
+    """Each distinct logged point of the space: (params, mean loss, split std, splits)."""
+    found: dict[tuple[float, ...], tuple[dict[str, float], float, float, int]] = {}
+    for values, line, match in trial_lines(paths, names):
+        raced = RACED.search(line)
+        splits = int(raced.group(1)) if raced else 2
+        key = tuple(values[k] for k in names)
+        found.setdefault(key, (values, float(match["loss"]), float(match["std"]), splits))
     return list(found.values())
 
 

@@ -59,30 +59,26 @@ from tuner.space import SearchSpace
 from tuner.store import TrialRecord, TrialState
 from tuner.winner import ranked
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repo root
+from benchmarks.loss_fence import trial_lines
+
 SPLIT_NOISE = 0.064  # one split loss's noise on the course's data (benchmarks/loss_fence.py)
 CALL_SPREAD = 0.25  # log-normal sigma of one call's seconds around the forest's
 START = 15.0  # seconds before the first trial starts: process, TensorFlow, first trace
 PER_TRIAL = 0.3  # seconds of proposal and storage per trial
 BASELINE = 6.0  # seconds of the split-difficulty baseline at the end
-TRIAL = re.compile(
-    r"^trial\s+\d+\s+(?P<point>(?:\S+=\S+ )+)\s*loss (?P<loss>\S+) ± \S+.*\s(?P<sec>[\d.]+)s$"
-)
+SECONDS = re.compile(r"\s(?P<sec>[\d.]+)s$")  # a trial line's own seconds, at its end
 POLICIES = ("shipped", "early", "off", "top1", "post", "hybrid")
 
 
 def load(paths: Sequence[Path], names: Sequence[str]) -> list[tuple[list[float], float, float]]:
     """Each distinct logged point: (values in `names` order, mean loss, own seconds)."""
     found: dict[tuple[float, ...], tuple[list[float], float, float]] = {}
-    for path in paths:
-        for line in path.read_text().splitlines():
-            match = TRIAL.match(line)
-            if not match:
-                continue
-            params = dict(item.split("=") for item in match["point"].split())
-            if sorted(params) != sorted(names):
-                continue
-            values = [float(params[k]) for k in names]
-            found.setdefault(tuple(values), (values, float(match["loss"]), float(match["sec"])))
+    for params, line, match in trial_lines(paths, names):
+        seconds = SECONDS.search(line)
+        if seconds:
+            values = [params[k] for k in names]
+            found.setdefault(tuple(values), (values, float(match["loss"]), float(seconds["sec"])))
     return list(found.values())
 
 
