@@ -102,6 +102,18 @@ def split_losses(mean: float, std: float, n: int) -> tuple[float, ...]:
     return tuple([mean + d] * half + [mean - d] * half + [mean] * (n % 2))
 
 
+def posterior_means(
+    proposer: Proposer, history: Sequence[TrialRecord], points: Sequence[dict[str, Any]]
+) -> np.ndarray:
+    """The GP's posterior mean of the target (negated loss: higher is better) at `points`,
+    fitted to `history` as the proposer would fit it."""
+    bo = proposer.optimizer(len(history), history)
+    acquisition = bo.acquisition_function
+    acquisition.fit(bo._gp, bo.space)
+    rows = np.array([bo.space.params_to_array(p) for p in points])
+    return acquisition.posterior(rows)[0]
+
+
 def pick(space: SearchSpace, proposer: Proposer, trials: list, idx, rest) -> tuple[float, float]:
     history = [
         TrialRecord(
@@ -110,11 +122,7 @@ def pick(space: SearchSpace, proposer: Proposer, trials: list, idx, rest) -> tup
         )
         for i, j in enumerate(idx)
     ]  # fmt: skip
-    bo = proposer.optimizer(len(history), history)
-    acquisition = bo.acquisition_function
-    acquisition.fit(bo._gp, bo.space)
-    rows = np.array([bo.space.params_to_array(space.point(trials[j][0])) for j in rest])
-    mean = acquisition.posterior(rows)[0]
+    mean = posterior_means(proposer, history, [space.point(trials[j][0]) for j in rest])
     losses = np.array([trials[j][1] for j in rest])
     order = np.argsort(-mean)
     return float(losses[order[0]]), float(np.mean(losses[order[:5]]))

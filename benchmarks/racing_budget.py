@@ -55,12 +55,13 @@ from tuner.config import Config, load_config
 from tuner.data import load_dataset
 from tuner.evaluate import size_limit
 from tuner.optimizer import Proposer
+from tuner.racing import on_top
 from tuner.space import SearchSpace
 from tuner.store import TrialRecord, TrialState
 from tuner.winner import ranked
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repo root
-from benchmarks.loss_fence import trial_lines
+from benchmarks.loss_fence import posterior_means, trial_lines
 
 SPLIT_NOISE = 0.064  # one split loss's noise on the course's data (benchmarks/loss_fence.py)
 CALL_SPREAD = 0.25  # log-normal sigma of one call's seconds around the forest's
@@ -125,16 +126,17 @@ def fitted(space: SearchSpace, trials: list, speed: float, df: float | None = No
 
 
 def _races(policy: str, config: Config, done: Sequence[TrialRecord], loss: float) -> bool:
-    """Whether a trial of this mean loss is raced (again), given the completed trials."""
+    """Whether a trial of this mean loss is raced (again), given the completed trials: tuner's
+    `on_top` with the policy's top and start."""
     search = config.search
     top = 1 if policy == "top1" else search.race_top
     if policy == "off" or top == 0:
         return False
-    others = ranked(done)
+    others = [t.loss for t in ranked(done)]
     if policy == "hybrid" and top <= len(others) < search.init_points:
         top = 1  # a random start-up point is raced when it beats every other
-    enough = top if policy in ("early", "hybrid") else max(top, search.init_points)
-    return len(others) >= enough and sum(t.loss <= loss for t in others) < top
+    start = top if policy in ("early", "hybrid") else search.init_points
+    return on_top(others, loss, top, start)
 
 
 @dataclass
@@ -151,11 +153,7 @@ class Outcome:
 
 def by_posterior(proposer: Proposer, trials: list[TrialRecord]) -> list[TrialRecord]:
     """The trials from the best GP posterior mean at their points down."""
-    bo = proposer.optimizer(len(trials), trials)
-    acquisition = bo.acquisition_function
-    acquisition.fit(bo._gp, bo.space)
-    rows = np.array([bo.space.params_to_array(t.point) for t in trials])
-    mean = acquisition.posterior(rows)[0]
+    mean = posterior_means(proposer, trials, [t.point for t in trials])
     return [trials[i] for i in np.argsort(-mean)]
 
 

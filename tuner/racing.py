@@ -48,10 +48,22 @@ def _joined(score: Score, more: Score) -> tuple[float, ...]:
     return score.baselines + more.baselines if complete else ()
 
 
+def on_top(others: Sequence[float], loss: float, top: int, start: int) -> bool:
+    """Whether `loss` ranks in the top `top` of the `others` losses, once at least `start`
+    (and `top`) others have completed.
+
+    tuner races with `start` = `search.init_points`: the random start-up points are not raced
+    (on top of a few random points is no contender, and under a time budget their rounds cost
+    guided trials; README's Racing has the figures, benchmarks/racing_budget.py the surrogate).
+    """
+    return len(others) >= max(top, start) and sum(x <= loss for x in others) < top
+
+
 class Racer:
     """An objective that races: a trial that ranks in the current top `search.race_top` (of
-    at least `search.init_points` other completed trials) after its own splits gets rounds of
-    `evaluation.splits` extra splits, re-ranked after each, until it has `search.race_splits`.
+    at least `search.init_points` and `race_top` other completed trials) after its own splits
+    gets rounds of `evaluation.splits` extra splits, re-ranked after each, until it has
+    `search.race_splits`.
     Poor points are never re-run.
 
     The rounds run inside the trial (it stays running, with its heartbeat), so the study sees
@@ -68,22 +80,15 @@ class Racer:
         self._study = study
 
     def _ranks_top(self, trials: Sequence[TrialRecord], score: Score, seed: int) -> bool:
-        """True when the score ranks in the top `race_top` of at least `search.init_points`
-        (and `race_top`) others; compared adjusted for split difficulty (adjustment.py) when
-        the others are.
-
-        The random start-up points are not raced: on top of a few random points is no
-        contender, and under a time budget their rounds cost guided trials (on a surrogate of
-        the course's data 0.003 to 0.004 on the winner, benchmarks/racing_budget.py)."""
+        """`on_top` among the completed trials, from `search.init_points` of them on; compared
+        adjusted for split difficulty (adjustment.py) when the others are."""
         search = self._config.search
-        top = search.race_top
         found = fit(trials)  # passed on: ranked() on raw trials would fit it again
-        others = ranked(applied(trials, found))
+        others = [t.loss for t in ranked(applied(trials, found))]
         loss = score.loss
         if found is not None and len(score.baselines) == len(score.split_losses):
             loss = found.loss(score.split_losses, score.baselines, seed)
-        enough = len(others) >= max(top, search.init_points)
-        return enough and sum(t.loss <= loss for t in others) < top
+        return on_top(others, loss, search.race_top, search.init_points)
 
     def __call__(self, params: Mapping[str, Scalar], seed: int) -> Score:
         """The trial's score on its own splits, then on racing rounds while it stays on top."""
