@@ -15,9 +15,9 @@ rebuilt to have its logged mean and standard deviation.
 
 The picks above say how well the GP models the good region, not where a search goes next: a
 GP told "bad, but not that bad" could send the acquisition to the diverged corners. So it
-then runs whole searches, fenced and not, on a surrogate of the same trials: a random forest
-of the logged losses (in log) over the unit coordinates is the true loss, and a trial's two
-split losses are it plus Gaussian noise of 0.064 (a 2-split mean's 0.045 on the course's
+then runs whole searches, fenced and not, on a surrogate of the same trials
+(benchmarks/surrogate.py: a random forest of the logged losses is the true loss, and a trial's
+two split losses are it plus Gaussian noise of 0.064, a 2-split mean's 0.045 on the course's
 data; more above a loss of 0.7). Each search is `tuner`'s own `Proposer` with the config's
 acquisition, `search.init_points` random points (the same for both, by seed) then guided ones,
 `--trials` in all, no racing. It prints the true loss of the trial each search would pick (the
@@ -44,25 +44,10 @@ from tuner.optimizer import Proposer
 from tuner.space import SearchSpace
 from tuner.store import TrialRecord, TrialState
 
-# One split loss's noise on the course's data: a 2-split mean's standard deviation is 0.045.
-SPLIT_NOISE = 0.064
-TRIAL = re.compile(r"^trial\s+\d+\s+(?P<point>(?:\S+=\S+ )+)\s*loss (?P<loss>\S+) ± (?P<std>\S+)")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repo root
+from benchmarks.surrogate import Surrogate, fitted, trial_lines
+
 RACED = re.compile(r"\(raced: (\d+) splits\)")
-
-
-def trial_lines(
-    paths: Sequence[Path], names: Sequence[str]
-) -> Iterator[tuple[dict[str, float], str, re.Match[str]]]:
-    """Each trial line of the logs whose point has exactly `names`: (its values, the line,
-    the TRIAL match)."""
-    for path in paths:
-        for line in path.read_text().splitlines():
-            match = TRIAL.match(line)
-            if not match:
-                continue
-            params = dict(item.split("=") for item in match["point"].split())
-            if sorted(params) == sorted(names):
-                yield {k: float(v) for k, v in params.items()}, line, match
 
 
 def load(
@@ -156,21 +141,17 @@ def simulate(
 ) -> dict[str, np.ndarray]:
     """ "fence" and "no fence" -> rows of (picked trial's true loss, best true loss, guided
     trials with a true loss over 1), one row per search seed (see the module's text)."""
-    from sklearn.ensemble import RandomForestRegressor
-
-    units = np.array([[space.point(t[0])[n] for n in space.names] for t in trials])
-    forest = RandomForestRegressor(n_estimators=100, min_samples_leaf=2, random_state=0)
-    forest.fit(units, np.log([t[1] for t in trials]))
+    surrogate = fitted(space, [t[0] for t in trials], [t[1] for t in trials])
     found: dict[str, list[tuple[float, float, float]]] = {name: [] for name in SETTINGS}
     for seed in seeds:
         for name in SETTINGS:
             with setting(name):
-                found[name].append(_search(space, search, forest, n_trials, seed))
+                found[name].append(_search(space, search, surrogate, n_trials, seed))
     return {name: np.array(rows) for name, rows in found.items()}
 
 
 def _search(
-    space: SearchSpace, search: SearchConfig, forest: Any, n_trials: int, seed: int
+    space: SearchSpace, search: SearchConfig, surrogate: Surrogate, n_trials: int, seed: int
 ) -> tuple[float, float, float]:
     init = min(search.init_points, n_trials)
     cfg = search.model_copy(update={"seed": seed, "init_points": init, "n_iter": n_trials - init})
@@ -179,10 +160,7 @@ def _search(
     truths: list[float] = []
     for k in range(n_trials):
         point = proposer.propose(k, history)
-        row = [[float(point[n]) for n in space.names]]
-        truth = float(np.exp(forest.predict(np.array(row))[0]))
-        noise = SPLIT_NOISE * max(1.0, truth / 0.7)
-        splits = tuple(float(max(0.3, truth + rng.normal(0, noise))) for _ in range(2))
+        truth, splits = surrogate.truth(point), tuple(surrogate.splits(point, 2, rng))
         history.append(
             TrialRecord(
                 k, TrialState.COMPLETE, point, space.params(point), 1000 * seed + k,

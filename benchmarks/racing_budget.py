@@ -12,12 +12,12 @@ its cut of the final re-score (`budget.fit_final`) on a simulated clock, against
 built from the trial lines `tuner search` printed (the `.log` files of benchmarks/results/).
 `--budget 0` runs the config's trial budget instead, with no time budget.
 
-- the true loss of a point is a random forest of the logged losses (in log) over the unit
-  coordinates; each split's loss is it plus Gaussian noise of 0.064 (more above 0.7), as in
-  benchmarks/loss_fence.py, or with `--noise-df DF` Student's t noise of the same spread;
-- the seconds of one 2-split call are a random forest of the logged trials' own seconds (in
-  log), times `--speed`, times a log-normal factor (sigma 0.25) per call; a racing round and a
-  final call cost one call each;
+- the true loss of a point and its split losses are benchmarks/surrogate.py's (a random forest
+  of the logged losses, Gaussian split noise of 0.064, more above 0.7, as in
+  benchmarks/loss_fence.py, or with `--noise-df DF` Student's t noise of the same spread);
+- the seconds of one 2-split call are its forest of the logged trials' own seconds, times
+  `--speed`, times a log-normal factor (sigma 0.25) per call; a racing round and a final call
+  cost one call each;
 - the search starts 15 s into the budget (process and TensorFlow start, the first trace), and
   each trial costs 0.3 s more (proposal, storage).
 
@@ -61,10 +61,10 @@ from tuner.store import TrialRecord, TrialState
 from tuner.winner import ranked
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repo root
-from benchmarks.loss_fence import posterior_means, trial_lines
+from benchmarks.loss_fence import posterior_means
+from benchmarks.surrogate import Surrogate, trial_lines
+from benchmarks.surrogate import fitted as surrogate_of
 
-SPLIT_NOISE = 0.064  # one split loss's noise on the course's data (benchmarks/loss_fence.py)
-CALL_SPREAD = 0.25  # log-normal sigma of one call's seconds around the forest's
 START = 15.0  # seconds before the first trial starts: process, TensorFlow, first trace
 PER_TRIAL = 0.3  # seconds of proposal and storage per trial
 BASELINE = 6.0  # seconds of the split-difficulty baseline at the end
@@ -83,46 +83,11 @@ def load(paths: Sequence[Path], names: Sequence[str]) -> list[tuple[list[float],
     return list(found.values())
 
 
-@dataclass
-class Surrogate:
-    """True loss and call seconds of a unit point; noisy split losses and call times."""
-
-    space: SearchSpace
-    loss_forest: Any
-    time_forest: Any
-    speed: float
-    df: float | None = None  # Student's t degrees of freedom of the split noise; None: Gaussian
-
-    def _row(self, point: dict[str, float]) -> np.ndarray:
-        return np.array([[float(point[n]) for n in self.space.names]])
-
-    def truth(self, point: dict[str, float]) -> float:
-        return float(np.exp(self.loss_forest.predict(self._row(point))[0]))
-
-    def splits(self, point: dict[str, float], n: int, rng: np.random.Generator) -> list[float]:
-        truth = self.truth(point)
-        noise = SPLIT_NOISE * max(1.0, truth / 0.7)
-        if self.df is None:
-            draws = rng.normal(0, 1, n)
-        else:  # Student's t scaled to unit variance: heavier tails, the same spread
-            draws = rng.standard_t(self.df, n) * math.sqrt((self.df - 2) / self.df)
-        return [float(max(0.3, truth + noise * d)) for d in draws]
-
-    def call(self, point: dict[str, float], rng: np.random.Generator) -> float:
-        mean = float(np.exp(self.time_forest.predict(self._row(point))[0]))
-        return self.speed * mean * float(np.exp(rng.normal(0, CALL_SPREAD)))
-
-
 def fitted(space: SearchSpace, trials: list, speed: float, df: float | None = None) -> Surrogate:
-    from sklearn.ensemble import RandomForestRegressor
-
-    points = (space.point(dict(zip(space.names, t[0], strict=True))) for t in trials)
-    units = np.array([[p[n] for n in space.names] for p in points])
-    loss = RandomForestRegressor(n_estimators=100, min_samples_leaf=2, random_state=0)
-    loss.fit(units, np.log([t[1] for t in trials]))
-    secs = RandomForestRegressor(n_estimators=100, min_samples_leaf=2, random_state=0)
-    secs.fit(units, np.log([t[2] for t in trials]))
-    return Surrogate(space, loss, secs, speed, df)
+    """The surrogate of `load`'s trials, its calls `speed` times the logged seconds."""
+    params = [dict(zip(space.names, t[0], strict=True)) for t in trials]
+    losses, seconds = [t[1] for t in trials], [t[2] for t in trials]
+    return surrogate_of(space, params, losses, seconds, speed, df)
 
 
 def _races(policy: str, config: Config, done: Sequence[TrialRecord], loss: float) -> bool:
