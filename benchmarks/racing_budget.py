@@ -13,8 +13,8 @@ built from the trial lines `tuner search` printed (the `.log` files of benchmark
 `--budget 0` runs the config's trial budget instead, with no time budget.
 
 - the true loss of a point and its split losses are benchmarks/surrogate.py's (a random forest
-  of the logged losses, Gaussian split noise of 0.064, more above 0.7, as in
-  benchmarks/loss_fence.py, or with `--noise-df DF` Student's t noise of the same spread);
+  of the logged losses, Gaussian split noise of 0.064, more above 0.7, or with `--noise-df DF`
+  Student's t noise of the same spread);
 - the seconds of one 2-split call are its forest of the logged trials' own seconds, times
   `--speed`, times a log-normal factor (sigma 0.25) per call; a racing round and a final call
   cost one call each;
