@@ -26,15 +26,22 @@ winner (the finalist with the lowest mean on its fresh final splits, as `tuner s
 it, or the best search-time trial when no final re-score fits), trials run, racing seconds, the
 final's finalists and splits, and each policy's paired difference to the shipped one.
 
-Policies: `shipped` (tuner/racing.py's rule: a trial in the top `search.race_top` of at least
-`search.init_points` others; replayed here on plain means, as there is no split-difficulty
-baseline), `early` (the rule before 2026-12-01: the top `race_top` of at least `race_top`
+Policies: `shipped` (tuner/racing.py's rank rule: a trial in the top `search.race_top` of at
+least `search.init_points` others; replayed here on plain means, as there is no
+split-difficulty baseline; without the time check `racefit` adds, as tuner was before
+2026-12-02), `early` (the rule before 2026-12-01: the top `race_top` of at least `race_top`
 others, so random start-up points were raced too), `off` (`race_top` 0), `top1` (the shipped
-rule with `race_top` 1: only a trial that beats every other is raced) and `post` (the shipped
+rule with `race_top` 1: only a trial that beats every other is raced), `post` (the shipped
 rule, with the finalists chosen by the GP's posterior mean at their points rather than by their
-search-time means) and `hybrid` (the shipped rule once `search.init_points` trials have
+search-time means), `hybrid` (the shipped rule once `search.init_points` trials have
 completed; before that, a trial is raced only when it beats every other, of at least
-`race_top`).
+`race_top`), `racefit` (the shipped rule, less a racing round expected to run into the time
+kept for the final re-score: tuner's rule since 2026-12-02) and `racemin` (the same, with
+only the smallest final re-score kept: the best finalist alone on `MIN_SPLITS` splits).
+
+Honesty: the loss each search reports for its winner (winner.py: on confirmation splits after
+two or more finalists, else the winner's mean on its final splits, else its search-time loss)
+minus its true loss, and how many searches had no time left for any final re-score.
 """
 
 from __future__ import annotations
@@ -50,12 +57,13 @@ from typing import Any
 
 import numpy as np
 
-from tuner.budget import final_reserve, fit_final
+from tuner.budget import MIN_SPLITS, call_seconds, end_seconds, final_reserve, fit_final
 from tuner.config import Config, load_config
 from tuner.data import load_dataset
 from tuner.evaluate import size_limit
 from tuner.optimizer import Proposer
 from tuner.racing import on_top
+from tuner.rescoring import candidates, final_chunks
 from tuner.space import SearchSpace
 from tuner.store import TrialRecord, TrialState
 from tuner.winner import ranked
@@ -69,7 +77,7 @@ START = 15.0  # seconds before the first trial starts: process, TensorFlow, firs
 PER_TRIAL = 0.3  # seconds of proposal and storage per trial
 BASELINE = 6.0  # seconds of the split-difficulty baseline at the end
 SECONDS = re.compile(r"\s(?P<sec>[\d.]+)s$")  # a trial line's own seconds, at its end
-POLICIES = ("shipped", "early", "off", "top1", "post", "hybrid")
+POLICIES = ("shipped", "early", "off", "top1", "post", "hybrid", "racefit", "racemin")
 
 
 def load(paths: Sequence[Path], names: Sequence[str]) -> list[tuple[list[float], float, float]]:
@@ -88,6 +96,23 @@ def fitted(space: SearchSpace, trials: list, speed: float, df: float | None = No
     params = [dict(zip(space.names, t[0], strict=True)) for t in trials]
     losses, seconds = [t[1] for t in trials], [t[2] for t in trials]
     return surrogate_of(space, params, losses, seconds, speed, df)
+
+
+def _room(config: Config, trials: Sequence[TrialRecord], left: float) -> float:
+    """Seconds a racing round may take and end before the time kept for the end (tuner's
+    `Deadline.room`)."""
+    return left - end_seconds(config, trials, BASELINE)
+
+
+def _least(config: Config, trials: Sequence[TrialRecord], left: float, each: float) -> float:
+    """Seconds a racing round may take and leave the smallest final re-score that counts: the
+    best finalist alone on `MIN_SPLITS` fresh splits, priced at the slowest of the finalists
+    and this trial (`each` a call), and the baseline."""
+    chosen = candidates(trials, config.search.final_candidates)
+    splits = config.evaluation.splits
+    slowest = max([call_seconds(t, splits) for t in chosen] + [each])
+    calls = min(len(final_chunks(config)), math.ceil(MIN_SPLITS / splits))
+    return left - calls * slowest - BASELINE
 
 
 def _races(policy: str, config: Config, done: Sequence[TrialRecord], loss: float) -> bool:
@@ -114,6 +139,9 @@ class Outcome:
     final_splits: int
     among: float  # the best true loss among the finalists (the winner, when there is none)
     first_race: int | None  # the number of the first trial raced
+    reported: float  # the loss the search reports for its winner
+    unscored: bool  # no final re-score fitted: the winner's search-time loss is reported
+    confirm_splits: int  # the confirmation's splits (0: none)
 
 
 def by_posterior(proposer: Proposer, trials: list[TrialRecord]) -> list[TrialRecord]:
@@ -141,6 +169,11 @@ def search(
         clock += own + PER_TRIAL
         race = 0.0
         while len(losses) < search_cfg.race_splits and _races(policy, cfg, trials, np.mean(losses)):
+            each = (own + race) / (len(losses) // splits)  # the mean call so far
+            if policy == "racefit" and trials and _room(cfg, trials, budget - clock) < each:
+                break  # the round would run into the end's time
+            if policy == "racemin" and trials and _least(cfg, trials, budget - clock, each) < each:
+                break  # the round would leave too little for the smallest final
             losses += surrogate.splits(point, splits, rng)
             spent = surrogate.call(point, rng)
             race += spent
@@ -159,27 +192,34 @@ def search(
     left = max(0.0, budget - clock) if math.isfinite(budget) else None
     final = fit_final(cfg, trials, left, BASELINE).search
     pool = by_posterior(proposer, trials) if policy == "post" else ranked(trials)
-    chosen, among, count = _final(surrogate, pool[: final.final_candidates], final, rng, pool[0])
+    order = pool[: final.final_candidates]
+    chosen, among, count, mean = _final(surrogate, order, final, rng, pool[0])
+    finalists = min(len(pool), final.final_candidates)
+    reported, confirm = mean, 0
+    if finalists > 1 and count and final.confirm_splits > 0:  # winner.py: the confirmation
+        confirm = final.confirm_splits
+        reported = float(np.mean(surrogate.splits(chosen.point, confirm, rng)))
     return Outcome(
         surrogate.truth(chosen.point), min(truths), len(trials), racing,
-        min(len(pool), final.final_candidates), count, among, first_race,
+        finalists, count, among, first_race, reported, count == 0, confirm,
     )  # fmt: skip
 
 
 def _final(
     surrogate: Surrogate, order: list[TrialRecord], final: Any, rng: np.random.Generator,
     best: TrialRecord,
-) -> tuple[TrialRecord, float, int]:  # fmt: skip
+) -> tuple[TrialRecord, float, int, float]:  # fmt: skip
     """The winner (the finalist with the lowest mean on its fresh splits, else `best`), the
-    best true loss among the finalists, and the fresh splits each got (independent noise: the
-    real re-score's shared split difficulty, which pairs the finalists, is not modelled)."""
+    best true loss among the finalists, the fresh splits each got (independent noise: the
+    real re-score's shared split difficulty, which pairs the finalists, is not modelled) and
+    the winner's mean on them (its search-time loss without a final)."""
     count = final.final_splits if order else 0
-    chosen = best
+    chosen, mean = best, best.loss
     if order and count:
-        means = [np.mean(surrogate.splits(t.point, count, rng)) for t in order]
-        chosen = order[int(np.argmin(means))]
+        means = [float(np.mean(surrogate.splits(t.point, count, rng))) for t in order]
+        chosen, mean = order[int(np.argmin(means))], min(means)
     among = min((surrogate.truth(t.point) for t in order), default=surrogate.truth(chosen.point))
-    return chosen, among, count
+    return chosen, among, count, mean
 
 
 def main() -> None:
@@ -228,8 +268,21 @@ def main() -> None:
             f"  racing {np.mean([o.racing for o in out]):.0f} s  finalists "
             f"{np.mean([o.finalists for o in out]):.1f} on "
             f"{np.mean([o.final_splits for o in out]):.1f}  - {policies[0]} "
-            f"{d.mean():+.4f} ± {se:.4f}"
+            f"{d.mean():+.4f} ± {se:.4f}  {_honesty(out)}"
         )
+
+
+def _honesty(out: Sequence[Outcome]) -> str:
+    """Reported minus true loss of the winners (mean ± SE, and the mean |gap|), and the
+    searches left with no final re-score."""
+    gap = np.array([o.reported - o.truth for o in out])
+    se = gap.std(ddof=1) / math.sqrt(len(gap)) if len(gap) > 1 else 0.0
+    unscored = [o.reported - o.truth for o in out if o.unscored]
+    text = (
+        f"reported - true {gap.mean():+.4f} ± {se:.4f} (|gap| {np.abs(gap).mean():.4f}), "
+        f"{len(unscored)} of {len(out)} with no final"
+    )
+    return text + (f" (their gap {np.mean(unscored):+.4f})" if unscored else "")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from tuner.budget import (
     Deadline,
     call_seconds,
     describe_cut,
+    end_seconds,
     final_reserve,
     fit_final,
     pending,
@@ -113,6 +114,42 @@ def test_the_deadline_keeps_the_reserve_once_there_are_trials():
     assert 49 < deadline.left() <= 50
     assert Deadline(None).left() is None
     assert not Deadline(None, reserve=lambda _: 1e9).passed(TRIALS)
+
+
+def test_the_end_is_the_reserve_less_the_typical_trial():
+    for search in ({"time_budget": 1000}, {"time_budget": 100}, {"time_budget": 100,
+                   "final_share": 0.5}, {"time_budget": 1000, "final_candidates": 1}):  # fmt: skip
+        for baseline in (0.0, 12.0):
+            kept = final_reserve(config(**search), TRIALS, baseline)
+            assert end_seconds(config(**search), TRIALS, baseline) == pytest.approx(kept - 3.0)
+    assert end_seconds(config(), TRIALS) == 0.0, "no budget, nothing kept"
+    assert end_seconds(config(time_budget=100), []) == 0.0
+    assert final_reserve(config(time_budget=100, final_share=0), TRIALS) == 3.0, (
+        "no time for the final: the last trial is still expected to end in the budget"
+    )
+
+
+def test_the_room_is_the_time_left_less_the_end():
+    started = time.monotonic() - 50
+    deadline = Deadline(100, started, reserve=lambda _: 40.0, end=lambda _: 30.0)
+    assert 19 < deadline.room(TRIALS) <= 20
+    assert deadline.room([]) is None, "no trials: the end's cost is unknown"
+    assert Deadline(100, started, reserve=lambda _: 40.0).room(TRIALS) is None, "no end given"
+    assert Deadline(None, end=lambda _: 30.0).room(TRIALS) is None, "no budget"
+    late = Deadline(100, started, end=lambda _: 70.0)
+    assert late.room(TRIALS) < 0, "past the time kept for the end: nothing fits"
+
+
+def test_tuner_search_keeps_the_ends_time_from_trials_and_racing_rounds():
+    from tuner.main import search_deadline
+
+    started = time.monotonic() - 50
+    deadline = search_deadline(config(time_budget=100), started, baseline_seconds=2.0)
+    # Kept: the final's 25 s (the share of 100 s), and a typical trial's 3 s before it.
+    assert not deadline.passed(TRIALS), "50 s left, 28 kept"
+    assert search_deadline(config(time_budget=100), started - 25, 2.0).passed(TRIALS)
+    assert 50 - 25 - 1 < deadline.room(TRIALS) <= 50 - 25, "a round must end before the 25 s"
+    assert search_deadline(config(), started, 2.0).room(TRIALS) is None, "no time budget"
 
 
 def test_the_final_is_kept_whole_when_it_fits_and_cut_when_not():

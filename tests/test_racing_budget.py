@@ -54,13 +54,15 @@ def test_searches_keep_the_budget_and_race_only_where_the_policy_says(tmp_path, 
     surrogate = fitted(SearchSpace(config.space), trials, speed=1.0)
     allowed = size_limit(config, load_dataset(config.data))
     runs = {p: [search(config, surrogate, allowed, p, s) for s in (1, 2, 3)] for p in
-            ("shipped", "early", "off")}  # fmt: skip
+            ("shipped", "early", "off", "racefit")}  # fmt: skip
     for policy, outcomes in runs.items():
         for out in outcomes:
             # 150 s with a 15 s start and 2-12 s calls: a handful of trials, not the 10**6.
             assert 4 <= out.trials <= 60, (policy, out)
             assert out.best <= out.among <= out.truth, "the winner is a finalist, not the best"
             assert out.finalists <= 3 and (out.finalists == 0 or out.final_splits >= 2)
+            assert out.unscored == (out.final_splits == 0)
+            assert abs(out.reported - out.truth) < 0.3, "a mean of noisy losses of the winner"
     assert all(out.racing == 0 and out.first_race is None for out in runs["off"])
     shipped, early = runs["shipped"], runs["early"]
     assert any(out.racing > 0 for out in shipped), "the config's racing races"
@@ -68,6 +70,7 @@ def test_searches_keep_the_budget_and_race_only_where_the_policy_says(tmp_path, 
         "tuner's rule races no random start-up point (4 here)"
     )
     assert any(out.first_race is not None and out.first_race < 4 for out in early), early
+    assert any(out.racing > 0 for out in runs["racefit"]), "racefit races where rounds fit"
     # The same seeds, less racing: no fewer trials in total.
     trials_of = {p: sum(o.trials for o in outs) for p, outs in runs.items()}
     assert trials_of["off"] >= trials_of["shipped"] >= trials_of["early"], trials_of
@@ -85,6 +88,7 @@ def test_the_script_prints_a_row_per_policy(tmp_path, tiny_csv, monkeypatch, cap
     assert out.startswith("60 logged trials; 2 searches of 120 s per policy")
     assert "shipped  winner's true loss" in out and "early    winner's true loss" in out
     assert out.count("- shipped ") == 2
+    assert out.count("reported - true ") == 2 and out.count(" of 2 with no final") == 2
 
 
 def test_students_t_split_noise_has_the_same_spread_and_heavier_tails(tmp_path):

@@ -163,6 +163,50 @@ def test_racing_off_runs_each_point_once(storage):
     assert all(not t.race_seeds and len(t.split_losses) == 2 for t in trials)
 
 
+def test_racing_rounds_stop_before_the_time_kept_for_the_end(storage):
+    """A trial of 3 s calls that stays on top: a round starts while the time left before the
+    end's reserve (the room) is at least the trial's mean call, and no more."""
+    from tuner.racing import Racer
+
+    cfg = config(race_top=1, race_splits=10, init_points=2)
+    study = storage.create_study("s", {})
+    for i in range(3):
+        started = storage.start_trial(study, {"x": i}, {"x": i}, seed=i)
+        storage.finish_trial(started, state=TrialState.COMPLETE, loss=0.9, split_losses=[0.9] * 2)
+    calls: list[int] = []
+
+    def objective(params, seed):
+        calls.append(seed)
+        return Score(0.5, 0.0, (0.5, 0.5), (1, 1), 3.0 if len(calls) == 1 else 4.5)
+
+    rooms = iter([10.0, 3.75, 3.7])  # the mean call: 3 s, then 3.75 s, then 4 s
+    score = Racer(objective, cfg, storage, study, lambda _: next(rooms))({"x": 9}, 77)
+    assert len(calls) == 3 and len(score.race_seeds) == 2, "two rounds fit, the third does not"
+    assert score.race_seconds == pytest.approx(9.0)
+    unbounded = Racer(objective, cfg, storage, study, lambda _: None)({"x": 9}, 77)
+    assert len(unbounded.race_seeds) == 4, "no time budget: raced to race_splits"
+
+
+def test_a_search_with_no_room_left_races_no_round(tmp_path):
+    from tuner.budget import Deadline
+
+    cfg = config(race_top=2, race_splits=6)
+    rounds = {}
+    for name, end in (("none", 2 * 10**6), ("roomy", 0.0)):  # none: the end's time has begun
+        store = Storage(sqlite_url(tmp_path / f"{name}.db"))
+        try:
+            study, objective = open_study(store, "s", cfg, False), Noisy(2)
+            deadline = Deadline(10**6, end=lambda _, end=end: end)
+            run_search(cfg, store, study, objective, QuietReporter(), deadline)
+            trials = store.trials(study)
+        finally:
+            store.close()
+        assert len(trials) == cfg.search.budget
+        rounds[name] = sum(len(t.race_seeds) for t in trials)
+        assert len(objective.calls) == len(trials) + rounds[name]
+    assert rounds["none"] == 0 and rounds["roomy"] > 0, rounds
+
+
 def test_a_failed_racing_round_fails_its_trial(storage):
     cfg = config(race_top=1, race_splits=4, init_points=1, n_iter=5, max_consecutive_failures=9)
     own = {trial_seed(5, k) for k in range(6)}

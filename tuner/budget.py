@@ -46,6 +46,7 @@ class Deadline:
     seconds: float | None
     started: float = field(default_factory=time.monotonic)
     reserve: Reserve | None = None
+    end: Reserve | None = None  # the seconds of the end alone (`end_seconds`), for `room`
 
     def left(self) -> float | None:
         """Seconds of the budget left (None without one)."""
@@ -60,6 +61,14 @@ class Deadline:
             return False
         kept = self.reserve(trials) if self.reserve is not None and trials else 0.0
         return left <= kept
+
+    def room(self, trials: Sequence[TrialRecord]) -> float | None:
+        """Seconds that work starting now (a racing round) may take and still end before the
+        time kept for the end; None without a budget, an `end`, or trials to cost it from."""
+        left = self.left()
+        if left is None or self.end is None or not trials:
+            return None
+        return left - self.end(trials)
 
 
 def call_seconds(trial: TrialRecord, splits: int) -> float:
@@ -112,20 +121,30 @@ def pending(config: Config, trials: Sequence[TrialRecord]) -> Pending:
     return Pending(len(chosen), costs, len(sizes), confirm, slowest)
 
 
-def final_reserve(
+def end_seconds(
     config: Config, trials: Sequence[TrialRecord], baseline_seconds: float = 0.0
 ) -> float:
-    """Seconds a search keeps for its end (0 without a time budget): the final re-score and
-    confirmation as configured and the split-difficulty baseline's `baseline_seconds`, at most
-    `search.final_share` of the budget, plus a typical trial's seconds, so that the last trial
-    to start is expected to end before that."""
+    """Seconds a search keeps for what runs after its trials (0 without a time budget or
+    finalists): the final re-score and confirmation as configured and the split-difficulty
+    baseline's `baseline_seconds`, at most `search.final_share` of the budget."""
     search = config.search
     if search.time_budget is None:
         return 0.0
     todo = pending(config, trials)
     if todo.finalists == 0:
         return 0.0
-    final = min(todo.seconds + baseline_seconds, search.final_share * search.time_budget)
+    return min(todo.seconds + baseline_seconds, search.final_share * search.time_budget)
+
+
+def final_reserve(
+    config: Config, trials: Sequence[TrialRecord], baseline_seconds: float = 0.0
+) -> float:
+    """Seconds a search keeps for its end (`end_seconds`) plus a typical trial's seconds, so
+    that the last trial to start is expected to end before the end (0 when nothing is kept)."""
+    search = config.search
+    if search.time_budget is None or not candidates(trials, search.final_candidates):
+        return 0.0
+    final = end_seconds(config, trials, baseline_seconds)
     seconds = [t.seconds for t in trials if t.state == TrialState.COMPLETE and t.seconds]
     return final + (float(np.median(seconds)) if seconds else 0.0)
 

@@ -14,7 +14,7 @@ from functools import partial
 from typing import Any
 
 from tuner.asking import Asker
-from tuner.budget import Deadline, final_reserve, fit_final
+from tuner.budget import Deadline, end_seconds, final_reserve, fit_final
 from tuner.config import Config, Scalar, validate_config
 from tuner.difficulty import baseline_fits
 from tuner.errors import StudyError
@@ -72,8 +72,7 @@ def search(
     prior = warm_trials(config)
     fit_seconds = _fit_seconds(config, dataset)
     baseline_seconds = _baseline_seconds(config, fit_seconds)
-    reserve = partial(final_reserve, config, baseline_seconds=baseline_seconds)
-    deadline = Deadline(config.search.time_budget, started, reserve)
+    deadline = search_deadline(config, started, baseline_seconds)
     storage, signals = Storage(storage_url), Signals()
     # The search's signals also cover closing the workers and the storage after it.
     with signals:
@@ -84,6 +83,14 @@ def search(
                 return _run(config, storage, study, run, reporter)
         finally:
             storage.close()
+
+
+def search_deadline(config: Config, started: float, baseline_seconds: float) -> Deadline:
+    """The time budget of `tuner search` from `started`: no trial starts, and no racing round,
+    that would run into the time kept for the final re-score and the baseline's fits."""
+    reserve = partial(final_reserve, config, baseline_seconds=baseline_seconds)
+    end = partial(end_seconds, config, baseline_seconds=baseline_seconds)
+    return Deadline(config.search.time_budget, started, reserve, end)
 
 
 def joined_config(storage_url: str, study_name: str, overrides: Sequence[str]) -> Config:

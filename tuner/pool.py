@@ -204,7 +204,8 @@ def run_pool(
         deadline = Deadline(config.search.time_budget)
     asker = asker or Asker(config, warm_trials(config))
     objectives = [
-        (slot, racing(objective, config, storage, study)) for slot, objective in objectives
+        (slot, racing(objective, config, storage, study, deadline.room))
+        for slot, objective in objectives
     ]
     shared = _Shared(config, storage, study, reporter, deadline, asker)
     trials = storage.trials(study)

@@ -3,7 +3,7 @@ splits, re-ranked after each; poor points are never re-run. Seeds: see rescoring
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 
 import numpy as np
@@ -15,6 +15,10 @@ from tuner.evaluate import Score
 from tuner.rescoring import RACE_TAG, Objective, SeedRange, fresh_seed, trial_ranges
 from tuner.store import Storage, StudyRecord, TrialRecord
 from tuner.winner import ranked
+
+# Seconds that a racing round starting now may take and still end before the time a time
+# budget keeps for the final re-score (budget.Deadline.room); None: no such limit.
+Room = Callable[[Sequence[TrialRecord]], float | None]
 
 
 def race_seed(
@@ -68,16 +72,31 @@ class Racer:
 
     The rounds run inside the trial (it stays running, with its heartbeat), so the study sees
     one result per trial and the budget counts trials, not rounds. A round that fails fails the
-    trial, as a failure on any of its splits would have.
+    trial, as a failure on any of its splits would have. Under a time budget (`room`), a round
+    expected to run into the time kept for the final re-score is not started: the final
+    re-scores the trial anyway if it ranks among the finalists.
     """
 
     def __init__(
-        self, objective: Objective, config: Config, storage: Storage, study: StudyRecord
+        self,
+        objective: Objective,
+        config: Config,
+        storage: Storage,
+        study: StudyRecord,
+        room: Room | None = None,
     ) -> None:
         self._objective = objective
         self._config = config
         self._storage = storage
         self._study = study
+        self._room = room
+
+    def _fits(self, trials: Sequence[TrialRecord], score: Score) -> bool:
+        """Whether one more round, at the mean seconds of the trial's calls so far, ends
+        before the time kept for the end (always without a time budget)."""
+        room = self._room(trials) if self._room is not None else None
+        calls = 1 + len(score.race_seeds)
+        return room is None or room >= (score.seconds + score.race_seconds) / calls
 
     def _ranks_top(self, trials: Sequence[TrialRecord], score: Score, seed: int) -> bool:
         """`on_top` among the completed trials, from `search.init_points` of them on; compared
@@ -96,7 +115,7 @@ class Racer:
         search, splits = self._config.search, self._config.evaluation.splits
         while len(score.split_losses) < search.race_splits:
             trials = self._storage.trials(self._study)
-            if not self._ranks_top(trials, score, seed):
+            if not self._ranks_top(trials, score, seed) or not self._fits(trials, score):
                 break
             j = len(score.race_seeds) + 1
             used = trial_ranges(trials, splits)
@@ -111,8 +130,15 @@ class Racer:
         return score
 
 
-def racing(objective: Objective, config: Config, storage: Storage, study: StudyRecord) -> Objective:
-    """The objective with racing when `search.race_top` is above 0, else as it is."""
+def racing(
+    objective: Objective,
+    config: Config,
+    storage: Storage,
+    study: StudyRecord,
+    room: Room | None = None,
+) -> Objective:
+    """The objective with racing when `search.race_top` is above 0, else as it is; `room`
+    bounds its rounds under a time budget (see Racer)."""
     if config.search.race_top <= 0:
         return objective
-    return Racer(objective, config, storage, study)
+    return Racer(objective, config, storage, study, room)

@@ -242,7 +242,7 @@ def run_search(
     """
     if deadline is None:
         deadline = Deadline(config.search.time_budget)
-    objective = racing(objective, config, storage, study)
+    objective = racing(objective, config, storage, study, deadline.room)
     asker = asker or Asker(config, warm_trials(config))
     budget = config.search.budget
     trials = storage.trials(study)
