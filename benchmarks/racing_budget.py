@@ -141,7 +141,7 @@ class Outcome:
     first_race: int | None  # the number of the first trial raced
     reported: float  # the loss the search reports for its winner
     unscored: bool  # no final re-score fitted: the winner's search-time loss is reported
-    confirm_splits: int  # the confirmation's splits (0: none)
+    late: int  # racing rounds started though expected to run into the time kept for the end
 
 
 def by_posterior(proposer: Proposer, trials: list[TrialRecord]) -> list[TrialRecord]:
@@ -159,7 +159,7 @@ def search(
     budget = float(search_cfg.time_budget or math.inf)
     proposer = Proposer(surrogate.space, search_cfg, allowed)
     rng = np.random.default_rng(seed)
-    clock, trials, racing, first_race = START, [], 0.0, None
+    clock, trials, racing, first_race, late = START, [], 0.0, None, 0
     while len(trials) < search_cfg.budget:
         if budget - clock <= final_reserve(cfg, trials, BASELINE):
             break
@@ -170,10 +170,12 @@ def search(
         race = 0.0
         while len(losses) < search_cfg.race_splits and _races(policy, cfg, trials, np.mean(losses)):
             each = (own + race) / (len(losses) // splits)  # the mean call so far
-            if policy == "racefit" and trials and _room(cfg, trials, budget - clock) < each:
+            into_end = bool(trials) and _room(cfg, trials, budget - clock) < each
+            if policy == "racefit" and into_end:
                 break  # the round would run into the end's time
             if policy == "racemin" and trials and _least(cfg, trials, budget - clock, each) < each:
                 break  # the round would leave too little for the smallest final
+            late += into_end
             losses += surrogate.splits(point, splits, rng)
             spent = surrogate.call(point, rng)
             race += spent
@@ -195,13 +197,12 @@ def search(
     order = pool[: final.final_candidates]
     chosen, among, count, mean = _final(surrogate, order, final, rng, pool[0])
     finalists = min(len(pool), final.final_candidates)
-    reported, confirm = mean, 0
+    reported = mean
     if finalists > 1 and count and final.confirm_splits > 0:  # winner.py: the confirmation
-        confirm = final.confirm_splits
-        reported = float(np.mean(surrogate.splits(chosen.point, confirm, rng)))
+        reported = float(np.mean(surrogate.splits(chosen.point, final.confirm_splits, rng)))
     return Outcome(
         surrogate.truth(chosen.point), min(truths), len(trials), racing,
-        finalists, count, among, first_race, reported, count == 0, confirm,
+        finalists, count, among, first_race, reported, count == 0, late,
     )  # fmt: skip
 
 

@@ -149,7 +149,19 @@ def test_tuner_search_keeps_the_ends_time_from_trials_and_racing_rounds():
     assert not deadline.passed(TRIALS), "50 s left, 28 kept"
     assert search_deadline(config(time_budget=100), started - 25, 2.0).passed(TRIALS)
     assert 50 - 25 - 1 < deadline.room(TRIALS) <= 50 - 25, "a round must end before the 25 s"
+    # Under the cap: the final's 55 s and the baseline's 2 s are kept from the 100 s left.
+    uncapped = search_deadline(config(time_budget=1000), time.monotonic() - 900, 2.0)
+    assert 100 - 57 - 1 < uncapped.room(TRIALS) <= 100 - 57
     assert search_deadline(config(), started, 2.0).room(TRIALS) is None, "no time budget"
+
+
+def test_a_worker_keeps_no_end_but_races_no_round_past_its_budget():
+    from tuner.main import worker_deadline
+
+    deadline = worker_deadline(config(time_budget=100))
+    assert not deadline.passed(TRIALS), "nothing kept: trials start until the budget is spent"
+    assert 99 < deadline.room(TRIALS) <= 100, "a round must end within the budget"
+    assert worker_deadline(config()).room(TRIALS) is None
 
 
 def test_the_final_is_kept_whole_when_it_fits_and_cut_when_not():

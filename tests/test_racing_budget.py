@@ -61,7 +61,6 @@ def test_searches_keep_the_budget_and_race_only_where_the_policy_says(tmp_path, 
             assert 4 <= out.trials <= 60, (policy, out)
             assert out.best <= out.among <= out.truth, "the winner is a finalist, not the best"
             assert out.finalists <= 3 and (out.finalists == 0 or out.final_splits >= 2)
-            assert out.unscored == (out.final_splits == 0)
             assert abs(out.reported - out.truth) < 0.3, "a mean of noisy losses of the winner"
     assert all(out.racing == 0 and out.first_race is None for out in runs["off"])
     shipped, early = runs["shipped"], runs["early"]
@@ -71,9 +70,22 @@ def test_searches_keep_the_budget_and_race_only_where_the_policy_says(tmp_path, 
     )
     assert any(out.first_race is not None and out.first_race < 4 for out in early), early
     assert any(out.racing > 0 for out in runs["racefit"]), "racefit races where rounds fit"
+    assert all(out.late == 0 for out in runs["racefit"]), "but no round into the end's time"
     # The same seeds, less racing: no fewer trials in total.
     trials_of = {p: sum(o.trials for o in outs) for p, outs in runs.items()}
     assert trials_of["off"] >= trials_of["shipped"] >= trials_of["early"], trials_of
+
+
+def test_racefit_starts_no_round_into_the_ends_time_where_the_rule_before_did(tmp_path, tiny_csv):
+    trials = load([write_log(tmp_path / "search.log")], NAMES)
+    raw = raw_config(tiny_csv)
+    raw["search"] |= {"time_budget": 100}  # short: the end comes while trials still race
+    config = validate_config(raw)
+    surrogate = fitted(SearchSpace(config.space), trials, speed=1.0)
+    allowed = size_limit(config, load_dataset(config.data))
+    late = {p: [search(config, surrogate, allowed, p, s).late for s in (1, 4, 8)] for p in
+            ("shipped", "racefit")}  # fmt: skip
+    assert sum(late["shipped"]) > 0 and sum(late["racefit"]) == 0, late
 
 
 def test_the_script_prints_a_row_per_policy(tmp_path, tiny_csv, monkeypatch, capsys):

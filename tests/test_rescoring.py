@@ -187,17 +187,23 @@ def test_racing_rounds_stop_before_the_time_kept_for_the_end(storage):
     assert len(unbounded.race_seeds) == 4, "no time budget: raced to race_splits"
 
 
-def test_a_search_with_no_room_left_races_no_round(tmp_path):
+@pytest.mark.parametrize("slots", [0, 2])  # 0: run_search; 2: run_pool with two slots
+def test_a_search_with_no_room_left_races_no_round(tmp_path, slots):
     from tuner.budget import Deadline
+    from tuner.pool import Slot, run_pool
 
-    cfg = config(race_top=2, race_splits=6)
+    cfg = config(race_top=2, race_splits=6, n_iter=16)  # enough guided trials that some race
     rounds = {}
     for name, end in (("none", 2 * 10**6), ("roomy", 0.0)):  # none: the end's time has begun
         store = Storage(sqlite_url(tmp_path / f"{name}.db"))
         try:
             study, objective = open_study(store, "s", cfg, False), Noisy(2)
             deadline = Deadline(10**6, end=lambda _, end=end: end)
-            run_search(cfg, store, study, objective, QuietReporter(), deadline)
+            if slots:
+                pairs = [(Slot(i, None), objective) for i in range(slots)]
+                run_pool(cfg, store, study, pairs, QuietReporter(), deadline)
+            else:
+                run_search(cfg, store, study, objective, QuietReporter(), deadline)
             trials = store.trials(study)
         finally:
             store.close()

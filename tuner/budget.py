@@ -3,7 +3,8 @@
 With `search.time_budget`, a whole `tuner search` run, its final re-score and confirmation
 included, aims to end within it. Trials start while the time left is more than those are
 expected to take (from the finalists' own trial times, at most `search.final_share` of the
-budget); at the end they are cut to the scoring calls that fit in the time left.
+budget), and racing rounds while they are expected to end before that time (`Deadline.room`);
+at the end the re-score and confirmation are cut to the scoring calls that fit in the time left.
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ Reserve = Callable[[Sequence[TrialRecord]], float]
 @dataclass(frozen=True)
 class Deadline:
     """When this run stops starting trials: `seconds` after it began, less a `reserve` kept
-    for what runs after the trials (the final re-score), given the trials so far.
+    for what runs after the trials (the final re-score), given the trials so far; and, with
+    `end` (the seconds of that final part alone), how long a racing round may take (`room`).
 
     The clock is this process's, from the start of this `tuner search` (or `tuner worker`) run;
     a resumed search gets the whole budget again.

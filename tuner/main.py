@@ -93,6 +93,12 @@ def search_deadline(config: Config, started: float, baseline_seconds: float) -> 
     return Deadline(config.search.time_budget, started, reserve, end)
 
 
+def worker_deadline(config: Config) -> Deadline:
+    """The time budget of `tuner worker`, from now: it keeps nothing for a final re-score (it
+    runs none), and starts no racing round expected to run past the budget."""
+    return Deadline(config.search.time_budget, end=lambda _: 0.0)
+
+
 def joined_config(storage_url: str, study_name: str, overrides: Sequence[str]) -> Config:
     """The config stored in a study, with `--set` overrides (e.g. this box's data.path)."""
     from tuner.yamlfile import apply_overrides
@@ -119,7 +125,7 @@ def join_study(
     parallel: Parallel = Parallel(),
 ) -> SearchResult:
     """`tuner worker`: run trials of a study another box created until its budget is spent."""
-    deadline = Deadline(config.search.time_budget)
+    deadline = worker_deadline(config)
     from tuner.data import load_dataset
 
     dataset = load_dataset(config.data)

@@ -74,7 +74,8 @@ class Racer:
     one result per trial and the budget counts trials, not rounds. A round that fails fails the
     trial, as a failure on any of its splits would have. Under a time budget (`room`), a round
     expected to run into the time kept for the final re-score is not started: the final
-    re-scores the trial anyway if it ranks among the finalists.
+    re-scores the trial anyway if it ranks among the finalists. That time is priced on the
+    finalists so far: the trial being raced, still running, is not one of them yet.
     """
 
     def __init__(

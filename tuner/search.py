@@ -236,7 +236,8 @@ def run_search(
     (no trial starts once the time left is its reserve; the running one finishes); returns
     the best.
 
-    With `search.race_top`, trials that rank on top are raced on extra splits (rescoring.py).
+    With `search.race_top`, trials that rank on top are raced on extra splits (racing.py),
+    no round past `deadline.room`.
     `asker` chooses the trials (by default from the config and its warm-start study);
     `signals` catches Ctrl-C and SIGTERM (pass the caller's to cover its cleanup too).
     """
