@@ -123,19 +123,24 @@ def pending(config: Config, trials: Sequence[TrialRecord]) -> Pending:
     return Pending(len(chosen), costs, len(sizes), confirm, slowest)
 
 
+def _kept(config: Config, trials: Sequence[TrialRecord], baseline_seconds: float) -> float | None:
+    """`end_seconds`, or None when nothing is kept (no time budget or no finalists)."""
+    search = config.search
+    if search.time_budget is None:
+        return None
+    todo = pending(config, trials)
+    if todo.finalists == 0:
+        return None
+    return min(todo.seconds + baseline_seconds, search.final_share * search.time_budget)
+
+
 def end_seconds(
     config: Config, trials: Sequence[TrialRecord], baseline_seconds: float = 0.0
 ) -> float:
     """Seconds a search keeps for what runs after its trials (0 without a time budget or
     finalists): the final re-score and confirmation as configured and the split-difficulty
     baseline's `baseline_seconds`, at most `search.final_share` of the budget."""
-    search = config.search
-    if search.time_budget is None:
-        return 0.0
-    todo = pending(config, trials)
-    if todo.finalists == 0:
-        return 0.0
-    return min(todo.seconds + baseline_seconds, search.final_share * search.time_budget)
+    return _kept(config, trials, baseline_seconds) or 0.0
 
 
 def final_reserve(
@@ -143,10 +148,9 @@ def final_reserve(
 ) -> float:
     """Seconds a search keeps for its end (`end_seconds`) plus a typical trial's seconds, so
     that the last trial to start is expected to end before the end (0 when nothing is kept)."""
-    search = config.search
-    if search.time_budget is None or not candidates(trials, search.final_candidates):
+    final = _kept(config, trials, baseline_seconds)
+    if final is None:
         return 0.0
-    final = end_seconds(config, trials, baseline_seconds)
     seconds = [t.seconds for t in trials if t.state == TrialState.COMPLETE and t.seconds]
     return final + (float(np.median(seconds)) if seconds else 0.0)
 
