@@ -21,11 +21,13 @@ import dataclasses
 import importlib.util
 import json
 import os
+import signal
 import sys
 import time
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import numpy as np
@@ -365,7 +367,17 @@ def report(args: argparse.Namespace, setting: Setting, results: dict[str, Any]) 
     print(targets_text(cells, rescore_difficulty(args, setting, results)))
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C: `subprocess.run` then kills the `tuner search` it waits on
+    (Python's default for SIGTERM ends this script at once and leaves that search running)."""
+
+
+def _terminated(_signum: int, _frame: FrameType | None) -> None:
+    raise Terminated
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         args = parse(argv)
         check_tools(plan(args))
@@ -384,9 +396,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (Stop, TunerError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted; finished cells are kept: rerun the command to go on", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        name = "terminated" if isinstance(exc, Terminated) else "interrupted"
+        print(f"{name}; finished cells are kept: rerun the command to go on", file=sys.stderr)
+        return 128 + (signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT)
     return 0
 
 

@@ -5,8 +5,11 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -334,3 +337,52 @@ def test_the_course_setups_winner_is_rescored_without_the_parameter_limit() -> N
     assert "rescore_error" not in redone and not refused_by_limit(redone)
     assert redone["reported"] == 0.7 and redone["params"] == point
     assert 0 < redone["rescored"] < 5 and len(redone["rescore_split_losses"]) == 2
+
+
+def _children(parent: int, marker: str) -> list[int]:
+    """Live (not zombie) processes whose parent is `parent` and whose command has `marker`."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            command = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == parent and fields[0] != "Z" and marker in command:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads processes from /proc (Linux)")
+def test_sigterm_stops_the_tuner_search_it_runs(tmp_path: Path) -> None:
+    # Python's default SIGTERM ended the script at once and left its `tuner search` running.
+    command = [sys.executable, str(SCRIPT), "--config", str(CONFIG), *CHEAP]
+    command += ["--tables", "equal-time", "--methods", "tuner", "--time", "300"]
+    command += ["--results", str(tmp_path / "results.json")]
+    log = tmp_path / "stderr.txt"
+    with log.open("wb") as stderr:  # a file, not a pipe: the search would hold a pipe open
+        script = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=stderr)
+    children: list[int] = []
+    try:
+        deadline = time.monotonic() + 120
+        while not children and time.monotonic() < deadline and script.poll() is None:
+            time.sleep(0.2)
+            children = _children(script.pid, "--time-budget")
+        assert children, f"no tuner search started; the script: {log.read_text()[-2000:]}"
+        script.send_signal(signal.SIGTERM)
+        script.wait(timeout=60)
+        assert script.returncode == 128 + signal.SIGTERM, log.read_text()[-2000:]
+        assert "terminated; finished cells are kept" in log.read_text()
+        assert not [pid for pid in children if _alive(pid)], "its tuner search still runs"
+    finally:
+        script.kill()
+        for pid in children:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
