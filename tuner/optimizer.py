@@ -122,6 +122,14 @@ def loss_fence(completed: Sequence[TrialRecord]) -> float:
     return float(q3 + FENCE_IQR * max(q3 - q1, floor))
 
 
+def _typical_noise(completed: Sequence[TrialRecord], pooled: float | None) -> float | None:
+    """The noise of a typical trial's mean: the pooled split variance over the median splits."""
+    if pooled is None:
+        return None
+    splits = int(statistics.median_low([max(len(_finite_splits(t)), 1) for t in completed]))
+    return max(pooled / splits, NOISE_FLOOR)
+
+
 def observed(trials: Sequence[TrialRecord], liar: str = "mean") -> list[Observation]:
     """What the optimiser is told: each finished point with the value to maximise and its noise.
 
@@ -142,14 +150,11 @@ def observed(trials: Sequence[TrialRecord], liar: str = "mean") -> list[Observat
     if not completed:
         return []
     fence = loss_fence(completed)
-    values = [-min(float(t.loss), fence) for t in completed]  # type: ignore[arg-type]
-    worst = min(values)
-    lie = worst if liar == "worst" else sum(values) / len(values)
+    value = {id(t): -min(float(t.loss), fence) for t in completed}  # type: ignore[arg-type]
+    worst = min(value.values())
+    lie = worst if liar == "worst" else sum(value.values()) / len(value)
     pooled = pooled_variance(completed)
-    typical = None
-    if pooled is not None:
-        splits = int(statistics.median_low([max(len(_finite_splits(t)), 1) for t in completed]))
-        typical = max(pooled / splits, NOISE_FLOOR)
+    typical = _typical_noise(completed, pooled)
     merged: dict[tuple[tuple[str, Coordinate], ...], list[Told]] = {}
     retried = {t.retry_of for t in trials if t.retry_of is not None}
     points: dict[tuple[tuple[str, Coordinate], ...], Point] = {}
@@ -157,7 +162,7 @@ def observed(trials: Sequence[TrialRecord], liar: str = "mean") -> list[Observat
         told: Told
         if trial.state == TrialState.COMPLETE and trial.loss is not None:
             noise = None if pooled is None else mean_noise(trial, pooled)
-            told = (-min(float(trial.loss), fence), noise, trial.seed)
+            told = (value[id(trial)], noise, trial.seed)
         elif trial.state == TrialState.RUNNING:
             told = (lie, typical, None)
         elif trial.counts or (trial.error_kind == "died" and trial.number not in retried):
