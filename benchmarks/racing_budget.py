@@ -2,7 +2,7 @@
 
     python benchmarks/racing_budget.py LOG [LOG ...] --config CONFIG [--set KEY=VALUE ...]
         [--searches 60] [--budget 600] [--speed 1.0] [--noise-df DF]
-        [--policies shipped,early,off,top1,post,hybrid]
+        [--policies shipped,early,off,top1,post,hybrid,racefit,racemin,cautious,cautious-half]
 
 Racing (tuner/racing.py) scores a trial that ranks in the top `search.race_top` on extra
 rounds of splits. With a trial budget it costs time only; with a time budget every round is a
@@ -37,7 +37,10 @@ search-time means), `hybrid` (the shipped rule once `search.init_points` trials 
 completed; before that, a trial is raced only when it beats every other, of at least
 `race_top`), `racefit` (the shipped rule, less a racing round expected to run into the time
 kept for the final re-score: tuner's rule since 2026-12-02) and `racemin` (the same, with
-only the smallest final re-score kept: the best finalist alone on `MIN_SPLITS` splits).
+only the smallest final re-score kept: the best finalist alone on `MIN_SPLITS` splits);
+`cautious` and `cautious-half` (`racefit`, with the finalists ranked by their mean plus one or
+half a standard error of it, as the noise told to the GP: a mean on two splits must be lower
+than one on six to rank as high).
 
 Honesty: the loss each search reports for its winner (winner.py: on confirmation splits after
 two or more finalists, else the winner's mean on its final splits, else its search-time loss)
@@ -61,7 +64,7 @@ from tuner.budget import MIN_SPLITS, call_seconds, end_seconds, final_reserve, f
 from tuner.config import Config, load_config
 from tuner.data import load_dataset
 from tuner.evaluate import size_limit
-from tuner.optimizer import Proposer
+from tuner.optimizer import Proposer, mean_noise, pooled_variance
 from tuner.racing import on_top
 from tuner.rescoring import candidates, final_chunks
 from tuner.space import SearchSpace
@@ -77,7 +80,10 @@ START = 15.0  # seconds before the first trial starts: process, TensorFlow, firs
 PER_TRIAL = 0.3  # seconds of proposal and storage per trial
 BASELINE = 6.0  # seconds of the split-difficulty baseline at the end
 SECONDS = re.compile(r"\s(?P<sec>[\d.]+)s$")  # a trial line's own seconds, at its end
-POLICIES = ("shipped", "early", "off", "top1", "post", "hybrid", "racefit", "racemin")
+POLICIES = ("shipped", "early", "off", "top1", "post", "hybrid", "racefit", "racemin", "cautious")
+POLICIES += ("cautious-half",)
+FITTED = ("racefit", "cautious", "cautious-half")  # policies with tuner's racing room
+CAUTION = {"cautious": 1.0, "cautious-half": 0.5}  # standard errors added to a mean to rank
 
 
 def load(paths: Sequence[Path], names: Sequence[str]) -> list[tuple[list[float], float, float]]:
@@ -150,6 +156,15 @@ def by_posterior(proposer: Proposer, trials: list[TrialRecord]) -> list[TrialRec
     return [trials[i] for i in np.argsort(-mean)]
 
 
+def by_caution(trials: list[TrialRecord], k: float) -> list[TrialRecord]:
+    """The trials from the lowest mean plus `k` standard errors of it up (the noise the GP is
+    told, `mean_noise`): a mean on few splits must be lower to rank as high."""
+    pooled = pooled_variance(trials)
+    if pooled is None:
+        return trials
+    return sorted(trials, key=lambda t: t.loss + k * math.sqrt(mean_noise(t, pooled)))
+
+
 def search(
     config: Config, surrogate: Surrogate, allowed: Callable, policy: str, seed: int
 ) -> Outcome:
@@ -171,7 +186,7 @@ def search(
         while len(losses) < search_cfg.race_splits and _races(policy, cfg, trials, np.mean(losses)):
             each = (own + race) / (len(losses) // splits)  # the mean call so far
             into_end = bool(trials) and _room(cfg, trials, budget - clock) < each
-            if policy == "racefit" and into_end:
+            if policy in FITTED and into_end:
                 break  # the round would run into the end's time
             if policy == "racemin" and trials and _least(cfg, trials, budget - clock, each) < each:
                 break  # the round would leave too little for the smallest final
@@ -194,6 +209,8 @@ def search(
     left = max(0.0, budget - clock) if math.isfinite(budget) else None
     final = fit_final(cfg, trials, left, BASELINE).search
     pool = by_posterior(proposer, trials) if policy == "post" else ranked(trials)
+    if policy in CAUTION:
+        pool = by_caution(pool, CAUTION[policy])
     order = pool[: final.final_candidates]
     chosen, among, count, mean = _final(surrogate, order, final, rng, pool[0])
     finalists = min(len(pool), final.final_candidates)

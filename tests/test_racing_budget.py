@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 import yaml
 
-from benchmarks.racing_budget import fitted, load, main, search
+from benchmarks.racing_budget import by_caution, fitted, load, main, search
 from tuner.config import validate_config
 from tuner.data import load_dataset
 from tuner.evaluate import size_limit
 from tuner.space import SearchSpace
+from tuner.store import TrialRecord, TrialState
 
 from .conftest import BOWL_SPACE, NO_DATA
 
@@ -86,6 +87,22 @@ def test_racefit_starts_no_round_into_the_ends_time_where_the_rule_before_did(tm
     late = {p: [search(config, surrogate, allowed, p, s).late for s in (1, 4, 8)] for p in
             ("shipped", "racefit")}  # fmt: skip
     assert sum(late["shipped"]) > 0 and sum(late["racefit"]) == 0, late
+
+
+def test_cautious_ranks_a_mean_on_few_splits_below_a_close_one_on_many():
+    def trial(number, losses):
+        return TrialRecord(
+            number, TrialState.COMPLETE, {}, {"x": number}, 1, loss=float(np.mean(losses)),
+            split_losses=tuple(losses),
+        )  # fmt: skip
+
+    lucky = trial(0, [0.60, 0.64])  # mean 0.62 on 2 splits
+    raced = trial(1, [0.58, 0.66, 0.60, 0.64, 0.61, 0.65])  # mean 0.6233 on 6
+    poor = trial(2, [0.70, 0.74])
+    assert by_caution([lucky, raced, poor], 0.0) == [lucky, raced, poor]
+    assert by_caution([lucky, raced, poor], 1.0) == [raced, lucky, poor]
+    single = [trial(3, [0.60]), trial(4, [0.59])]
+    assert by_caution(single, 1.0) == single, "no split variance to go by: as ranked"
 
 
 def test_the_script_prints_a_row_per_policy(tmp_path, tiny_csv, monkeypatch, capsys):
