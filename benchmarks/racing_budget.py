@@ -40,7 +40,8 @@ kept for the final re-score: tuner's rule since 2026-12-02) and `racemin` (the s
 only the smallest final re-score kept: the best finalist alone on `MIN_SPLITS` splits);
 `cautious` and `cautious-half` (`racefit`, with the finalists ranked by their mean plus one or
 half a standard error of it, as the noise told to the GP: a mean on two splits must be lower
-than one on six to rank as high).
+than one on six to rank as high; `cautious` is tuner's finalist order since the second
+2026-12-02 change, `winner.finalist_order`, and `racefit` ranks them as tuner did before).
 
 Honesty: the loss each search reports for its winner (winner.py: on confirmation splits after
 two or more finalists, else the winner's mean on its final splits, else its search-time loss)
@@ -64,7 +65,8 @@ from tuner.budget import MIN_SPLITS, call_seconds, end_seconds, final_reserve, f
 from tuner.config import Config, load_config
 from tuner.data import load_dataset
 from tuner.evaluate import size_limit
-from tuner.optimizer import Proposer, mean_noise, pooled_variance
+from tuner.noise import mean_noise, pooled_variance
+from tuner.optimizer import Proposer
 from tuner.racing import on_top
 from tuner.rescoring import candidates, final_chunks
 from tuner.space import SearchSpace

@@ -12,16 +12,8 @@ import pytest
 from tuner.acquisition import MIN_ALPHA
 from tuner.config import validate_config
 from tuner.cost import CostModel
-from tuner.optimizer import (
-    COST_POWER,
-    NOISE_FLOOR,
-    PRIOR_DOF,
-    Proposer,
-    loss_fence,
-    mean_noise,
-    observed,
-    pooled_variance,
-)
+from tuner.noise import NOISE_FLOOR, PRIOR_DOF, mean_noise, pooled_variance
+from tuner.optimizer import COST_POWER, Proposer, loss_fence, observed
 from tuner.space import SearchSpace
 from tuner.store import TrialRecord, TrialState
 

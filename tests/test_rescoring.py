@@ -454,6 +454,27 @@ def test_a_new_search_time_best_without_rescore_is_reported_as_not_rescored():
     )
 
 
+def test_a_mean_on_few_splits_must_be_lower_to_become_the_finalist():
+    # A real search's lone finalist was a random point's 0.6184 on 2 splits (re-scored 0.6538),
+    # over a raced 0.6231 on 6: ranked by mean plus a standard error, the raced one goes first.
+    def trial(number, losses):
+        return TrialRecord(
+            number, TrialState.COMPLETE, {"x": number}, {"x": number}, 10 + number,
+            loss=float(np.mean(losses)), split_losses=tuple(losses),
+        )  # fmt: skip
+
+    lucky = trial(0, [0.60, 0.64])
+    raced = trial(1, [0.58, 0.66, 0.60, 0.64, 0.61, 0.65])
+    poor = [trial(n, [0.70 + n / 100, 0.74]) for n in (2, 3)]
+    trials = [lucky, raced, *poor]
+    assert lucky.loss < raced.loss
+    assert [t.number for t in candidates(trials, 3)] == [1, 0, 2]
+    found = winner(trials)
+    assert found.trial.number == 1 and not found.rescored, "the first finalist, not re-scored"
+    far = trial(4, [0.50, 0.54])  # far ahead: its standard error does not undo that
+    assert [t.number for t in candidates([*trials, far], 2)] == [4, 1]
+
+
 # --- through the command line, in worker processes ----------------------------------------
 
 

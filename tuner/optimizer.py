@@ -22,6 +22,7 @@ from tuner.acquisition import Acquisition, Rows
 from tuner.adjustment import comparable
 from tuner.config import Scalar, SearchConfig
 from tuner.cost import CostModel
+from tuner.noise import NOISE_FLOOR, finite_splits, mean_noise, pooled_variance, variance
 from tuner.space import Coordinate, SearchSpace
 from tuner.store import TrialRecord, TrialState
 
@@ -29,11 +30,6 @@ Point = dict[str, Coordinate]
 # Whether a point's hyperparameters may be trained (a network within evaluation.max_params).
 Allowed = Callable[[Mapping[str, Scalar]], bool]
 
-# The least noise variance of a mean loss (a standard deviation of 0.001).
-NOISE_FLOOR = 1e-6
-# How many splits' worth of weight the pooled variance has against a trial's own: two splits
-# give one degree of freedom, too few to trust alone.
-PRIOR_DOF = 4.0
 # Restarts of the GP's kernel fit, besides the one from length scale 1 (a unit-scaled space).
 GP_RESTARTS = 1
 # The most that cost counts: the gain is divided by relative seconds to this power, so a point
@@ -66,44 +62,6 @@ def _clean(point: dict[str, Any]) -> Point:
     return {k: v if isinstance(v, str) else float(v) for k, v in point.items()}
 
 
-def _finite_splits(trial: TrialRecord) -> list[float]:
-    return [float(v) for v in trial.split_losses if v is not None and math.isfinite(v)]
-
-
-def _variance(values: Sequence[float]) -> float:
-    """The sample variance (n - 1 in the denominator) of two or more values."""
-    mean = sum(values) / len(values)
-    return sum((v - mean) ** 2 for v in values) / (len(values) - 1)
-
-
-def pooled_variance(trials: Sequence[TrialRecord]) -> float | None:
-    """The variance of one split's loss, pooled over completed trials with two or more splits."""
-    total, dof = 0.0, 0
-    for trial in trials:
-        losses = _finite_splits(trial) if trial.state == TrialState.COMPLETE else []
-        if len(losses) >= 2:
-            total += _variance(losses) * (len(losses) - 1)
-            dof += len(losses) - 1
-    return total / dof if dof else None
-
-
-def mean_noise(trial: TrialRecord, pooled: float) -> float:
-    """The noise variance of a completed trial's mean loss: its split variance over n.
-
-    The split variance is the trial's own, moderated towards the pooled one (two splits give a
-    single degree of freedom); a trial with one split gets the pooled one. More splits (a raced
-    trial) weigh its own more and divide by more, so a raced point is known better.
-    """
-    losses = _finite_splits(trial)
-    n = len(losses)
-    if n >= 2:
-        own = _variance(losses)
-        variance = (PRIOR_DOF * pooled + (n - 1) * own) / (PRIOR_DOF + n - 1)
-    else:
-        variance = pooled
-    return max(variance / max(n, 1), NOISE_FLOOR)
-
-
 def loss_fence(completed: Sequence[TrialRecord]) -> float:
     """The most a completed trial's loss is told as: Tukey's upper fence of their losses,
     Q3 + 1.5 IQR, the IQR at least a typical trial's split standard deviation.
@@ -117,7 +75,7 @@ def loss_fence(completed: Sequence[TrialRecord]) -> float:
     if len(losses) < FENCE_MIN_TRIALS:
         return math.inf
     q1, q3 = np.percentile(losses, [25, 75])
-    spreads = [math.sqrt(_variance(v)) for t in completed if len(v := _finite_splits(t)) >= 2]
+    spreads = [math.sqrt(variance(v)) for t in completed if len(v := finite_splits(t)) >= 2]
     floor = statistics.median(spreads) if spreads else 0.0
     return float(q3 + FENCE_IQR * max(q3 - q1, floor))
 
@@ -126,7 +84,7 @@ def _typical_noise(completed: Sequence[TrialRecord], pooled: float | None) -> fl
     """The noise of a typical trial's mean: the pooled split variance over the median splits."""
     if pooled is None:
         return None
-    splits = int(statistics.median_low([max(len(_finite_splits(t)), 1) for t in completed]))
+    splits = int(statistics.median_low([max(len(finite_splits(t)), 1) for t in completed]))
     return max(pooled / splits, NOISE_FLOOR)
 
 

@@ -27,7 +27,7 @@ from tuner.errors import SearchInterrupted, TrialFailed, UsageError
 from tuner.evaluate import Score
 from tuner.signals import Signals
 from tuner.store import FinalScore, Storage, StudyRecord, TrialRecord
-from tuner.winner import finalists, ranked, reported_score, winner
+from tuner.winner import finalist_order, finalists, reported_score, winner
 
 RACE_TAG = 0x72616365  # "race"
 FINAL_TAG = 0x66696E61  # "fina"
@@ -129,8 +129,9 @@ class FinalReporter(Protocol):
 
 
 def candidates(trials: Sequence[TrialRecord], count: int) -> list[TrialRecord]:
-    """The finalists: the `count` best distinct completed trials by search-time loss."""
-    return ranked(trials)[:count]
+    """The finalists: the first `count` distinct completed trials of `finalist_order` (by
+    search-time loss plus a standard error)."""
+    return finalist_order(trials)[:count]
 
 
 def score_final(
@@ -260,7 +261,7 @@ def adjust_winner(
         if held is not None:
             storage.record_difficulty(found.trial, None)
         return
-    group = [t for t in finalists(ranked(trials)) if t.final is not None and t.final.ok]
+    group = [t for t in finalists(finalist_order(trials)) if t.final is not None and t.final.ok]
     same = tuple(t.number for t in group)
     if held is not None and held.holds(score.seeds, score.splits, count) and held.finalists == same:
         return
