@@ -82,8 +82,10 @@ START = 15.0  # seconds before the first trial starts: process, TensorFlow, firs
 PER_TRIAL = 0.3  # seconds of proposal and storage per trial
 BASELINE = 6.0  # seconds of the split-difficulty baseline at the end
 SECONDS = re.compile(r"\s(?P<sec>[\d.]+)s$")  # a trial line's own seconds, at its end
-POLICIES = ("shipped", "early", "off", "top1", "post", "hybrid", "racefit", "racemin", "cautious")
-POLICIES += ("cautious-half",)
+POLICIES = (
+    *("shipped", "early", "off", "top1", "post", "hybrid"),
+    *("racefit", "racemin", "cautious", "cautious-half"),
+)
 FITTED = ("racefit", "cautious", "cautious-half")  # policies with tuner's racing room
 CAUTION = {"cautious": 1.0, "cautious-half": 0.5}  # standard errors added to a mean to rank
 
