@@ -40,8 +40,11 @@ kept for the final re-score: tuner's rule since 2026-12-02) and `racemin` (the s
 only the smallest final re-score kept: the best finalist alone on `MIN_SPLITS` splits);
 `cautious` and `cautious-half` (`racefit`, with the finalists ranked by their mean plus one or
 half a standard error of it, as the noise told to the GP: a mean on two splits must be lower
-than one on six to rank as high; `cautious` is tuner's finalist order since the second
-2026-12-02 change, `winner.finalist_order`, and `racefit` ranks them as tuner did before).
+than one on six to rank as high; `winner.finalist_order` with its caution 1 or 0.5, tuner's
+finalist order since the second 2026-12-02 change; `racefit` ranks them by their means alone,
+as tuner did before). As in tuner, simulated trial k has its own splits (`trial_seed`), so
+no policy's ranking adjusts for shared split difficulty (before 2026-12-02's eleventh-session
+fix every simulated trial had the search's seed, and the ranking made that adjustment).
 
 Honesty: the loss each search reports for its winner (winner.py: on confirmation splits after
 two or more finalists, else the winner's mean on its final splits, else its search-time loss)
@@ -61,17 +64,17 @@ from typing import Any
 
 import numpy as np
 
+from tuner.asking import trial_seed
 from tuner.budget import MIN_SPLITS, call_seconds, end_seconds, final_reserve, fit_final
 from tuner.config import Config, load_config
 from tuner.data import load_dataset
 from tuner.evaluate import size_limit
-from tuner.noise import mean_noise, pooled_variance
 from tuner.optimizer import Proposer
 from tuner.racing import on_top
 from tuner.rescoring import candidates, final_chunks
 from tuner.space import SearchSpace
 from tuner.store import TrialRecord, TrialState
-from tuner.winner import ranked
+from tuner.winner import finalist_order, ranked
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repo root
 from benchmarks.loss_fence import posterior_means
@@ -152,21 +155,13 @@ class Outcome:
     reported: float  # the loss the search reports for its winner
     unscored: bool  # no final re-score fitted: the winner's search-time loss is reported
     late: int  # racing rounds started though expected to run into the time kept for the end
+    records: list[TrialRecord]  # the search's trials, each on its own splits (`trial_seed`)
 
 
 def by_posterior(proposer: Proposer, trials: list[TrialRecord]) -> list[TrialRecord]:
     """The trials from the best GP posterior mean at their points down."""
     mean = posterior_means(proposer, trials, [t.point for t in trials])
     return [trials[i] for i in np.argsort(-mean)]
-
-
-def by_caution(trials: list[TrialRecord], k: float) -> list[TrialRecord]:
-    """The trials from the lowest mean plus `k` standard errors of it up (the noise the GP is
-    told, `mean_noise`): a mean on few splits must be lower to rank as high."""
-    pooled = pooled_variance(trials)
-    if pooled is None:
-        return trials
-    return sorted(trials, key=lambda t: t.loss + k * math.sqrt(mean_noise(t, pooled)))
 
 
 def search(
@@ -204,7 +199,8 @@ def search(
             first_race = len(trials)
         trials.append(
             TrialRecord(
-                len(trials), TrialState.COMPLETE, point, surrogate.space.params(point), seed,
+                len(trials), TrialState.COMPLETE, point, surrogate.space.params(point),
+                trial_seed(seed, len(trials)),
                 loss=float(np.mean(losses)), split_losses=tuple(losses), seconds=own,
                 race_seconds=race or None,
             )
@@ -212,9 +208,10 @@ def search(
     truths = [surrogate.truth(t.point) for t in trials]
     left = max(0.0, budget - clock) if math.isfinite(budget) else None
     final = fit_final(cfg, trials, left, BASELINE).search
-    pool = by_posterior(proposer, trials) if policy == "post" else ranked(trials)
-    if policy in CAUTION:
-        pool = by_caution(pool, CAUTION[policy])
+    if policy == "post":
+        pool = by_posterior(proposer, trials)
+    else:
+        pool = finalist_order(trials, CAUTION.get(policy, 0.0))
     order = pool[: final.final_candidates]
     chosen, among, count, mean = _final(surrogate, order, final, rng, pool[0])
     finalists = min(len(pool), final.final_candidates)
@@ -223,7 +220,7 @@ def search(
         reported = float(np.mean(surrogate.splits(chosen.point, final.confirm_splits, rng)))
     return Outcome(
         surrogate.truth(chosen.point), min(truths), len(trials), racing,
-        finalists, count, among, first_race, reported, count == 0, late,
+        finalists, count, among, first_race, reported, count == 0, late, trials,
     )  # fmt: skip
 
 

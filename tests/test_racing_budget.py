@@ -7,12 +7,13 @@ import numpy as np
 import pytest
 import yaml
 
-from benchmarks.racing_budget import by_caution, fitted, load, main, search
+from benchmarks.racing_budget import fitted, load, main, search
 from tuner.config import validate_config
 from tuner.data import load_dataset
 from tuner.evaluate import size_limit
 from tuner.space import SearchSpace
 from tuner.store import TrialRecord, TrialState
+from tuner.winner import finalist_order, ranked
 
 from .conftest import BOWL_SPACE, NO_DATA
 
@@ -64,6 +65,12 @@ def test_searches_keep_the_budget_and_race_only_where_the_policy_says(tmp_path, 
             assert out.finalists <= 3 and (out.finalists == 0 or out.final_splits >= 2)
             assert abs(out.reported - out.truth) < 0.3, "a mean of noisy losses of the winner"
     assert all(out.racing == 0 and out.first_race is None for out in runs["off"])
+    for out in runs["shipped"]:  # as in tuner, each trial on splits of its own seed
+        assert len({t.seed for t in out.records}) == out.trials
+        means = {t.number: float(np.mean(t.split_losses)) for t in out.records}
+        assert all(t.level_var == 0 and t.loss == means[t.number] for t in ranked(out.records)), (
+            "independent trials are not adjusted for shared split difficulty"
+        )
     shipped, early = runs["shipped"], runs["early"]
     assert any(out.racing > 0 for out in shipped), "the config's racing races"
     assert all(out.first_race is None or out.first_race >= 4 for out in shipped), (
@@ -80,11 +87,11 @@ def test_searches_keep_the_budget_and_race_only_where_the_policy_says(tmp_path, 
 def test_racefit_starts_no_round_into_the_ends_time_where_the_rule_before_did(tmp_path, tiny_csv):
     trials = load([write_log(tmp_path / "search.log")], NAMES)
     raw = raw_config(tiny_csv)
-    raw["search"] |= {"time_budget": 100}  # short: the end comes while trials still race
+    raw["search"] |= {"time_budget": 120}  # short: the end comes while trials still race
     config = validate_config(raw)
     surrogate = fitted(SearchSpace(config.space), trials, speed=1.0)
     allowed = size_limit(config, load_dataset(config.data))
-    late = {p: [search(config, surrogate, allowed, p, s).late for s in (1, 4, 8)] for p in
+    late = {p: [search(config, surrogate, allowed, p, s).late for s in (2, 4, 8)] for p in
             ("shipped", "racefit")}  # fmt: skip
     assert sum(late["shipped"]) > 0 and sum(late["racefit"]) == 0, late
 
@@ -92,17 +99,19 @@ def test_racefit_starts_no_round_into_the_ends_time_where_the_rule_before_did(tm
 def test_cautious_ranks_a_mean_on_few_splits_below_a_close_one_on_many():
     def trial(number, losses):
         return TrialRecord(
-            number, TrialState.COMPLETE, {}, {"x": number}, 1, loss=float(np.mean(losses)),
+            number, TrialState.COMPLETE, {}, {"x": number}, 100 + number,
+            loss=float(np.mean(losses)),
             split_losses=tuple(losses),
         )  # fmt: skip
 
     lucky = trial(0, [0.60, 0.64])  # mean 0.62 on 2 splits
     raced = trial(1, [0.58, 0.66, 0.60, 0.64, 0.61, 0.65])  # mean 0.6233 on 6
     poor = trial(2, [0.70, 0.74])
-    assert by_caution([lucky, raced, poor], 0.0) == [lucky, raced, poor]
-    assert by_caution([lucky, raced, poor], 1.0) == [raced, lucky, poor]
+    # The benchmark's `racefit` and `cautious` orders: caution 0 and 1.
+    assert finalist_order([poor, raced, lucky], 0.0) == [lucky, raced, poor]
+    assert finalist_order([poor, raced, lucky], 1.0) == [raced, lucky, poor]
     single = [trial(3, [0.60]), trial(4, [0.59])]
-    assert by_caution(single, 1.0) == single, "no split variance to go by: as ranked"
+    assert finalist_order(single, 1.0) == single[::-1], "no split variance to go by: as ranked"
 
 
 def test_the_script_prints_a_row_per_policy(tmp_path, tiny_csv, monkeypatch, capsys):

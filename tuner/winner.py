@@ -103,8 +103,8 @@ def ranked(trials: Sequence[TrialRecord]) -> list[TrialRecord]:
     return distinct
 
 
-def finalist_order(trials: Sequence[TrialRecord]) -> list[TrialRecord]:
-    """`ranked`, re-ordered by search-time mean plus `CAUTION` standard errors of it (the split
+def finalist_order(trials: Sequence[TrialRecord], caution: float = CAUTION) -> list[TrialRecord]:
+    """`ranked`, re-ordered by search-time mean plus `caution` standard errors of it (the split
     noise the optimiser is told, and the shared splits' own when compared on them): the order
     in which trials become finalists; a tie keeps `ranked`'s order."""
     order = ranked(trials)
@@ -114,7 +114,7 @@ def finalist_order(trials: Sequence[TrialRecord]) -> list[TrialRecord]:
 
     def key(trial: TrialRecord) -> float:
         assert trial.loss is not None
-        return trial.loss + CAUTION * math.sqrt(mean_noise(trial, pooled) + trial.level_var)
+        return trial.loss + caution * math.sqrt(mean_noise(trial, pooled) + trial.level_var)
 
     return sorted(order, key=key)
 
