@@ -213,6 +213,37 @@ def test_resume_reruns_the_trial_a_dead_process_left_running(storage):
     assert sum(t.state == TrialState.COMPLETE for t in result.trials) == 6
 
 
+class Starts(QuietReporter):
+    """Records what `search_started` was told."""
+
+    def __init__(self):
+        self.started: list[tuple] = []
+
+    def search_started(self, study, budget, done, rerun):
+        self.started.append((study, budget, done, rerun))
+
+
+@pytest.mark.parametrize("slots", [0, 2])  # 0: run_search; 2: run_pool with two slots
+def test_a_resumed_search_says_how_many_interrupted_trials_run_again(storage, slots):
+    from tuner.pool import Slot, run_pool
+
+    cfg = config()
+    first = config(init_points=2, n_iter=0)
+    run_search(first, storage, open_study(storage, "s", first, False), Bowl(), QuietReporter())
+    params = {"dropout": 0.25, "learning_rate": 0.003, "neuron_pct": 0.5, "neuron_shrink": 0.5}
+    unit = {k: 0.5 for k in params}
+    study = open_study(storage, "s", cfg, resume=True)
+    storage.start_trial(study, unit, params | {"batch_norm": False, "batch_size": 32}, seed=9)
+    study = open_study(storage, "s", cfg, resume=True)  # marks the orphan interrupted
+    reporter = Starts()
+    if slots:
+        pairs = [(Slot(i, None), Bowl()) for i in range(slots)]
+        run_pool(cfg, storage, study, pairs, reporter)
+    else:
+        run_search(cfg, storage, study, Bowl(), reporter)
+    assert reporter.started == [("s", cfg.search.budget, 2, 1)]
+
+
 def test_ctrl_c_marks_the_running_trial_interrupted(storage):
     calls = []
 

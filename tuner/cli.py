@@ -106,7 +106,6 @@ def search(
         from tuner.config import load_config
         from tuner.main import Parallel
         from tuner.main import search as run
-        from tuner.progress import stderr_console
         from tuner.report import print_search_result
         from tuner.store import sqlite_url
 
@@ -126,11 +125,17 @@ def search(
             parallel=Parallel(workers, gpus, trials_per_gpu),
         )
         if result.time_up and not quiet:
-            stderr_console().print(
-                f"time budget of {cfg.search.time_budget:g} s (search.time_budget) ended the "
-                "search before its trial budget. Continue with --resume"
-            )
+            _say_time_up(cfg.search.time_budget)
         print_search_result(result, names, as_json)
+
+
+def _say_time_up(seconds: float | None) -> None:
+    from tuner.progress import stderr_console
+
+    stderr_console().print(
+        f"time budget of {seconds:g} s (search.time_budget) ended the search before its trial "
+        "budget. Continue with --resume"
+    )
 
 
 @cli.command(short_help="Work on a study that tuner search created (another box).")

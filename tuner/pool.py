@@ -32,6 +32,7 @@ from tuner.search import (
     check_failure_streak,
     fail_own,
     finish_search,
+    report_start,
     run_trial,
 )
 from tuner.store import Storage, StudyRecord, TrialRecord
@@ -208,8 +209,7 @@ def run_pool(
         for slot, objective in objectives
     ]
     shared = _Shared(config, storage, study, reporter, deadline, asker)
-    trials = storage.trials(study)
-    reporter.search_started(study.name, config.search.budget, sum(t.counts for t in trials), 0)
+    report_start(storage, study, reporter, config.search.budget)
     signals = signals or Signals()
     heartbeat = Heartbeat(storage, config.search.heartbeat)
 

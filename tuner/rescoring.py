@@ -27,7 +27,7 @@ from tuner.errors import SearchInterrupted, TrialFailed, UsageError
 from tuner.evaluate import Score
 from tuner.signals import Signals
 from tuner.store import FinalScore, Storage, StudyRecord, TrialRecord
-from tuner.winner import finalist_order, finalists, reported_score, winner
+from tuner.winner import Winner, finalist_order, finalists, reported_score, winner
 
 RACE_TAG = 0x72616365  # "race"
 FINAL_TAG = 0x66696E61  # "fina"
@@ -235,6 +235,30 @@ def confirm_winner(
     reporter.confirm_scored(replace(found.trial, confirm=stored.confirm, difficulty=None))
 
 
+def _difficulty_due(
+    config: Config, storage: Storage, study: StudyRecord
+) -> tuple[Winner, FinalScore, list[TrialRecord]] | None:
+    """The winner, its reported score and its finalists, when their split difficulty is to be
+    measured; None when the winner has no re-score or holds a measure of the same splits and
+    finalists (dropped when `difficulty_splits` is 0)."""
+    count = config.search.difficulty_splits
+    trials = storage.trials(study)
+    found = winner(trials)
+    score = reported_score(found.trial) if found is not None and found.rescored else None
+    if found is None or score is None or not score.ok:
+        return None
+    held = found.trial.difficulty
+    if count <= 0:
+        if held is not None:
+            storage.record_difficulty(found.trial, None)
+        return None
+    group = [t for t in finalists(finalist_order(trials)) if t.final is not None and t.final.ok]
+    same = tuple(t.number for t in group)
+    if held is not None and held.holds(score.seeds, score.splits, count) and held.finalists == same:
+        return None
+    return found, score, group
+
+
 def adjust_winner(
     config: Config,
     storage: Storage,
@@ -250,22 +274,11 @@ def adjust_winner(
     `difficulty_splits` is 0. With a time budget the reference splits are cut to the time
     left (none below `MIN_REFERENCE`). A baseline that fails leaves the loss unadjusted.
     """
-    count = config.search.difficulty_splits
-    trials = storage.trials(study)
-    found = winner(trials)
-    score = reported_score(found.trial) if found is not None and found.rescored else None
-    if found is None or score is None or not score.ok:
+    due = _difficulty_due(config, storage, study)
+    if due is None:
         return
-    held = found.trial.difficulty
-    if count <= 0:
-        if held is not None:
-            storage.record_difficulty(found.trial, None)
-        return
-    group = [t for t in finalists(finalist_order(trials)) if t.final is not None and t.final.ok]
-    same = tuple(t.number for t in group)
-    if held is not None and held.holds(score.seeds, score.splits, count) and held.finalists == same:
-        return
-    final, room = found.trial.final, baseline.room()
+    found, score, group = due
+    count, final, room = config.search.difficulty_splits, found.trial.final, baseline.room()
     assert final is not None
     paired = final.splits + (0 if score is final else score.splits)  # baseline fits before
     count = count if room is None else min(count, room - paired)

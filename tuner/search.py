@@ -222,6 +222,18 @@ def ending_cleanly(
         raise
 
 
+def report_start(
+    storage: Storage, study: StudyRecord, reporter: Reporter, budget: int
+) -> list[TrialRecord]:
+    """Tell `reporter` the search starts (the trials that count so far, and the interrupted
+    ones that run again); returns the study's trials."""
+    trials = storage.trials(study)
+    retried = {t.retry_of for t in trials}
+    rerun = sum(1 for t in trials if t.error_kind in RERUN_KINDS and t.number not in retried)
+    reporter.search_started(study.name, budget, sum(t.counts for t in trials), rerun)
+    return trials
+
+
 def run_search(
     config: Config,
     storage: Storage,
@@ -246,10 +258,7 @@ def run_search(
     objective = racing(objective, config, storage, study, deadline.room)
     asker = asker or Asker(config, warm_trials(config))
     budget = config.search.budget
-    trials = storage.trials(study)
-    retried = {t.retry_of for t in trials}
-    rerun = sum(1 for t in trials if t.error_kind in RERUN_KINDS and t.number not in retried)
-    reporter.search_started(study.name, budget, sum(t.counts for t in trials), rerun)
+    trials = report_start(storage, study, reporter, budget)
     signals = signals or Signals()
     heartbeat = Heartbeat(storage, config.search.heartbeat)
     # Signals outermost: a second signal during ending_cleanly's writes leaves at once.
