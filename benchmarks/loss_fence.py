@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
-import re
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -45,22 +44,15 @@ from tuner.space import SearchSpace
 from tuner.store import TrialRecord, TrialState
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repo root
-from benchmarks.surrogate import Surrogate, fitted, trial_lines
-
-RACED = re.compile(r"\(raced: (\d+) splits\)")
+from benchmarks.surrogate import Surrogate, fitted, logged
 
 
 def load(
     paths: Sequence[Path], names: Sequence[str]
 ) -> list[tuple[dict[str, float], float, float, int]]:
-    """Each distinct logged point of the space: (params, mean loss, split std, splits)."""
-    found: dict[tuple[float, ...], tuple[dict[str, float], float, float, int]] = {}
-    for values, line, match in trial_lines(paths, names):
-        raced = RACED.search(line)
-        splits = int(raced.group(1)) if raced else 2
-        key = tuple(values[k] for k in names)
-        found.setdefault(key, (values, float(match["loss"]), float(match["std"]), splits))
-    return list(found.values())
+    """Each distinct logged point of the space: (params, mean loss, split std, splits); a
+    repeated point's lines merged (`surrogate.logged`)."""
+    return [(t.params, t.loss, t.std, t.splits) for t in logged(paths, names)]
 
 
 SETTINGS = ("fence", "no fence")

@@ -55,7 +55,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -78,13 +77,12 @@ from tuner.winner import finalist_order, ranked
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repo root
 from benchmarks.loss_fence import posterior_means
-from benchmarks.surrogate import Surrogate, trial_lines
+from benchmarks.surrogate import Surrogate, logged
 from benchmarks.surrogate import fitted as surrogate_of
 
 START = 15.0  # seconds before the first trial starts: process, TensorFlow, first trace
 PER_TRIAL = 0.3  # seconds of proposal and storage per trial
 BASELINE = 6.0  # seconds of the split-difficulty baseline at the end
-SECONDS = re.compile(r"\s(?P<sec>[\d.]+)s$")  # a trial line's own seconds, at its end
 POLICIES = (
     *("shipped", "early", "off", "top1", "post", "hybrid"),
     *("racefit", "racemin", "cautious", "cautious-half"),
@@ -94,14 +92,13 @@ CAUTION = {"cautious": 1.0, "cautious-half": 0.5}  # standard errors added to a 
 
 
 def load(paths: Sequence[Path], names: Sequence[str]) -> list[tuple[list[float], float, float]]:
-    """Each distinct logged point: (values in `names` order, mean loss, own seconds)."""
-    found: dict[tuple[float, ...], tuple[list[float], float, float]] = {}
-    for params, line, match in trial_lines(paths, names):
-        seconds = SECONDS.search(line)
-        if seconds:
-            values = [params[k] for k in names]
-            found.setdefault(tuple(values), (values, float(match["loss"]), float(seconds["sec"])))
-    return list(found.values())
+    """Each distinct logged point with seconds: (values in `names` order, mean loss, seconds);
+    a repeated point's lines merged (`surrogate.logged`)."""
+    return [
+        ([t.params[k] for k in names], t.loss, t.seconds)
+        for t in logged(paths, names)
+        if t.seconds is not None
+    ]
 
 
 def fitted(space: SearchSpace, trials: list, speed: float, df: float | None = None) -> Surrogate:

@@ -3,6 +3,8 @@
 Used by benchmarks/loss_fence.py and benchmarks/racing_budget.py. It reads the trial lines
 that `tuner search` printed (the `.log` files of benchmarks/results/):
 
+- a point logged more than once (a seed's start-up points recur in each log of that seed)
+  counts once, its losses merged (`logged`), so the order of the logs does not matter;
 - the true loss of a point is a random forest of the logged losses (in log) over the unit
   coordinates; each split's loss is it plus Gaussian noise of 0.064 (a 2-split mean's 0.045 on
   the course's data; more above a loss of 0.7), or Student's t noise of the same spread;
@@ -27,6 +29,8 @@ from tuner.space import SearchSpace
 SPLIT_NOISE = 0.064
 CALL_SPREAD = 0.25  # log-normal sigma of one call's seconds around the forest's
 TRIAL = re.compile(r"^trial\s+\d+\s+(?P<point>(?:\S+=\S+ )+)\s*loss (?P<loss>\S+) ± (?P<std>\S+)")
+RACED = re.compile(r"\(raced: (\d+) splits\)")
+SECONDS = re.compile(r"\s(?P<sec>[\d.]+)s$")  # a trial line's own seconds, at its end
 
 
 def trial_lines(
@@ -42,6 +46,43 @@ def trial_lines(
             params = dict(item.split("=") for item in match["point"].split())
             if sorted(params) == sorted(names):
                 yield {k: float(v) for k, v in params.items()}, line, match
+
+
+@dataclass(frozen=True)
+class Logged:
+    """One distinct logged point, every line of it merged."""
+
+    params: dict[str, float]
+    loss: float  # the mean over all its logged splits
+    std: float  # the root mean of its lines' split variances
+    splits: int  # its logged splits, summed
+    seconds: float | None  # the mean of its lines' own seconds (None: none logged)
+
+
+def logged(paths: Sequence[Path], names: Sequence[str]) -> list[Logged]:
+    """Each distinct point of the logs' trial lines over exactly `names`, in first-seen order.
+
+    A point logged more than once (a seed's random start-up points recur in every log of that
+    seed) gets all its lines merged, its losses weighted by their splits, so the surrogate does
+    not depend on which log comes first."""
+    lines: dict[tuple[float, ...], list[tuple[dict[str, float], float, float, int, float | None]]]
+    lines = {}
+    for params, line, match in trial_lines(paths, names):
+        raced, seconds = RACED.search(line), SECONDS.search(line)
+        splits = int(raced.group(1)) if raced else 2
+        sec = float(seconds["sec"]) if seconds else None
+        entry = (params, float(match["loss"]), float(match["std"]), splits, sec)
+        lines.setdefault(tuple(params[k] for k in names), []).append(entry)
+    return [_merged(entries) for entries in lines.values()]
+
+
+def _merged(entries: list[tuple[dict[str, float], float, float, int, float | None]]) -> Logged:
+    splits = np.array([e[3] for e in entries], dtype="float64")
+    loss = float(np.average([e[1] for e in entries], weights=splits))
+    std = float(np.sqrt(np.mean([e[2] ** 2 for e in entries])))
+    seconds = [e[4] for e in entries if e[4] is not None]
+    mean_seconds = float(np.mean(seconds)) if seconds else None
+    return Logged(entries[0][0], loss, std, int(splits.sum()), mean_seconds)
 
 
 @dataclass

@@ -114,6 +114,23 @@ def test_cautious_ranks_a_mean_on_few_splits_below_a_close_one_on_many():
     assert finalist_order(single, 1.0) == single[::-1], "no split variance to go by: as ranked"
 
 
+def test_a_point_logged_twice_is_merged_whatever_the_logs_order(tmp_path):
+    point = "dropout=0.1 learning_rate=0.001 neuron_pct=0.2 neuron_shrink=0.5"
+    other = "dropout=0.3 learning_rate=0.01 neuron_pct=0.1 neuron_shrink=0.2"
+    first, second = tmp_path / "a.log", tmp_path / "b.log"
+    first.write_text(
+        f"trial   0  {point}  loss 0.6000 ± 0.0400  best 0.6 (#0)  4.0s\n"
+        f"trial   1  {other}  loss 0.7000 ± 0.0100  best 0.6 (#0)  2.0s\n"
+    )
+    raced = "loss 0.6400 ± 0.0200 (raced: 6 splits)  best 0.64 (#0)  8.0s"
+    second.write_text(f"trial   0  {point}  {raced}\n")
+    forward, backward = load([first, second], NAMES), load([second, first], NAMES)
+    assert sorted(forward) == sorted(backward) and len(forward) == 2
+    merged = next(t for t in forward if t[0][0] == 0.1)
+    assert merged[1] == pytest.approx((2 * 0.60 + 6 * 0.64) / 8), "weighted by splits"
+    assert merged[2] == pytest.approx(6.0), "the mean of its lines' seconds"
+
+
 def test_the_script_prints_a_row_per_policy(tmp_path, tiny_csv, monkeypatch, capsys):
     log = write_log(tmp_path / "search.log")
     path = tmp_path / "c.yaml"
