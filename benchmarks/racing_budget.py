@@ -178,20 +178,9 @@ def search(
         losses = surrogate.splits(point, splits, rng)
         own = surrogate.call(point, rng)
         clock += own + PER_TRIAL
-        race = 0.0
-        while len(losses) < search_cfg.race_splits and _races(policy, cfg, trials, np.mean(losses)):
-            each = (own + race) / (len(losses) // splits)  # the mean call so far
-            into_end = bool(trials) and _room(cfg, trials, budget - clock) < each
-            if policy in FITTED and into_end:
-                break  # the round would run into the end's time
-            if policy == "racemin" and trials and _least(cfg, trials, budget - clock, each) < each:
-                break  # the round would leave too little for the smallest final
-            late += into_end
-            losses += surrogate.splits(point, splits, rng)
-            spent = surrogate.call(point, rng)
-            race += spent
-            clock += spent
-        racing += race
+        rounds = _raced(policy, cfg, surrogate, trials, point, losses, own, budget - clock, rng)
+        losses, race = rounds[0], rounds[1]
+        clock, racing, late = clock + race, racing + race, late + rounds[2]
         if race and first_race is None:
             first_race = len(trials)
         trials.append(
@@ -202,8 +191,36 @@ def search(
                 race_seconds=race or None,
             )
         )  # fmt: skip
-    truths = [surrogate.truth(t.point) for t in trials]
     left = max(0.0, budget - clock) if math.isfinite(budget) else None
+    return _ending(policy, cfg, surrogate, proposer, trials, left, rng, (racing, first_race, late))
+
+
+def _raced(
+    policy: str, cfg: Config, surrogate: Surrogate, done: list[TrialRecord], point: Any,
+    losses: list[float], own: float, left: float, rng: np.random.Generator,
+) -> tuple[list[float], float, int]:  # fmt: skip
+    """A trial's split losses after the racing rounds the policy runs (`left`: seconds left
+    after its first call), the rounds' seconds, and how many started into the end's time."""
+    splits, race, late = cfg.evaluation.splits, 0.0, 0
+    while len(losses) < cfg.search.race_splits and _races(policy, cfg, done, np.mean(losses)):
+        each = (own + race) / (len(losses) // splits)  # the mean call so far
+        into_end = bool(done) and _room(cfg, done, left - race) < each
+        if policy in FITTED and into_end:
+            break  # the round would run into the end's time
+        if policy == "racemin" and done and _least(cfg, done, left - race, each) < each:
+            break  # the round would leave too little for the smallest final
+        late += into_end
+        losses = losses + surrogate.splits(point, splits, rng)
+        race += surrogate.call(point, rng)
+    return losses, race, late
+
+
+def _ending(
+    policy: str, cfg: Config, surrogate: Surrogate, proposer: Proposer,
+    trials: list[TrialRecord], left: float | None, rng: np.random.Generator,
+    racing: tuple[float, int | None, int],
+) -> Outcome:  # fmt: skip
+    """The search's final re-score in the time `left`, its winner and what it reports."""
     final = fit_final(cfg, trials, left, BASELINE).search
     if policy == "post":
         pool = by_posterior(proposer, trials)
@@ -215,8 +232,10 @@ def search(
     reported = mean
     if finalists > 1 and count and final.confirm_splits > 0:  # winner.py: the confirmation
         reported = float(np.mean(surrogate.splits(chosen.point, final.confirm_splits, rng)))
+    best = min(surrogate.truth(t.point) for t in trials)
+    seconds, first_race, late = racing
     return Outcome(
-        surrogate.truth(chosen.point), min(truths), len(trials), racing,
+        surrogate.truth(chosen.point), best, len(trials), seconds,
         finalists, count, among, first_race, reported, count == 0, late, trials,
     )  # fmt: skip
 
@@ -271,6 +290,12 @@ def main() -> None:
     length = f"{args.budget:.0f} s" if args.budget > 0 else f"{config.search.budget} trials"
     print(f"{len(trials)} logged trials; {len(seeds)} searches of {length} per policy, "
           f"speed {args.speed}")  # fmt: skip
+    _print_rows(rows)
+
+
+def _print_rows(rows: dict[str, list[Outcome]]) -> None:
+    """A line per policy: its means, and its winners' true loss paired against the first's."""
+    policies = list(rows)
     base = np.array([o.truth for o in rows[policies[0]]])
     for policy in policies:
         out = rows[policy]
