@@ -124,12 +124,12 @@ def search(
             factory=objective,
             parallel=Parallel(workers, gpus, trials_per_gpu),
         )
-        if result.time_up and not quiet:
+        if result.time_up and cfg.search.time_budget and not quiet:
             _say_time_up(cfg.search.time_budget)
         print_search_result(result, names, as_json)
 
 
-def _say_time_up(seconds: float | None) -> None:
+def _say_time_up(seconds: float) -> None:
     from tuner.progress import stderr_console
 
     stderr_console().print(
