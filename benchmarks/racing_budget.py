@@ -2,7 +2,8 @@
 
     python benchmarks/racing_budget.py LOG [LOG ...] --config CONFIG [--set KEY=VALUE ...]
         [--searches 60] [--budget 600] [--speed 1.0] [--noise-df DF]
-        [--policies shipped,early,off,top1,post,hybrid,racefit,racemin,cautious,cautious-half]
+        [--policies shipped,early,off,top1,post,hybrid,racefit,racemin,cautious,cautious-half,
+         off-cautious]
 
 Racing (tuner/racing.py) scores a trial that ranks in the top `search.race_top` on extra
 rounds of splits. With a trial budget it costs time only; with a time budget every round is a
@@ -42,9 +43,10 @@ only the smallest final re-score kept: the best finalist alone on `MIN_SPLITS` s
 half a standard error of it, as the noise told to the GP: a mean on two splits must be lower
 than one on six to rank as high; `winner.finalist_order` with its caution 1 or 0.5, tuner's
 finalist order since the second 2026-12-02 change; `racefit` ranks them by their means alone,
-as tuner did before). As in tuner, simulated trial k has its own splits (`trial_seed`), so
-no policy's ranking adjusts for shared split difficulty (before 2026-12-02's eleventh-session
-fix every simulated trial had the search's seed, and the ranking made that adjustment).
+as tuner did before); `off-cautious` (no racing, finalists as `cautious`). As in tuner,
+simulated trial k has its own splits (`trial_seed`), so no policy's ranking adjusts for shared
+split difficulty (before 2026-12-02's eleventh-session fix every simulated trial had the
+search's seed, and the ranking made that adjustment).
 
 Honesty: the loss each search reports for its winner (winner.py: on confirmation splits after
 two or more finalists, else the winner's mean on its final splits, else its search-time loss)
@@ -85,10 +87,11 @@ PER_TRIAL = 0.3  # seconds of proposal and storage per trial
 BASELINE = 6.0  # seconds of the split-difficulty baseline at the end
 POLICIES = (
     *("shipped", "early", "off", "top1", "post", "hybrid"),
-    *("racefit", "racemin", "cautious", "cautious-half"),
+    *("racefit", "racemin", "cautious", "cautious-half", "off-cautious"),
 )
 FITTED = ("racefit", "cautious", "cautious-half")  # policies with tuner's racing room
-CAUTION = {"cautious": 1.0, "cautious-half": 0.5}  # standard errors added to a mean to rank
+# Standard errors added to a trial's mean to rank it for the final re-score.
+CAUTION = {"cautious": 1.0, "cautious-half": 0.5, "off-cautious": 1.0}
 
 
 def load(paths: Sequence[Path], names: Sequence[str]) -> list[tuple[list[float], float, float]]:
@@ -130,7 +133,7 @@ def _races(policy: str, config: Config, done: Sequence[TrialRecord], loss: float
     `on_top` with the policy's top and start."""
     search = config.search
     top = 1 if policy == "top1" else search.race_top
-    if policy == "off" or top == 0:
+    if policy in ("off", "off-cautious") or top == 0:
         return False
     others = [t.loss for t in ranked(done)]
     if policy == "hybrid" and top <= len(others) < search.init_points:

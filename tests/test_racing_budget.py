@@ -56,7 +56,7 @@ def test_searches_keep_the_budget_and_race_only_where_the_policy_says(tmp_path, 
     surrogate = fitted(SearchSpace(config.space), trials, speed=1.0)
     allowed = size_limit(config, load_dataset(config.data))
     runs = {p: [search(config, surrogate, allowed, p, s) for s in (1, 2, 3)] for p in
-            ("shipped", "early", "off", "racefit")}  # fmt: skip
+            ("shipped", "early", "off", "racefit", "off-cautious")}  # fmt: skip
     for policy, outcomes in runs.items():
         for out in outcomes:
             # 150 s with a 15 s start and 2-12 s calls: a handful of trials, not the 10**6.
@@ -64,7 +64,8 @@ def test_searches_keep_the_budget_and_race_only_where_the_policy_says(tmp_path, 
             assert out.best <= out.among <= out.truth, "the winner is a finalist, not the best"
             assert out.finalists <= 3 and (out.finalists == 0 or out.final_splits >= 2)
             assert abs(out.reported - out.truth) < 0.3, "a mean of noisy losses of the winner"
-    assert all(out.racing == 0 and out.first_race is None for out in runs["off"])
+    for policy in ("off", "off-cautious"):
+        assert all(out.racing == 0 and out.first_race is None for out in runs[policy])
     for out in runs["shipped"]:  # as in tuner, each trial on splits of its own seed
         assert len({t.seed for t in out.records}) == out.trials
         means = {t.number: float(np.mean(t.split_losses)) for t in out.records}
