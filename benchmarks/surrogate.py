@@ -50,7 +50,7 @@ def trial_lines(
 
 @dataclass(frozen=True)
 class Logged:
-    """One distinct logged point, every line of it merged."""
+    """One distinct logged point, every line of it merged (or one line, before merging)."""
 
     params: dict[str, float]
     loss: float  # the mean over all its logged splits
@@ -65,24 +65,23 @@ def logged(paths: Sequence[Path], names: Sequence[str]) -> list[Logged]:
     A point logged more than once (a seed's random start-up points recur in every log of that
     seed) gets all its lines merged, its losses weighted by their splits, so the surrogate does
     not depend on which log comes first."""
-    lines: dict[tuple[float, ...], list[tuple[dict[str, float], float, float, int, float | None]]]
-    lines = {}
+    lines: dict[tuple[float, ...], list[Logged]] = {}
     for params, line, match in trial_lines(paths, names):
         raced, seconds = RACED.search(line), SECONDS.search(line)
         splits = int(raced.group(1)) if raced else 2
         sec = float(seconds["sec"]) if seconds else None
-        entry = (params, float(match["loss"]), float(match["std"]), splits, sec)
+        entry = Logged(params, float(match["loss"]), float(match["std"]), splits, sec)
         lines.setdefault(tuple(params[k] for k in names), []).append(entry)
     return [_merged(entries) for entries in lines.values()]
 
 
-def _merged(entries: list[tuple[dict[str, float], float, float, int, float | None]]) -> Logged:
-    splits = np.array([e[3] for e in entries], dtype="float64")
-    loss = float(np.average([e[1] for e in entries], weights=splits))
-    std = float(np.sqrt(np.mean([e[2] ** 2 for e in entries])))
-    seconds = [e[4] for e in entries if e[4] is not None]
+def _merged(entries: list[Logged]) -> Logged:
+    splits = np.array([e.splits for e in entries], dtype="float64")
+    loss = float(np.average([e.loss for e in entries], weights=splits))
+    std = float(np.sqrt(np.mean([e.std**2 for e in entries])))
+    seconds = [e.seconds for e in entries if e.seconds is not None]
     mean_seconds = float(np.mean(seconds)) if seconds else None
-    return Logged(entries[0][0], loss, std, int(splits.sum()), mean_seconds)
+    return Logged(entries[0].params, loss, std, int(splits.sum()), mean_seconds)
 
 
 @dataclass
