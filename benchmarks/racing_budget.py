@@ -181,9 +181,9 @@ def search(
         losses = surrogate.splits(point, splits, rng)
         own = surrogate.call(point, rng)
         clock += own + PER_TRIAL
-        rounds = _raced(policy, cfg, surrogate, trials, point, losses, own, budget - clock, rng)
-        losses, race = rounds[0], rounds[1]
-        clock, racing, late = clock + race, racing + race, late + rounds[2]
+        left = budget - clock
+        losses, race, into = _raced(policy, cfg, surrogate, trials, point, losses, own, left, rng)
+        clock, racing, late = clock + race, racing + race, late + into
         if race and first_race is None:
             first_race = len(trials)
         trials.append(
