@@ -79,16 +79,23 @@ def split_losses(mean: float, std: float, n: int) -> tuple[float, ...]:
     return tuple([mean + d] * half + [mean - d] * half + [mean] * (n % 2))
 
 
-def posterior_means(
+def posterior(
     proposer: Proposer, history: Sequence[TrialRecord], points: Sequence[dict[str, Any]]
-) -> np.ndarray:
-    """The GP's posterior mean of the target (negated loss: higher is better) at `points`,
-    fitted to `history` as the proposer would fit it."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """The GP's posterior mean and standard deviation of the target (negated loss: higher is
+    better) at `points`, fitted to `history` as the proposer would fit it."""
     bo = proposer.optimizer(len(history), history)
     acquisition = bo.acquisition_function
     acquisition.fit(bo._gp, bo.space)
     rows = np.array([bo.space.params_to_array(p) for p in points])
-    return acquisition.posterior(rows)[0]
+    return acquisition.posterior(rows)
+
+
+def posterior_means(
+    proposer: Proposer, history: Sequence[TrialRecord], points: Sequence[dict[str, Any]]
+) -> np.ndarray:
+    """`posterior`'s mean alone."""
+    return posterior(proposer, history, points)[0]
 
 
 def pick(space: SearchSpace, proposer: Proposer, trials: list, idx, rest) -> tuple[float, float]:

@@ -3,7 +3,7 @@
     python benchmarks/racing_budget.py LOG [LOG ...] --config CONFIG [--set KEY=VALUE ...]
         [--searches 60] [--budget 600] [--speed 1.0] [--noise-df DF]
         [--policies shipped,early,off,top1,post,hybrid,racefit,racemin,cautious,cautious-half,
-         off-cautious]
+         off-cautious,post-cautious]
 
 Racing (tuner/racing.py) scores a trial that ranks in the top `search.race_top` on extra
 rounds of splits. With a trial budget it costs time only; with a time budget every round is a
@@ -32,21 +32,23 @@ least `search.init_points` others; replayed here on plain means, as there is no
 split-difficulty baseline; without the time check `racefit` adds, as tuner was before
 2026-12-02), `early` (the rule before 2026-12-01: the top `race_top` of at least `race_top`
 others, so random start-up points were raced too), `off` (`race_top` 0), `top1` (the shipped
-rule with `race_top` 1: only a trial that beats every other is raced), `post` (the shipped
-rule, with the finalists chosen by the GP's posterior mean at their points rather than by their
-search-time means), `hybrid` (the shipped rule once `search.init_points` trials have
-completed; before that, a trial is raced only when it beats every other, of at least
-`race_top`), `racefit` (the shipped rule, less a racing round expected to run into the time
-kept for the final re-score: tuner's rule since 2026-12-02) and `racemin` (the same, with
-only the smallest final re-score kept: the best finalist alone on `MIN_SPLITS` splits);
-`cautious` and `cautious-half` (`racefit`, with the finalists ranked by their mean plus one or
-half a standard error of it, as the noise told to the GP: a mean on two splits must be lower
-than one on six to rank as high; `winner.finalist_order` with its caution 1 or 0.5, tuner's
-finalist order since the second 2026-12-02 change; `racefit` ranks them by their means alone,
-as tuner did before); `off-cautious` (no racing, finalists as `cautious`). As in tuner,
-simulated trial k has its own splits (`trial_seed`), so no policy's ranking adjusts for shared
-split difficulty (before 2026-12-02's eleventh-session fix every simulated trial had the
-search's seed, and the ranking made that adjustment).
+rule with `race_top` 1: only a trial that beats every other is raced), `post` (`racefit`, with
+the finalists chosen by the GP's posterior mean at their points rather than by their
+search-time means; before 2026-12-02's twelfth session it raced by the shipped rule), `hybrid`
+(the shipped rule once `search.init_points` trials have completed; before that, a trial is
+raced only when it beats every other, of at least `race_top`), `racefit` (the shipped rule,
+less a racing round expected to run into the time kept for the final re-score: tuner's rule
+since 2026-12-02) and `racemin` (the same, with only the smallest final re-score kept: the best
+finalist alone on `MIN_SPLITS` splits); `cautious` and `cautious-half` (`racefit`, with the
+finalists ranked by their mean plus one or half a standard error of it, as the noise told to
+the GP: a mean on two splits must be lower than one on six to rank as high;
+`winner.finalist_order` with its caution 1 or 0.5, tuner's finalist order since the second
+2026-12-02 change; `racefit` ranks them by their means alone, as tuner did before);
+`off-cautious` (no racing, finalists as `cautious`); `post-cautious` (`post`, ranked by the
+posterior mean of the loss plus one posterior standard deviation). As in tuner, simulated trial
+k has its own splits (`trial_seed`), so no policy's ranking adjusts for shared split difficulty
+(before 2026-12-02's eleventh-session fix every simulated trial had the search's seed, and the
+ranking made that adjustment).
 
 Honesty: the loss each search reports for its winner (winner.py: on confirmation splits after
 two or more finalists, else the winner's mean on its final splits, else its search-time loss)
@@ -78,7 +80,7 @@ from tuner.store import TrialRecord, TrialState
 from tuner.winner import finalist_order, ranked
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repo root
-from benchmarks.loss_fence import posterior_means
+from benchmarks.loss_fence import posterior
 from benchmarks.surrogate import Surrogate, logged
 from benchmarks.surrogate import fitted as surrogate_of
 
@@ -87,11 +89,11 @@ PER_TRIAL = 0.3  # seconds of proposal and storage per trial
 BASELINE = 6.0  # seconds of the split-difficulty baseline at the end
 POLICIES = (
     *("shipped", "early", "off", "top1", "post", "hybrid"),
-    *("racefit", "racemin", "cautious", "cautious-half", "off-cautious"),
+    *("racefit", "racemin", "cautious", "cautious-half", "off-cautious", "post-cautious"),
 )
-FITTED = ("racefit", "cautious", "cautious-half")  # policies with tuner's racing room
+FITTED = ("racefit", "cautious", "cautious-half", "post", "post-cautious")  # tuner's racing room
 # Standard errors added to a trial's mean to rank it for the final re-score.
-CAUTION = {"cautious": 1.0, "cautious-half": 0.5, "off-cautious": 1.0}
+CAUTION = {"cautious": 1.0, "cautious-half": 0.5, "off-cautious": 1.0, "post-cautious": 1.0}
 
 
 def load(paths: Sequence[Path], names: Sequence[str]) -> list[tuple[list[float], float, float]]:
@@ -158,10 +160,13 @@ class Outcome:
     records: list[TrialRecord]  # the search's trials, each on its own splits (`trial_seed`)
 
 
-def by_posterior(proposer: Proposer, trials: list[TrialRecord]) -> list[TrialRecord]:
-    """The trials from the best GP posterior mean at their points down."""
-    mean = posterior_means(proposer, trials, [t.point for t in trials])
-    return [trials[i] for i in np.argsort(-mean)]
+def by_posterior(
+    proposer: Proposer, trials: list[TrialRecord], caution: float = 0.0
+) -> list[TrialRecord]:
+    """The trials from the best GP posterior mean at their points, less `caution` posterior
+    standard deviations, down."""
+    mean, std = posterior(proposer, trials, [t.point for t in trials])
+    return [trials[i] for i in np.argsort(-(mean - caution * std), kind="stable")]
 
 
 def search(
@@ -225,8 +230,8 @@ def _ending(
 ) -> Outcome:  # fmt: skip
     """The search's final re-score in the time `left`, its winner and what it reports."""
     final = fit_final(cfg, trials, left, BASELINE).search
-    if policy == "post":
-        pool = by_posterior(proposer, trials)
+    if policy.startswith("post"):
+        pool = by_posterior(proposer, trials, CAUTION.get(policy, 0.0))
     else:
         pool = finalist_order(trials, CAUTION.get(policy, 0.0))
     order = pool[: final.final_candidates]
