@@ -93,8 +93,10 @@ def test_racefit_starts_no_round_into_the_ends_time_where_the_rule_before_did(tm
     surrogate = fitted(SearchSpace(config.space), trials, speed=1.0)
     allowed = size_limit(config, load_dataset(config.data))
     late = {p: [search(config, surrogate, allowed, p, s).late for s in (2, 4, 8)] for p in
-            ("shipped", "racefit")}  # fmt: skip
+            ("shipped", "racefit", "post", "post-cautious")}  # fmt: skip
     assert sum(late["shipped"]) > 0 and sum(late["racefit"]) == 0, late
+    # The posterior orders race as racefit, so they differ from it only in the finalists.
+    assert sum(late["post"]) == sum(late["post-cautious"]) == 0, late
 
 
 def test_cautious_ranks_a_mean_on_few_splits_below_a_close_one_on_many():
