@@ -91,13 +91,6 @@ def posterior(
     return acquisition.posterior(rows)
 
 
-def posterior_means(
-    proposer: Proposer, history: Sequence[TrialRecord], points: Sequence[dict[str, Any]]
-) -> np.ndarray:
-    """`posterior`'s mean alone."""
-    return posterior(proposer, history, points)[0]
-
-
 def pick(space: SearchSpace, proposer: Proposer, trials: list, idx, rest) -> tuple[float, float]:
     history = [
         TrialRecord(
@@ -106,7 +99,7 @@ def pick(space: SearchSpace, proposer: Proposer, trials: list, idx, rest) -> tup
         )
         for i, j in enumerate(idx)
     ]  # fmt: skip
-    mean = posterior_means(proposer, history, [space.point(trials[j][0]) for j in rest])
+    mean, _ = posterior(proposer, history, [space.point(trials[j][0]) for j in rest])
     losses = np.array([trials[j][1] for j in rest])
     order = np.argsort(-mean)
     return float(losses[order[0]]), float(np.mean(losses[order[:5]]))
