@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-SOUND_RATIO = 1.5  # as tuner.adjustment.SOUND_RATIO
+SOUND_RATIO = 1.5  # as tuner.study.adjustment.SOUND_RATIO
 
 
 def load(paths: Sequence[Path]) -> tuple[np.ndarray, np.ndarray]:

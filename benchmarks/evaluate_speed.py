@@ -24,11 +24,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import tuner.trainer  # noqa: E402
-from tuner.architecture import decode  # noqa: E402
-from tuner.config import Config, validate_config  # noqa: E402
-from tuner.data import Dataset, load_dataset, make_splits, prepare_split  # noqa: E402
-from tuner.evaluate import architecture_for, evaluate_point  # noqa: E402
+import tuner.training.trainer  # noqa: E402
+from tuner.config.schema import Config, validate_config  # noqa: E402
+from tuner.training.architecture import decode  # noqa: E402
+from tuner.training.data import Dataset, load_dataset, make_splits, prepare_split  # noqa: E402
+from tuner.training.evaluate import architecture_for, evaluate_point  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "jh-simple-dataset.csv"
 COURSE_POINT = {"dropout": 0.2, "learning_rate": 1e-3, "neuron_pct": 0.2, "neuron_shrink": 0.2}
@@ -150,8 +150,8 @@ def _timed_epoch_function(*args, **kwargs):
     return call
 
 
-ORIGINAL_EPOCH_FUNCTION = tuner.trainer.epoch_function
-tuner.trainer.epoch_function = _timed_epoch_function
+ORIGINAL_EPOCH_FUNCTION = tuner.training.trainer.epoch_function
+tuner.training.trainer.epoch_function = _timed_epoch_function
 
 
 def fast(config, dataset, params, seed: int) -> tuple[float, list[int], float]:

@@ -2,7 +2,7 @@
 
 The objective is a bowl whose minimum (learning rate 0.015) lies next to a region that always
 fails (learning rate above 0.02, as a diverging network would). Each way runs the real search
-loop (tuner.search.run_search, SQLite study) for several seeds:
+loop (tuner.search.loop.run_search, SQLite study) for several seeds:
 
 - penalty: a failed point is registered with the worst loss seen so far (what tuner does);
 - skip: failed points are not registered at all.
@@ -25,13 +25,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import tuner.optimizer as optimizer_module  # noqa: E402
-from tuner.config import validate_config  # noqa: E402
+import tuner.optimize.optimizer as optimizer_module  # noqa: E402
+from tuner.config.schema import validate_config  # noqa: E402
 from tuner.errors import SearchFailed, TrialFailed  # noqa: E402
-from tuner.evaluate import Score  # noqa: E402
-from tuner.progress import QuietReporter  # noqa: E402
-from tuner.search import open_study, run_search  # noqa: E402
-from tuner.store import Storage, TrialState, sqlite_url  # noqa: E402
+from tuner.outputs.progress import QuietReporter  # noqa: E402
+from tuner.search.loop import open_study, run_search  # noqa: E402
+from tuner.study.store import Storage, TrialState, sqlite_url  # noqa: E402
+from tuner.training.evaluate import Score  # noqa: E402
 
 PENALTY = optimizer_module.observed
 

@@ -1,6 +1,6 @@
 """Per-trial cost of running trials in the warm worker process instead of in the search process.
 
-Interleaves the same trials in-process (A) and through tuner.worker.Worker (B), and prints
+Interleaves the same trials in-process (A) and through tuner.search.worker.Worker (B), and prints
 the per-trial overhead (B - A) for a cheap objective and for real tiny networks on the
 penguins data. Start-up of the worker (process spawn, imports, TensorFlow) is printed apart.
 
@@ -19,10 +19,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tuner.config import load_config  # noqa: E402
-from tuner.data import load_dataset  # noqa: E402
-from tuner.evaluate import evaluate_point  # noqa: E402
-from tuner.worker import Worker  # noqa: E402
+from tuner.config.schema import load_config  # noqa: E402
+from tuner.search.worker import Worker  # noqa: E402
+from tuner.training.data import load_dataset  # noqa: E402
+from tuner.training.evaluate import evaluate_point  # noqa: E402
 
 PARAMS = {
     "dropout": 0.2,

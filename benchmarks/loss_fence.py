@@ -37,11 +37,11 @@ from typing import Any
 
 import numpy as np
 
-from tuner import optimizer as optimizer_module
-from tuner.config import SearchConfig, load_config
-from tuner.optimizer import Proposer
-from tuner.space import SearchSpace
-from tuner.store import TrialRecord, TrialState
+from tuner.config.schema import SearchConfig, load_config
+from tuner.config.space import SearchSpace
+from tuner.optimize import optimizer as optimizer_module
+from tuner.optimize.optimizer import Proposer
+from tuner.study.store import TrialRecord, TrialState
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repo root
 from benchmarks.surrogate import Surrogate, fitted, logged

@@ -19,18 +19,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import tuner.trainer  # noqa: E402
-from tuner.data import load_dataset  # noqa: E402
-from tuner.evaluate import evaluate_point, with_splits  # noqa: E402
+import tuner.training.trainer  # noqa: E402
+from tuner.training.data import load_dataset  # noqa: E402
+from tuner.training.evaluate import evaluate_point, with_splits  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from evaluate_speed import DATA, LARGE_POINT, course_config, points  # noqa: E402
 
-NARROWING = tuner.trainer.worth_narrowing
+NARROWING = tuner.training.trainer.worth_narrowing
 
 
 def timed(config, dataset, params, seed: int, narrow: bool) -> tuple[float, float]:
-    tuner.trainer.worth_narrowing = NARROWING if narrow else (lambda *_: False)
+    tuner.training.trainer.worth_narrowing = NARROWING if narrow else (lambda *_: False)
     started = time.perf_counter()
     score = evaluate_point(config, dataset, params, seed)
     return time.perf_counter() - started, score.loss

@@ -36,9 +36,9 @@ sys.path.insert(0, str(ROOT))
 from tests.conftest import make_tiny_frame, tiny_config_dict  # noqa: E402
 from tests.objectives import bowl_loss  # noqa: E402
 from tests.postgres import fresh_database, throwaway_server  # noqa: E402
-from tuner.asking import Asker  # noqa: E402
-from tuner.config import validate_config  # noqa: E402
-from tuner.store import Storage, TrialState, sqlite_url  # noqa: E402
+from tuner.config.schema import validate_config  # noqa: E402
+from tuner.optimize.asking import Asker  # noqa: E402
+from tuner.study.store import Storage, TrialState, sqlite_url  # noqa: E402
 
 
 def _config(trials: int) -> dict:
@@ -109,7 +109,7 @@ def networks_run(workers: int, trials: int) -> float:
         config = Path(folder) / "tiny.yaml"
         search = {"init_points": 4, "n_iter": trials - 4}
         config.write_text(yaml.safe_dump(tiny_config_dict(csv, search=search)))
-        command = [sys.executable, "-m", "tuner.cli", "search", str(config), "--quiet",
+        command = [sys.executable, "-m", "tuner.cli.commands", "search", str(config), "--quiet",
                    "--workers", str(workers), "--out", folder]  # fmt: skip
         started = time.perf_counter()
         subprocess.run(command, check=True, capture_output=True, cwd=ROOT)

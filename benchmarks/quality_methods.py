@@ -1,10 +1,11 @@
 """The searches that benchmarks/search_quality.py compares, and the re-scoring of their winners.
 
 `tuner` runs as its own CLI (`tuner search --json`), exactly as a user runs it. Every other
-method proposes points through an ask/tell sampler and scores them in a `tuner.worker.Worker`
+method proposes points through an ask/tell sampler and scores them in a `tuner.search.worker.Worker`
 process, the way tuner's own search does: trial k of search seed S gets the seed
-`trial_seed(S, k)` for its splits and weights. Random search, Optuna and KerasTuner score with
-tuner's bootstrap (`tuner.evaluate:make_objective`); the course's setup scores with the course's
+`trial_seed(S, k)` for its splits and weights. Random search, Optuna and KerasTuner score
+with tuner's bootstrap (`tuner.training.evaluate:make_objective`); the course's setup scores
+with the course's
 Keras `fit` (benchmarks/evaluate_speed.py's reference). A hidden objective (tests) replaces all.
 """
 
@@ -30,14 +31,14 @@ from benchmarks.quality_samplers import (
     OptunaSampler,
     RandomSampler,
 )
-from tuner.asking import trial_seed
-from tuner.config import Config, Scalar, validate_config
-from tuner.data import Dataset
+from tuner.config.schema import Config, Scalar, validate_config
+from tuner.config.space import SearchSpace
 from tuner.errors import TrialFailed
-from tuner.results import load_results
-from tuner.space import SearchSpace
-from tuner.store import TrialState
-from tuner.worker import DEFAULT_FACTORY, Worker
+from tuner.optimize.asking import trial_seed
+from tuner.search.worker import DEFAULT_FACTORY, Worker
+from tuner.study.results import load_results
+from tuner.study.store import TrialState
+from tuner.training.data import Dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 COURSE_FACTORY = "benchmarks.quality_samplers:course_objective"
@@ -167,7 +168,7 @@ def duration_text(seconds: float) -> str:
 
 def tuner_command(setting: Setting, seed: int, budget: Budget, folder: Path) -> list[str]:
     """`tuner search` as a user runs it, with this seed and budget (user's --set first)."""
-    command = [sys.executable, "-m", "tuner.cli", "search", str(setting.config_path)]
+    command = [sys.executable, "-m", "tuner.cli.commands", "search", str(setting.config_path)]
     command += ["--json", "--out", str(folder)]
     for item in (*setting.overrides, f"search.seed={seed}"):
         command += ["--set", item]
@@ -194,7 +195,7 @@ def tuner_env() -> dict[str, str]:
 
 def tuner_has_time_budget() -> bool:
     """Whether `tuner search` takes `--time-budget` (issue 6, section 2)."""
-    command = [sys.executable, "-m", "tuner.cli", "search", "--help"]
+    command = [sys.executable, "-m", "tuner.cli.commands", "search", "--help"]
     done = subprocess.run(command, capture_output=True, text=True, env=tuner_env(), check=False)
     return "--time-budget" in done.stdout
 

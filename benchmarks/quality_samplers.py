@@ -15,11 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from tuner.config import Config, Scalar
-from tuner.data import Dataset
+from tuner.config.schema import Config, Scalar
+from tuner.config.space import SearchSpace
 from tuner.errors import TrialFailed
-from tuner.evaluate import Score
-from tuner.space import SearchSpace
+from tuner.training.data import Dataset
+from tuner.training.evaluate import Score
 
 COURSE_POINT = {"dropout": 0.2, "learning_rate": 1e-3, "neuron_pct": 0.2, "neuron_shrink": 0.2}
 COURSE_INIT_POINTS = 10  # the course's maximize(init_points=10, ...)

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.quality_methods import METHODS
-from tuner.difficulty import slope
+from tuner.training.difficulty import slope
 
 Cell = Mapping[str, Any]
 TABLES: dict[str, tuple[str, ...]] = {

@@ -67,17 +67,17 @@ from typing import Any
 
 import numpy as np
 
-from tuner.asking import trial_seed
-from tuner.budget import MIN_SPLITS, call_seconds, end_seconds, final_reserve, fit_final
-from tuner.config import Config, load_config
-from tuner.data import load_dataset
-from tuner.evaluate import size_limit
-from tuner.optimizer import Proposer
-from tuner.racing import on_top
-from tuner.rescoring import candidates, final_chunks
-from tuner.space import SearchSpace
-from tuner.store import TrialRecord, TrialState
-from tuner.winner import finalist_order, ranked
+from tuner.config.schema import Config, load_config
+from tuner.config.space import SearchSpace
+from tuner.optimize.asking import trial_seed
+from tuner.optimize.optimizer import Proposer
+from tuner.search.budget import MIN_SPLITS, call_seconds, end_seconds, final_reserve, fit_final
+from tuner.search.final import candidates, final_chunks
+from tuner.search.racing import on_top
+from tuner.study.store import TrialRecord, TrialState
+from tuner.study.winner import finalist_order, ranked
+from tuner.training.data import load_dataset
+from tuner.training.evaluate import size_limit
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repo root
 from benchmarks.loss_fence import posterior

@@ -37,8 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from benchmarks.evaluate_speed import DATA, course_config, course_model, points
-from tuner.architecture import decode
-from tuner.data import load_dataset, make_splits, prepare_split
+from tuner.training.architecture import decode
+from tuner.training.data import load_dataset, make_splits, prepare_split
 
 BATCH = 32
 

@@ -49,11 +49,11 @@ from benchmarks.quality_methods import (  # noqa: E402
 )
 from benchmarks.quality_samplers import COURSE_POINT  # noqa: E402
 from benchmarks.quality_tables import TABLES, table_text, targets_text  # noqa: E402
-from tuner.config import load_config  # noqa: E402
-from tuner.difficulty import baseline_losses  # noqa: E402
+from tuner.config.schema import load_config  # noqa: E402
+from tuner.config.space import SearchSpace  # noqa: E402
 from tuner.errors import TunerError, UsageError  # noqa: E402
-from tuner.evaluate import load_for_scoring  # noqa: E402
-from tuner.space import SearchSpace  # noqa: E402
+from tuner.training.difficulty import baseline_losses  # noqa: E402
+from tuner.training.evaluate import load_for_scoring  # noqa: E402
 
 REFERENCE_KEY = "reference/course-point/0"
 

@@ -35,10 +35,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tuner.config import load_config  # noqa: E402
-from tuner.optimizer import Proposer  # noqa: E402
-from tuner.space import SearchSpace  # noqa: E402
-from tuner.store import TrialRecord, TrialState  # noqa: E402
+from tuner.config.schema import load_config  # noqa: E402
+from tuner.config.space import SearchSpace  # noqa: E402
+from tuner.optimize.optimizer import Proposer  # noqa: E402
+from tuner.study.store import TrialRecord, TrialState  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "jh-simple-dataset.csv"
 CONFIG = ROOT / "configs" / "course-log.yaml"
@@ -47,7 +47,7 @@ CONFIG = ROOT / "configs" / "course-log.yaml"
 def search_wall_time(data: Path, sets: list[str]) -> float:
     with tempfile.TemporaryDirectory() as out:
         command = [
-            sys.executable, "-m", "tuner.cli", "search", str(CONFIG),
+            sys.executable, "-m", "tuner.cli.commands", "search", str(CONFIG),
             "--set", f"data.path={data}", "--set", "evaluation.max_params=1000000",
             *itertools.chain.from_iterable(("--set", s) for s in sets),
             "--out", out, "--quiet", "--json",

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from tuner.space import SearchSpace
+from tuner.config.space import SearchSpace
 
 # One split loss's noise on the course's data: a 2-split mean's standard deviation is 0.045.
 SPLIT_NOISE = 0.064

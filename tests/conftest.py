@@ -114,10 +114,10 @@ def finished_study(tmp_path_factory) -> FinishedStudy:
 
     The database is where `tuner search CONFIG` puts it when run from `folder`.
     """
-    from tuner.config import load_config
-    from tuner.main import search
-    from tuner.progress import QuietReporter
-    from tuner.store import Storage, TrialState, sqlite_url
+    from tuner.config.schema import load_config
+    from tuner.outputs.progress import QuietReporter
+    from tuner.search.api import search
+    from tuner.study.store import Storage, TrialState, sqlite_url
 
     folder = tmp_path_factory.mktemp("study")
     csv = folder / "tiny.csv"
@@ -178,7 +178,7 @@ def postgres_url(postgres_server) -> str:
 @pytest.fixture(params=["sqlite", "postgresql"])
 def storage_url(request, tmp_path: Path) -> str:
     """The URL of an empty study database, on each backend in turn."""
-    from tuner.store import sqlite_url
+    from tuner.study.store import sqlite_url
 
     if request.param == "sqlite":
         return sqlite_url(tmp_path / "nested" / "study.db")

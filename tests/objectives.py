@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from tuner.errors import TrialFailed
-from tuner.evaluate import Score
+from tuner.training.evaluate import Score
 
 
 def bowl_loss(params: Mapping[str, Any]) -> float:
@@ -151,7 +151,7 @@ def noisy(config: Any, dataset: Any) -> Callable[[Mapping[str, Any], int], Score
         _SEEN.append(dict(params))
         losses = noisy_losses(params, seed, splits, sd)
         if follow:
-            from tuner.difficulty import baseline_losses
+            from tuner.training.difficulty import baseline_losses
 
             base = baseline_losses(dataset, seed, splits, config.evaluation.test_size)
             losses = [loss + b for loss, b in zip(losses, base, strict=True)]
@@ -165,7 +165,7 @@ def follows_baseline(config: Any, dataset: Any) -> Callable[[Mapping[str, Any], 
     """The bowl plus the split-difficulty baseline's loss on the very splits that a network
     scored with this seed trains and is measured on (tuner/difficulty.py): split losses that
     move with the baseline's one for one."""
-    from tuner.difficulty import baseline_losses
+    from tuner.training.difficulty import baseline_losses
 
     evaluation = config.evaluation
 
@@ -189,7 +189,7 @@ def follows_measured_baseline(
     def objective(params: Mapping[str, Any], seed: int) -> Score:
         from dataclasses import replace
 
-        from tuner.difficulty import baseline_losses
+        from tuner.training.difficulty import baseline_losses
 
         base = baseline_losses(dataset, seed, evaluation.splits, evaluation.test_size)
         return replace(plain(params, seed), baselines=base)

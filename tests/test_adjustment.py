@@ -8,18 +8,18 @@ import numpy as np
 import pytest
 
 from tests.objectives import bowl_loss
-from tuner.adjustment import SOUND_RATIO, Adjustment, Group, comparable, fit
-from tuner.config import load_config
-from tuner.data import load_dataset
-from tuner.difficulty import baseline_losses
-from tuner.evaluate import evaluate_point
-from tuner.main import search
-from tuner.optimizer import observed
-from tuner.progress import QuietReporter
-from tuner.racing import _appended
-from tuner.records import TrialRecord, TrialState
-from tuner.store import Storage, sqlite_url
-from tuner.winner import ranked, winner
+from tuner.config.schema import load_config
+from tuner.optimize.optimizer import observed
+from tuner.outputs.progress import QuietReporter
+from tuner.search.api import search
+from tuner.search.racing import _appended
+from tuner.study.adjustment import SOUND_RATIO, Adjustment, Group, comparable, fit
+from tuner.study.records import TrialRecord, TrialState
+from tuner.study.store import Storage, sqlite_url
+from tuner.study.winner import ranked, winner
+from tuner.training.data import load_dataset
+from tuner.training.difficulty import baseline_losses
+from tuner.training.evaluate import evaluate_point
 
 
 def trial(number: int, losses, baselines=(), state=TrialState.COMPLETE) -> TrialRecord:
@@ -126,7 +126,7 @@ def test_a_raced_score_keeps_a_baseline_per_split():
 
 
 def evaluate_like(losses, baselines):
-    from tuner.evaluate import Score
+    from tuner.training.evaluate import Score
 
     return Score(float(np.mean(losses)), 0.0, tuple(losses), (1, 1), 0.0, baselines=baselines)
 
@@ -325,9 +325,9 @@ def test_a_study_is_resumed_with_the_comparison_it_was_made_with(write_config, t
 def test_racing_ranks_a_new_score_by_its_adjusted_loss(tmp_path):
     """Ten trials whose adjusted losses are 0.60 to 0.69; a new score of plain 0.705 on splits
     0.1 harder than usual (its baseline says so) is 0.605 adjusted: second, so it is raced."""
-    from tuner.config import validate_config
-    from tuner.evaluate import Score
-    from tuner.racing import Racer
+    from tuner.config.schema import validate_config
+    from tuner.search.racing import Racer
+    from tuner.training.evaluate import Score
 
     from .conftest import BOWL_SPACE, NO_DATA
 

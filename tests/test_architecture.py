@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tuner.architecture import decode, hidden_layers, training_of
-from tuner.config import NetworkConfig
+from tuner.config.schema import NetworkConfig
 from tuner.errors import UsageError
+from tuner.training.architecture import decode, hidden_layers, training_of
 
 COURSE = NetworkConfig()
 
@@ -111,7 +111,8 @@ def test_rule_invariants(pct, shrink, min_neurons, max_layers):
 
 def test_decoding_and_the_cli_do_not_import_keras():
     code = (
-        "import sys, tuner.cli, tuner.architecture, tuner.search, tuner.evaluate, tuner.store; "
+        "import sys, tuner.cli.commands, tuner.training.architecture, tuner.search.loop; "
+        "import tuner.training.evaluate, tuner.study.store; "
         "heavy = {'keras', 'tensorflow'} & set(sys.modules); assert not heavy, heavy"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import time
 
-from tuner.asking import Asker, queued_retry
-from tuner.config import validate_config
-from tuner.store import Storage, TrialState
+from tuner.config.schema import validate_config
+from tuner.optimize.asking import Asker, queued_retry
+from tuner.study.store import Storage, TrialState
 
 from .conftest import BOWL_SPACE, NO_DATA
 

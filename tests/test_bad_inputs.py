@@ -17,10 +17,10 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-import tuner.worker
-from tuner.cli import cli
+import tuner.search.worker
+from tuner.cli.commands import cli
+from tuner.config.yamlfile import parse_yaml
 from tuner.errors import ConfigError
-from tuner.yamlfile import parse_yaml
 
 from .conftest import tree_digest
 
@@ -46,7 +46,7 @@ def corpus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     shutil.copytree(CORPUS, root)
     monkeypatch.chdir(root)
     # Trials run in a worker process; a bad input must be refused before one is started.
-    monkeypatch.setattr(tuner.worker.Worker, "__call__", _no_training)
+    monkeypatch.setattr(tuner.search.worker.Worker, "__call__", _no_training)
     return root
 
 

@@ -10,7 +10,9 @@ from functools import partial
 import pytest
 from click.testing import CliRunner
 
-from tuner.budget import (
+from tuner.cli.commands import cli
+from tuner.config.schema import validate_config
+from tuner.search.budget import (
     Deadline,
     call_seconds,
     describe_cut,
@@ -20,12 +22,10 @@ from tuner.budget import (
     pending,
     plan,
 )
-from tuner.cli import cli
-from tuner.config import validate_config
-from tuner.records import NewTrial
-from tuner.rescoring import candidates, final_seeds
-from tuner.search import open_study
-from tuner.store import FinalScore, Storage, TrialRecord, TrialState, sqlite_url
+from tuner.search.final import candidates, final_seeds
+from tuner.search.loop import open_study
+from tuner.study.records import NewTrial
+from tuner.study.store import FinalScore, Storage, TrialRecord, TrialState, sqlite_url
 
 from .conftest import BOWL_SPACE, NO_DATA
 
@@ -141,7 +141,7 @@ def test_the_room_is_the_time_left_less_the_end():
 
 
 def test_tuner_search_keeps_the_ends_time_from_trials_and_racing_rounds():
-    from tuner.main import search_deadline
+    from tuner.search.api import search_deadline
 
     started = time.monotonic() - 50
     deadline = search_deadline(config(time_budget=100), started, baseline_seconds=2.0)
@@ -156,7 +156,7 @@ def test_tuner_search_keeps_the_ends_time_from_trials_and_racing_rounds():
 
 
 def test_a_worker_keeps_no_end_but_races_no_round_past_its_budget():
-    from tuner.main import worker_deadline
+    from tuner.search.api import worker_deadline
 
     deadline = worker_deadline(config(time_budget=100))
     assert not deadline.passed(TRIALS), "nothing kept: trials start until the budget is spent"

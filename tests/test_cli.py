@@ -16,10 +16,10 @@ import yaml
 from click.testing import CliRunner
 
 from tuner import __version__
-from tuner.cli import cli
-from tuner.config import load_config
-from tuner.search import open_study
-from tuner.store import Storage, TrialState, sqlite_url
+from tuner.cli.commands import cli
+from tuner.config.schema import load_config
+from tuner.search.loop import open_study
+from tuner.study.store import Storage, TrialState, sqlite_url
 
 from .conftest import tree_digest
 
@@ -51,7 +51,7 @@ def test_version_and_help(run):
 def test_help_is_fast_without_tensorflow():
     started = time.perf_counter()
     out = subprocess.run(
-        [sys.executable, "-m", "tuner.cli", "search", "--help"],
+        [sys.executable, "-m", "tuner.cli.commands", "search", "--help"],
         capture_output=True,
         text=True,
         check=True,
@@ -297,7 +297,7 @@ def test_ctrl_c_and_sigterm_keep_finished_trials(write_config, tmp_path):
     rounds += [(signal.SIGINT, 130, gap) for gap in (0.02, 0.1, 0.2)]
     for signum, code, gap in rounds:
         process = subprocess.Popen(
-            [sys.executable, "-m", "tuner.cli", "search", str(config), "--resume"],
+            [sys.executable, "-m", "tuner.cli.commands", "search", str(config), "--resume"],
             cwd=tmp_path,
             stderr=subprocess.PIPE,
             stdout=subprocess.PIPE,

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from tuner.cli import cli
+from tuner.cli.commands import cli
 
 from .conftest import tree_digest
 
@@ -189,7 +189,8 @@ def test_init_writes_a_config_that_search_accepts(run, finished_study, tmp_path)
 
 def test_the_new_commands_keep_matplotlib_and_keras_out_of_the_cli():
     code = (
-        "import sys, tuner.cli, tuner.results, tuner.starter, tuner.webpage, tuner.export; "
+        "import sys, tuner.cli.commands, tuner.study.results, tuner.outputs.starter; "
+        "import tuner.outputs.webpage, tuner.outputs.export; "
         "heavy = {'keras', 'tensorflow', 'matplotlib'} & set(sys.modules); "
         "assert not heavy, heavy"
     )
@@ -197,7 +198,7 @@ def test_the_new_commands_keep_matplotlib_and_keras_out_of_the_cli():
 
 
 def test_shell_completion_as_readme_shows():
-    code = "from tuner.cli import main; main()"
+    code = "from tuner.cli.commands import main; main()"
     env = {**os.environ, "COMP_WORDS": "tuner rep", "COMP_CWORD": "1"}
     for shell in ("bash", "zsh", "fish"):
         source = subprocess.run(

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tuner.config import load_config, validate_config
+from tuner.config.schema import load_config, validate_config
+from tuner.config.yamlfile import apply_overrides, parse_yaml
 from tuner.errors import ConfigError
-from tuner.yamlfile import apply_overrides, parse_yaml
 
 BASE = {
     "data": {"path": "/data/x.csv", "target": "y"},

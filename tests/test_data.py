@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tuner.config import DataConfig
-from tuner.data import load_dataset, make_splits, prepare_split
+from tuner.config.schema import DataConfig
 from tuner.errors import DataError
+from tuner.training.data import load_dataset, make_splits, prepare_split
 
 from .conftest import make_tiny_frame
 

@@ -10,9 +10,13 @@ import numpy as np
 import pytest
 
 from tests.objectives import bowl_loss
-from tuner.config import load_config
-from tuner.data import load_dataset, make_splits, prepare_split
-from tuner.difficulty import (
+from tuner.config.schema import load_config
+from tuner.outputs.progress import QuietReporter
+from tuner.search.api import search
+from tuner.study.store import Storage, sqlite_url
+from tuner.study.winner import winner
+from tuner.training.data import load_dataset, make_splits, prepare_split
+from tuner.training.difficulty import (
     MAX_SLOPE,
     Difficulty,
     baseline_fits,
@@ -20,10 +24,6 @@ from tuner.difficulty import (
     reference_seed,
     slope,
 )
-from tuner.main import search
-from tuner.progress import QuietReporter
-from tuner.store import Storage, sqlite_url
-from tuner.winner import winner
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -139,7 +139,7 @@ def test_the_baseline_scores_the_splits_a_network_with_that_seed_scores(penguins
 
 def test_the_baseline_of_a_regression_is_its_rmse(tmp_path):
     from tests.conftest import make_tiny_frame, tiny_config_dict
-    from tuner.config import validate_config
+    from tuner.config.schema import validate_config
 
     frame = make_tiny_frame(rows=120)
     csv = tmp_path / "tiny.csv"
@@ -221,7 +221,7 @@ def test_a_failing_baseline_leaves_the_loss_unadjusted(write_config, tmp_path, m
     def boom(*_args, **_kwargs):
         raise ValueError("no baseline here")
 
-    monkeypatch.setattr("tuner.difficulty.baseline_losses", boom)
+    monkeypatch.setattr("tuner.training.difficulty.baseline_losses", boom)
     path = write_config(search={"init_points": 3, "n_iter": 0, "seed": 3, "final_splits": 4})
     found, lines = _search(path, sqlite_url(tmp_path / "study.db"))
     assert lines[-1] == "failed ValueError: no baseline here"
@@ -243,7 +243,7 @@ class Timed:
 
 
 def test_a_time_budget_cuts_the_reference_splits_to_the_fits_left(write_config, tmp_path):
-    from tuner.rescoring import adjust_winner
+    from tuner.search.final import adjust_winner
 
     search_ = {"init_points": 3, "n_iter": 0, "seed": 3, "final_splits": 4, "confirm_splits": 4}
     path = write_config(search={**search_, "difficulty_splits": 0})

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from tuner.errors import UsageError
-from tuner.export import check_model_folder, export_model, load_exported, predict_frame
-from tuner.results import load_results
+from tuner.outputs.export import check_model_folder, export_model, load_exported, predict_frame
+from tuner.study.results import load_results
 
 
 def test_saved_model_predicts_like_the_model_in_memory(finished_study, tmp_path):
@@ -43,10 +43,10 @@ def test_the_model_folder_is_never_overwritten_unasked(tmp_path):
 def test_regression_round_trip(tmp_path):
     import yaml
 
-    from tuner.config import load_config
-    from tuner.main import search
-    from tuner.progress import QuietReporter
-    from tuner.store import sqlite_url
+    from tuner.config.schema import load_config
+    from tuner.outputs.progress import QuietReporter
+    from tuner.search.api import search
+    from tuner.study.store import sqlite_url
 
     from .conftest import make_tiny_frame, tiny_config_dict
 

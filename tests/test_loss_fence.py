@@ -7,8 +7,8 @@ import pytest
 import yaml
 
 from benchmarks.loss_fence import compare, load, main, simulate, split_losses
-from tuner.config import validate_config
-from tuner.space import SearchSpace
+from tuner.config.schema import validate_config
+from tuner.config.space import SearchSpace
 
 from .conftest import BOWL_SPACE, NO_DATA
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tuner.architecture import decode
-from tuner.config import EvaluationConfig, NetworkConfig
-from tuner.data import PreparedSplit
+from tuner.config.schema import EvaluationConfig, NetworkConfig
 from tuner.errors import TrialFailed
-from tuner.model import build_model, held_out_loss, train_split
+from tuner.training.architecture import decode
+from tuner.training.data import PreparedSplit
+from tuner.training.model import build_model, held_out_loss, train_split
 
 
 @pytest.mark.parametrize(

@@ -9,13 +9,13 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from tuner.acquisition import MIN_ALPHA
-from tuner.config import validate_config
-from tuner.cost import CostModel
-from tuner.noise import NOISE_FLOOR, PRIOR_DOF, mean_noise, pooled_variance
-from tuner.optimizer import COST_POWER, Proposer, loss_fence, observed
-from tuner.space import SearchSpace
-from tuner.store import TrialRecord, TrialState
+from tuner.config.schema import validate_config
+from tuner.config.space import SearchSpace
+from tuner.optimize.acquisition import MIN_ALPHA
+from tuner.optimize.cost import CostModel
+from tuner.optimize.optimizer import COST_POWER, Proposer, loss_fence, observed
+from tuner.study.noise import NOISE_FLOOR, PRIOR_DOF, mean_noise, pooled_variance
+from tuner.study.store import TrialRecord, TrialState
 
 from .conftest import BOWL_SPACE, NO_DATA
 

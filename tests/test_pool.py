@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from tuner.errors import StudyError, TrialRejected, UsageError
-from tuner.pool import parse_gpus, plan_slots
-from tuner.store import Storage, TrialState, sqlite_url
+from tuner.search.slots import parse_gpus, plan_slots
+from tuner.study.store import Storage, TrialState, sqlite_url
 
 from .conftest import ROOT
 
@@ -48,7 +48,7 @@ def test_slots_spread_over_gpus_at_most_k_each():
 def _tuner(*args: str, env: dict | None = None, cwd: Path | None = None) -> subprocess.Popen:
     full = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     return subprocess.Popen(
-        [sys.executable, "-m", "tuner.cli", *args],
+        [sys.executable, "-m", "tuner.cli.commands", *args],
         cwd=cwd,
         env=full,
         stdout=subprocess.PIPE,

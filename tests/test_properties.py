@@ -12,10 +12,10 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tuner.architecture import Architecture, decode
-from tuner.config import Config, NetworkConfig, validate_config
+from tuner.config.schema import Config, NetworkConfig, validate_config
+from tuner.config.yamlfile import parse_yaml
 from tuner.errors import ConfigError, TunerError
-from tuner.yamlfile import parse_yaml
+from tuner.training.architecture import Architecture, decode
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -8,12 +8,12 @@ import pytest
 import yaml
 
 from benchmarks.racing_budget import fitted, load, main, search
-from tuner.config import validate_config
-from tuner.data import load_dataset
-from tuner.evaluate import size_limit
-from tuner.space import SearchSpace
-from tuner.store import TrialRecord, TrialState
-from tuner.winner import finalist_order, ranked
+from tuner.config.schema import validate_config
+from tuner.config.space import SearchSpace
+from tuner.study.store import TrialRecord, TrialState
+from tuner.study.winner import finalist_order, ranked
+from tuner.training.data import load_dataset
+from tuner.training.evaluate import size_limit
 
 from .conftest import BOWL_SPACE, NO_DATA
 

@@ -17,13 +17,12 @@ from click.testing import CliRunner
 
 from tests.conftest import BOWL_SPACE, NO_DATA, ROOT
 from tests.objectives import noisy_losses
-from tuner.asking import trial_seed
-from tuner.cli import cli as cli_group
-from tuner.config import validate_config
+from tuner.cli.commands import cli as cli_group
+from tuner.config.schema import validate_config
 from tuner.errors import SearchInterrupted, TrialFailed
-from tuner.evaluate import Score
-from tuner.progress import QuietReporter
-from tuner.rescoring import (
+from tuner.optimize.asking import trial_seed
+from tuner.outputs.progress import QuietReporter
+from tuner.search.final import (
     candidates,
     confirm_seeds,
     final_seeds,
@@ -32,9 +31,10 @@ from tuner.rescoring import (
     rescore_final,
     trial_ranges,
 )
-from tuner.search import open_study, run_search, study_result
-from tuner.store import FinalScore, Storage, TrialRecord, TrialState, sqlite_url
-from tuner.winner import winner
+from tuner.search.loop import open_study, run_search, study_result
+from tuner.study.store import FinalScore, Storage, TrialRecord, TrialState, sqlite_url
+from tuner.study.winner import winner
+from tuner.training.evaluate import Score
 
 RAW = {
     "data": NO_DATA,
@@ -166,7 +166,7 @@ def test_racing_off_runs_each_point_once(storage):
 def test_racing_rounds_stop_before_the_time_kept_for_the_end(storage):
     """A trial of 3 s calls that stays on top: a round starts while the time left before the
     end's reserve (the room) is at least the trial's mean call, and no more."""
-    from tuner.racing import Racer
+    from tuner.search.racing import Racer
 
     cfg = config(race_top=1, race_splits=10, init_points=2)
     study = storage.create_study("s", {})
@@ -189,8 +189,8 @@ def test_racing_rounds_stop_before_the_time_kept_for_the_end(storage):
 
 @pytest.mark.parametrize("slots", [0, 2])  # 0: run_search; 2: run_pool with two slots
 def test_a_search_with_no_room_left_races_no_round(tmp_path, slots):
-    from tuner.budget import Deadline
-    from tuner.pool import Slot, run_pool
+    from tuner.search.budget import Deadline
+    from tuner.search.slots import Slot, run_pool
 
     cfg = config(race_top=2, race_splits=6, n_iter=16)  # enough guided trials that some race
     rounds = {}
@@ -579,7 +579,7 @@ def test_in_a_shared_study_only_tuner_search_rescores_once(write_config, tmp_pat
     env["TUNER_TEST_SLEEP"] = "0.2"
 
     def start(*args: str) -> subprocess.Popen:
-        command = [sys.executable, "-m", "tuner.cli", *args, *NOISY, "-q", "--json"]
+        command = [sys.executable, "-m", "tuner.cli.commands", *args, *NOISY, "-q", "--json"]
         return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
     search = start("search", str(config), "--storage", url, "--workers", "2")

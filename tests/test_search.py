@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from tuner.config import validate_config
+from tuner.config.schema import validate_config
 from tuner.errors import SearchFailed, SearchInterrupted, StudyError, TrialFailed
-from tuner.evaluate import Score
-from tuner.optimizer import observations
-from tuner.progress import QuietReporter
-from tuner.search import open_study, run_search
-from tuner.store import Storage, TrialRecord, TrialState, sqlite_url
+from tuner.optimize.optimizer import observations
+from tuner.outputs.progress import QuietReporter
+from tuner.search.loop import open_study, run_search
+from tuner.study.store import Storage, TrialRecord, TrialState, sqlite_url
+from tuner.training.evaluate import Score
 
 from .conftest import BOWL_SPACE, NO_DATA
 
@@ -225,7 +225,7 @@ class Starts(QuietReporter):
 
 @pytest.mark.parametrize("slots", [0, 2])  # 0: run_search; 2: run_pool with two slots
 def test_a_resumed_search_says_how_many_interrupted_trials_run_again(storage, slots):
-    from tuner.pool import Slot, run_pool
+    from tuner.search.slots import Slot, run_pool
 
     cfg = config()
     first = config(init_points=2, n_iter=0)

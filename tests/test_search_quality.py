@@ -27,9 +27,9 @@ from benchmarks.quality_samplers import COURSE_POINT, CourseSampler, RandomSampl
 from benchmarks.quality_tables import mean_se, paired, table_text, targets_text, typical_honesty
 from tests.conftest import ROOT
 from tests.objectives import noisy_bowl
-from tuner.asking import trial_seed
-from tuner.config import load_config
-from tuner.space import SearchSpace
+from tuner.config.schema import load_config
+from tuner.config.space import SearchSpace
+from tuner.optimize.asking import trial_seed
 
 SCRIPT = ROOT / "benchmarks" / "search_quality.py"
 CONFIG = ROOT / "configs" / "default.yaml"
@@ -162,7 +162,7 @@ def test_tuner_runs_as_shipped_with_the_same_budget() -> None:
     config = load_config(CONFIG, ["search.init_points=2"])
     setting = Setting(CONFIG, ("search.init_points=2",), config, None)  # type: ignore[arg-type]
     trials = tuner_command(setting, 3, Budget(trials=30), Path("out"))
-    assert trials[1:5] == ["-m", "tuner.cli", "search", str(CONFIG)]
+    assert trials[1:5] == ["-m", "tuner.cli.commands", "search", str(CONFIG)]
     sets = [trials[i + 1] for i, item in enumerate(trials) if item == "--set"]
     assert sets == [
         "search.init_points=2",
@@ -318,7 +318,7 @@ def test_the_course_setups_winner_is_rescored_without_the_parameter_limit() -> N
     # fair pick; the re-score must not count it as failed. Real training, tiny and short.
     from benchmarks.quality_methods import UNLIMITED, Rescorer
     from benchmarks.search_quality import refused_by_limit, rescore_unlimited
-    from tuner.evaluate import load_for_scoring
+    from tuner.training.evaluate import load_for_scoring
 
     overrides = ("evaluation.max_params=50", "evaluation.epochs=3")
     config = load_config(CONFIG, list(overrides))

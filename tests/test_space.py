@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tuner.config import validate_config
+from tuner.config.schema import validate_config
+from tuner.config.space import SearchSpace
 from tuner.errors import UsageError
-from tuner.space import SearchSpace
 
 RAW = {
     "data": {"path": "/x.csv", "target": "y"},

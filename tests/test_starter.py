@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from tuner.config import validate_config
-from tuner.starter import guess_task, starter_config
+from tuner.config.schema import validate_config
+from tuner.outputs.starter import guess_task, starter_config
 
 
 def test_guess_task():

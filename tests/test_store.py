@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tuner.difficulty import Difficulty
 from tuner.errors import StudyError, TrialRejected
-from tuner.store import FinalScore, NewTrial, Storage, TrialState, sqlite_url
+from tuner.study.store import FinalScore, NewTrial, Storage, TrialState, sqlite_url
+from tuner.training.difficulty import Difficulty
 
 
 @pytest.fixture
@@ -101,7 +101,7 @@ def test_tables_another_process_created_first_are_taken_as_they_are(storage_url:
     between this one's look for them and its CREATE (the race that stopped a search once)."""
     from sqlalchemy import create_engine, event
 
-    from tuner.records import _Base
+    from tuner.study.records import _Base
 
     studies, raced = _Base.metadata.tables["studies"], []
 

@@ -11,16 +11,16 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-import tuner.data  # noqa: F401  (imported here, so the search's clock does not time its import)
-from tuner.budget import Deadline
-from tuner.cli import cli
-from tuner.config import validate_config
-from tuner.duration import parse_duration
+import tuner.training.data  # noqa: F401  (imported here, so the search's clock does not time its import)
+from tuner.cli.commands import cli
+from tuner.config.duration import parse_duration
+from tuner.config.schema import validate_config
 from tuner.errors import ConfigError
-from tuner.evaluate import Score
-from tuner.progress import QuietReporter
-from tuner.search import open_study, run_search
-from tuner.store import Storage, TrialState, sqlite_url
+from tuner.outputs.progress import QuietReporter
+from tuner.search.budget import Deadline
+from tuner.search.loop import open_study, run_search
+from tuner.study.store import Storage, TrialState, sqlite_url
+from tuner.training.evaluate import Score
 
 from .conftest import BOWL_SPACE, NO_DATA
 

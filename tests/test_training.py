@@ -5,14 +5,20 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tuner.architecture import decode
-from tuner.config import EvaluationConfig, NetworkConfig
-from tuner.data import PreparedSplit
+from tuner.config.schema import EvaluationConfig, NetworkConfig
 from tuner.errors import TrialFailed
-from tuner.model import build_model, train_split
-from tuner.replicas import EarlyStopping, epoch_batches, layout, stack_splits, worth_narrowing
-from tuner.trainer import StackedNet, epoch_function, train_splits
-from tuner.updates import STEPS
+from tuner.training.architecture import decode
+from tuner.training.data import PreparedSplit
+from tuner.training.model import build_model, train_split
+from tuner.training.replicas import (
+    EarlyStopping,
+    epoch_batches,
+    layout,
+    stack_splits,
+    worth_narrowing,
+)
+from tuner.training.trainer import StackedNet, epoch_function, train_splits
+from tuner.training.updates import STEPS
 
 
 def blobs(seed=0, rows=200, noise=0.7, random_labels=False):
@@ -249,7 +255,7 @@ def test_batch_norm_dropout_and_regression_train():
 
 
 def test_narrowing_the_stack_to_its_active_replicas_changes_no_result(monkeypatch):
-    import tuner.trainer as model
+    import tuner.training.trainer as model
 
     arch = small()
     params = {"learning_rate": 0.01, "batch_size": 16}

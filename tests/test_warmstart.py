@@ -8,14 +8,14 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from tuner.cli import cli
-from tuner.config import validate_config
+from tuner.cli.commands import cli
+from tuner.config.schema import validate_config
+from tuner.config.space import SearchSpace
 from tuner.errors import StudyError
-from tuner.main import joined_config
-from tuner.optimizer import Proposer
-from tuner.space import SearchSpace
-from tuner.store import Storage, TrialState, sqlite_url
-from tuner.warmstart import warm_trials
+from tuner.optimize.optimizer import Proposer
+from tuner.search.api import joined_config
+from tuner.study.store import Storage, TrialState, sqlite_url
+from tuner.study.warmstart import warm_trials
 
 from .conftest import make_tiny_frame, tiny_config_dict
 from .test_search import RAW, Bowl, search

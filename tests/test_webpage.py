@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tuner.results import load_results
-from tuner.webpage import write_report
+from tuner.outputs.webpage import write_report
+from tuner.study.results import load_results
 
 CHROMIUM_FLAGS = [
     "--headless",
@@ -82,8 +82,8 @@ def test_the_console_check_sees_errors(tmp_path):
 
 
 def test_a_study_without_a_completed_trial_still_gets_a_page(tmp_path):
-    from tuner.config import validate_config
-    from tuner.store import Storage, TrialState, sqlite_url
+    from tuner.config.schema import validate_config
+    from tuner.study.store import Storage, TrialState, sqlite_url
 
     from .conftest import tiny_config_dict
 

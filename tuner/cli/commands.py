@@ -1,0 +1,388 @@
+"""The `tuner` command: parses arguments, calls the library, maps errors to exit codes.
+
+Heavy modules (pandas, scikit-learn, Keras) are imported inside the commands so that
+`tuner --help` answers at once.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+
+from tuner import __version__
+from tuner.cli import options
+from tuner.errors import SearchInterrupted, TunerError
+from tuner.search.signals import leave_on_next_signal
+
+
+@contextmanager
+def _handled(debug: bool) -> Iterator[None]:
+    """Turn the tool's errors into a one-line message and an exit code."""
+    from tuner.outputs.report import print_error
+
+    try:
+        yield
+    except TunerError as exc:
+        if isinstance(exc, SearchInterrupted):
+            leave_on_next_signal()
+        if debug:
+            raise
+        print_error(str(exc))
+        raise SystemExit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        leave_on_next_signal()
+        if debug:
+            raise
+        print_error("interrupted")
+        raise SystemExit(130) from None
+
+
+def _reporter(config: Any, quiet: bool) -> tuple[tuple[str, ...], Any]:
+    """The searched names and the progress reporter of a search or worker command."""
+    from tuner.config.space import SearchSpace
+    from tuner.outputs.progress import ConsoleReporter, QuietReporter, stderr_console
+
+    names = SearchSpace(config.space).names
+    return names, QuietReporter() if quiet else ConsoleReporter(stderr_console(), names)
+
+
+@click.group(name="tuner", context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="tuner")
+def cli() -> None:
+    """Bayesian hyperparameter search for Keras networks on tabular data."""
+
+
+@cli.command(short_help="Search a config's space; print the best trial.")
+@options.combined(options.CONFIG, options.SET)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Run folder for the default SQLite study [default: runs/<config name>/].",
+)
+@click.option("--storage", metavar="URL", help="SQLAlchemy URL of the study database.")
+@click.option("--study", "study_name", metavar="NAME", help="Study name [default: config name].")
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue the study: finished trials count, interrupted ones run again.",
+)
+@click.option(
+    "--time-budget",
+    metavar="DURATION",
+    help="End the search, final re-score included, in about this long: 90s, 10m, 2h "
+    "(search.time_budget).",
+)
+@click.option(
+    "--warm-start", metavar="URL", help="Tell the optimiser another study's trials first (its URL)."
+)
+@click.option(
+    "--warm-study", metavar="NAME", help="The warm-start study [default: this study's name]."
+)
+@options.TRIAL_RUNNING
+def search(
+    config: Path,
+    overrides: tuple[str, ...],
+    out: Path | None,
+    storage: str | None,
+    study_name: str | None,
+    resume: bool,
+    time_budget: str | None,
+    warm_start: str | None,
+    warm_study: str | None,
+    workers: int | None,
+    gpus: str | None,
+    trials_per_gpu: int,
+    objective: str,
+    as_json: bool,
+    quiet: bool,
+    debug: bool,
+) -> None:
+    """Search the space of CONFIG with Bayesian optimisation; print the best trial."""
+    with _handled(debug):
+        from tuner.config.schema import load_config
+        from tuner.outputs.report import print_search_result
+        from tuner.search.api import Parallel
+        from tuner.search.api import search as run
+        from tuner.study.store import sqlite_url
+
+        name = study_name or config.stem
+        given = options.warm_overrides(warm_start, warm_study, name)
+        given += options.budget_overrides(time_budget)
+        cfg = load_config(config, [*overrides, *given])
+        url = storage or sqlite_url((out or Path("runs") / config.stem) / "study.db")
+        names, reporter = _reporter(cfg, quiet)
+        result = run(
+            cfg,
+            storage_url=url,
+            study_name=name,
+            resume=resume,
+            reporter=reporter,
+            factory=objective,
+            parallel=Parallel(workers, gpus, trials_per_gpu),
+        )
+        if result.time_up and cfg.search.time_budget and not quiet:
+            _say_time_up(cfg.search.time_budget)
+        print_search_result(result, names, as_json)
+
+
+def _say_time_up(seconds: float) -> None:
+    from tuner.outputs.progress import stderr_console
+
+    stderr_console().print(
+        f"time budget of {seconds:g} s (search.time_budget) ended the search before its trial "
+        "budget. Continue with --resume"
+    )
+
+
+@cli.command(short_help="Work on a study that tuner search created (another box).")
+@options.combined(options.SET)
+@click.option("--storage", required=True, metavar="URL", help="SQLAlchemy URL of the study.")
+@click.option("--study", "study_name", required=True, metavar="NAME", help="Study name.")
+@options.TRIAL_RUNNING
+def worker(
+    overrides: tuple[str, ...],
+    storage: str,
+    study_name: str,
+    workers: int | None,
+    gpus: str | None,
+    trials_per_gpu: int,
+    objective: str,
+    as_json: bool,
+    quiet: bool,
+    debug: bool,
+) -> None:
+    """Join a study: read its config from the database and run trials until its budget is spent."""
+    with _handled(debug):
+        from tuner.outputs.report import print_search_result
+        from tuner.search.api import Parallel, join_study, joined_config
+
+        cfg = joined_config(storage, study_name, overrides)
+        names, reporter = _reporter(cfg, quiet)
+        result = join_study(
+            cfg,
+            storage,
+            study_name,
+            reporter,
+            factory=objective,
+            parallel=Parallel(workers, gpus, trials_per_gpu),
+        )
+        print_search_result(result, names, as_json)
+
+
+@cli.command(short_help="Score one point of a config's space.")
+@options.combined(options.CONFIG, options.SET)
+@click.option(
+    "--vector",
+    metavar="V1,V2,...",
+    help="Values of the searched hyperparameters, in the order of the config's space.",
+)
+@click.option(
+    "--param",
+    "assignments",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="A searched hyperparameter by name (repeatable); the by-name form of --vector.",
+)
+@click.option("--seed", type=int, help="Seed of the splits and weights [default: search.seed].")
+@options.combined(options.JSON, options.QUIET, options.DEBUG)
+def evaluate(
+    config: Path,
+    overrides: tuple[str, ...],
+    vector: str | None,
+    assignments: tuple[str, ...],
+    seed: int | None,
+    as_json: bool,
+    quiet: bool,
+    debug: bool,
+) -> None:
+    """Score one point of CONFIG's space by bootstrap, exactly as the search does."""
+    with _handled(debug):
+        from tuner.config.schema import load_config
+        from tuner.config.space import SearchSpace
+        from tuner.outputs.progress import stderr_console
+        from tuner.outputs.report import print_score
+        from tuner.training.evaluate import evaluate_config, load_for_scoring
+
+        cfg = load_config(config, overrides)
+        params = SearchSpace(cfg.space).params_from_options(vector, assignments)
+        dataset = load_for_scoring(cfg)  # data errors stay the only line on stderr
+        if not quiet:
+            stderr_console().print(f"evaluating {cfg.evaluation.splits} split(s)...")
+        chosen = cfg.search.seed if seed is None else seed
+        score, arch = evaluate_config(cfg, params, chosen, dataset)
+        print_score(score, params, arch.describe(), as_json)
+
+
+# --- reading a finished study, exporting and using its model ------------------------------
+
+
+def _results(config: Path | None, storage: str | None, study_name: str | None) -> Any:
+    from tuner.study.results import load_results, study_location
+
+    return load_results(*study_location(config, storage, study_name))
+
+
+@cli.command(short_help="List every trial of a study.")
+@options.combined(options.STUDY_CONFIG, options.STORAGE, options.STUDY)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "csv", "json"]),
+    default="table",
+    show_default=True,
+    help="Output format.",
+)
+@options.combined(options.JSON, options.DEBUG)
+def trials(
+    config: Path | None,
+    storage: str | None,
+    study_name: str | None,
+    fmt: str,
+    as_json: bool,
+    debug: bool,
+) -> None:
+    """Every trial of a study: state, parameters, loss, std, epochs, seconds, error."""
+    with _handled(debug):
+        from tuner.outputs.report import print_trials
+
+        print_trials(_results(config, storage, study_name), "json" if as_json else fmt)
+
+
+@cli.command(short_help="Show the best trial of a study.")
+@options.combined(options.STUDY_CONFIG, options.STORAGE, options.STUDY, options.JSON, options.DEBUG)
+def best(
+    config: Path | None, storage: str | None, study_name: str | None, as_json: bool, debug: bool
+) -> None:
+    """The best completed trial of a study, with the network it decodes to."""
+    with _handled(debug):
+        from tuner.outputs.report import print_best
+        from tuner.outputs.webpage import best_architecture
+
+        results = _results(config, storage, study_name)
+        results.best  # noqa: B018  (refuses a study without a completed trial)
+        arch, note = best_architecture(results)
+        print_best(results, arch.describe() if arch else note, as_json)
+
+
+@cli.command(short_help="Write an HTML report of a study, with PNG plots.")
+@options.combined(options.STUDY_CONFIG, options.STORAGE, options.STUDY)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=Path("report.html"),
+    show_default=True,
+    help="The HTML file; the plots are written beside it as <name>-<plot>.png.",
+)
+@options.combined(options.JSON, options.DEBUG)
+def report(
+    config: Path | None,
+    storage: str | None,
+    study_name: str | None,
+    out: Path,
+    as_json: bool,
+    debug: bool,
+) -> None:
+    """One self-contained HTML page: convergence, parameters, splits, network, failures."""
+    with _handled(debug):
+        from tuner.outputs.report import print_written
+        from tuner.outputs.webpage import write_report
+
+        written = write_report(_results(config, storage, study_name), out)
+        lines = [f"report  {written['html']} ({written['bytes']:,} bytes)"]
+        lines += [f"plot    {p}" for p in written["plots"]]  # type: ignore[attr-defined]
+        print_written(written, lines, as_json)
+
+
+@cli.command(short_help="Refit the best trial on all the data; save the model.")
+@options.combined(options.STUDY_CONFIG, options.STORAGE, options.STUDY)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, file_okay=False),
+    required=True,
+    help="Model folder to write (refused when it exists and is not empty, unless --force).",
+)
+@click.option("--seeds", type=int, default=3, show_default=True, help="Refits; the best is kept.")
+@click.option("--force", is_flag=True, help="Write into a non-empty --out folder.")
+@options.combined(options.JSON, options.QUIET, options.DEBUG)
+def export(
+    config: Path | None,
+    storage: str | None,
+    study_name: str | None,
+    out: Path,
+    seeds: int,
+    force: bool,
+    as_json: bool,
+    quiet: bool,
+    debug: bool,
+) -> None:
+    """Refit the best configuration (several seeds, keeping the best) and save it to --out."""
+    with _handled(debug):
+        from tuner.outputs.export import check_model_folder, export_model
+        from tuner.outputs.progress import stderr_console
+        from tuner.outputs.report import print_written
+
+        results = _results(config, storage, study_name)
+        check_model_folder(out, force)
+        if not quiet:
+            stderr_console().print(f"refitting trial {results.best.number} with {seeds} seed(s)...")
+        meta = export_model(results, out, seeds=seeds, force=force).meta
+        score = meta["score"]
+        lines = [
+            f"model         {out}",
+            f"trial         {meta['trial']}",
+            f"architecture  {meta['architecture']['description']}",
+            f"held-out      {score['held_out_loss']:.4f} (seed {score['seed']}, "
+            f"{score['epochs']} epochs; search loss {score['search_loss']:.4f})",
+            f"seconds       {meta['seconds']:.1f}",
+        ]
+        print_written(meta, lines, as_json)
+
+
+@cli.command(short_help="Predict with an exported model.")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.argument("data", type=click.Path(path_type=Path))
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, dir_okay=False),
+    required=True,
+    help="CSV file of predictions to write.",
+)
+@click.option("--id", "id_column", metavar="COLUMN", help="Column copied to the output as the id.")
+@options.combined(options.JSON, options.DEBUG)
+def predict(
+    model: Path, data: Path, out: Path, id_column: str | None, as_json: bool, debug: bool
+) -> None:
+    """Apply MODEL (a folder from `tuner export`) to the CSV file DATA."""
+    with _handled(debug):
+        from tuner.outputs.export import predict_file
+        from tuner.outputs.report import print_written
+
+        written = predict_file(model, data, out, id_column)
+        print_written(written, [f"predictions  {out} ({written['rows']} rows)"], as_json)
+
+
+@cli.command(short_help="Write a starter config for a CSV file.")
+@click.argument("data", type=click.Path(path_type=Path))
+@click.option("--target", required=True, metavar="COLUMN", help="The column to predict.")
+@options.combined(options.DEBUG)
+def init(data: Path, target: str, debug: bool) -> None:
+    """Print a commented starter config for the CSV file DATA on stdout."""
+    with _handled(debug):
+        from tuner.outputs.report import print_text
+        from tuner.outputs.starter import starter_config
+
+        print_text(starter_config(data, target))
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="tuner")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

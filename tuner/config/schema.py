@@ -1,0 +1,372 @@
+"""The search config: YAML in, validated frozen objects out.
+
+Every rule lives here, and every error names the key path, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from tuner.config.duration import parse_duration
+from tuner.config.hyperparameters import ACTIVATIONS, HYPERPARAMETERS, Scalar, check_domain
+from tuner.config.yamlfile import apply_overrides, is_url, read_config_file
+from tuner.errors import ConfigError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+
+
+class Param(_Section):
+    """One entry of `space`: a fixed value, a range (`low`/`high`) or a choice (`values`)."""
+
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, strict=True, allow_inf_nan=False, populate_by_name=True
+    )
+
+    value: Scalar | None = None
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    integer: bool = Field(False, alias="int")
+    values: list[Scalar] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _scalar_is_fixed(cls, data: Any) -> Any:
+        return data if isinstance(data, Mapping) else {"value": data}
+
+    @model_validator(mode="after")
+    def _one_form(self) -> Param:
+        given = self.model_fields_set
+        forms = [f for f, keys in _FORMS.items() if given & keys]
+        if len(forms) > 1:
+            raise ValueError(
+                f"use one form: a fixed value, low/high or values (got {' and '.join(forms)})"
+            )
+        if self.values is not None:
+            _check_values(self.values)
+        elif self.low is not None or self.high is not None:
+            _check_range(self.low, self.high, self.log)
+        elif self.value is None:
+            raise ValueError(
+                "give a fixed value, {low: .., high: ..} or {values: [..]} (got nothing)"
+            )
+        return self
+
+    def to_data(self) -> Any:
+        """This entry in its shortest YAML form."""
+        if self.kind == "fixed":
+            return self.value
+        if self.kind == "choice":
+            return {"values": list(self.values or [])}
+        data: dict[str, Any] = {"low": self.low, "high": self.high}
+        if self.log:
+            data["log"] = True
+        if self.integer:
+            data["int"] = True
+        return data
+
+    @property
+    def kind(self) -> Literal["fixed", "range", "choice"]:
+        """Which of the three forms this entry has."""
+        if self.values is not None:
+            return "choice"
+        if self.low is not None:
+            return "range"
+        return "fixed"
+
+
+_FORMS = {
+    "a fixed value": {"value"},
+    "low/high": {"low", "high", "log", "integer"},
+    "values": {"values"},
+}
+
+
+def _check_values(values: list[Scalar]) -> None:
+    if len(values) < 2:
+        raise ValueError(
+            f"values needs at least two entries (got {values!r}); add one, or give the value alone"
+        )
+    if len({repr(v) for v in values}) != len(values):
+        raise ValueError(f"values must not repeat (got {values!r})")
+
+
+def _check_range(low: float | None, high: float | None, log: bool) -> None:
+    if low is None or high is None:
+        raise ValueError(f"a range needs both low and high (got low={low}, high={high})")
+    if not high > low:
+        raise ValueError(
+            f"high must be greater than low (got low={low}, high={high}); swap or widen them"
+        )
+    if log and low <= 0:
+        raise ValueError(
+            f"a log-scale range needs low > 0 (got low={low}); raise low or remove `log: true`"
+        )
+
+
+class DataConfig(_Section):
+    """Where the data is and what to predict."""
+
+    path: str = Field(min_length=1)
+    target: str = Field(min_length=1)
+    task: Literal["classification", "regression"] = "classification"
+    drop: list[str] = []
+    categorical: list[str] | None = None
+
+
+class NetworkConfig(_Section):
+    """The course's rule that turns neuron_pct / neuron_shrink into layers."""
+
+    # Upper limits keep decoding finite: wider or deeper networks are far past any max_params.
+    max_neurons: int = Field(5000, ge=1, le=1_000_000_000)
+    min_neurons: int = Field(25, ge=0)
+    max_layers: int = Field(10, ge=0, le=1000)
+    activation: Literal[ACTIVATIONS] = "prelu"  # type: ignore[valid-type]
+
+
+class EvaluationConfig(_Section):
+    """How one point is scored: bootstrap splits with early stopping."""
+
+    splits: int = Field(2, ge=1)
+    test_size: float = Field(0.1, gt=0.0, lt=1.0)
+    epochs: int = Field(500, ge=1)
+    patience: int = Field(10, ge=0)
+    min_delta: float = Field(0.001, ge=0.0)
+    # 100M parameters take about 2 GB with Adam's state and a best-weights copy: a 24 GiB,
+    # 2-core machine never swaps, though such a network trains for hours there.
+    max_params: int = Field(100_000_000, ge=1)
+    timeout: float | None = Field(None, gt=0.0)
+    worker_trials: int = Field(50, ge=1)
+
+
+class AcquisitionConfig(_Section):
+    """bayes_opt's acquisition function: ucb uses kappa, ei and poi use xi."""
+
+    kind: Literal["ucb", "ei", "poi"] = "ucb"
+    kappa: float = Field(2.576, ge=0.0)
+    xi: float = Field(0.0, ge=0.0)
+
+
+class WarmStartConfig(_Section):
+    """Another study of the same space whose completed trials the optimiser is told first."""
+
+    storage: str = Field(min_length=1)
+    study: str = Field(min_length=1)
+
+
+class SearchConfig(_Section):
+    """The trial budget and the optimiser's settings."""
+
+    init_points: int = Field(10, ge=0)
+    n_iter: int = Field(20, ge=0)
+    seed: int = 1
+    acquisition: AcquisitionConfig = AcquisitionConfig()
+    max_consecutive_failures: int = Field(5, ge=1)
+    heartbeat: float = Field(30.0, gt=0)
+    grace: float = Field(120.0, gt=0)
+    max_retries: int = Field(1, ge=0)
+    liar: Literal["mean", "worst"] = "mean"
+    noise: Literal["auto", "none"] = "auto"
+    cost_aware: bool = False
+    time_budget: float | None = None
+    warm_start: WarmStartConfig | None = None
+
+    @field_validator("time_budget", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        return None if value is None else parse_duration(value)
+
+    # Racing, the final re-score and the confirmation (tuner/rescoring.py); 0 turns each off.
+    race_top: int = Field(2, ge=0)
+    race_splits: int = Field(6, ge=1)
+    final_candidates: int = Field(3, ge=0)
+    final_splits: int = Field(10, ge=2)
+    confirm_splits: int = Field(10, ge=0)
+    difficulty_splits: int = Field(100, ge=0)  # the baseline's reference splits (difficulty.py)
+    # How trials are compared: plain means of their own splits, those adjusted by a baseline
+    # (adjustment.py), or every trial on common splits (racing rounds adjusted).
+    comparison: Literal["plain", "adjusted", "common"] = "plain"
+    final_share: float = Field(0.25, ge=0.0, le=1.0)  # of a time budget, kept for the above
+
+    @model_validator(mode="after")
+    def _budget(self) -> SearchConfig:
+        if self.init_points + self.n_iter < 1:
+            raise ValueError(
+                f"init_points + n_iter must be at least 1 (got {self.init_points} + {self.n_iter})"
+            )
+        return self
+
+    @property
+    def budget(self) -> int:
+        """Trials that a search runs to completion."""
+        return self.init_points + self.n_iter
+
+
+class Config(_Section):
+    """A whole search: data, space, network rule, evaluation and search settings."""
+
+    data: DataConfig
+    space: dict[str, Param]
+    network: NetworkConfig = NetworkConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
+    search: SearchConfig = SearchConfig()
+
+    @model_validator(mode="after")
+    def _known_hyperparameters(self) -> Config:
+        for name, param in self.space.items():
+            if name not in HYPERPARAMETERS:
+                known = ", ".join(HYPERPARAMETERS)
+                raise ValueError(f"space.{_key(name)}: unknown hyperparameter; known ones: {known}")
+            check_domain(name, param, HYPERPARAMETERS[name])
+        if "activation" in self.space and "activation" in self.network.model_fields_set:
+            raise ValueError(
+                "space.activation: network.activation is set too; remove network.activation "
+                "(space.activation takes its place)"
+            )
+        for name, hp in HYPERPARAMETERS.items():
+            if hp.default is None and not hp.optional and name not in self.space:
+                raise ValueError(
+                    f"space.{name}: required hyperparameter is missing; add e.g. "
+                    f"`{name}: {hp.example}`"
+                )
+        return self
+
+    def full_space(self) -> dict[str, Any]:
+        """Every hyperparameter's entry, defaults written out: equal spaces compare equal."""
+        full = {n: hp.default for n, hp in HYPERPARAMETERS.items() if hp.default is not None}
+        full["activation"] = self.network.activation  # the activation unless space names one
+        full.update({name: param.to_data() for name, param in self.space.items()})
+        return full
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config as plain JSON-ready data, as it would be written in YAML."""
+        data = self.model_dump(mode="json", by_alias=True, exclude={"space"})
+        data["space"] = {name: param.to_data() for name, param in self.space.items()}
+        if "activation" in self.space:  # written once: in space, where it is searched
+            del data["network"]["activation"]
+        return data
+
+
+def space_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """Keys of `space` whose definitions differ between two full spaces
+    (`Config.full_space`)."""
+    keys = sorted(set(old) | set(new))
+    return [f"space.{k}" for k in keys if old.get(k) != new.get(k)]
+
+
+# --- validation -----------------------------------------------------------------------------
+
+
+def validate_config(raw: Mapping[str, Any]) -> Config:
+    """Validate a raw mapping into a Config, raising ConfigError with one line per problem."""
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(format_error(exc.errors()[0])) from exc
+
+
+def load_config(path: Path, overrides: Iterable[str] = ()) -> Config:
+    """Read, override and validate a config file; a relative data.path is relative to it."""
+    raw = read_config_file(path)
+    data = raw.get("data")
+    if isinstance(data, dict) and isinstance(data.get("path"), str):
+        data_path = data["path"]
+        if data_path and not is_url(data_path) and not Path(data_path).expanduser().is_absolute():
+            data["path"] = str((path.parent / data_path).resolve())
+    return validate_config(apply_overrides(raw, overrides))
+
+
+def _key(part: object) -> str:
+    """One part of a key path: as written, or quoted when it is empty or not printable."""
+    text = str(part)
+    return text if text.isprintable() and text.strip() == text and text else repr(text)
+
+
+def format_error(error: Mapping[str, Any]) -> str:
+    """One pydantic error as `key.path: what is wrong (got value)`."""
+    loc = tuple(_key(part) for part in error["loc"])
+    kind = error["type"]
+    if len(loc) > 1 and loc[-1] in _SCALAR_TAGS:
+        return _scalar_error(loc[:-1], error.get("input"))
+    where = ".".join(loc)
+    if kind == "value_error":
+        message = str(error["ctx"]["error"])
+        return f"{where}: {message}" if where else message
+    if kind == "extra_forbidden":
+        allowed = _allowed_keys(loc[:-1])
+        hint = f"; allowed keys: {', '.join(allowed)}" if allowed else ""
+        return f"{where}: unknown key{hint}"
+    if kind == "missing":
+        parent = ".".join(loc[:-1])
+        hint = f"add `{loc[-1]}:` under `{parent}:`" if parent else f"add a `{loc[-1]}:` section"
+        return f"{where}: required key is missing; {hint}"
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        return (
+            f"{where}: must be a section of `key: value` entries (got {error.get('input')!r}); "
+            f"write its keys indented under `{loc[-1] if loc else where}:`"
+        )
+    got = error.get("input")
+    message = error["msg"][0].lower() + error["msg"][1:]
+    hint = _HINTS.get(kind, "fix the value")
+    return f"{where}: {message} (got {got!r}); {hint}"
+
+
+# What to do, for pydantic's own error kinds (the rule itself is in pydantic's message).
+_HINTS = {
+    "int_type": "write a whole number, e.g. 5",
+    "int_parsing": "write a whole number, e.g. 5",
+    "int_from_float": "write a whole number, e.g. 5",
+    "float_type": "write a number, e.g. 0.5",
+    "float_parsing": "write a number, e.g. 0.5",
+    "finite_number": "write a finite number",
+    "bool_type": "write true or false",
+    "string_type": "write it as text",
+    "string_too_short": "give a non-empty value",
+    "list_type": "write a list, e.g. [a, b]",
+    "literal_error": "use one of these",
+    "greater_than": "raise the value",
+    "greater_than_equal": "raise the value",
+    "less_than": "lower the value",
+    "less_than_equal": "lower the value",
+}
+
+
+_SCALAR_TAGS = ("bool", "int", "float", "str")
+
+
+def _scalar_error(loc: tuple[str, ...], got: Any) -> str:
+    """A value that is none of true/false, a number or text (pydantic tags each try)."""
+    if loc[-1] == "value":
+        return (
+            f"{'.'.join(loc[:-1])}: must be a single value, {{low: .., high: ..}} or "
+            f"{{values: [..]}} (got {got!r}); write it in one of these forms"
+        )
+    return f"{'.'.join(loc)}: must be true/false, a number or text (got {got!r}); use one of these"
+
+
+def _allowed_keys(loc: tuple[str, ...]) -> list[str]:
+    model: Any = Config
+    if loc and loc[0] == "space":
+        model = Param if len(loc) == 2 else None
+    else:
+        for part in loc:
+            field = model.model_fields.get(part)
+            model = field.annotation if field else None
+            if not (isinstance(model, type) and issubclass(model, BaseModel)):
+                return []
+    if model is None:
+        return []
+    return [f.alias or name for name, f in model.model_fields.items()]

@@ -1,0 +1,88 @@
+"""What a worker is given when it asks for work: a queued retry, a new point, or nothing.
+
+`Asker.choose` runs inside the study's serialised ask (`Storage.ask`), so it sees every trial,
+running ones included, and no other worker can start a trial between its look and its insert.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from tuner.config.schema import Config
+from tuner.config.space import SearchSpace
+from tuner.optimize.optimizer import Allowed, Proposer
+from tuner.study.store import RERUN_KINDS, RETRY_LIMITED_KINDS, NewTrial, TrialRecord, TrialState
+
+COMMON_TAG = 0x636F6D6D  # "comm"
+
+
+def trial_seed(search_seed: int, proposal: int) -> int:
+    """The seed of the k-th proposal's splits and weights: fixed by the search seed."""
+    return int(np.random.SeedSequence([search_seed, proposal]).generate_state(1)[0] >> 1)
+
+
+def common_seed(search_seed: int) -> int:
+    """The seed of every trial's splits and weights with `search.comparison: common`."""
+    return int(np.random.SeedSequence([search_seed, COMMON_TAG]).generate_state(1)[0] >> 1)
+
+
+def _retry_depth(trial: TrialRecord, by_number: Mapping[int, TrialRecord]) -> int:
+    """How many times the point of `trial` went stale or killed its worker, along its retries."""
+    depth = 0
+    current: TrialRecord | None = trial
+    while current is not None:
+        depth += current.error_kind in RETRY_LIMITED_KINDS
+        current = by_number.get(current.retry_of) if current.retry_of is not None else None
+    return depth
+
+
+def queued_retry(trials: Sequence[TrialRecord], max_retries: int) -> TrialRecord | None:
+    """The first interrupted, stale or died trial not yet retried (stale and died: at most
+    max_retries times)."""
+    by_number = {t.number: t for t in trials}
+    retried = {t.retry_of for t in trials if t.retry_of is not None}
+    for trial in trials:
+        if trial.error_kind not in RERUN_KINDS or trial.number in retried:
+            continue
+        limited = trial.error_kind in RETRY_LIMITED_KINDS
+        if limited and _retry_depth(trial, by_number) > max_retries:
+            continue  # given up: a new point takes its place in the budget
+        return trial
+    return None
+
+
+def budget_left(trials: Sequence[TrialRecord], budget: int) -> int:
+    """Trials that may still start: the budget less those that count and those running."""
+    running = sum(1 for t in trials if t.state == TrialState.RUNNING)
+    return budget - sum(1 for t in trials if t.counts) - running
+
+
+class Asker:
+    """Chooses the next trial of a search from the study's trials."""
+
+    def __init__(
+        self, config: Config, prior: Sequence[TrialRecord] = (), allowed: Allowed | None = None
+    ) -> None:
+        """`prior`: warm-start trials; `allowed`: which points may be proposed (by size)."""
+        self._config = config
+        self._space = SearchSpace(config.space)
+        self._proposer = Proposer(self._space, config.search, allowed)
+        # Warm start: another study's completed trials go first in the proposer's history,
+        # and each takes the place of one of the random initial points.
+        self._prior = tuple(prior)
+
+    def choose(self, trials: Sequence[TrialRecord]) -> NewTrial | None:
+        """A queued retry, else the next proposal; None once the budget is taken."""
+        search = self._config.search
+        if budget_left(trials, search.budget) <= 0:
+            return None
+        old = queued_retry(trials, search.max_retries)
+        if old is not None:
+            return NewTrial(old.point, old.params, old.seed, retry_of=old.number)
+        k = sum(1 for t in trials if t.retry_of is None)
+        point = self._proposer.propose(k + len(self._prior), [*self._prior, *trials])
+        common = search.comparison == "common"
+        seed = common_seed(search.seed) if common else trial_seed(search.seed, k)
+        return NewTrial(point, self._space.params(point), seed)

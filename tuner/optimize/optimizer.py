@@ -1,0 +1,278 @@
+"""Proposing points with bayes_opt, driven by ask/tell from the stored trials.
+
+The optimiser is rebuilt from the study's trials for every proposal, so what it knows is
+exactly what the database holds: a resumed search and a fresh one see the same history.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from bayes_opt import BayesianOptimization
+from sklearn.gaussian_process.kernels import Kernel, Matern, WhiteKernel
+from threadpoolctl import threadpool_limits
+
+from tuner.config.schema import Scalar, SearchConfig
+from tuner.config.space import Coordinate, SearchSpace
+from tuner.optimize.acquisition import Acquisition, Rows
+from tuner.optimize.cost import CostModel
+from tuner.study.adjustment import comparable
+from tuner.study.noise import NOISE_FLOOR, finite_splits, mean_noise, pooled_variance, variance
+from tuner.study.store import TrialRecord, TrialState
+
+Point = dict[str, Coordinate]
+# Whether a point's hyperparameters may be trained (a network within evaluation.max_params).
+Allowed = Callable[[Mapping[str, Scalar]], bool]
+
+# Restarts of the GP's kernel fit, besides the one from length scale 1 (a unit-scaled space).
+GP_RESTARTS = 1
+# The most that cost counts: the gain is divided by relative seconds to this power, so a point
+# 10x cheaper wins only if its gain is within a factor of 10**0.25 = 1.8; at the power 1 of
+# "improvement per second", the first guided trials all went to the smallest networks.
+COST_POWER = 0.25
+# Random draws per initial point when looking for allowed ones, before giving up on allowed.
+INITIAL_DRAWS = 200
+# Tukey's upper fence, Q3 + 1.5 IQR of the completed trials' losses, from this many trials on.
+FENCE_IQR = 1.5
+FENCE_MIN_TRIALS = 4
+
+
+# A point's value as one trial tells it: the value to maximise, its noise variance, and the
+# seed of the splits it was measured on (None for a stand-in value).
+Told = tuple[float, float | None, int | None]
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One point as the optimiser is told it: the value to maximise and its noise variance."""
+
+    point: Point
+    target: float
+    noise: float | None  # variance of `target`; None when nothing tells it
+
+
+def _clean(point: dict[str, Any]) -> Point:
+    """bayes_opt hands out numpy scalars; stored points are plain floats and strings."""
+    return {k: v if isinstance(v, str) else float(v) for k, v in point.items()}
+
+
+def loss_fence(completed: Sequence[TrialRecord]) -> float:
+    """The most a completed trial's loss is told as: Tukey's upper fence of their losses,
+    Q3 + 1.5 IQR, the IQR at least a typical trial's split standard deviation.
+
+    A diverged network's loss (5, or 30, against the good ones' 0.65) would otherwise set the
+    GP's normalised scale and its length scales alone, and the differences of 0.01 that matter
+    among the good points would vanish under it. Told as the fence, it still says "bad here".
+    The floor keeps losses that differ by no more than noise (a tight cluster) as they are.
+    """
+    losses = [float(t.loss) for t in completed if t.loss is not None]
+    if len(losses) < FENCE_MIN_TRIALS:
+        return math.inf
+    q1, q3 = np.percentile(losses, [25, 75])
+    spreads = [math.sqrt(variance(v)) for t in completed if len(v := finite_splits(t)) >= 2]
+    floor = statistics.median(spreads) if spreads else 0.0
+    return float(q3 + FENCE_IQR * max(q3 - q1, floor))
+
+
+def _typical_noise(completed: Sequence[TrialRecord], pooled: float | None) -> float | None:
+    """The noise of a typical trial's mean: the pooled split variance over the median splits."""
+    if pooled is None:
+        return None
+    splits = int(statistics.median_low([max(len(finite_splits(t)), 1) for t in completed]))
+    return max(pooled / splits, NOISE_FLOOR)
+
+
+def observed(trials: Sequence[TrialRecord], liar: str = "mean") -> list[Observation]:
+    """What the optimiser is told: each finished point with the value to maximise and its noise.
+
+    A completed trial gives its negated loss, told as at most `loss_fence` of the completed
+    losses, with the noise of its mean over splits. A failed trial (diverged, say) gives the
+    worst value told so far, so the optimiser learns that region is bad without a NaN or an
+    infinity reaching the Gaussian process; so does a point whose worker process died, until a
+    retry of it speaks for it. Interrupted and stale trials say nothing about their point. A
+    running trial (another worker's) gets a stand-in value, the "constant liar": the mean
+    (`liar: mean`) or the worst (`liar: worst`) of the values told, so that parallel workers
+    are not sent to the same place. Failed and running points get the noise of a typical trial.
+    Repeated points are merged: the mean value, the mean's noise. Split losses are adjusted for
+    split difficulty first (`adjustment.comparable`), so both the values and their noise are the
+    adjusted ones.
+    """
+    trials = comparable(trials)
+    completed = [t for t in trials if t.state == TrialState.COMPLETE and t.loss is not None]
+    if not completed:
+        return []
+    fence = loss_fence(completed)
+    value = {id(t): -min(float(t.loss), fence) for t in completed}  # type: ignore[arg-type]
+    worst = min(value.values())
+    lie = worst if liar == "worst" else sum(value.values()) / len(value)
+    pooled = pooled_variance(completed)
+    typical = _typical_noise(completed, pooled)
+    merged: dict[tuple[tuple[str, Coordinate], ...], list[Told]] = {}
+    retried = {t.retry_of for t in trials if t.retry_of is not None}
+    points: dict[tuple[tuple[str, Coordinate], ...], Point] = {}
+    for trial in trials:
+        told: Told
+        if trial.state == TrialState.COMPLETE and trial.loss is not None:
+            noise = None if pooled is None else mean_noise(trial, pooled)
+            told = (value[id(trial)], noise, trial.seed)
+        elif trial.state == TrialState.RUNNING:
+            told = (lie, typical, None)
+        elif trial.counts or (trial.error_kind == "died" and trial.number not in retried):
+            told = (worst, typical, None)
+        else:
+            continue
+        key = tuple(sorted(trial.point.items()))
+        merged.setdefault(key, []).append(told)
+        points[key] = dict(trial.point)
+    return [_merge(points[key], told) for key, told in merged.items()]
+
+
+def _merge(point: Point, told: list[Told]) -> Observation:
+    """One point told several times: the mean value, and its noise. Tellings on one seed share
+    their splits (`search.comparison: common`) and their errors: those add as standard
+    deviations, not as variances, so a repeat there is not taken for a second opinion. A
+    stand-in value (a running or failed trial's) measured nothing and adds as a variance."""
+    target = sum(value for value, _, _ in told) / len(told)
+    if any(noise is None for _, noise, _ in told):
+        return Observation(point, target, None)
+    by_seed: dict[int | None, list[float]] = {}
+    for _, noise, seed in told:
+        by_seed.setdefault(seed, []).append(noise)  # type: ignore[arg-type]
+    stand_ins = by_seed.pop(None, [])
+    # A lone telling keeps its variance as is: sqrt then square would move it by a rounding.
+    shared = [v[0] if len(v) == 1 else sum(map(math.sqrt, v)) ** 2 for v in by_seed.values()]
+    noise = (sum(shared) + sum(stand_ins)) / len(told) ** 2
+    return Observation(point, target, noise)
+
+
+def observations(trials: Sequence[TrialRecord], liar: str = "mean") -> list[tuple[Point, float]]:
+    """Each point the optimiser is told of, with its value (see `observed`)."""
+    return [(o.point, o.target) for o in observed(trials, liar)]
+
+
+class Proposer:
+    """Proposes the k-th point of a search: seeded random ones first, then guided ones.
+
+    With `allowed`, every proposal is a point it allows (where the space has any): a network
+    known to be over `evaluation.max_params` is never proposed, random or guided.
+    """
+
+    def __init__(
+        self, space: SearchSpace, cfg: SearchConfig, allowed: Allowed | None = None
+    ) -> None:
+        self._space = space
+        self._cfg = cfg
+        self._allowed = allowed
+        self._initial = self._initial_points()
+
+    def _initial_points(self) -> list[Point]:
+        """The seeded random points; with `allowed`, the first allowed draws, in draw order."""
+        optimizer, wanted = self._fresh(self._cfg.seed), self._cfg.init_points
+        if self._allowed is None:
+            return [_clean(p) for p in optimizer.random_sample(wanted)]
+        chosen: list[Point] = []
+        refused: list[Point] = []
+        for _ in range(INITIAL_DRAWS * wanted):
+            if len(chosen) == wanted:
+                break
+            point = _clean(optimizer.random_sample(1)[0])
+            (chosen if self._allowed(self._space.params(point)) else refused).append(point)
+        return chosen + refused[: wanted - len(chosen)]  # a space with (almost) none allowed
+
+    def _allowed_rows(self, space: Any) -> Rows | None:
+        """`allowed` on rows of bayes_opt arrays, as a boolean per row."""
+        allowed = self._allowed
+        if allowed is None:
+            return None
+
+        def check(rows: np.ndarray) -> np.ndarray:
+            points = (_clean(space.array_to_params(row)) for row in np.atleast_2d(rows))
+            return np.array([allowed(self._space.params(p)) for p in points], dtype=bool)
+
+        return check
+
+    def _fresh(
+        self, seed: int, acquisition: Acquisition | None = None, fitted_noise: bool = False
+    ) -> BayesianOptimization:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # bayes_opt calls choices "experimental"
+            optimizer = BayesianOptimization(
+                f=None,
+                pbounds=self._space.pbounds(),
+                acquisition_function=acquisition or Acquisition(self._cfg.acquisition),
+                random_state=seed,
+                verbose=0,
+                allow_duplicate_points=True,
+            )
+        # A length scale under 0.05 of a unit range fits noise, not the loss surface: the
+        # likelihood has such an optimum, which bayes_opt's bounds (1e-5) let the fit fall in.
+        kernel: Kernel = Matern(nu=2.5, length_scale=1.0, length_scale_bounds=(0.05, 20.0))
+        if fitted_noise:  # in normalised target units: the GP fits the noise's share
+            kernel = kernel + WhiteKernel(noise_level=0.1, noise_level_bounds=(1e-6, 1.0))
+        optimizer.set_gp_params(kernel=kernel, normalize_y=True, n_restarts_optimizer=GP_RESTARTS)
+        return optimizer
+
+    def cost_weight(self, k: int) -> float:
+        """How much cost counts for the k-th proposal: COST_POWER at the first guided one,
+        falling to 0 at the last of the budget (cost cooling, Lee et al. 2020), so the end buys
+        quality."""
+        if not self._cfg.cost_aware or self._cfg.n_iter == 0:
+            return 0.0
+        guided = k - self._cfg.init_points
+        return COST_POWER * float(min(max(1.0 - guided / self._cfg.n_iter, 0.0), 1.0))
+
+    def optimizer(self, k: int, history: Sequence[TrialRecord]) -> BayesianOptimization:
+        """A fresh optimiser for the k-th proposal, told every observation of `history`."""
+        found = observed(history, self._cfg.liar)
+        noise = None
+        known = bool(found) and all(o.noise is not None for o in found)
+        if self._cfg.noise == "auto" and known:
+            noise = np.array([o.noise for o in found], dtype=float)
+        acquisition = Acquisition(self._cfg.acquisition, noise, cost_weight=self.cost_weight(k))
+        # auto without split variances (one split per trial): the GP fits a noise level.
+        fitted = self._cfg.noise == "auto" and not known
+        optimizer = self._fresh(self._cfg.seed + k, acquisition, fitted)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for o in found:
+                # The target space's own register: the optimiser's wrapper also logs, and
+                # its logging rebuilds the whole result list each call (quadratic in trials).
+                optimizer.space.register(o.point, o.target)
+        if acquisition.cost_weight > 0:
+            acquisition.cost = self._cost_model(optimizer, history)
+        acquisition.allowed = self._allowed_rows(optimizer.space)
+        return optimizer
+
+    def _cost_model(
+        self, optimizer: BayesianOptimization, history: Sequence[TrialRecord]
+    ) -> CostModel | None:
+        done = [
+            t
+            for t in history
+            if t.state == TrialState.COMPLETE and t.seconds is not None and t.seconds > 0
+        ]
+        if not done:
+            return None
+        space = optimizer.space
+        points = np.array([space.params_to_array(t.point) for t in done])
+        seconds = np.array([float(t.seconds) for t in done])  # type: ignore[arg-type]
+        return CostModel.fit(points, seconds, space.kernel_transform)
+
+    def propose(self, k: int, history: Sequence[TrialRecord]) -> Point:
+        """The k-th proposal, given the trials so far."""
+        if not self._space.dimensions:
+            return {}
+        if k < len(self._initial):
+            return dict(self._initial[k])
+        # One BLAS thread: the matrices are small, and threads that spin while a trial's
+        # training holds the cores made a proposal 5x slower (benchmarks/search_speed.py).
+        with threadpool_limits(limits=1, user_api="blas"), warnings.catch_warnings():
+            # sklearn's GP and bayes_opt's "experimental" notice are noise for our users.
+            warnings.simplefilter("ignore")
+            return _clean(self.optimizer(k, history).suggest())

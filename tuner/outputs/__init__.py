@@ -1,0 +1,6 @@
+"""What users see and take home: terminal results and progress, the HTML report and its plots,
+the exported model and its predictions, and `tuner init`'s starter config.
+
+Owns: every print; nothing below this layer writes to the terminal.
+May import: `tuner.search` and everything below it.
+"""

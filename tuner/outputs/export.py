@@ -1,0 +1,292 @@
+"""A deployable model: refit the best trial's point on all the data, save it, predict with it.
+
+A model folder holds `model.keras` (Keras 3 format), `preprocessing.joblib` (the fitted
+scikit-learn ColumnTransformer) and `model.json` (what it is and how it was made).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from tuner import __version__
+from tuner.errors import DataError, TunerError, UsageError
+
+if TYPE_CHECKING:
+    import keras
+    import pandas as pd
+    from sklearn.compose import ColumnTransformer
+
+    from tuner.config.schema import Config
+    from tuner.study.results import StudyResults
+    from tuner.training.architecture import Architecture
+    from tuner.training.data import Dataset
+
+MODEL_FILE = "model.keras"
+PREPROCESSING_FILE = "preprocessing.joblib"
+META_FILE = "model.json"
+
+
+@dataclass(frozen=True)
+class Fit:
+    """One refit: the trained network, its held-out loss, epochs and seed."""
+
+    model: keras.Model
+    loss: float
+    epochs: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class ExportedModel:
+    """A model ready to predict: network, fitted preprocessing and its description."""
+
+    model: keras.Model
+    preprocessor: ColumnTransformer
+    meta: dict[str, Any]
+
+
+def check_model_folder(out: Path, force: bool) -> None:
+    """Refuse a file, or a non-empty folder without `force`: nothing is overwritten unasked."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out: {out} is a file; give a folder for the model")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise UsageError(
+            f"--out: {out} exists and is not empty; choose another folder or add --force"
+        )
+
+
+def file_checksum(path: str) -> str | None:
+    """sha256 of a local data file (None for a URL)."""
+    if path.startswith(("http://", "https://")):
+        return None
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _refit_once(
+    config: Config, dataset: Dataset, x: np.ndarray, arch: Architecture, params: Mapping, seed: int
+) -> Fit:
+    """Train on all rows but a held-out part, early-stopped on it; score the best weights."""
+    import keras
+
+    from tuner.training.architecture import training_of
+    from tuner.training.data import make_splits
+    from tuner.training.model import build_model, fit_callbacks, held_out_loss
+
+    evaluation = config.evaluation
+    train, test = make_splits(dataset, 1, evaluation.test_size, seed)[0]
+    keras.utils.set_random_seed(seed % 2**31)
+    training = training_of(params)
+    model = build_model(arch, training.learning_rate, training.optimizer)
+    history = model.fit(
+        x[train],
+        dataset.target[train],
+        validation_data=(x[test], dataset.target[test]),
+        epochs=evaluation.epochs,
+        batch_size=training.batch_size,
+        callbacks=fit_callbacks(evaluation),  # no TerminateOnNaN: it prints to stdout
+        verbose=0,
+    )
+    predictions = keras.ops.convert_to_numpy(model(x[test], training=False))
+    loss = held_out_loss(arch, dataset.target[test], predictions)
+    return Fit(model, loss if np.isfinite(loss) else float("inf"), len(history.epoch), seed)
+
+
+def _versions() -> dict[str, str]:
+    import keras
+    import sklearn
+    import tensorflow as tf
+
+    return {
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "scikit-learn": sklearn.__version__,
+        "tuner": __version__,
+    }
+
+
+def _id_column(frame: pd.DataFrame, dropped: list[str]) -> str | None:
+    """The input's id: a dropped column named like `id`, else the first unique dropped one."""
+    present = [c for c in dropped if c in frame.columns]
+    for column in present:
+        if column.lower() in {"id", "key", "row_id", "index"}:
+            return column
+    return next((c for c in present if frame[c].is_unique), None)
+
+
+def _metadata(results: StudyResults, dataset: Dataset, arch: Architecture, fits: list[Fit]) -> dict:
+    best, kept = results.best, min(fits, key=lambda f: f.loss)
+    data = results.config.data
+    return {
+        "study": results.name,
+        "storage": results.storage,
+        "trial": best.number,
+        "params": best.params,
+        "task": dataset.task,
+        "target": data.target,
+        "classes": list(dataset.classes),
+        "feature_columns": list(dataset.features.columns),
+        "numeric": list(dataset.numeric),
+        "categorical": list(dataset.categorical),
+        "architecture": {
+            "description": arch.describe(),
+            "n_inputs": arch.n_inputs,
+            "hidden": list(arch.hidden),
+            "n_outputs": arch.n_outputs,
+            "activation": arch.activation,
+            "dropout": arch.dropout,
+            "batch_norm": arch.batch_norm,
+            "l2": arch.l2,
+            "n_params": arch.n_params,
+        },
+        "score": {
+            "search_loss": best.loss,
+            "search_loss_std": best.loss_std,
+            "held_out_loss": kept.loss,
+            "seed": kept.seed,
+            "epochs": kept.epochs,
+            "refits": [{"seed": f.seed, "loss": f.loss, "epochs": f.epochs} for f in fits],
+            "metric": "log_loss" if dataset.task == "classification" else "rmse",
+        },
+        "data": {"path": data.path, "sha256": file_checksum(data.path), "rows": len(dataset)},
+        "versions": _versions(),
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def export_model(
+    results: StudyResults, out: Path, seeds: int = 3, force: bool = False
+) -> ExportedModel:
+    """Refit the best trial's point with `seeds` seeds, keep the best, write the model folder.
+
+    Returns the model in memory; its `meta` is model.json plus `folder` and `seconds`.
+    """
+    import joblib
+
+    from tuner.training.architecture import decode
+    from tuner.training.data import load_dataset, make_preprocessor, read_table
+
+    if seeds < 1:
+        raise UsageError(f"--seeds: must be at least 1 (got {seeds})")
+    check_model_folder(out, force)
+    started = time.perf_counter()
+    best, config = results.best, results.config
+    dataset = load_dataset(config.data)
+    preprocessor = make_preprocessor(dataset)
+    x = np.asarray(preprocessor.fit_transform(dataset.features), dtype="float32")
+    arch = decode(best.params, config.network, x.shape[1], dataset.n_outputs, dataset.task)
+    fits = [_refit_once(config, dataset, x, arch, best.params, best.seed + i) for i in range(seeds)]
+    kept = min(fits, key=lambda f: f.loss)
+    if not np.isfinite(kept.loss):
+        raise TunerError(f"every refit of trial {best.number} diverged; nothing was written")
+    meta = _metadata(results, dataset, arch, fits)
+    meta["id_column"] = _id_column(read_table(config.data.path), config.data.drop)
+    out.mkdir(parents=True, exist_ok=True)
+    kept.model.save(out / MODEL_FILE)
+    joblib.dump(preprocessor, out / PREPROCESSING_FILE)
+    (out / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    summary = {**meta, "folder": str(out), "seconds": time.perf_counter() - started}
+    return ExportedModel(kept.model, preprocessor, summary)
+
+
+def read_meta(folder: Path) -> dict[str, Any]:
+    """model.json of a model folder; UsageError naming what is missing."""
+    if not folder.is_dir():
+        raise UsageError(f"{folder}: model folder not found; write one with `tuner export --out`")
+    for name in (META_FILE, MODEL_FILE, PREPROCESSING_FILE):
+        if not (folder / name).is_file():
+            raise UsageError(f"{folder}: no {name}; this is not a folder written by `tuner export`")
+    try:
+        return dict(json.loads((folder / META_FILE).read_text()))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{folder / META_FILE}: not valid JSON ({exc})") from exc
+
+
+def load_exported(folder: Path) -> ExportedModel:
+    """Read a model folder that `export_model` wrote."""
+    import joblib
+    import keras
+
+    meta = read_meta(folder)
+    model = keras.saving.load_model(folder / MODEL_FILE)
+    return ExportedModel(model, joblib.load(folder / PREPROCESSING_FILE), meta)
+
+
+def _features(meta: Mapping[str, Any], frame: pd.DataFrame, source: str) -> pd.DataFrame:
+    """The model's feature columns, typed as in training; UsageError listing missing ones."""
+    import pandas as pd
+
+    missing = [c for c in meta["feature_columns"] if c not in frame.columns]
+    if missing:
+        raise UsageError(
+            f"{source}: missing column(s) {', '.join(missing)} that the model needs; "
+            f"it was trained on {', '.join(meta['feature_columns'])}"
+        )
+    features = frame[meta["feature_columns"]].copy()
+    for column in meta["categorical"]:
+        values = features[column].astype("object")
+        features[column] = values.where(values.isna(), values.astype(str))
+    for column in meta["numeric"]:
+        try:
+            features[column] = pd.to_numeric(features[column])
+        except (ValueError, TypeError) as exc:
+            raise UsageError(f"{source}: column '{column}' must be numeric ({exc})") from exc
+    return features
+
+
+def predict_frame(
+    exported: ExportedModel, frame: pd.DataFrame, source: str = "data", id_column: str | None = None
+) -> pd.DataFrame:
+    """Class probabilities and the predicted class (or the predicted value), id column first."""
+    import pandas as pd
+
+    meta = exported.meta
+    x = np.asarray(exported.preprocessor.transform(_features(meta, frame, source)), "float32")
+    raw = np.asarray(exported.model.predict(x, verbose=0), dtype="float64")
+    out = pd.DataFrame(index=frame.index)
+    column = id_column or meta.get("id_column")
+    if id_column is not None and id_column not in frame.columns:
+        raise UsageError(f"--id: column '{id_column}' is not in {source}")
+    if column is not None and column in frame.columns:
+        out[column] = frame[column]
+    if meta["task"] == "classification":
+        classes = meta["classes"]
+        for index, name in enumerate(classes):
+            out[f"p_{name}"] = raw[:, index]
+        out["prediction"] = [classes[i] for i in raw.argmax(axis=1)]
+    else:
+        out["prediction"] = raw.reshape(-1)
+    return out
+
+
+def predict_file(folder: Path, data: Path, out: Path, id_column: str | None = None) -> dict:
+    """`tuner predict`: read a CSV, predict, write the predictions CSV; returns a summary."""
+    from tuner.training.data import read_table
+
+    meta = read_meta(folder)
+    try:
+        frame = read_table(str(data))
+    except DataError as exc:
+        raise DataError(str(exc).removeprefix("data.path: ")) from exc
+    _features(meta, frame, str(data))  # refuse missing columns before loading Keras
+    if out.is_dir():
+        raise UsageError(f"--out: {out} is a folder; give the path of a CSV file")
+    exported = load_exported(folder)
+    predictions = predict_frame(exported, frame, str(data), id_column)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    predictions.to_csv(out, index=False)
+    return {"rows": len(predictions), "columns": list(predictions.columns), "out": str(out)}

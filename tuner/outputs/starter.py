@@ -1,0 +1,124 @@
+"""`tuner init`: a commented starter config guessed from a CSV file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from tuner.errors import DataError, UsageError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+# Above this many distinct numeric values (and not all whole numbers), a target is a quantity.
+_MAX_CLASSES = 20
+_ID_NAMES = {"id", "key", "row_id", "index", "uuid"}
+
+
+def guess_task(column: pd.Series) -> str:
+    """`regression` for a numeric target with many distinct or fractional values."""
+    import pandas as pd
+
+    values = column.dropna()
+    if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+        return "classification"
+    whole = bool((values == values.round()).all())
+    if values.nunique() > _MAX_CLASSES or not whole:
+        return "regression"
+    return "classification"
+
+
+def _drop_reason(frame: pd.DataFrame, column: str) -> str | None:
+    """Why a column should be left out of the features, or None to keep it."""
+    import pandas as pd
+
+    values = frame[column].dropna()
+    if values.empty:
+        return "has no values"
+    if values.nunique() == 1:
+        return "has a single value"
+    if column.lower() in _ID_NAMES and values.is_unique:
+        return "an id: unique per row"
+    numeric = pd.api.types.is_numeric_dtype(values)
+    if not numeric and values.nunique() > max(50, len(frame) // 2):
+        return f"free text or an id: {values.nunique()} distinct values"
+    if numeric and values.is_unique and bool((values.diff().dropna() == 1).all()):
+        return "a row counter"
+    return None
+
+
+def _quote(name: str) -> str:
+    import json
+
+    return json.dumps(name)
+
+
+def _data_section(path: Path, frame: pd.DataFrame, target: str) -> list[str]:
+    import pandas as pd
+
+    task = guess_task(frame[target])
+    classes = frame[target].dropna().nunique()
+    drops = {c: r for c in frame.columns if c != target and (r := _drop_reason(frame, c))}
+    features = [c for c in frame.columns if c != target and c not in drops]
+    categorical = [c for c in features if not pd.api.types.is_numeric_dtype(frame[c])]
+    lines = [
+        "data:",
+        "  # The CSV file (an absolute path here; a relative one is relative to this file).",
+        f"  path: {_quote(str(path.resolve()))}",
+        f"  target: {_quote(target)}",
+        f"  # Guessed from the target: {classes} distinct values"
+        f"{' (numeric)' if task == 'regression' else ''}. classification or regression.",
+        f"  task: {task}",
+        "  # Columns left out of the features, and why they were suggested:",
+    ]
+    lines += [f"  #   {c}: {r}" for c, r in drops.items()] or ["  #   (none)"]
+    lines.append(f"  drop: [{', '.join(_quote(c) for c in drops)}]")
+    lines += [
+        "  # Columns to one-hot encode: those pandas does not read as numbers. A numeric code",
+        "  # (a zip code, a category number) belongs here too; add it by hand.",
+        f"  categorical: [{', '.join(_quote(c) for c in categorical)}]",
+    ]
+    return lines
+
+
+_REST = """
+# The course's four hyperparameters. {low, high} is a searched range; log: true searches the
+# logarithm uniformly. Narrow the ranges once a first search shows where the good points are.
+space:
+  # Dropout rate after each hidden layer (0 <= x < 1).
+  dropout: {low: 0.0, high: 0.5}
+  # Adam's learning rate, on a log scale: as many trials in 1e-4..1e-3 as in 1e-3..1e-2.
+  learning_rate: {low: 1.0e-4, high: 0.03, log: true}
+  # First hidden layer's width as a fraction of network.max_neurons: 10 to 250 neurons here.
+  neuron_pct: {low: 0.002, high: 0.05}
+  # Factor from one hidden layer's width to the next.
+  neuron_shrink: {low: 0.1, high: 1.0}
+  batch_size: 32
+
+network: {max_neurons: 5000, min_neurons: 5, max_layers: 4, activation: prelu}
+
+# Each point is trained on `splits` random splits with early stopping; the score is the mean
+# held-out loss (log loss for classification, RMSE for regression).
+evaluation: {splits: 2, test_size: 0.2, epochs: 100, patience: 5, min_delta: 0.001}
+
+# 5 random points, then 10 proposed by the Gaussian process.
+search: {init_points: 5, n_iter: 10, seed: 1}
+"""
+
+
+def starter_config(path: Path, target: str) -> str:
+    """The text of a starter config for the CSV at `path` predicting `target`."""
+    from tuner.training.data import read_table
+
+    try:
+        frame = read_table(str(path))
+    except DataError as exc:
+        raise DataError(str(exc).removeprefix("data.path: ")) from exc
+    if target not in frame.columns:
+        shown = ", ".join(map(str, frame.columns[:20]))
+        raise UsageError(f"--target: column '{target}' is not in {path}; columns: {shown}")
+    header = [
+        f"# Starter config for {path.name}, written by `tuner init`. Check the guesses below,",
+        "# then run: tuner search THIS_FILE",
+    ]
+    return "\n".join([*header, *_data_section(path, frame, target)]) + "\n" + _REST

@@ -1,0 +1,239 @@
+"""Trials in a warm child process: a timeout kills it, a crash or OOM of it ends one trial only.
+
+The child imports the objective's factory by name, builds the objective once and then runs
+trials sent over a pipe, so TensorFlow starts once per worker, not once per trial. The child
+is replaced after a kill, a crash, or `evaluation.worker_trials` trials.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Mapping
+from multiprocessing.connection import Connection
+from typing import Any
+
+from tuner.config.schema import Config, Scalar, validate_config
+from tuner.errors import TrialFailed, UsageError
+from tuner.search.signals import held_signals
+
+Factory = Callable[[Config, Any], Callable[[Mapping[str, Scalar], int], Any]]
+DEFAULT_FACTORY = "tuner.training.evaluate:make_objective"
+# Exception class names that mean the trial ran out of memory, whatever the backend.
+_OOM_NAMES = {"MemoryError", "ResourceExhaustedError", "OutOfMemoryError", "XlaRuntimeError"}
+
+
+def load_factory(path: str) -> Factory:
+    """The objective factory named `module:function`."""
+    module_name, _, attribute = path.partition(":")
+    try:
+        return getattr(importlib.import_module(module_name), attribute)  # type: ignore[no-any-return]
+    except (ImportError, AttributeError) as exc:
+        raise UsageError(
+            f"--objective: cannot import {path!r} ({exc}); give module:function"
+        ) from exc
+
+
+def failure_kind(exc: BaseException) -> str:
+    """`oom` for out-of-memory errors of Python or the framework, else `crashed`."""
+    name = type(exc).__name__
+    text = str(exc)
+    if name in _OOM_NAMES and (name != "XlaRuntimeError" or "RESOURCE_EXHAUSTED" in text):
+        return "oom"
+    return "crashed"
+
+
+def attempt(objective: Callable[..., Any], params: Mapping[str, Scalar], seed: int) -> tuple:
+    """Run one trial and turn every outcome into a picklable reply."""
+    try:
+        return ("ok", objective(params, seed))
+    except TrialFailed as exc:
+        return ("failed", exc.kind, exc.message)
+    except UsageError as exc:
+        return ("usage", str(exc))
+    except Exception as exc:
+        return ("failed", failure_kind(exc), f"{type(exc).__name__}: {exc}")
+
+
+def _exit_with_parent(parent: int) -> None:
+    # A worker whose search died (even by kill -9) must not train on alone.
+    while True:
+        time.sleep(0.5)
+        if os.getppid() != parent:
+            os._exit(1)
+
+
+def _objectives(factory: str, config: Config, dataset: Any) -> Callable[[int | None], Any]:
+    """The objective of each split count (None: `evaluation.splits`), each built once."""
+    built: dict[int | None, Any] = {}
+
+    def objective_for(splits: int | None) -> Any:
+        if splits not in built:
+            from tuner.training.evaluate import with_splits
+
+            changed = config if splits is None else with_splits(config, splits)
+            built[splits] = load_factory(factory)(changed, dataset)
+        return built[splits]
+
+    return objective_for
+
+
+def _child_main(
+    conn: Connection,
+    factory: str,
+    config: dict[str, Any],
+    dataset: Any,
+    env: Mapping[str, str] | None = None,
+) -> None:
+    os.environ.update(env or {})  # before the factory imports a framework: GPUs, threads
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the search decides what Ctrl-C means
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
+    # The search closed the pipe (Ctrl-C, or it stopped): nobody wants the reply any more.
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+        _serve(conn, factory, config, dataset)
+
+
+def _serve(conn: Connection, factory: str, config: dict[str, Any], dataset: Any) -> None:
+    """Build the objectives, say "ready", then answer each request until told to stop."""
+    try:
+        objective_for = _objectives(factory, validate_config(config), dataset)
+        objective_for(None)
+    except UsageError as exc:
+        conn.send(("usage", str(exc)))
+        return
+    except Exception as exc:
+        conn.send(("failed", failure_kind(exc), f"{type(exc).__name__}: {exc}"))
+        return
+    conn.send(("ready",))
+    while True:
+        try:
+            request = conn.recv()
+        except EOFError:
+            return
+        if request is None:
+            return
+        params, seed, splits = request
+        try:
+            objective = objective_for(splits)
+        except Exception as exc:
+            conn.send(("failed", failure_kind(exc), f"{type(exc).__name__}: {exc}"))
+            continue
+        conn.send(attempt(objective, params, seed))
+
+
+class Worker:
+    """A replaceable child process that runs trials; call it like an objective."""
+
+    def __init__(
+        self,
+        config: Config,
+        dataset: Any = None,
+        factory: str = DEFAULT_FACTORY,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self._config = config
+        self._env = dict(env or {})
+        self._dataset = dataset
+        self._factory = factory
+        self._process: multiprocessing.process.BaseProcess | None = None
+        self._conn: Connection | None = None
+        self._trials = 0
+
+    def __call__(self, params: Mapping[str, Scalar], seed: int, splits: int | None = None) -> Any:
+        """Run one trial in the child; raises TrialFailed for every way it can fail.
+
+        With `splits`, the point is scored on that many splits instead of `evaluation.splits`
+        (the last chunk of a final re-score).
+        """
+        conn = self._ensure_started()
+        conn.send((dict(params), seed, splits))
+        self._trials += 1
+        timeout = self._config.evaluation.timeout
+        try:
+            ready = conn.poll(timeout)
+        except BaseException:
+            self.close(kill=True)  # Ctrl-C or a signal: free the child's memory at once
+            raise
+        if not ready:
+            self.close(kill=True)
+            raise TrialFailed("timed_out", f"ran longer than evaluation.timeout ({timeout:g} s)")
+        reply = self._receive()
+        if self._trials >= self._config.evaluation.worker_trials:
+            self.close()
+        return _unpack(reply)
+
+    def _ensure_started(self) -> Connection:
+        if self._process is not None and self._process.is_alive() and self._conn is not None:
+            return self._conn
+        self.close(kill=True)
+        context = multiprocessing.get_context("spawn")
+        parent, child = context.Pipe()
+        self._process = context.Process(
+            target=_child_main,
+            args=(child, self._factory, self._config.to_dict(), self._dataset, self._env),
+            daemon=True,
+        )
+        _start(self._process)
+        child.close()
+        self._conn, self._trials = parent, 0
+        _unpack_start(self._receive())
+        return parent
+
+    def _receive(self) -> tuple:
+        assert self._conn is not None and self._process is not None
+        try:
+            return self._conn.recv()  # type: ignore[no-any-return]
+        except (EOFError, ConnectionError, OSError):
+            self._process.join(timeout=5)
+            code = self._process.exitcode
+            self.close(kill=True)
+            return ("failed", *_death(code))
+
+    def close(self, kill: bool = False) -> None:
+        """Stop the child: politely, or with SIGKILL (before its pipe closes under it)."""
+        if kill and self._process is not None and self._process.is_alive():
+            self._process.kill()
+        if self._conn is not None:
+            if not kill:
+                with contextlib.suppress(OSError):
+                    self._conn.send(None)
+            self._conn.close()
+        if self._process is not None and self._process.pid is not None:  # it was started
+            self._process.join(timeout=10)
+        self._process, self._conn = None, None
+
+
+def _start(process: multiprocessing.process.BaseProcess) -> None:
+    """Start the child with Ctrl-C and SIGTERM held back until it has started.
+
+    One landing inside `start()` left a child with half its pickled arguments (it died with a
+    traceback) and a handle that could not be joined (another traceback, and exit code 1 for
+    130). Held back, the signal goes to its handler as soon as the start is done.
+    """
+    with held_signals():
+        process.start()
+
+
+def _death(code: int | None) -> tuple[str, str]:
+    if code is not None and code == -signal.SIGKILL:
+        return "died", "the worker process was killed (SIGKILL; out of memory?)"
+    return "died", f"the worker process died (exit code {code})"
+
+
+def _unpack_start(reply: tuple) -> None:
+    if reply[0] == "ready":
+        return
+    _unpack(reply)
+
+
+def _unpack(reply: tuple) -> Any:
+    if reply[0] == "ok":
+        return reply[1]
+    if reply[0] == "usage":
+        raise UsageError(reply[1])
+    raise TrialFailed(reply[1], reply[2])

@@ -1,0 +1,160 @@
+"""Opening a study database: URLs, engines, the SQLite settings and the locks around it."""
+
+from __future__ import annotations
+
+import fcntl
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, event, inspect, text
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import (
+    ArgumentError,
+    DBAPIError,
+    IntegrityError,
+    OperationalError,
+    ProgrammingError,
+)
+
+from tuner.errors import StudyError
+from tuner.study.records import _LATER_COLUMNS, _Base
+
+# Looks again after another process created a table first, at most this many times.
+RACE_RETRIES = 2
+_PROCESS_LOCKS: dict[str, threading.Lock] = {}
+_PROCESS_LOCKS_GUARD = threading.Lock()
+
+
+def sqlite_url(path: Path) -> str:
+    """The SQLAlchemy URL of a SQLite file."""
+    return f"sqlite:///{path.resolve()}"
+
+
+def require_database(
+    url: str,
+    key: str = "--storage",
+    fix: str = "run `tuner search` first, or give --storage URL and --study NAME",
+) -> None:
+    """Refuse a SQLite file that does not exist rather than create an empty database.
+
+    `key` names the option in the message and `fix` says what to do.
+    """
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise StudyError(
+            f"{key}: cannot use {url!r} as a storage URL; give a SQLAlchemy URL, "
+            "e.g. sqlite:////path/to/study.db"
+        ) from exc
+    database = parsed.database
+    local = parsed.get_backend_name() == "sqlite" and database and database != ":memory:"
+    if local and not Path(database).is_file():
+        prefix = "" if key == "--storage" else f"{key}: "
+        raise StudyError(f"{prefix}no study database at {database}; {fix}")
+
+
+def open_engine(url: str) -> Engine:
+    """An engine on the database at `url`, its tables created or brought up to date."""
+    engine = _make_engine(url)
+    database = engine.url.database
+    if _local_file(engine):
+        Path(database).parent.mkdir(parents=True, exist_ok=True)  # type: ignore[arg-type]
+    try:
+        _create_tables(engine)
+    except OperationalError as exc:
+        raise StudyError(f"--storage: cannot open {url} ({exc.orig}); check the URL") from exc
+    return engine
+
+
+def _create_tables(engine: Engine) -> None:
+    """Create the tables and later columns that are missing.
+
+    Another process may create the same ones between create_all's check and its CREATE (a
+    search and a reader opening a new file at once): then look again.
+    """
+    for attempt in range(RACE_RETRIES + 1):
+        try:
+            _Base.metadata.create_all(engine)
+            _add_later_columns(engine)
+            return
+        except (OperationalError, ProgrammingError, IntegrityError) as exc:
+            if attempt == RACE_RETRIES or not _created_meanwhile(exc):
+                raise
+
+
+def _created_meanwhile(exc: DBAPIError) -> bool:
+    """Whether the error says another connection created the table or column first: SQLite's
+    "already exists" and "duplicate column", PostgreSQL's DuplicateTable, DuplicateColumn and
+    its catalogue's unique key (two CREATEs of one table at the same moment)."""
+    text = str(exc.orig)
+    return any(s in text for s in ("already exists", "duplicate column", "duplicate key value"))
+
+
+@contextmanager
+def file_lock(engine: Engine) -> Iterator[None]:
+    """Hold a SQLite database file for one search; another holder is refused.
+
+    The lock is an flock on `<database>.lock`, so the system frees it when the holder dies,
+    even by kill -9. Server databases take no lock.
+    """
+    if not _local_file(engine):
+        yield
+        return
+    database = engine.url.database
+    with Path(f"{database}.lock").open("a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise StudyError(
+                f"--storage: {database} is in use by another tuner search; wait for it to "
+                "end, or use another --out or --storage"
+            ) from exc
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def process_lock(url: str) -> threading.Lock:
+    """One ask at a time per database within this process, first come first served.
+
+    The database lock serialises processes; this one queues the slots of one process before
+    it, so that SQLite's busy handler (which is not fair) does not starve one of many threads.
+    """
+    with _PROCESS_LOCKS_GUARD:
+        return _PROCESS_LOCKS.setdefault(url, threading.Lock())
+
+
+def _local_file(engine: Engine) -> bool:
+    database = engine.url.database
+    return engine.dialect.name == "sqlite" and bool(database) and database != ":memory:"
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def _add_later_columns(engine: Engine) -> None:
+    present = {column["name"] for column in inspect(engine).get_columns("trials")}
+    with engine.begin() as connection:
+        for name, kind in _LATER_COLUMNS.items():
+            if name not in present:
+                connection.execute(text(f"ALTER TABLE trials ADD COLUMN {name} {kind}"))
+
+
+def _make_engine(url: str) -> Engine:
+    try:
+        engine = create_engine(url)
+    except (ArgumentError, ImportError) as exc:
+        raise StudyError(f"--storage: cannot use {url!r} ({exc}); give a SQLAlchemy URL") from exc
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine

@@ -1,0 +1,250 @@
+"""The study database's schema: its tables, and the frozen records that rows go out as."""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from tuner.training.difficulty import Difficulty
+
+
+class TrialState(enum.StrEnum):
+    """Where a trial is in its life."""
+
+    RUNNING = "running"
+    COMPLETE = "complete"
+    FAILED = "failed"
+
+
+# Failure kinds that say nothing sure about the point: its trial is run again and is not budget.
+# "stale": its worker stopped sending heartbeats (a dead box); "died": its worker process died
+# (killed, or exited in native code). Both are retried at most search.max_retries times, since
+# a point that kills every process it runs in must not be retried for ever.
+RERUN_KINDS = frozenset({"interrupted", "stale", "died"})
+RETRY_LIMITED_KINDS = frozenset({"stale", "died"})
+
+
+class _Base(DeclarativeBase):
+    pass
+
+
+class _StudyRow(_Base):
+    __tablename__ = "studies"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    config: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class _TrialRow(_Base):
+    __tablename__ = "trials"
+    __table_args__ = (UniqueConstraint("study_id", "number"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"), index=True)
+    number: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16))
+    point: Mapped[dict[str, Any]] = mapped_column(JSON)
+    params: Mapped[dict[str, Any]] = mapped_column(JSON)
+    seed: Mapped[int] = mapped_column(Integer)
+    retry_of: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    loss: Mapped[float | None] = mapped_column(Float, nullable=True)
+    loss_std: Mapped[float | None] = mapped_column(Float, nullable=True)
+    split_losses: Mapped[list[float] | None] = mapped_column(JSON, nullable=True)
+    epochs: Mapped[list[int] | None] = mapped_column(JSON, nullable=True)
+    seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    error_kind: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    owner: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    worker: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    race: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    final: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    confirm: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    difficulty: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    baselines: Mapped[list[float] | None] = mapped_column(JSON, nullable=True)
+
+
+# Columns added after the first release: ALTER TABLE adds them to an older database.
+_LATER_COLUMNS = {
+    "owner": "VARCHAR(32)",
+    "heartbeat_at": "TIMESTAMP WITH TIME ZONE",
+    "worker": "VARCHAR(200)",
+    "race": "JSON",
+    "final": "JSON",
+    "confirm": "JSON",
+    "difficulty": "JSON",
+    "baselines": "JSON",
+}
+
+
+@dataclass(frozen=True)
+class StudyRecord:
+    """A study as stored: its name and the config it was started with."""
+
+    id: int
+    name: str
+    config: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class FinalScore:
+    """A completed trial re-scored on fresh splits after the search (or how that failed):
+    `splits` splits, drawn in chunks from `seeds`."""
+
+    seeds: tuple[int, ...]
+    splits: int
+    loss: float | None = None
+    loss_std: float | None = None
+    split_losses: tuple[float, ...] = ()
+    epochs: tuple[int, ...] = ()
+    seconds: float | None = None
+    error_kind: str | None = None
+    error: str | None = None
+    sizes: tuple[int, ...] = ()  # splits of each chunk (empty when stored before they were)
+
+    @property
+    def ok(self) -> bool:
+        """True when the re-score completed with a loss."""
+        return self.error_kind is None and self.loss is not None
+
+    @property
+    def loss_se(self) -> float:
+        """Standard error of the re-scored mean (0 with one split)."""
+        return (self.loss_std or 0.0) / math.sqrt(max(1, len(self.split_losses)))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (also how it is stored)."""
+        data = asdict(self)
+        for key in ("seeds", "split_losses", "epochs", "sizes"):
+            data[key] = list(data[key])
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> FinalScore:
+        """Back from the stored JSON."""
+        keys = ("seeds", "split_losses", "epochs", "sizes")
+        lists = {key: tuple(data.get(key) or ()) for key in keys}
+        return cls(**{**data, **lists})
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """One trial as stored."""
+
+    number: int
+    state: TrialState
+    point: dict[str, Any]
+    params: dict[str, Any]
+    seed: int
+    retry_of: int | None = None
+    loss: float | None = None
+    loss_std: float | None = None
+    split_losses: tuple[float, ...] = ()
+    epochs: tuple[int, ...] = ()
+    seconds: float | None = None
+    error_kind: str | None = None
+    error: str | None = None
+    id: int = 0
+    owner: str | None = None
+    worker: str | None = None
+    race_seeds: tuple[int, ...] = ()
+    race_seconds: float | None = None
+    final: FinalScore | None = None
+    confirm: FinalScore | None = None  # the winner's score on confirmation splits
+    difficulty: Difficulty | None = None  # how hard the winner's reported splits are
+    # The baseline's loss on each split of `split_losses` (tuner/adjustment.py), and, in a
+    # record adjusted for split difficulty, the plain mean and split losses as measured.
+    baselines: tuple[float, ...] = ()
+    raw_loss: float | None = None
+    raw_split_losses: tuple[float, ...] = ()
+    # In an adjusted record, the variance of the loss's level that its split losses' spread
+    # does not show: the shared splits' difficulty (`Adjustment.level_variance`).
+    level_var: float = 0.0
+
+    @property
+    def counts(self) -> bool:
+        """True when the trial ended in a way that spends budget (not interrupted or running)."""
+        if self.state == TrialState.COMPLETE:
+            return True
+        return self.state == TrialState.FAILED and self.error_kind not in RERUN_KINDS
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "trial": self.number,
+            "state": self.state.value,
+            "loss": self.loss,
+            "loss_std": self.loss_std,
+            "split_losses": list(self.split_losses),
+            "epochs": list(self.epochs),
+            "seconds": self.seconds,
+            "params": self.params,
+            "error_kind": self.error_kind,
+            "error": self.error,
+            "seed": self.seed,
+            "race_seeds": list(self.race_seeds),
+            "final": self.final.to_dict() if self.final is not None else None,
+            "confirm": self.confirm.to_dict() if self.confirm is not None else None,
+            "difficulty": self.difficulty.to_dict() if self.difficulty is not None else None,
+            "baselines": list(self.baselines),
+            "raw_loss": self.raw_loss,
+            "raw_split_losses": list(self.raw_split_losses) if self.raw_loss is not None else None,
+        }
+
+
+def _record(row: _TrialRow) -> TrialRecord:
+    return TrialRecord(
+        id=row.id,
+        number=row.number,
+        state=TrialState(row.state),
+        point=dict(row.point),
+        params=dict(row.params),
+        seed=row.seed,
+        retry_of=row.retry_of,
+        loss=row.loss,
+        loss_std=row.loss_std,
+        split_losses=tuple(row.split_losses or ()),
+        epochs=tuple(row.epochs or ()),
+        seconds=row.seconds,
+        error_kind=row.error_kind,
+        error=row.error,
+        owner=row.owner,
+        worker=row.worker,
+        race_seeds=tuple((row.race or {}).get("seeds", ())),
+        race_seconds=(row.race or {}).get("seconds"),
+        final=FinalScore.from_dict(row.final) if row.final else None,
+        confirm=FinalScore.from_dict(row.confirm) if row.confirm else None,
+        difficulty=Difficulty.from_dict(row.difficulty) if row.difficulty else None,
+        baselines=tuple(row.baselines or ()),
+    )
+
+
+@dataclass(frozen=True)
+class NewTrial:
+    """What to start: a point, its parameters and seed, and the trial it retries if any."""
+
+    point: dict[str, Any]
+    params: dict[str, Any]
+    seed: int
+    retry_of: int | None = None
+
+
+@dataclass(frozen=True)
+class Asked:
+    """The outcome of an ask: the trial started (None when there is nothing to start now) and
+    every trial of the study as the ask saw them, before the new one."""
+
+    trial: TrialRecord | None
+    trials: tuple[TrialRecord, ...]
+
+
+Chooser = Callable[[Sequence[TrialRecord]], NewTrial | None]

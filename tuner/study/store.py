@@ -1,0 +1,326 @@
+"""The study database: studies and their trials, through SQLAlchemy (SQLite or PostgreSQL).
+
+Rows go out as frozen records; a trial is written as running before it trains and updated once
+when it ends, each write in its own transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from tuner.errors import StudyError, TrialRejected
+from tuner.study.database import file_lock, open_engine, process_lock, require_database, sqlite_url
+from tuner.study.records import (
+    RERUN_KINDS,
+    RETRY_LIMITED_KINDS,
+    Asked,
+    Chooser,
+    FinalScore,
+    NewTrial,
+    StudyRecord,
+    TrialRecord,
+    TrialState,
+    _record,
+    _StudyRow,
+    _TrialRow,
+)
+from tuner.training.difficulty import Difficulty
+
+__all__ = [
+    "RERUN_KINDS",
+    "RETRY_LIMITED_KINDS",
+    "Asked",
+    "Chooser",
+    "FinalScore",
+    "NewTrial",
+    "Storage",
+    "StudyRecord",
+    "TrialRecord",
+    "TrialState",
+    "require_database",
+    "sqlite_url",
+]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Storage:
+    """Studies and trials in one database named by a SQLAlchemy URL."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._engine = open_engine(url)
+
+    @contextmanager
+    def _session(self) -> Iterator[Session]:
+        with Session(self._engine) as session, session.begin():
+            yield session
+
+    def close(self) -> None:
+        """Release the database connections."""
+        self._engine.dispose()
+
+    def exclusive(self) -> AbstractContextManager[None]:
+        """Hold a SQLite study database for one search; another search on it is refused
+        (`database.file_lock`). Server databases are shared on purpose and take no lock."""
+        return file_lock(self._engine)
+
+    def get_study(self, name: str) -> StudyRecord | None:
+        """The study of that name, or None."""
+        with self._session() as session:
+            row = session.scalars(select(_StudyRow).where(_StudyRow.name == name)).first()
+            return StudyRecord(row.id, row.name, dict(row.config)) if row else None
+
+    def create_study(self, name: str, config: dict[str, Any]) -> StudyRecord:
+        """A new study; refuses a name that exists."""
+        if self.get_study(name) is not None:
+            raise StudyError(
+                f"--study: study '{name}' already exists in {self.url}; "
+                "add --resume to continue it, or choose another --study"
+            )
+        with self._session() as session:
+            row = _StudyRow(name=name, config=_jsonable(config), created_at=_now())
+            session.add(row)
+            session.flush()
+            return StudyRecord(row.id, row.name, dict(row.config))
+
+    def trials(self, study: StudyRecord) -> list[TrialRecord]:
+        """Every trial of a study, by number."""
+        with self._session() as session:
+            rows = session.scalars(
+                select(_TrialRow).where(_TrialRow.study_id == study.id).order_by(_TrialRow.number)
+            )
+            return [_record(row) for row in rows]
+
+    def start_trial(
+        self,
+        study: StudyRecord,
+        point: dict[str, Any],
+        params: dict[str, Any],
+        seed: int,
+        retry_of: int | None = None,
+    ) -> TrialRecord:
+        """Write a new trial as running, numbered after the last one, with a fresh owner."""
+        with self._session() as session:
+            new = NewTrial(point, params, seed, retry_of)
+            return _insert(session, study, new, _db_now(session))
+
+    def ask(self, study: StudyRecord, choose: Chooser, grace: float) -> Asked:
+        """One serialised transaction: fail stale trials, choose, start the chosen trial.
+
+        The study is locked for the whole transaction (`SELECT ... FOR UPDATE` on a server,
+        `BEGIN IMMEDIATE` on SQLite), so concurrent workers ask one after another and each
+        sees the trials the others started. `choose` gets every trial (running ones too) and
+        returns what to start, or None to start nothing.
+        """
+        with process_lock(self.url), self._session() as session:
+            self._lock(session, study)
+            now = _db_now(session)
+            _fail_stale(session, study, now - timedelta(seconds=grace))
+            trials = tuple(_record(row) for row in _trial_rows(session, study))
+            chosen = choose(trials)
+            started = _insert(session, study, chosen, now) if chosen is not None else None
+            return Asked(started, trials)
+
+    def _lock(self, session: Session, study: StudyRecord) -> None:
+        if self._engine.dialect.name == "sqlite":
+            session.connection().exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            session.execute(select(_StudyRow.id).where(_StudyRow.id == study.id).with_for_update())
+
+    def beat(self, trials: Sequence[TrialRecord]) -> int:
+        """Refresh the heartbeat of trials this worker still owns; returns how many."""
+        if not trials:
+            return 0
+        with self._session() as session:
+            now = _db_now(session)
+            beaten = 0
+            for trial in trials:
+                result = session.execute(
+                    update(_TrialRow)
+                    .where(*_owned(trial))
+                    .values(heartbeat_at=now)
+                    .execution_options(synchronize_session=False)
+                )
+                beaten += int(result.rowcount or 0)
+            return beaten
+
+    @property
+    def shared(self) -> bool:
+        """True for a server database, which workers on many boxes share."""
+        return self._engine.dialect.name != "sqlite"
+
+    def finish_trial(self, trial: TrialRecord, **values: Any) -> TrialRecord:
+        """Record how a running trial ended (state plus result or error fields).
+
+        Raises TrialRejected when the trial is not running under this owner any more: it was
+        failed as stale (or interrupted) and its point may already run elsewhere.
+        """
+        values = {k: _jsonable(v) for k, v in values.items()}
+        values["state"] = TrialState(values["state"]).value
+        with self._session() as session:
+            result = session.execute(
+                update(_TrialRow)
+                .where(*_owned(trial))
+                .values(**values, finished_at=_now())
+                .execution_options(synchronize_session=False)
+            )
+            row = session.get(_TrialRow, trial.id)
+            if row is None:
+                raise StudyError(f"trial {trial.number} is not in the study any more")
+            if not result.rowcount:
+                raise TrialRejected(
+                    f"trial {trial.number}: result rejected, the trial is {row.state} "
+                    f"({row.error_kind or 'no error'}) and no longer owned by this worker"
+                )
+            return _record(row)
+
+    def record_final(
+        self, trial: TrialRecord, final: FinalScore, *, confirm: bool = False
+    ) -> TrialRecord:
+        """Store a completed trial's re-score on fresh splits (replacing an older one, and
+        dropping its confirmation), or with `confirm` the winner's confirmation score; either
+        drops the split difficulty measured for the score reported before."""
+        with self._session() as session:
+            row = self._completed(session, trial)
+            if confirm:
+                row.confirm = _jsonable(final.to_dict())
+            else:
+                row.final, row.confirm = _jsonable(final.to_dict()), None
+            row.difficulty = None
+            session.flush()
+            return _record(row)
+
+    def record_difficulty(self, trial: TrialRecord, difficulty: Difficulty | None) -> TrialRecord:
+        """Store how hard the splits of the winner's reported score are (difficulty.py), or
+        drop it with None."""
+        with self._session() as session:
+            row = self._completed(session, trial)
+            row.difficulty = None if difficulty is None else _jsonable(difficulty.to_dict())
+            session.flush()
+            return _record(row)
+
+    @staticmethod
+    def _completed(session: Session, trial: TrialRecord) -> _TrialRow:
+        row = session.get(_TrialRow, trial.id)
+        if row is None or row.state != TrialState.COMPLETE.value:
+            raise StudyError(f"trial {trial.number} is not a completed trial of the study")
+        return row
+
+    def fail_trials(self, trials: Sequence[TrialRecord], kind: str, message: str) -> int:
+        """Mark the given trials failed if they still run under their owner; returns how many."""
+        failed = 0
+        with self._session() as session:
+            for trial in trials:
+                result = session.execute(
+                    update(_TrialRow)
+                    .where(*_owned(trial))
+                    .values(
+                        state=TrialState.FAILED.value,
+                        error_kind=kind,
+                        error=message,
+                        finished_at=_now(),
+                    )
+                    .execution_options(synchronize_session=False)
+                )
+                failed += int(result.rowcount or 0)
+        return failed
+
+    def fail_running(self, study: StudyRecord, kind: str, message: str) -> int:
+        """Mark every trial left running as failed; returns how many."""
+        with self._session() as session:
+            result = session.execute(
+                update(_TrialRow)
+                .where(_TrialRow.study_id == study.id, _TrialRow.state == TrialState.RUNNING.value)
+                .values(
+                    state=TrialState.FAILED.value,
+                    error_kind=kind,
+                    error=message,
+                    finished_at=_now(),
+                )
+            )
+            return int(result.rowcount or 0)
+
+
+def _owned(trial: TrialRecord) -> tuple[Any, ...]:
+    """The condition that a trial is still running under the owner that started it."""
+    owner = _TrialRow.owner.is_(None) if trial.owner is None else _TrialRow.owner == trial.owner
+    return (_TrialRow.id == trial.id, _TrialRow.state == TrialState.RUNNING.value, owner)
+
+
+def _trial_rows(session: Session, study: StudyRecord) -> Sequence[_TrialRow]:
+    query = select(_TrialRow).where(_TrialRow.study_id == study.id).order_by(_TrialRow.number)
+    return session.scalars(query).all()
+
+
+def _insert(session: Session, study: StudyRecord, new: NewTrial, now: datetime) -> TrialRecord:
+    last = session.scalar(select(func.max(_TrialRow.number)).where(_TrialRow.study_id == study.id))
+    row = _TrialRow(
+        study_id=study.id,
+        number=0 if last is None else last + 1,
+        state=TrialState.RUNNING.value,
+        point=_jsonable(new.point),
+        params=_jsonable(new.params),
+        seed=new.seed,
+        retry_of=new.retry_of,
+        started_at=_now(),
+        owner=uuid.uuid4().hex,
+        worker=f"{socket.gethostname()}:{os.getpid()}",
+        heartbeat_at=now,
+    )
+    session.add(row)
+    session.flush()
+    return _record(row)
+
+
+def _db_now(session: Session) -> datetime:
+    """The database's clock, which every box of a shared study agrees on.
+
+    A SQLite file lives on one box, whose clock is the database's (SQLite's own clock ticks in
+    whole seconds); a server's is asked for.
+    """
+    if session.bind is None or session.bind.dialect.name == "sqlite":
+        return _now()
+    return session.scalar(select(func.clock_timestamp()))  # type: ignore[return-value]
+
+
+def _fail_stale(session: Session, study: StudyRecord, cutoff: datetime) -> None:
+    beat = func.coalesce(_TrialRow.heartbeat_at, _TrialRow.started_at)
+    session.execute(
+        update(_TrialRow)
+        .where(
+            _TrialRow.study_id == study.id,
+            _TrialRow.state == TrialState.RUNNING.value,
+            beat < cutoff,
+        )
+        .values(
+            state=TrialState.FAILED.value,
+            error_kind="stale",
+            error="no heartbeat for search.grace seconds (its worker stopped or lost the database)",
+            finished_at=_now(),
+        )
+        .execution_options(synchronize_session=False)
+    )
+
+
+def _jsonable(value: Any) -> Any:
+    """Plain Python types only (numpy floats and the like become float/int/str)."""
+    return json.loads(json.dumps(value, default=_coerce))
+
+
+def _coerce(value: Any) -> Any:
+    if hasattr(value, "item"):
+        return value.item()
+    raise TypeError(f"cannot store {type(value).__name__}")

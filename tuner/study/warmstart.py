@@ -1,0 +1,62 @@
+"""Warm start: another study's completed trials, told to the optimiser before it proposes.
+
+`search.warm_start` (or `tuner search --warm-start URL --warm-study NAME`) names the study. Its
+space must be this config's space, so that its stored points mean the same here. Its trials
+are read, never written, and are not trials of this study: they do not count in the budget
+and are not run again.
+"""
+
+from __future__ import annotations
+
+from tuner.config.schema import Config, WarmStartConfig, space_differences, validate_config
+from tuner.errors import ConfigError, StudyError
+from tuner.study.store import Storage, TrialRecord, TrialState, require_database
+
+
+def warm_trials(config: Config) -> tuple[TrialRecord, ...]:
+    """The completed trials of the `search.warm_start` study; () when none is configured.
+
+    Raises StudyError (exit 2) when its database or study is not there, or its space differs
+    from this config's (the message names the differing keys).
+    """
+    warm = config.search.warm_start
+    if warm is None:
+        return ()
+    storage = _open(warm.storage)
+    try:
+        study = storage.get_study(warm.study)
+        if study is None:
+            raise StudyError(
+                f"search.warm_start: no study '{warm.study}' in {warm.storage}; "
+                "check the name (--warm-study)"
+            )
+        trials = storage.trials(study)
+    finally:
+        storage.close()
+    _check_space(warm, study.config, config)
+    return tuple(t for t in trials if t.state == TrialState.COMPLETE and t.loss is not None)
+
+
+def _open(url: str) -> Storage:
+    """The warm-start database, read only: a SQLite file that is not there is not created."""
+    key = "search.warm_start"
+    require_database(url, key, "check the URL (--warm-start)")
+    try:
+        return Storage(url)
+    except StudyError as exc:
+        raise StudyError(f"{key}: {str(exc).removeprefix('--storage: ')}") from exc
+
+
+def _check_space(warm: WarmStartConfig, stored: dict, config: Config) -> None:
+    try:
+        theirs = validate_config(stored).full_space()
+    except ConfigError as exc:
+        raise StudyError(
+            f"search.warm_start: the config of study '{warm.study}' cannot be read ({exc})"
+        ) from exc
+    differing = space_differences(theirs, config.full_space())
+    if differing:
+        raise StudyError(
+            f"search.warm_start: study '{warm.study}' searched another space (differs in "
+            f"{', '.join(differing)}); warm-start from a study of the same space"
+        )

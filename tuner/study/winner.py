@@ -1,0 +1,196 @@
+"""The trial a study reports, and the loss it reports for it.
+
+The finalists' re-scores choose the winner; choosing the lowest of a few noisy means biases that
+mean low (the winner's curse), so the loss reported is the winner's mean on confirmation
+splits that played no part in choosing it, when it has one (rescoring.confirm_winner), less
+how much easier those splits are than splits in general when that was measured (difficulty.py).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from tuner.study.adjustment import comparable
+from tuner.study.noise import mean_noise, pooled_variance
+from tuner.study.store import FinalScore, TrialRecord, TrialState
+from tuner.training.difficulty import Difficulty
+
+# Standard errors added to a trial's search-time mean to rank it for the final re-score: a
+# mean on 2 splits must be lower than one on 6 raced splits to rank as high (on 100 surrogate
+# searches, benchmarks/racing_budget.py's `cautious`: -0.0030 +- 0.0012 at 1.3x, level at 1.0x).
+CAUTION = 1.0
+
+
+@dataclass(frozen=True)
+class Winner:
+    """The trial a study reports, and the loss it reports: on confirmation splits when it was
+    confirmed, else re-scored when it was, else the search-time loss."""
+
+    trial: TrialRecord
+    loss: float
+    loss_std: float
+    loss_se: float
+    search_loss: float
+    final_splits: int = 0
+    final_candidates: int = 0
+    final_loss: float | None = None  # its mean on the final splits it was chosen on
+    confirm_splits: int = 0
+    raw_loss: float | None = None  # the mean before the split-difficulty adjustment
+    raw_loss_se: float | None = None
+    difficulty: Difficulty | None = None
+
+    @property
+    def rescored(self) -> bool:
+        """True when the finalists' re-score on fresh splits chose this winner."""
+        return self.final_splits > 0
+
+    @property
+    def confirmed(self) -> bool:
+        """True when `loss` comes from confirmation splits, apart from the ones it won on."""
+        return self.confirm_splits > 0
+
+    def describe(self) -> str:
+        """`#12: loss 0.6601 ± 0.0062 (se) on 10 confirmation splits, ...`: the loss and how."""
+        trial = self.trial
+        text = f"#{trial.number}: loss {self.loss:.4f} ± {self.loss_se:.4f} (se)"
+        if self.raw_loss is not None:
+            text += f" adjusted for split difficulty (raw {self.raw_loss:.4f})"
+        searched = f"search-time {self.search_loss:.4f} on {len(trial.split_losses)} splits"
+        if not self.rescored:
+            return f"{text}, search-time, {len(trial.split_losses)} splits (not re-scored)"
+        chosen = f"best of {self.final_candidates} finalist(s)"
+        if not self.confirmed:
+            failed = ""
+            if trial.confirm is not None and not trial.confirm.ok:
+                failed = f" (its confirmation failed: {trial.confirm.error_kind})"
+            return f"{text} on {self.final_splits} fresh splits, {chosen}{failed}; {searched}"
+        return (
+            f"{text} on {self.confirm_splits} confirmation splits; {chosen} on "
+            f"{self.final_splits} fresh splits ({self.final_loss:.4f}); {searched}"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The keys `--json` adds to the winner's trial."""
+        return {
+            "loss": self.loss,
+            "loss_std": self.loss_std,
+            "loss_se": self.loss_se,
+            "search_loss": self.search_loss,
+            "final_loss": self.final_loss,
+            "final_splits": self.final_splits,
+            "final_candidates": self.final_candidates,
+            "confirm_splits": self.confirm_splits,
+            "raw_loss": self.raw_loss,
+            "raw_loss_se": self.raw_loss_se,
+            "difficulty_shift": self.difficulty.shift if self.difficulty is not None else None,
+        }
+
+
+def ranked(trials: Sequence[TrialRecord]) -> list[TrialRecord]:
+    """Completed trials from the lowest search-time loss up, one per distinct point; losses
+    adjusted for split difficulty (`adjustment.comparable`)."""
+    done = [t for t in comparable(trials) if t.state == TrialState.COMPLETE and t.loss is not None]
+    done.sort(key=lambda t: (t.loss, t.number))
+    seen: list[dict[str, Any]] = []
+    distinct = []
+    for trial in done:
+        if trial.params not in seen:
+            seen.append(trial.params)
+            distinct.append(trial)
+    return distinct
+
+
+def finalist_order(trials: Sequence[TrialRecord], caution: float = CAUTION) -> list[TrialRecord]:
+    """`ranked`, re-ordered by search-time mean plus `caution` standard errors of it (the split
+    noise the optimiser is told, and the shared splits' own when compared on them): the order
+    in which trials become finalists; a tie keeps `ranked`'s order."""
+    order = ranked(trials)
+    pooled = pooled_variance(order)
+    if pooled is None:
+        return order
+
+    def key(trial: TrialRecord) -> float:
+        assert trial.loss is not None
+        return trial.loss + caution * math.sqrt(mean_noise(trial, pooled) + trial.level_var)
+
+    return sorted(order, key=key)
+
+
+def finalists(order: Sequence[TrialRecord]) -> list[TrialRecord]:
+    """The longest run of first trials (`order` is `finalist_order`) re-scored on the same fresh
+    splits as the first one; none when the first one holds no re-score."""
+    reference = order[0].final if order else None
+    run: list[TrialRecord] = []
+    for trial in order:
+        final = trial.final
+        if reference is None or final is None:
+            break
+        if (final.seeds, final.splits) != (reference.seeds, reference.splits):
+            break
+        run.append(trial)
+    return run
+
+
+def _search_time(trial: TrialRecord) -> Winner:
+    std = trial.loss_std or 0.0
+    # On shared splits the spread left after adjustment omits those splits' own difficulty.
+    se = math.sqrt(std**2 / max(1, len(trial.split_losses)) + trial.level_var)
+    assert trial.loss is not None
+    return Winner(trial, trial.loss, std, se, trial.loss)
+
+
+def reported_score(trial: TrialRecord) -> FinalScore | None:
+    """The score a re-scored winner reports: its confirmation when that succeeded, else its
+    final re-score (None without one)."""
+    if trial.confirm is not None and trial.confirm.ok:
+        return trial.confirm
+    return trial.final
+
+
+def _reported(trial: TrialRecord, score: FinalScore) -> dict[str, Any]:
+    assert score.loss is not None
+    found = trial.difficulty
+    stale = found is None or not found.scores(score.seeds, score.splits)
+    if stale or found.slope == 0.0:  # type: ignore[union-attr]
+        return {"loss": score.loss, "loss_std": score.loss_std or 0.0, "loss_se": score.loss_se}
+    loss, se = found.adjusted(score.split_losses)
+    return {
+        "loss": loss,
+        "loss_std": se * math.sqrt(len(score.split_losses)),
+        "loss_se": se,
+        "raw_loss": score.loss,
+        "raw_loss_se": score.loss_se,
+        "difficulty": found,
+    }
+
+
+def winner(trials: Sequence[TrialRecord]) -> Winner | None:
+    """The study's winner (None without a completed trial).
+
+    The winner is the finalist with the lowest re-scored mean (failed re-scores drop out); it
+    reports its confirmation mean when it holds a successful one, else that re-scored mean.
+    Without re-scores (none made, or the top changed since) it is the first trial of
+    `finalist_order`: the lowest search-time loss plus a standard error, the earliest on ties.
+    """
+    order = finalist_order(trials)
+    if not order:
+        return None
+    group = finalists(order)
+    scored = [t for t in group if t.final is not None and t.final.ok]
+    if not scored:
+        return _search_time(order[0])
+    best = min(scored, key=lambda t: (t.final.loss, t.loss, t.number))  # type: ignore[union-attr]
+    final, reported = best.final, reported_score(best)
+    assert final is not None and reported is not None and best.loss is not None
+    return Winner(
+        trial=best,
+        **_reported(best, reported),
+        search_loss=best.loss,
+        final_splits=final.splits,
+        final_candidates=len(group),
+        final_loss=final.loss,
+        confirm_splits=reported.splits if reported is best.confirm else 0,
+    )

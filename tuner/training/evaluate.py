@@ -1,0 +1,157 @@
+"""Score one point of the space by bootstrap: the same code for `search` and `evaluate`."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import numpy as np
+
+from tuner.config.schema import Config, Scalar
+from tuner.errors import TrialFailed
+from tuner.training.architecture import Architecture, decode
+from tuner.training.data import Dataset, load_dataset, make_splits, prepare_split
+from tuner.training.difficulty import part_baselines
+
+
+@dataclass(frozen=True)
+class Score:
+    """The result of scoring one point: mean held-out loss and what it is made of."""
+
+    loss: float
+    loss_std: float
+    split_losses: tuple[float, ...]
+    epochs: tuple[int, ...]
+    seconds: float
+    # Racing (tuner/rescoring.py): the seeds of the extra rounds whose splits were appended
+    # to `split_losses`, and their seconds (`seconds` stays the trial's own evaluation).
+    race_seeds: tuple[int, ...] = ()
+    race_seconds: float = 0.0
+    # The baseline's loss on each split (tuner/adjustment.py); empty when not measured.
+    baselines: tuple[float, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "loss": self.loss,
+            "loss_std": self.loss_std,
+            "split_losses": list(self.split_losses),
+            "epochs": list(self.epochs),
+            "seconds": self.seconds,
+        }
+
+
+def input_width(dataset: Dataset) -> int:
+    """The network's inputs: numeric columns plus one per category (one-hot encoded)."""
+    return len(dataset.numeric) + sum(
+        dataset.features[c].dropna().nunique() for c in dataset.categorical
+    )
+
+
+def architecture_for(
+    config: Config, dataset: Dataset, params: Mapping[str, Scalar]
+) -> Architecture:
+    """The network a point decodes to on this data set (inputs as one-hot encoded)."""
+    return decode(params, config.network, input_width(dataset), dataset.n_outputs, dataset.task)
+
+
+def size_limit(config: Config, dataset: Dataset) -> Callable[[Mapping[str, Scalar]], bool]:
+    """Whether a point's network is within `evaluation.max_params` on this data set.
+
+    Known from the point alone, before any training: the optimiser proposes only such points,
+    rather than spend trials on networks that `evaluate_point` refuses as too large.
+    """
+    width, limit = input_width(dataset), config.evaluation.max_params
+
+    def within(params: Mapping[str, Scalar]) -> bool:
+        try:
+            arch = decode(params, config.network, width, dataset.n_outputs, dataset.task)
+        except TrialFailed:  # layers that grow without bound
+            return False
+        return arch.n_params <= limit
+
+    return within
+
+
+def evaluate_point(
+    config: Config, dataset: Dataset, params: Mapping[str, Scalar], seed: int
+) -> Score:
+    """Train on `evaluation.splits` resampled splits and return the mean held-out loss.
+
+    Raises TrialFailed (kind `diverged`) when training or predictions are not finite.
+    """
+    from tuner.training.trainer import (
+        train_splits,  # Keras is imported only when a network is trained
+    )
+
+    started = time.perf_counter()
+    evaluation = config.evaluation
+    planned = architecture_for(config, dataset, params)
+    if planned.n_params > evaluation.max_params:
+        raise TrialFailed(
+            "too_large",
+            f"{planned.n_params:,} parameters is over evaluation.max_params "
+            f"({evaluation.max_params:,}): {planned.describe()}",
+        )
+    splits = make_splits(dataset, evaluation.splits, evaluation.test_size, seed)
+    parts = [prepare_split(dataset, train, test) for train, test in splits]
+    # One-hot widths can differ (a category absent from a training part): the widest wins,
+    # and the stacked trainer pads the others with zero columns.
+    width = max(part.x_train.shape[1] for part in parts)
+    arch = decode(params, config.network, width, dataset.n_outputs, dataset.task)
+    results = train_splits(arch, dict(params), parts, evaluation, seed)
+    baselines = part_baselines(dataset, parts) if config.search.comparison != "plain" else ()
+    losses = [result.loss for result in results]
+    epochs = [result.epochs for result in results]
+    loss = float(np.mean(losses))
+    if not math.isfinite(loss):
+        raise TrialFailed("diverged", f"held-out loss is {loss}")
+    return Score(
+        loss=loss,
+        loss_std=float(np.std(losses, ddof=1)) if len(losses) > 1 else 0.0,
+        split_losses=tuple(losses),
+        epochs=tuple(epochs),
+        seconds=time.perf_counter() - started,
+        baselines=baselines,
+    )
+
+
+def with_splits(config: Config, splits: int) -> Config:
+    """The config with `evaluation.splits` replaced: how a worker process scores a point on
+    another number of splits (the last chunk of a final re-score)."""
+    changed = config.evaluation.model_copy(update={"splits": splits})
+    return config.model_copy(update={"evaluation": changed})
+
+
+def make_objective(
+    config: Config, dataset: Dataset
+) -> Callable[[Mapping[str, Scalar], int], Score]:
+    """The objective a worker process runs: `evaluate_point` on this config and data."""
+    return partial(evaluate_point, config, dataset)
+
+
+def load_for_scoring(config: Config) -> Dataset:
+    """Load the config's data and check that its splits can be made, before any output or work."""
+    dataset = load_dataset(config.data)
+    make_splits(dataset, config.evaluation.splits, config.evaluation.test_size, 0)
+    return dataset
+
+
+def evaluate_config(
+    config: Config, params: Mapping[str, Scalar], seed: int, dataset: Dataset | None = None
+) -> tuple[Score, Architecture]:
+    """Score one point in a worker process, on the config's data (loaded unless given)."""
+    from tuner.search.worker import Worker
+
+    if dataset is None:
+        dataset = load_dataset(config.data)
+    worker = Worker(config, dataset)
+    try:
+        score = worker(params, seed)
+    finally:
+        worker.close()
+    return score, architecture_for(config, dataset, params)

@@ -1,0 +1,158 @@
+"""Bookkeeping for training one replica per split at once. Pure NumPy: no Keras here.
+
+Each replica's weights live in one row of a flat (replicas, parameters) matrix; `Layout` says
+where each layer's pieces are. Early stopping is Keras's rule, kept per replica.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from tuner.config.schema import EvaluationConfig
+from tuner.training.architecture import Architecture
+from tuner.training.data import PreparedSplit
+
+
+@dataclass(frozen=True)
+class StackedData:
+    """Every split's arrays with a leading replica axis; one-hot widths padded with zeros."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+
+
+def take_replicas(data: StackedData, ids: np.ndarray) -> StackedData:
+    """The stack of only the replicas `ids`, in that order."""
+    return StackedData(data.x_train[ids], data.y_train[ids], data.x_test[ids], data.y_test[ids])
+
+
+def worth_narrowing(
+    active: np.ndarray, wait: np.ndarray, patience: int, epoch_s: float, trace_s: float
+) -> bool:
+    """Whether to retrace the epoch for the stack's still-active replicas alone.
+
+    Stopped replicas are masked, so they cost as much as active ones. Narrowing pays when it at
+    least halves the stack and the epochs the stack must still run (at least patience less
+    the active replicas' least wait) save more than a trace costs.
+    """
+    left = int(active.sum())
+    if left == 0 or left > len(active) // 2:
+        return False
+    epochs_left = patience - int(wait[active].min())
+    return epoch_s * (1 - left / len(active)) * epochs_left > trace_s
+
+
+def stack_splits(splits: Sequence[PreparedSplit]) -> StackedData:
+    """Stack splits of equal row counts; a narrower split gets zero columns on the right."""
+    width = max(split.x_train.shape[1] for split in splits)
+    if len({(len(s.y_train), len(s.y_test)) for s in splits}) != 1:
+        raise ValueError("stacked splits must have the same numbers of training and test rows")
+
+    def pad(x: np.ndarray) -> np.ndarray:
+        return np.pad(x, ((0, 0), (0, width - x.shape[1])))
+
+    return StackedData(
+        x_train=np.stack([pad(s.x_train) for s in splits]),
+        y_train=np.stack([s.y_train for s in splits]),
+        x_test=np.stack([pad(s.x_test) for s in splits]),
+        y_test=np.stack([s.y_test for s in splits]),
+    )
+
+
+@dataclass(frozen=True)
+class Piece:
+    """One weight array of one layer, per replica: its name, shape and place in the flat row."""
+
+    layer: int
+    name: str
+    shape: tuple[int, ...]
+    offset: int
+
+    @property
+    def size(self) -> int:
+        """Number of values per replica."""
+        return math.prod(self.shape)
+
+
+def layout(arch: Architecture) -> list[Piece]:
+    """The trainable pieces of every layer in order: kernel (in, out), then (1, out) vectors.
+
+    Hidden layers have kernel, bias, then alpha (PReLU) and gamma, beta (batch norm).
+    """
+    pieces: list[Piece] = []
+    widths = (arch.n_inputs, *arch.hidden, arch.n_outputs if arch.task == "classification" else 1)
+    for index, (fan_in, units) in enumerate(itertools.pairwise(widths)):
+        names = ["kernel", "bias"]
+        if index < len(arch.hidden):
+            names += ["alpha"] if arch.activation == "prelu" else []
+            names += ["gamma", "beta"] if arch.batch_norm else []
+        for name in names:
+            shape = (fan_in, units) if name == "kernel" else (1, units)
+            offset = pieces[-1].offset + pieces[-1].size if pieces else 0
+            pieces.append(Piece(index, name, shape, offset))
+    return pieces
+
+
+def initial_weights(pieces: Sequence[Piece], seeds: Sequence[int]) -> np.ndarray:
+    """Keras's defaults, one replica per seed: Glorot-uniform kernels, gamma 1, the rest 0."""
+    rows = []
+    for seed in seeds:
+        rng = np.random.default_rng(seed)
+        parts = []
+        for piece in pieces:
+            if piece.name == "kernel":
+                limit = math.sqrt(6.0 / sum(piece.shape))
+                parts.append(rng.uniform(-limit, limit, piece.size))
+            else:
+                parts.append(np.full(piece.size, 1.0 if piece.name == "gamma" else 0.0))
+        rows.append(np.concatenate(parts))
+    return np.stack(rows).astype("float32")
+
+
+class EarlyStopping:
+    """Keras's EarlyStopping (min mode, best weights restored), one counter per replica."""
+
+    def __init__(self, replicas: int, evaluation: EvaluationConfig) -> None:
+        self.patience = evaluation.patience
+        self.min_delta = evaluation.min_delta
+        self.best = np.full(replicas, np.inf)
+        self.wait = np.zeros(replicas, dtype=int)
+        self.active = np.ones(replicas, dtype=bool)
+        self.epochs = np.zeros(replicas, dtype=int)
+
+    def update(self, epoch: int, val_loss: np.ndarray) -> np.ndarray:
+        """Record epoch `epoch` (from 0); return the replicas whose weights are the new best."""
+        improved = self.active & ((epoch == 0) | (val_loss + self.min_delta < self.best))
+        self.epochs[self.active] = epoch + 1
+        self.wait[self.active] += 1
+        self.best = np.where(improved, val_loss, self.best)
+        self.wait[improved] = 0
+        stop = self.active & ~improved & (self.wait >= self.patience) & (epoch > 0)
+        self.active = self.active & ~stop
+        return improved
+
+
+def epoch_batches(
+    rngs: Sequence[np.random.Generator], rows: int, batch: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Shuffled row indices (steps, replicas * batch) into the flattened stack, and row weights.
+
+    Each replica draws its own order from its own generator, so a replica trains the same
+    whatever else is stacked with it. The last batch is filled up with rows of weight 0, so
+    every step has the same shape and a short last batch's loss is the mean over its real
+    rows, as in Keras.
+    """
+    steps = -(-rows // batch)
+    order = np.stack(
+        [np.resize(rng.permutation(rows), steps * batch) + r * rows for r, rng in enumerate(rngs)]
+    )
+    indices = order.reshape(len(rngs), steps, batch).transpose(1, 0, 2).reshape(steps, -1)
+    weights = (np.arange(steps * batch) < rows).astype("float32").reshape(steps, batch)
+    return indices.astype("int32"), weights

@@ -1,0 +1,346 @@
+"""The product's trainer: every split's network is one replica of a stacked model.
+
+All replicas' weights are rows of one flat (replicas, weights) matrix, trained by one compiled
+TensorFlow call per epoch with early stopping and best weights kept per replica. Once most
+replicas have stopped, the epoch is traced again for the active ones alone. `model.py` has the
+plain Keras path it is tested against.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+
+from tuner.config.schema import EvaluationConfig
+from tuner.errors import TrialFailed
+from tuner.training.architecture import Architecture, training_of
+from tuner.training.data import PreparedSplit
+from tuner.training.model import SplitResult, activation_layer, held_out_loss, train_split
+from tuner.training.replicas import (
+    EarlyStopping,
+    StackedData,
+    epoch_batches,
+    initial_weights,
+    layout,
+    stack_splits,
+    take_replicas,
+    worth_narrowing,
+)
+from tuner.training.updates import STEPS
+
+# The stacked trainer: all replicas in one flat weight matrix, one compiled call per epoch.
+
+# keras.layers.BatchNormalization's defaults.
+BN_MOMENTUM, BN_EPSILON = 0.99, 1e-3
+# The training state carried from epoch to epoch: weights, the optimiser's slots m and v
+# (Adam's moments; SGD's momentum is m, RMSprop's average of squares is v), the step count
+# per replica, and batch-norm moving statistics, (replicas, 2, units) per hidden layer.
+State = tuple[Any, Any, Any, Any, list[Any]]
+
+
+class StackedNet:
+    """The forward pass of every replica's network, from the flat (replicas, weights) matrix."""
+
+    def __init__(self, arch: Architecture, replicas: int, seed: int) -> None:
+        import keras
+
+        self.arch, self.replicas, self.pieces = arch, replicas, layout(arch)
+        self.activation = None if arch.activation == "prelu" else activation_layer(arch.activation)
+        self.seed = keras.random.SeedGenerator(seed % 2**31)
+
+    def initial_state(self, seeds: Sequence[int]) -> State:
+        """Keras's initial weights for each replica's seed; zero optimiser slots and steps."""
+        from keras import ops
+
+        flat = ops.convert_to_tensor(initial_weights(self.pieces, seeds))
+        stats = [
+            ops.convert_to_tensor(
+                np.stack([np.zeros((self.replicas, u)), np.ones((self.replicas, u))], 1).astype(
+                    "float32"
+                )
+            )
+            for u in (self.arch.hidden if self.arch.batch_norm else ())
+        ]
+        zeros = ops.zeros_like(flat)
+        return flat, zeros, zeros, ops.zeros((self.replicas, 1)), stats
+
+    def unflatten(self, flat: Any) -> list[Any]:
+        """The weight pieces, each (replicas, *shape), cut from the flat matrix."""
+        from keras import ops
+
+        return [
+            ops.reshape(flat[:, p.offset : p.offset + p.size], (self.replicas, *p.shape))
+            for p in self.pieces
+        ]
+
+    def outputs(
+        self, weights: list[Any], stats: list[Any], x: Any, training: bool
+    ) -> tuple[Any, list[Any]]:
+        """Logits or values (replicas, rows, outputs), and the updated batch-norm statistics."""
+        import keras
+        from keras import ops
+
+        layers: dict[int, dict[str, Any]] = {}
+        for piece, value in zip(self.pieces, weights, strict=True):
+            layers.setdefault(piece.layer, {})[piece.name] = value
+        new_stats = []
+        for index in range(len(self.arch.hidden)):
+            layer = layers[index]
+            x = ops.matmul(x, layer["kernel"]) + layer["bias"]
+            if self.arch.batch_norm:
+                x, stat = _batch_norm(layer, stats[index], x, training)
+                new_stats.append(stat)
+            if self.activation is None:  # PReLU, as Keras computes it
+                x = ops.relu(x) - layer["alpha"] * ops.relu(-x)
+            else:
+                x = self.activation(x)
+            if training and self.arch.dropout > 0:
+                x = keras.random.dropout(x, self.arch.dropout, seed=self.seed)
+        last = layers[len(self.arch.hidden)]
+        return ops.matmul(x, last["kernel"]) + last["bias"], new_stats
+
+    def losses(
+        self, weights: list[Any], stats: list[Any], x: Any, y: Any, rows: Any, training: bool
+    ) -> tuple[Any, list[Any]]:
+        """Each replica's mean loss (weighted by `rows` when given) and the new statistics."""
+        from keras import ops
+
+        out, stats = self.outputs(weights, stats, x, training)
+        if self.arch.task == "classification":
+            hot = ops.one_hot(y, self.arch.n_outputs)
+            per_row = -ops.sum(hot * ops.log_softmax(out, axis=-1), axis=-1)
+        else:
+            per_row = ops.square(out[..., 0] - y)
+        if rows is None:
+            loss = ops.mean(per_row, axis=1)
+        else:
+            loss = ops.sum(per_row * rows, axis=1) / ops.sum(rows)
+        # Keras adds its L2 penalty to the training loss and to the validation loss that
+        # early stopping watches; the trial's score (held_out_loss) is without it.
+        return (loss + self.penalty(weights) if self.arch.l2 > 0 else loss), stats
+
+    def penalty(self, weights: list[Any]) -> Any:
+        """keras.regularizers.L2(l2) summed over every kernel, per replica."""
+        from keras import ops
+
+        kernels = [w for p, w in zip(self.pieces, weights, strict=True) if p.name == "kernel"]
+        return self.arch.l2 * sum(ops.sum(ops.square(k), axis=(1, 2)) for k in kernels)
+
+    def predict(self, flat: np.ndarray, stats: list[np.ndarray], x: np.ndarray) -> np.ndarray:
+        """Probabilities (classification) or values: (replicas, rows, outputs)."""
+        from keras import ops
+
+        weights = self.unflatten(ops.convert_to_tensor(flat))
+        out, _ = self.outputs(weights, stats, ops.convert_to_tensor(x), training=False)
+        return ops.convert_to_numpy(ops.softmax(out) if self.arch.task == "classification" else out)
+
+
+def _batch_norm(layer: dict[str, Any], stat: Any, x: Any, training: bool) -> tuple[Any, Any]:
+    """Keras's BatchNormalization for each replica; `stat` is (replicas, 2, units)."""
+    from keras import ops
+
+    if training:
+        mean, var = ops.mean(x, axis=1, keepdims=True), ops.var(x, axis=1, keepdims=True)
+        batch = ops.concatenate([mean, var], axis=1)
+        stat = stat * BN_MOMENTUM + batch * (1 - BN_MOMENTUM)
+    else:
+        mean, var = stat[:, :1], stat[:, 1:]
+    scale = layer["gamma"] * ops.rsqrt(var + BN_EPSILON)
+    return (x - mean) * scale + layer["beta"], stat
+
+
+def _gradients(
+    net: StackedNet, flat: Any, stats: list[Any], x: Any, y: Any, rows: Any
+) -> tuple[Any, list[Any], Any]:
+    """Losses, statistics and the flat gradient: the one TensorFlow-specific place."""
+    import tensorflow as tf
+    from keras import ops
+
+    weights = net.unflatten(flat)
+    with tf.GradientTape() as tape:
+        tape.watch(weights)
+        losses, stats = net.losses(weights, stats, x, y, rows, training=True)
+        total = ops.sum(losses)
+    grads = tape.gradient(total, weights)
+    return losses, stats, ops.concatenate([ops.reshape(g, (net.replicas, -1)) for g in grads], 1)
+
+
+def epoch_function(
+    net: StackedNet, data: StackedData, batch: int, learning_rate: float, optimizer: str = "adam"
+) -> Callable[..., tuple[State, Any, Any]]:
+    """One compiled call per epoch: every step of every replica, then the held-out losses.
+
+    The call takes (state, indices, row weights, active) and returns (state, mean training
+    loss, held-out loss), each loss per replica. Shapes do not change between epochs, so
+    the function is traced once per trial.
+    """
+    import tensorflow as tf
+    from keras import ops
+
+    replicas, rows, width = data.x_train.shape
+    x_flat = ops.convert_to_tensor(data.x_train.reshape(replicas * rows, width))
+    y_flat = ops.convert_to_tensor(data.y_train.reshape(replicas * rows))
+    x_test, y_test = ops.convert_to_tensor(data.x_test), ops.convert_to_tensor(data.y_test)
+    update = STEPS[optimizer]
+
+    def epoch(state: State, indices: Any, weights: Any, active: Any) -> tuple[State, Any, Any]:
+        def step(i: Any, carry: tuple[Any, ...]) -> tuple[Any, ...]:
+            flat, m, v, steps, stats, total = carry
+            x = ops.reshape(ops.take(x_flat, indices[i], axis=0), (replicas, batch, width))
+            y = ops.reshape(ops.take(y_flat, indices[i], axis=0), (replicas, batch))
+            losses, new_stats, grads = _gradients(net, flat, stats, x, y, weights[i])
+            flat, m, v, steps = update(flat, m, v, steps, grads, active, learning_rate)
+            on = ops.reshape(active, (-1, 1, 1))
+            stats = [ops.where(on, new, old) for new, old in zip(new_stats, stats, strict=True)]
+            return flat, m, v, steps, stats, total + losses * ops.sum(weights[i])
+
+        carry = ops.fori_loop(0, indices.shape[0], step, (*state, ops.zeros((replicas,))))
+        flat, stats = carry[0], carry[4]
+        val, _ = net.losses(net.unflatten(flat), stats, x_test, y_test, None, training=False)
+        return carry[:5], carry[5] / rows, val
+
+    # AutoGraph is not needed (no Python control flow on tensors) and triples the trace time.
+    return tf.function(epoch, autograph=False)
+
+
+def train_splits(
+    arch: Architecture,
+    params: dict[str, Any],
+    splits: Sequence[PreparedSplit],
+    evaluation: EvaluationConfig,
+    seed: int,
+) -> list[SplitResult]:
+    """Train one replica per split, all at once; replica i starts from seed + i's weights."""
+    import keras
+
+    if keras.backend.backend() != "tensorflow":  # the compiled loop is TensorFlow's
+        return [train_split(arch, params, s, evaluation, seed + i) for i, s in enumerate(splits)]
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    keras.backend.clear_session()
+    data = stack_splits(splits)
+    replicas, _, width = data.x_train.shape
+    net = StackedNet(replace(arch, n_inputs=width), replicas, seed)
+    state = net.initial_state([seed + i for i in range(replicas)])
+    stopping = EarlyStopping(replicas, evaluation)
+    best = _Stack(net, data, params, seed).train(state, stopping, evaluation.epochs)
+    predictions = net.predict(*best, data.x_test)
+    if not np.all(np.isfinite(predictions)):
+        raise TrialFailed("diverged", "the network predicts NaN or infinite values")
+    return [
+        SplitResult(loss=held_out_loss(net.arch, y, p), epochs=int(n))
+        for y, p, n in zip(data.y_test, predictions, stopping.epochs, strict=True)
+    ]
+
+
+class _Stack:
+    """The epoch loop of `train_splits`, over the replicas that the compiled epoch holds.
+
+    Once most replicas have stopped, the epoch is traced again for the active ones alone
+    (`worth_narrowing`): masked replicas cost as much as training ones.
+    """
+
+    def __init__(
+        self, net: StackedNet, data: StackedData, params: dict[str, Any], seed: int
+    ) -> None:
+        self.net, self.data, self.seed = net, data, seed
+        self.training = training_of(params)
+        self.batch = min(self.training.batch_size, data.x_train.shape[1])
+        self.rngs = [np.random.default_rng(seed + i) for i in range(net.replicas)]
+        self.ids = np.arange(net.replicas)
+        self.run_epoch = self._compile(net)
+
+    def _compile(self, net: StackedNet) -> Callable[..., tuple[State, Any, Any]]:
+        data = take_replicas(self.data, self.ids)
+        lr, optimizer = self.training.learning_rate, self.training.optimizer
+        return epoch_function(net, data, self.batch, lr, optimizer)
+
+    def train(
+        self, state: State, stopping: EarlyStopping, epochs: int
+    ) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Train until every replica has stopped; return the best weights and statistics."""
+        best, times = _numpy(state), []
+        for epoch in range(epochs):
+            started = time.perf_counter()
+            rngs = [self.rngs[i] for i in self.ids]
+            indices, weights = epoch_batches(rngs, self.data.x_train.shape[1], self.batch)
+            active = stopping.active[self.ids]
+            state, train_loss, val_loss = self.run_epoch(state, indices, weights, active)
+            for value in _to_numpy(train_loss)[active]:
+                if not math.isfinite(value):
+                    raise TrialFailed(
+                        "diverged", f"training loss became {value} at epoch {epoch + 1}"
+                    )
+            full = np.full(len(stopping.active), np.inf)
+            full[self.ids] = _to_numpy(val_loss)
+            improved = stopping.update(epoch, full)
+            best = _keep_best(best, state, improved[self.ids], self.ids)
+            if not stopping.active.any():
+                break
+            times.append(time.perf_counter() - started)
+            state = self._narrow(state, stopping, times)
+        return best
+
+    def _narrow(self, state: State, stopping: EarlyStopping, times: list[float]) -> State:
+        """The state of the active replicas alone, retraced, when worth it; else `state`."""
+        if len(times) < 2:
+            return state
+        trace_s = max(times[0] - times[-1], 0.0)
+        active, wait = stopping.active[self.ids], stopping.wait[self.ids]
+        if not worth_narrowing(active, wait, stopping.patience, times[-1], trace_s):
+            return state
+        keep = np.flatnonzero(active)
+        self.ids = self.ids[keep]
+        net = StackedNet(self.net.arch, len(self.ids), self.seed + len(times))
+        self.run_epoch = self._compile(net)
+        times.clear()
+        flat, m, v, steps, stats = state
+        return (
+            _rows(flat, keep),
+            _rows(m, keep),
+            _rows(v, keep),
+            _rows(steps, keep),
+            [_rows(s, keep) for s in stats],
+        )
+
+
+def _to_numpy(value: Any) -> np.ndarray:
+    """A backend tensor as a NumPy array."""
+    import keras
+
+    return keras.ops.convert_to_numpy(value)
+
+
+def _rows(value: Any, keep: np.ndarray) -> Any:
+    from keras import ops
+
+    return ops.take(value, ops.convert_to_tensor(keep), axis=0)
+
+
+def _numpy(state: State) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The weights and batch-norm statistics of a state, as NumPy arrays."""
+    return _to_numpy(state[0]), [_to_numpy(s) for s in state[4]]
+
+
+def _keep_best(
+    best: tuple[np.ndarray, list[np.ndarray]], state: State, improved: np.ndarray, ids: np.ndarray
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Copy the improved replicas' weights and statistics into the best-weights store.
+
+    `state` holds the replicas `ids` of the store, and `improved` is per row of `state`.
+    """
+    if not improved.any():
+        return best
+    flat, stats = _numpy(state)
+    rows = ids[improved]
+    best_flat = best[0].copy()
+    best_flat[rows] = flat[improved]
+    best_stats = [old.copy() for old in best[1]]
+    for old, new in zip(best_stats, stats, strict=True):
+        old[rows] = new[improved]
+    return best_flat, best_stats
