@@ -270,12 +270,38 @@ def space_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[st
 # --- validation -----------------------------------------------------------------------------
 
 
+# Keys that earlier versions took and this one does not: a user's config that names one is
+# refused with the reason, while a study stored with one still opens (`validate_stored`).
+REMOVED_KEYS: dict[str, str] = {
+    "search.race_top": "racing was removed (no better winners at equal time)",
+    "search.race_splits": "racing was removed (no better winners at equal time)",
+    "search.comparison": "trials are compared on their own splits only",
+    "search.cost_aware": "cost-aware acquisition was removed (it found worse points)",
+    "search.difficulty_splits": "the split-difficulty adjustment was removed",
+}
+
+
 def validate_config(raw: Mapping[str, Any]) -> Config:
     """Validate a raw mapping into a Config, raising ConfigError with one line per problem."""
+    for key, reason in REMOVED_KEYS.items():
+        section, name = key.split(".")
+        if isinstance(raw.get(section), Mapping) and name in raw[section]:
+            raise ConfigError(f"{key}: this key was removed ({reason}); delete it")
     try:
         return Config.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(format_error(exc.errors()[0])) from exc
+
+
+def validate_stored(raw: Mapping[str, Any]) -> Config:
+    """`validate_config` for a config stored in a study by an earlier version: removed keys
+    are dropped, so that its study still opens and reads."""
+    data = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in raw.items()}
+    for key in REMOVED_KEYS:
+        section, name = key.split(".")
+        if isinstance(data.get(section), dict):
+            data[section].pop(name, None)
+    return validate_config(data)
 
 
 def load_config(path: Path, overrides: Iterable[str] = ()) -> Config:
