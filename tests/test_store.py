@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from tuner.errors import StudyError, TrialRejected
+from tuner.study.records import LEGACY_COLUMNS
 from tuner.study.store import FinalScore, NewTrial, Storage, TrialState, sqlite_url
-from tuner.training.difficulty import Difficulty
 
 
 @pytest.fixture
@@ -52,15 +52,17 @@ def test_trials_are_written_running_then_finished(storage):
         loss_std=0.1,
         split_losses=[0.4, 0.6],
         epochs=[3, 4],
-        seconds=1.5,
-        baselines=[np.float64(0.45), 0.65],
+        seconds=np.float64(1.5),
     )
     assert (
         done.state == TrialState.COMPLETE
         and done.split_losses == (0.4, 0.6)
         and done.epochs == (3, 4)
-        and done.baselines == (0.45, 0.65)
+        and done.seconds == 1.5
+        and done.attrs == {}
     )
+    with pytest.raises(TypeError, match="no trial field baselines, race"):
+        storage.finish_trial(second, state="complete", loss=0.1, race={}, baselines=[0.2])
     failed = storage.finish_trial(
         second, state=TrialState.FAILED, error_kind="diverged", error="loss became nan", seconds=0.2
     )
@@ -199,7 +201,7 @@ def test_a_result_from_another_owner_is_rejected(storage):
 
 def test_an_older_database_gets_the_new_columns(tmp_path: Path):
     path = tmp_path / "old.db"
-    with sqlite3.connect(path) as db:
+    with sqlite3.connect(path) as db:  # the first release's trials table
         db.execute(
             "CREATE TABLE trials (id INTEGER PRIMARY KEY, study_id INTEGER, number INTEGER,"
             " state VARCHAR(16), point JSON, params JSON, seed INTEGER, retry_of INTEGER,"
@@ -209,63 +211,174 @@ def test_an_older_database_gets_the_new_columns(tmp_path: Path):
     store = Storage(sqlite_url(path))
     study = store.create_study("s", {})
     trial = store.start_trial(study, {}, {}, seed=1)
-    done = store.finish_trial(trial, state="complete", loss=0.5, baselines=[0.6])
-    assert done.owner == trial.owner and done.baselines == (0.6,)
+    done = store.finish_trial(trial, state="complete", loss=0.5)
+    assert done.owner == trial.owner and done.attrs == {}
+    final = FinalScore(seeds=(9,), splits=2, loss=0.4, loss_std=0.0, split_losses=(0.4, 0.4))
+    assert store.record_final(done, final).final == final
     store.close()
+    with sqlite3.connect(path) as db:
+        columns = {row[1] for row in db.execute("PRAGMA table_info(trials)")}
+    assert {"owner", "heartbeat_at", "worker", "attrs"} <= columns
+    assert not columns & set(LEGACY_COLUMNS), "legacy columns are not added to a database"
 
 
-def test_an_older_database_keeps_racing_rounds_and_final_rescores(tmp_path: Path):
-    path = tmp_path / "old.db"
-    with sqlite3.connect(path) as db:  # the schema before racing and re-scoring
-        db.execute(
-            "CREATE TABLE trials (id INTEGER PRIMARY KEY, study_id INTEGER, number INTEGER,"
-            " state VARCHAR(16), point JSON, params JSON, seed INTEGER, retry_of INTEGER,"
-            " loss FLOAT, loss_std FLOAT, split_losses JSON, epochs JSON, seconds FLOAT,"
-            " error_kind VARCHAR(32), error TEXT, started_at DATETIME, finished_at DATETIME,"
-            " owner VARCHAR(32), heartbeat_at DATETIME, worker VARCHAR(200))"
-        )
-    store = Storage(sqlite_url(path))
-    study = store.create_study("s", {})
-    trial = store.start_trial(study, {}, {}, seed=1)
-    done = store.finish_trial(
-        trial,
-        state="complete",
-        loss=0.5,
-        split_losses=[0.4, 0.6, 0.5, 0.5],
-        race={"seeds": [77], "seconds": 1.5},
-    )
-    assert done.race_seeds == (77,) and done.race_seconds == 1.5 and done.final is None
-    final = FinalScore(
-        seeds=(99,), splits=3, loss=0.55, loss_std=0.1, split_losses=(0.5, 0.6, 0.55)
-    )
-    store.record_final(done, final)
-    failed = FinalScore(seeds=(99,), splits=3, error_kind="timed_out", error="ran longer")
-    other = store.start_trial(study, {}, {}, seed=2)
-    other = store.finish_trial(other, state="complete", loss=0.7)
-    store.record_final(other, failed)
-    store.close()
-    again = Storage(sqlite_url(path))
-    first, second = again.trials(again.get_study("s"))
-    again.close()
-    assert first.final == final and first.final.loss_se == pytest.approx(0.1 / 3**0.5)
-    assert second.final == failed and not second.final.ok
+def test_a_new_database_has_no_research_columns(storage):
+    from sqlalchemy import create_engine, inspect
+
+    engine = create_engine(storage.url)
+    columns = {c["name"] for c in inspect(engine).get_columns("trials")}
+    engine.dispose()
+    assert "attrs" in columns
+    assert not columns & {"race", "final", "confirm", "difficulty", "baselines"}
 
 
 def test_a_final_rescore_is_stored_on_a_completed_trial_only(storage):
     study = storage.create_study("s", {})
     running = storage.start_trial(study, {}, {}, seed=1)
-    final = FinalScore(seeds=(5,), splits=2, loss=0.3, loss_std=0.0, split_losses=(0.3, 0.3))
+    final = FinalScore(
+        seeds=(5,), splits=2, loss=0.3, loss_std=0.1, split_losses=(0.2, 0.4), sizes=(2,)
+    )
     with pytest.raises(StudyError, match="not a completed trial"):
         storage.record_final(running, final)
     done = storage.finish_trial(running, state="complete", loss=0.2)
-    assert storage.record_final(done, final).final == final
+    stored = storage.record_final(done, final)
+    assert stored.final == final and stored.confirm is None
+    assert stored.final.loss_se == pytest.approx(0.1 / 2**0.5)
+    assert stored.attrs == {"final": final.to_dict()}
     assert storage.trials(study)[0].final == final
-    # The split difficulty measured for the score reported: kept until a new score replaces it.
-    measured = Difficulty((5,), 2, (0.31, 0.33), 8, 20, 0.3, 0.02, 1.1, 6, 0.2, (0,))
-    assert storage.record_difficulty(done, measured).difficulty == measured
-    assert storage.trials(study)[0].difficulty == measured, "stored as it was"
-    assert storage.record_final(done, final, confirm=True).difficulty is None, "dropped"
-    storage.record_difficulty(done, measured)
-    assert storage.record_final(done, final).difficulty is None
-    storage.record_difficulty(done, measured)
-    assert storage.record_difficulty(done, None).difficulty is None
+    failed = FinalScore(seeds=(6,), splits=2, error_kind="timed_out", error="ran longer")
+    confirmed = storage.record_final(done, failed, confirm=True)
+    assert (confirmed.final, confirmed.confirm) == (final, failed) and not failed.ok
+    # A new re-score replaces the old one and drops the confirmation measured against it.
+    again = FinalScore(seeds=(7,), splits=2, loss=0.25, loss_std=0.0, split_losses=(0.25,) * 2)
+    replaced = storage.record_final(done, again)
+    assert (replaced.final, replaced.confirm) == (again, None)
+    assert storage.trials(study)[0] == replaced
+
+
+def test_attrs_are_merged_and_other_keys_kept(storage):
+    study = storage.create_study("s", {})
+    trial = storage.finish_trial(
+        storage.start_trial(study, {}, {}, seed=1), state="complete", loss=0.2
+    )
+    final = FinalScore(seeds=(5,), splits=2, loss=0.3, loss_std=0.0, split_losses=(0.3, 0.3))
+    storage.set_attrs(trial, {"note": "kept", "count": np.int64(2)})
+    stored = storage.record_final(trial, final)
+    assert stored.attrs == {"note": "kept", "count": 2, "final": final.to_dict()}
+    stored = storage.set_attrs(trial, {"note": None, "later": {"x": [1, 2]}})
+    assert stored.attrs == {"count": 2, "final": final.to_dict(), "later": {"x": [1, 2]}}
+    assert stored.final == final, "keys this version reads stay typed"
+    running = storage.start_trial(study, {}, {}, seed=2)
+    assert storage.set_attrs(running, {"queued": True}).attrs == {"queued": True}
+    gone = dataclasses.replace(trial, id=10_000, number=99)
+    with pytest.raises(StudyError, match="trial 99 is not a trial of the study"):
+        storage.set_attrs(gone, {"x": 1})
+
+
+def test_concurrent_writers_of_different_keys_keep_both(storage_url: str):
+    stores = [Storage(storage_url) for _ in range(4)]
+    study = stores[0].create_study("s", {})
+    trial = stores[0].start_trial(study, {}, {}, seed=1)
+    jobs = [(store, f"k{i}_{j}") for i, store in enumerate(stores) for j in range(5)]
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(lambda job: job[0].set_attrs(trial, {job[1]: 1}), jobs))
+        (stored,) = stores[0].trials(study)
+    finally:
+        for store in stores:
+            store.close()
+    assert stored.attrs == {key: 1 for _, key in jobs}
+
+
+def test_a_final_score_from_a_later_version_still_reads():
+    data = {**FinalScore(seeds=(1,), splits=2, loss=0.5).to_dict(), "later_key": [1]}
+    assert FinalScore.from_dict(data) == FinalScore(seeds=(1,), splits=2, loss=0.5)
+
+
+def _as_legacy(url: str) -> None:
+    """Give a database the trials table of earlier versions: their score columns, no attrs."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        connection.execute(text("ALTER TABLE trials DROP COLUMN attrs"))
+        for name in LEGACY_COLUMNS:
+            connection.execute(text(f"ALTER TABLE trials ADD COLUMN {name} JSON"))
+    engine.dispose()
+
+
+def _legacy_write(url: str, number: int, **values: object) -> None:
+    """Write legacy columns of one trial as earlier versions did (JSON null for JSON.NULL)."""
+    from sqlalchemy import JSON, Integer, column, create_engine, table
+
+    trials = table("trials", column("number", Integer), *(column(n, JSON) for n in values))
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        connection.execute(trials.update().where(trials.c.number == number).values(**values))
+    engine.dispose()
+
+
+def _legacy_read(url: str) -> dict[int, tuple]:
+    from sqlalchemy import JSON, Integer, column, create_engine, select, table
+
+    trials = table("trials", column("number", Integer), *(column(n, JSON) for n in LEGACY_COLUMNS))
+    engine = create_engine(url)
+    with engine.connect() as connection:
+        rows = connection.execute(select(trials).order_by(trials.c.number)).all()
+    engine.dispose()
+    return {row[0]: tuple(row[1:]) for row in rows}
+
+
+def _legacy_study(storage_url: str, final: FinalScore, confirm: FinalScore):
+    """Study `s` of five completed trials, then its table made legacy and scores written into
+    the legacy columns as earlier versions wrote them."""
+    from sqlalchemy import JSON
+
+    store = Storage(storage_url)
+    study = store.create_study("s", {})
+    for seed in range(5):
+        trial = store.start_trial(study, {}, {}, seed=seed)
+        store.finish_trial(trial, state="complete", loss=0.1 * seed)
+    store.close()
+    _as_legacy(storage_url)
+    _legacy_write(
+        storage_url,
+        0,
+        final=final.to_dict(),
+        confirm=confirm.to_dict(),
+        race={"seeds": [77], "seconds": 1.5},
+        difficulty={"slope": 0.4},
+        baselines=[0.5, 0.6],
+    )
+    _legacy_write(storage_url, 1, final=final.to_dict(), confirm=JSON.NULL)
+    _legacy_write(storage_url, 2, final=JSON.NULL, confirm=JSON.NULL)
+    _legacy_write(storage_url, 3, baselines=[0.1])
+    return study
+
+
+def test_legacy_scores_are_copied_into_attrs_once_and_kept(storage_url: str):
+    final = FinalScore(seeds=(5,), splits=2, loss=0.3, loss_std=0.1, split_losses=(0.2, 0.4))
+    confirm = FinalScore(seeds=(6,), splits=2, loss=0.35, loss_std=0.0, split_losses=(0.35,) * 2)
+    study = _legacy_study(storage_url, final, confirm)
+    before = _legacy_read(storage_url)
+    store = Storage(storage_url)
+    trials = store.trials(study)
+    assert [(t.final, t.confirm) for t in trials] == [
+        (final, confirm),
+        (final, None),
+        (None, None),
+        (None, None),
+        (None, None),
+    ]
+    assert trials[0].attrs == {"final": final.to_dict(), "confirm": confirm.to_dict()}
+    assert trials[2].attrs == {} and trials[3].attrs == {}
+    # Written now, then the legacy column changed behind its back: attrs is not copied again.
+    store.record_final(trials[1], confirm, confirm=True)
+    store.close()
+    _legacy_write(storage_url, 1, final=confirm.to_dict())
+    again = Storage(storage_url)
+    (_, second, *_) = again.trials(study)
+    again.close()
+    assert (second.final, second.confirm) == (final, confirm)
+    after = _legacy_read(storage_url)
+    assert after == {**before, 1: (None, confirm.to_dict(), None, None, None)}, "legacy kept"

@@ -9,8 +9,19 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, event, inspect, text
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy import (
+    JSON,
+    Integer,
+    column,
+    create_engine,
+    event,
+    inspect,
+    or_,
+    select,
+    table,
+    text,
+)
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import (
     ArgumentError,
     DBAPIError,
@@ -20,7 +31,7 @@ from sqlalchemy.exc import (
 )
 
 from tuner.errors import StudyError
-from tuner.study.records import _LATER_COLUMNS, _Base
+from tuner.study.records import _LATER_COLUMNS, LEGACY_ATTRS, _Base
 
 # Looks again after another process created a table first, at most this many times.
 RACE_RETRIES = 2
@@ -143,11 +154,42 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def _add_later_columns(engine: Engine) -> None:
-    present = {column["name"] for column in inspect(engine).get_columns("trials")}
+    """Add the columns an older database lacks, then copy its legacy scores into `attrs`."""
+    present = {found["name"] for found in inspect(engine).get_columns("trials")}
     with engine.begin() as connection:
         for name, kind in _LATER_COLUMNS.items():
             if name not in present:
                 connection.execute(text(f"ALTER TABLE trials ADD COLUMN {name} {kind}"))
+    legacy = [name for name in LEGACY_ATTRS if name in present]
+    if legacy:
+        with engine.begin() as connection:
+            _copy_legacy_attrs(connection, legacy)
+
+
+def _copy_legacy_attrs(connection: Connection, names: list[str]) -> int:
+    """Copy the legacy `final`/`confirm` columns into `attrs` of rows that have none yet;
+    returns how many rows were written.
+
+    Earlier versions kept each score in a column of its own. The legacy columns are only
+    read, never changed, so an older tuner still reads the database as it wrote it. A row
+    gets `attrs` once: later opens find none left to copy (a JSON null, which some of those
+    versions wrote for a dropped score, is copied as absent). Each UPDATE checks that `attrs`
+    is still NULL, so two processes opening one database at once copy a row once.
+    """
+    trials = table(
+        "trials", column("id", Integer), column("attrs", JSON), *(column(n, JSON) for n in names)
+    )
+    held = or_(*(trials.c[name].is_not(None) for name in names))
+    query = select(trials).where(trials.c.attrs.is_(None), held)
+    copied = 0
+    for row in connection.execute(query).mappings().all():
+        attrs = {name: row[name] for name in names if row[name] is not None}
+        copied += connection.execute(
+            trials.update()
+            .where(trials.c.id == row["id"], trials.c.attrs.is_(None))
+            .values(attrs=attrs)
+        ).rowcount
+    return copied
 
 
 def _make_engine(url: str) -> Engine:

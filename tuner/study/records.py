@@ -5,14 +5,12 @@ from __future__ import annotations
 import enum
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
-
-from tuner.training.difficulty import Difficulty
 
 
 class TrialState(enum.StrEnum):
@@ -66,11 +64,9 @@ class _TrialRow(_Base):
     owner: Mapped[str | None] = mapped_column(String(32), nullable=True)
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     worker: Mapped[str | None] = mapped_column(String(200), nullable=True)
-    race: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
-    final: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
-    confirm: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
-    difficulty: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
-    baselines: Mapped[list[float] | None] = mapped_column(JSON, nullable=True)
+    # Per-trial extras by name (like Optuna's trial system attributes): "final" and "confirm"
+    # hold FinalScore dicts. New extras go here rather than into a column of their own.
+    attrs: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), nullable=True)
 
 
 # Columns added after the first release: ALTER TABLE adds them to an older database.
@@ -78,12 +74,14 @@ _LATER_COLUMNS = {
     "owner": "VARCHAR(32)",
     "heartbeat_at": "TIMESTAMP WITH TIME ZONE",
     "worker": "VARCHAR(200)",
-    "race": "JSON",
-    "final": "JSON",
-    "confirm": "JSON",
-    "difficulty": "JSON",
-    "baselines": "JSON",
+    "attrs": "JSON",
 }
+
+# Columns that earlier versions wrote and this one neither declares nor writes. A database
+# that has them keeps them (no data is dropped); `final` and `confirm` are copied into
+# `attrs` once when it is opened (database.py).
+LEGACY_COLUMNS = ("race", "final", "confirm", "difficulty", "baselines")
+LEGACY_ATTRS = ("final", "confirm")
 
 
 @dataclass(frozen=True)
@@ -130,10 +128,13 @@ class FinalScore:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> FinalScore:
-        """Back from the stored JSON."""
-        keys = ("seeds", "split_losses", "epochs", "sizes")
-        lists = {key: tuple(data.get(key) or ()) for key in keys}
-        return cls(**{**data, **lists})
+        """Back from the stored JSON; keys this version does not know are ignored, so that a
+        score stored by a later version still reads."""
+        known = {f.name for f in fields(cls)}
+        values = {key: value for key, value in data.items() if key in known}
+        for key in ("seeds", "split_losses", "epochs", "sizes"):
+            values[key] = tuple(data.get(key) or ())
+        return cls(**values)
 
 
 @dataclass(frozen=True)
@@ -156,19 +157,11 @@ class TrialRecord:
     id: int = 0
     owner: str | None = None
     worker: str | None = None
-    race_seeds: tuple[int, ...] = ()
-    race_seconds: float | None = None
-    final: FinalScore | None = None
+    final: FinalScore | None = None  # the re-score on fresh splits, for finalists
     confirm: FinalScore | None = None  # the winner's score on confirmation splits
-    difficulty: Difficulty | None = None  # how hard the winner's reported splits are
-    # The baseline's loss on each split of `split_losses` (tuner/adjustment.py), and, in a
-    # record adjusted for split difficulty, the plain mean and split losses as measured.
-    baselines: tuple[float, ...] = ()
-    raw_loss: float | None = None
-    raw_split_losses: tuple[float, ...] = ()
-    # In an adjusted record, the variance of the loss's level that its split losses' spread
-    # does not show: the shared splits' difficulty (`Adjustment.level_variance`).
-    level_var: float = 0.0
+    # Every stored extra by name, `final` and `confirm` as their dicts; a later version's
+    # extras pass through here unread.
+    attrs: dict[str, Any] = field(default_factory=dict)
 
     @property
     def counts(self) -> bool:
@@ -191,17 +184,18 @@ class TrialRecord:
             "error_kind": self.error_kind,
             "error": self.error,
             "seed": self.seed,
-            "race_seeds": list(self.race_seeds),
             "final": self.final.to_dict() if self.final is not None else None,
             "confirm": self.confirm.to_dict() if self.confirm is not None else None,
-            "difficulty": self.difficulty.to_dict() if self.difficulty is not None else None,
-            "baselines": list(self.baselines),
-            "raw_loss": self.raw_loss,
-            "raw_split_losses": list(self.raw_split_losses) if self.raw_loss is not None else None,
         }
 
 
+def _score(attrs: Mapping[str, Any], key: str) -> FinalScore | None:
+    data = attrs.get(key)
+    return FinalScore.from_dict(data) if isinstance(data, Mapping) and data else None
+
+
 def _record(row: _TrialRow) -> TrialRecord:
+    attrs = dict(row.attrs or {})
     return TrialRecord(
         id=row.id,
         number=row.number,
@@ -219,12 +213,9 @@ def _record(row: _TrialRow) -> TrialRecord:
         error=row.error,
         owner=row.owner,
         worker=row.worker,
-        race_seeds=tuple((row.race or {}).get("seeds", ())),
-        race_seconds=(row.race or {}).get("seconds"),
-        final=FinalScore.from_dict(row.final) if row.final else None,
-        confirm=FinalScore.from_dict(row.confirm) if row.confirm else None,
-        difficulty=Difficulty.from_dict(row.difficulty) if row.difficulty else None,
-        baselines=tuple(row.baselines or ()),
+        final=_score(attrs, "final"),
+        confirm=_score(attrs, "confirm"),
+        attrs=attrs,
     )
 
 

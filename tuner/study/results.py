@@ -11,10 +11,9 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from tuner.config.schema import Config, validate_config
+from tuner.config.schema import Config, validate_stored
 from tuner.config.space import SearchSpace
 from tuner.errors import StudyError, UsageError
-from tuner.study.adjustment import comparable
 from tuner.study.store import Storage, TrialRecord, TrialState, require_database, sqlite_url
 from tuner.study.winner import Winner, winner
 
@@ -80,7 +79,11 @@ def study_location(config: Path | None, storage: str | None, study: str | None) 
 
 
 def load_results(url: str, name: str) -> StudyResults:
-    """Read a study and its trials; StudyError naming the study when it is not there."""
+    """Read a study and its trials; StudyError naming the study when it is not there.
+
+    The stored config is read as `validate_stored` reads it, so that a study written by an
+    earlier version, with keys since removed, still opens.
+    """
     require_database(url)
     storage = Storage(url)
     try:
@@ -89,7 +92,7 @@ def load_results(url: str, name: str) -> StudyResults:
             raise StudyError(
                 f"--study: no study '{name}' in {url}; check the name (tuner search --study)"
             )
-        trials = tuple(comparable(storage.trials(study)))
+        trials = tuple(storage.trials(study))
     finally:
         storage.close()
-    return StudyResults(name, url, validate_config(study.config), trials)
+    return StudyResults(name, url, validate_stored(study.config), trials)

@@ -10,7 +10,7 @@ import json
 import os
 import socket
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -34,10 +34,10 @@ from tuner.study.records import (
     _StudyRow,
     _TrialRow,
 )
-from tuner.training.difficulty import Difficulty
 
 __all__ = [
     "RERUN_KINDS",
+    "RESULT_FIELDS",
     "RETRY_LIMITED_KINDS",
     "Asked",
     "Chooser",
@@ -50,6 +50,12 @@ __all__ = [
     "require_database",
     "sqlite_url",
 ]
+
+
+# What finish_trial may write: a trial's state and its result or error.
+RESULT_FIELDS = frozenset(
+    {"state", "loss", "loss_std", "split_losses", "epochs", "seconds", "error_kind", "error"}
+)
 
 
 def _now() -> datetime:
@@ -166,8 +172,12 @@ class Storage:
         """Record how a running trial ended (state plus result or error fields).
 
         Raises TrialRejected when the trial is not running under this owner any more: it was
-        failed as stale (or interrupted) and its point may already run elsewhere.
+        failed as stale (or interrupted) and its point may already run elsewhere. Extras go
+        into `attrs` (`set_attrs`), not here: a name outside RESULT_FIELDS is a TypeError.
         """
+        unknown = sorted(set(values) - RESULT_FIELDS)
+        if unknown:
+            raise TypeError(f"finish_trial: no trial field {', '.join(unknown)}")
         values = {k: _jsonable(v) for k, v in values.items()}
         values["state"] = TrialState(values["state"]).value
         with self._session() as session:
@@ -191,33 +201,38 @@ class Storage:
         self, trial: TrialRecord, final: FinalScore, *, confirm: bool = False
     ) -> TrialRecord:
         """Store a completed trial's re-score on fresh splits (replacing an older one, and
-        dropping its confirmation), or with `confirm` the winner's confirmation score; either
-        drops the split difficulty measured for the score reported before."""
+        dropping its confirmation, which was measured against the older one), or with
+        `confirm` the winner's confirmation score."""
+        score = final.to_dict()
+        values = {"confirm": score} if confirm else {"final": score, "confirm": None}
+        return self._merge(trial, values, completed=True)
+
+    def set_attrs(self, trial: TrialRecord, values: Mapping[str, Any]) -> TrialRecord:
+        """Merge `values` into a trial's `attrs` (a None value removes its key); the other
+        keys stay as they are."""
+        return self._merge(trial, values, completed=False)
+
+    def _merge(
+        self, trial: TrialRecord, values: Mapping[str, Any], *, completed: bool
+    ) -> TrialRecord:
+        """Read, merge and write a trial's `attrs` in one transaction that holds the row, so
+        that two writers of different keys keep both."""
         with self._session() as session:
-            row = self._completed(session, trial)
-            if confirm:
-                row.confirm = _jsonable(final.to_dict())
-            else:
-                row.final, row.confirm = _jsonable(final.to_dict()), None
-            row.difficulty = None
+            if self._engine.dialect.name == "sqlite":
+                session.connection().exec_driver_sql("BEGIN IMMEDIATE")
+            row = session.get(_TrialRow, trial.id, with_for_update=True)
+            if row is None or (completed and row.state != TrialState.COMPLETE.value):
+                state = "completed trial" if completed else "trial"
+                raise StudyError(f"trial {trial.number} is not a {state} of the study")
+            attrs = dict(row.attrs or {})
+            for key, value in _jsonable(dict(values)).items():
+                if value is None:
+                    attrs.pop(key, None)
+                else:
+                    attrs[key] = value
+            row.attrs = attrs  # {} rather than NULL: NULL would be copied from legacy again
             session.flush()
             return _record(row)
-
-    def record_difficulty(self, trial: TrialRecord, difficulty: Difficulty | None) -> TrialRecord:
-        """Store how hard the splits of the winner's reported score are (difficulty.py), or
-        drop it with None."""
-        with self._session() as session:
-            row = self._completed(session, trial)
-            row.difficulty = None if difficulty is None else _jsonable(difficulty.to_dict())
-            session.flush()
-            return _record(row)
-
-    @staticmethod
-    def _completed(session: Session, trial: TrialRecord) -> _TrialRow:
-        row = session.get(_TrialRow, trial.id)
-        if row is None or row.state != TrialState.COMPLETE.value:
-            raise StudyError(f"trial {trial.number} is not a completed trial of the study")
-        return row
 
     def fail_trials(self, trials: Sequence[TrialRecord], kind: str, message: str) -> int:
         """Mark the given trials failed if they still run under their owner; returns how many."""

@@ -8,7 +8,7 @@ and are not run again.
 
 from __future__ import annotations
 
-from tuner.config.schema import Config, WarmStartConfig, space_differences, validate_config
+from tuner.config.schema import Config, WarmStartConfig, space_differences, validate_stored
 from tuner.errors import ConfigError, StudyError
 from tuner.study.store import Storage, TrialRecord, TrialState, require_database
 
@@ -49,7 +49,7 @@ def _open(url: str) -> Storage:
 
 def _check_space(warm: WarmStartConfig, stored: dict, config: Config) -> None:
     try:
-        theirs = validate_config(stored).full_space()
+        theirs = validate_stored(stored).full_space()
     except ConfigError as exc:
         raise StudyError(
             f"search.warm_start: the config of study '{warm.study}' cannot be read ({exc})"
