@@ -62,9 +62,17 @@ def tiny_config_dict(csv: Path, **sections: dict) -> dict:
         "space": dict(TINY_SPACE),
         "network": {"max_neurons": 5000, "min_neurons": 5, "max_layers": 3},
         "evaluation": {"splits": 2, "test_size": 0.2, "epochs": 4, "patience": 2},
-        # 10 reference splits for the split-difficulty baseline (100 by default): the suite
-        # runs dozens of searches, and their baseline fits would add minutes.
-        "search": {"init_points": 2, "n_iter": 1, "seed": 3, "difficulty_splits": 10},
+        # A small end, never cut by its share of the run (a loaded machine would cut it
+        # otherwise): the suite runs dozens of searches.
+        "search": {
+            "init_points": 2,
+            "n_iter": 1,
+            "seed": 3,
+            "final_candidates": 2,
+            "final_splits": 4,
+            "confirm_splits": 2,
+            "final_share": 0.9,
+        },
     }
     for key, value in sections.items():
         config[key] = {**config.get(key, {}), **value} if isinstance(value, dict) else value
@@ -115,25 +123,17 @@ def finished_study(tmp_path_factory) -> FinishedStudy:
     The database is where `tuner search CONFIG` puts it when run from `folder`.
     """
     from tuner.config.schema import load_config
-    from tuner.outputs.progress import QuietReporter
-    from tuner.search.api import search
+    from tuner.engine.api import search
     from tuner.study.store import Storage, TrialState, sqlite_url
 
     folder = tmp_path_factory.mktemp("study")
     csv = folder / "tiny.csv"
     make_tiny_frame().to_csv(csv, index=False)
     config = folder / "tiny.yaml"
-    # comparison adjusted: the worker hands back the baseline's losses (test_cli_study.py)
-    raw = tiny_config_dict(csv, evaluation={"epochs": 3}, search={"comparison": "adjusted"})
+    raw = tiny_config_dict(csv, evaluation={"epochs": 3})
     config.write_text(yaml.safe_dump(raw))
     url = sqlite_url(folder / "runs" / "tiny" / "study.db")
-    result = search(
-        load_config(config),
-        storage_url=url,
-        study_name="tiny",
-        resume=False,
-        reporter=QuietReporter(),
-    )
+    result = search(load_config(config), storage_url=url, study_name="tiny")
     storage = Storage(url)
     try:
         study = storage.get_study("tiny")

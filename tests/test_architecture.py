@@ -111,7 +111,7 @@ def test_rule_invariants(pct, shrink, min_neurons, max_layers):
 
 def test_decoding_and_the_cli_do_not_import_keras():
     code = (
-        "import sys, tuner.cli.commands, tuner.training.architecture, tuner.search.loop; "
+        "import sys, tuner.cli.commands, tuner.training.architecture, tuner.engine.loop; "
         "import tuner.training.evaluate, tuner.study.store; "
         "heavy = {'keras', 'tensorflow'} & set(sys.modules); assert not heavy, heavy"
     )

@@ -17,7 +17,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-import tuner.search.worker
+import tuner.engine.worker
 from tuner.cli.commands import cli
 from tuner.config.yamlfile import parse_yaml
 from tuner.errors import ConfigError
@@ -46,7 +46,7 @@ def corpus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     shutil.copytree(CORPUS, root)
     monkeypatch.chdir(root)
     # Trials run in a worker process; a bad input must be refused before one is started.
-    monkeypatch.setattr(tuner.search.worker.Worker, "__call__", _no_training)
+    monkeypatch.setattr(tuner.engine.worker.Worker, "__call__", _no_training)
     return root
 
 

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from tuner.cli.commands import cli
 from tuner.config.schema import validate_config
-from tuner.search.budget import (
+from tuner.engine.budget import (
     Deadline,
     call_seconds,
     describe_cut,
@@ -22,8 +22,8 @@ from tuner.search.budget import (
     pending,
     plan,
 )
-from tuner.search.final import candidates, final_seeds
-from tuner.search.loop import open_study
+from tuner.engine.final import candidates, final_seeds
+from tuner.engine.loop import open_study
 from tuner.study.records import NewTrial
 from tuner.study.store import FinalScore, Storage, TrialRecord, TrialState, sqlite_url
 
@@ -141,7 +141,7 @@ def test_the_room_is_the_time_left_less_the_end():
 
 
 def test_tuner_search_keeps_the_ends_time_from_trials_and_racing_rounds():
-    from tuner.search.api import search_deadline
+    from tuner.engine.api import search_deadline
 
     started = time.monotonic() - 50
     deadline = search_deadline(config(time_budget=100), started, baseline_seconds=2.0)
@@ -156,7 +156,7 @@ def test_tuner_search_keeps_the_ends_time_from_trials_and_racing_rounds():
 
 
 def test_a_worker_keeps_no_end_but_races_no_round_past_its_budget():
-    from tuner.search.api import worker_deadline
+    from tuner.engine.api import worker_deadline
 
     deadline = worker_deadline(config(time_budget=100))
     assert not deadline.passed(TRIALS), "nothing kept: trials start until the budget is spent"

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from tuner import __version__
 from tuner.cli.commands import cli
 from tuner.config.schema import load_config
-from tuner.search.loop import open_study
+from tuner.engine.loop import open_study
 from tuner.study.store import Storage, TrialState, sqlite_url
 
 from .conftest import tree_digest

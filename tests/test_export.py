@@ -45,7 +45,7 @@ def test_regression_round_trip(tmp_path):
 
     from tuner.config.schema import load_config
     from tuner.outputs.progress import QuietReporter
-    from tuner.search.api import search
+    from tuner.engine.api import search
     from tuner.study.store import sqlite_url
 
     from .conftest import make_tiny_frame, tiny_config_dict

@@ -1,4 +1,4 @@
-"""What the Gaussian process is told: each point's noise, unit-scaled coordinates, and the cost."""
+"""What the Gaussian process is told: each point's noise and unit-scaled coordinates."""
 
 from __future__ import annotations
 
@@ -12,8 +12,7 @@ import pytest
 from tuner.config.schema import validate_config
 from tuner.config.space import SearchSpace
 from tuner.optimize.acquisition import MIN_ALPHA
-from tuner.optimize.cost import CostModel
-from tuner.optimize.optimizer import COST_POWER, Proposer, loss_fence, observed
+from tuner.optimize.optimizer import Proposer, loss_fence, observed
 from tuner.study.noise import NOISE_FLOOR, PRIOR_DOF, mean_noise, pooled_variance
 from tuner.study.store import TrialRecord, TrialState
 
@@ -136,8 +135,8 @@ def test_one_diverged_trial_does_not_hide_the_valley_from_the_gp():
 
 
 def test_a_point_repeated_on_the_same_splits_is_not_known_better():
-    """Under `search.comparison: common` every trial has one seed: a repeat of a point is
-    scored on the same splits, so its error is the first one's again, not an independent one."""
+    """A retried point keeps its seed: the repeat is scored on the same splits, so its error
+    is the first one's again, not an independent one."""
     same = [trial(0, {"x": 0.1}, (0.60, 0.70)), trial(1, {"x": 0.1}, (0.62, 0.72))]
     same[1] = replace(same[1], seed=same[0].seed)
     other = [trial(2, {"x": 0.2}, (0.50, 0.55))]  # so that the pooled variance is shared
@@ -278,81 +277,6 @@ def test_the_gp_sees_every_range_on_the_unit_interval_log_ones_in_log_space():
     values = space.params({k: v if isinstance(v, str) else float(v) for k, v in suggestion.items()})
     assert 1e-4 <= values["learning_rate"] <= 0.1
     assert isinstance(values["batch_size"], int) and 8 <= values["batch_size"] <= 128
-
-
-# --- cost ----------------------------------------------------------------------------------
-
-
-def test_the_cost_model_learns_that_bigger_networks_take_longer():
-    rng = np.random.default_rng(0)
-    points = rng.uniform(size=(30, 3))
-    seconds = 0.5 * np.exp(3.0 * points[:, 1]) * rng.lognormal(0.0, 0.1, 30)
-    model = CostModel.fit(points, seconds, lambda x: x)
-    assert model is not None
-    low, high = model.seconds(np.array([[0.5, 0.05, 0.5], [0.5, 0.95, 0.5]]))
-    assert high / low == pytest.approx(math.exp(2.7), rel=0.35)
-    far = model.seconds(np.array([[50.0, 50.0, 50.0]]))[0]
-    assert far <= seconds.max() * 3 * 1.0001, "never past 3x the slowest trial seen"
-    assert model.relative(np.array([[0.5, 0.5, 0.5]]))[0] == pytest.approx(
-        model.seconds(np.array([[0.5, 0.5, 0.5]]))[0] / np.median(seconds)
-    )
-    assert CostModel.fit(points[:4], seconds[:4], lambda x: x) is None, "too few trials"
-
-
-def _mirror_history(space_names):
-    """Mirror pairs around neuron_pct 0.5: equal losses, 20x the seconds on the right."""
-    trials = []
-    for i, u in enumerate(np.linspace(0.05, 0.45, 9)):
-        loss = 0.7 + 2.0 * (u - 0.25) ** 2  # a valley at 0.25 and its mirror at 0.75
-        for side, coordinate in enumerate((u, 1.0 - u)):
-            seconds = 0.5 * math.exp(3.0 * coordinate)
-            splits = (loss - 0.01, loss + 0.01)
-            point = {space_names[0]: coordinate}
-            trials.append(trial(2 * i + side, point, splits, seconds=seconds))
-    return trials
-
-
-def test_of_two_otherwise_equal_points_the_cheaper_is_proposed():
-    space_cfg = {"dropout": 0.2, "learning_rate": 1e-3, "neuron_pct": {"low": 0.01, "high": 1.0},
-                 "neuron_shrink": 0.5}  # fmt: skip
-    cfg = config(space_cfg, init_points=0, n_iter=20, cost_aware=True)  # ucb: else a coin toss
-    space = SearchSpace(cfg.space)
-    history = _mirror_history(space.names)
-    proposer = Proposer(space, cfg.search)
-    optimizer = proposer.optimizer(5, history)
-    acquisition = optimizer.acquisition_function
-    assert acquisition.cost is not None
-    assert acquisition.cost_weight == pytest.approx(0.75 * COST_POWER)
-    acquisition.fit(optimizer._gp, optimizer.space)
-    pair = np.array([[0.3], [0.7]])
-    mean, std = acquisition.posterior(pair)
-    assert mean[0] == pytest.approx(mean[1], abs=1e-6), "the GP sees two equal points"
-    assert std[0] == pytest.approx(std[1], abs=1e-6)
-    cheap, dear = acquisition.cost.seconds(pair)
-    assert dear / cheap == pytest.approx(math.exp(3.0 * 0.4), rel=0.2)
-    for k in range(5):  # several seeds of the acquisition's candidates
-        chosen = proposer.propose(k, history)["neuron_pct"]
-        assert chosen < 0.5, f"proposal {k} went to the expensive side ({chosen:.3f})"
-    plain = config(space_cfg, init_points=0, n_iter=20, cost_aware=False)
-    assert Proposer(space, plain.search).optimizer(5, history).acquisition_function.cost is None
-
-
-def test_cost_counts_most_at_the_first_guided_proposal_and_not_at_the_last():
-    cfg = config(init_points=2, n_iter=10, cost_aware=True)
-    proposer = Proposer(SearchSpace(cfg.space), cfg.search)
-    weights = [proposer.cost_weight(k) for k in range(2, 13)]
-    assert weights[0] == COST_POWER and weights[-1] == 0.0
-    assert all(a > b for a, b in itertools.pairwise(weights))
-    off = Proposer(SearchSpace(cfg.space), config().search)
-    assert off.cost_weight(2) == 0.0, "off by default"
-
-
-def test_no_cost_model_before_enough_trials():
-    cfg = config(cost_aware=True)
-    space = SearchSpace(cfg.space)
-    proposer = Proposer(space, cfg.search)
-    assert proposer.optimizer(2, _history(space, 4)).acquisition_function.cost is None
-    assert proposer.optimizer(2, _history(space, 6)).acquisition_function.cost is not None
 
 
 # --- where it looks: allowed points, no repeats ---------------------------------------------

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tuner.errors import StudyError, TrialRejected, UsageError
-from tuner.search.slots import parse_gpus, plan_slots
+from tuner.engine.slots import parse_gpus, plan_slots
 from tuner.study.store import Storage, TrialState, sqlite_url
 
 from .conftest import ROOT

@@ -22,7 +22,7 @@ from tuner.config.schema import validate_config
 from tuner.errors import SearchInterrupted, TrialFailed
 from tuner.optimize.asking import trial_seed
 from tuner.outputs.progress import QuietReporter
-from tuner.search.final import (
+from tuner.engine.final import (
     candidates,
     confirm_seeds,
     final_seeds,
@@ -31,7 +31,7 @@ from tuner.search.final import (
     rescore_final,
     trial_ranges,
 )
-from tuner.search.loop import open_study, run_search, study_result
+from tuner.engine.loop import open_study, run_search, study_result
 from tuner.study.store import FinalScore, Storage, TrialRecord, TrialState, sqlite_url
 from tuner.study.winner import winner
 from tuner.training.evaluate import Score
@@ -189,8 +189,8 @@ def test_racing_rounds_stop_before_the_time_kept_for_the_end(storage):
 
 @pytest.mark.parametrize("slots", [0, 2])  # 0: run_search; 2: run_pool with two slots
 def test_a_search_with_no_room_left_races_no_round(tmp_path, slots):
-    from tuner.search.budget import Deadline
-    from tuner.search.slots import Slot, run_pool
+    from tuner.engine.budget import Deadline
+    from tuner.engine.slots import Slot, run_pool
 
     cfg = config(race_top=2, race_splits=6, n_iter=16)  # enough guided trials that some race
     rounds = {}

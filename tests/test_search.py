@@ -11,7 +11,7 @@ from tuner.config.schema import validate_config
 from tuner.errors import SearchFailed, SearchInterrupted, StudyError, TrialFailed
 from tuner.optimize.optimizer import observations
 from tuner.outputs.progress import QuietReporter
-from tuner.search.loop import open_study, run_search
+from tuner.engine.loop import open_study, run_search
 from tuner.study.store import Storage, TrialRecord, TrialState, sqlite_url
 from tuner.training.evaluate import Score
 
@@ -20,8 +20,7 @@ from .conftest import BOWL_SPACE, NO_DATA
 RAW = {
     "data": NO_DATA,
     "space": BOWL_SPACE,
-    # Racing off: these tests count the objective's calls; tests/test_rescoring.py races.
-    "search": {"init_points": 3, "n_iter": 3, "seed": 5, "race_top": 0},
+    "search": {"init_points": 3, "n_iter": 3, "seed": 5},
 }
 
 
@@ -60,10 +59,8 @@ def search(storage, cfg, objective, name="s", resume=False):
 
 def test_runs_the_budget_and_reports_the_best(storage):
     bowl = Bowl()
-    result = search(storage, config(race_top=2), bowl)
-    rounds = sum(len(t.race_seeds) for t in result.trials)
-    assert len(result.trials) == 6, "racing rounds are not trials"
-    assert rounds > 0 and len(bowl.calls) == 6 + rounds
+    result = search(storage, config(), bowl)
+    assert len(result.trials) == 6 and len(bowl.calls) == 6, "one objective call per trial"
     assert all(t.state == TrialState.COMPLETE for t in result.trials)
     assert result.best.loss == min(t.loss for t in result.trials)
     assert result.to_dict()["trial"] == result.best.number
@@ -72,21 +69,37 @@ def test_runs_the_budget_and_reports_the_best(storage):
         "loss",
         "loss_std",
         "loss_se",
+        "loss_splits",
         "search_loss",
         "final_loss",
         "final_splits",
         "final_candidates",
         "confirm_splits",
-        "raw_loss",
-        "raw_loss_se",
-        "difficulty_shift",
         "params",
         "study",
         "storage",
+        "seconds",
+        "end_seconds",
     }
     assert result.to_dict()["final_splits"] == 0, "run_search alone does not re-score"
-    assert result.to_dict()["raw_loss"] is None and result.to_dict()["difficulty_shift"] is None
     assert result.to_dict()["confirm_splits"] == 0 and result.to_dict()["final_loss"] is None
+    assert result.to_dict()["loss_splits"] == 2
+
+
+def test_a_reporter_implements_only_the_hooks_it_needs(storage):
+    from tuner.engine.reporter import Reporter
+
+    class Finished(Reporter):
+        def __init__(self):
+            self.numbers: list[int] = []
+
+        def trial_finished(self, trial, best):
+            self.numbers.append(trial.number)
+
+    reporter = Finished()
+    cfg = config()
+    run_search(cfg, storage, open_study(storage, "s", cfg, False), Bowl(), reporter)
+    assert reporter.numbers == [0, 1, 2, 3, 4, 5]
 
 
 def test_same_config_and_seed_propose_the_same_points(tmp_path):
@@ -219,13 +232,13 @@ class Starts(QuietReporter):
     def __init__(self):
         self.started: list[tuple] = []
 
-    def search_started(self, study, budget, done, rerun):
+    def search_started(self, study, budget, done, rerun, end):
         self.started.append((study, budget, done, rerun))
 
 
-@pytest.mark.parametrize("slots", [0, 2])  # 0: run_search; 2: run_pool with two slots
+@pytest.mark.parametrize("slots", [0, 2])  # 0: run_search; 2: two slots in threads
 def test_a_resumed_search_says_how_many_interrupted_trials_run_again(storage, slots):
-    from tuner.search.slots import Slot, run_pool
+    from tuner.engine.loop import run_trials
 
     cfg = config()
     first = config(init_points=2, n_iter=0)
@@ -237,8 +250,8 @@ def test_a_resumed_search_says_how_many_interrupted_trials_run_again(storage, sl
     study = open_study(storage, "s", cfg, resume=True)  # marks the orphan interrupted
     reporter = Starts()
     if slots:
-        pairs = [(Slot(i, None), Bowl()) for i in range(slots)]
-        run_pool(cfg, storage, study, pairs, reporter)
+        pairs = [(f"w{i}", Bowl()) for i in range(slots)]
+        run_trials(cfg, storage, study, pairs, reporter)
     else:
         run_search(cfg, storage, study, Bowl(), reporter)
     assert reporter.started == [("s", cfg.search.budget, 2, 1)]

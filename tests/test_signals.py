@@ -12,7 +12,7 @@ import time
 import pytest
 
 from tuner.errors import SearchInterrupted
-from tuner.search.signals import Signals
+from tuner.engine.signals import Signals
 
 
 def test_a_signal_is_raised_once_remembered_and_the_handlers_come_back():
@@ -62,7 +62,7 @@ def test_stopping_turns_a_signal_into_one_search_interrupted_after_the_cleanup()
 
 PROGRAM = """
     import os, signal, sys, time
-    from tuner.search.signals import Signals, leave_on_next_signal
+    from tuner.engine.signals import Signals, leave_on_next_signal
 
     def second() -> None:
         os.kill(os.getpid(), signal.SIGTERM)

@@ -17,8 +17,8 @@ from tuner.config.duration import parse_duration
 from tuner.config.schema import validate_config
 from tuner.errors import ConfigError
 from tuner.outputs.progress import QuietReporter
-from tuner.search.budget import Deadline
-from tuner.search.loop import open_study, run_search
+from tuner.engine.budget import Deadline
+from tuner.engine.loop import open_study, run_search
 from tuner.study.store import Storage, TrialState, sqlite_url
 from tuner.training.evaluate import Score
 

@@ -13,7 +13,7 @@ from tuner.config.schema import validate_config
 from tuner.config.space import SearchSpace
 from tuner.errors import StudyError
 from tuner.optimize.optimizer import Proposer
-from tuner.search.api import joined_config
+from tuner.engine.api import joined_config
 from tuner.study.store import Storage, TrialState, sqlite_url
 from tuner.study.warmstart import warm_trials
 

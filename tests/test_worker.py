@@ -16,8 +16,8 @@ import pytest
 
 from tuner.config.schema import validate_config
 from tuner.errors import StudyError, TrialFailed
-from tuner.search.signals import Signals
-from tuner.search.worker import Worker, _start, failure_kind
+from tuner.engine.signals import Signals
+from tuner.engine.worker import Worker, _start, failure_kind
 from tuner.study.store import Storage, sqlite_url
 
 from .conftest import ROOT, tiny_config_dict
@@ -87,8 +87,8 @@ def test_a_signal_during_a_worker_start_is_handled_once_the_start_is_done():
 
 STARTING = """
     import os, signal, time
-    from tuner.search.signals import Signals
-    from tuner.search.worker import _start
+    from tuner.engine.signals import Signals
+    from tuner.engine.worker import _start
 
     class Starting:
         def start(self):
@@ -182,7 +182,7 @@ def test_kill_minus_9_at_random_moments_loses_nothing(tmp_path, tiny_csv, write_
 
 def test_a_trial_whose_worker_died_is_retried_with_its_point_and_seed(tmp_path, monkeypatch):
     from tuner.outputs.progress import QuietReporter
-    from tuner.search.loop import open_study, run_search
+    from tuner.engine.loop import open_study, run_search
     from tuner.study.store import TrialState
 
     monkeypatch.setenv("TUNER_TEST_MARKS", str(tmp_path))
@@ -216,7 +216,7 @@ def test_a_child_whose_search_closed_the_pipe_mid_trial_ends_quietly(tmp_path, c
     # to go. That must not print a traceback (multiprocessing's) under the search's message.
     import multiprocessing
 
-    from tuner.search.worker import _child_main
+    from tuner.engine.worker import _child_main
 
     context = multiprocessing.get_context("spawn")
     parent, child = context.Pipe()

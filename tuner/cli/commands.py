@@ -14,10 +14,11 @@ from typing import Any
 
 import click
 
+import tuner
 from tuner import __version__
 from tuner.cli import options
 from tuner.errors import SearchInterrupted, TunerError
-from tuner.search.signals import leave_on_next_signal
+from tuner.engine.signals import leave_on_next_signal
 
 
 @contextmanager
@@ -104,26 +105,25 @@ def search(
 ) -> None:
     """Search the space of CONFIG with Bayesian optimisation; print the best trial."""
     with _handled(debug):
-        from tuner.config.schema import load_config
         from tuner.outputs.report import print_search_result
-        from tuner.search.api import Parallel
-        from tuner.search.api import search as run
         from tuner.study.store import sqlite_url
 
         name = study_name or config.stem
         given = options.warm_overrides(warm_start, warm_study, name)
         given += options.budget_overrides(time_budget)
-        cfg = load_config(config, [*overrides, *given])
+        cfg = tuner.load_config(config, [*overrides, *given])
         url = storage or sqlite_url((out or Path("runs") / config.stem) / "study.db")
         names, reporter = _reporter(cfg, quiet)
-        result = run(
+        result = tuner.search(
             cfg,
-            storage_url=url,
-            study_name=name,
+            storage=url,
+            study=name,
             resume=resume,
             reporter=reporter,
-            factory=objective,
-            parallel=Parallel(workers, gpus, trials_per_gpu),
+            workers=workers,
+            gpus=gpus,
+            trials_per_gpu=trials_per_gpu,
+            objective=objective,
         )
         if result.time_up and cfg.search.time_budget and not quiet:
             _say_time_up(cfg.search.time_budget)
@@ -159,7 +159,7 @@ def worker(
     """Join a study: read its config from the database and run trials until its budget is spent."""
     with _handled(debug):
         from tuner.outputs.report import print_search_result
-        from tuner.search.api import Parallel, join_study, joined_config
+        from tuner.engine.api import Parallel, join_study, joined_config
 
         cfg = joined_config(storage, study_name, overrides)
         names, reporter = _reporter(cfg, quiet)
@@ -206,7 +206,7 @@ def evaluate(
         from tuner.config.space import SearchSpace
         from tuner.outputs.progress import stderr_console
         from tuner.outputs.report import print_score
-        from tuner.training.evaluate import evaluate_config, load_for_scoring
+        from tuner.engine.api import evaluate_config, load_for_scoring
 
         cfg = load_config(config, overrides)
         params = SearchSpace(cfg.space).params_from_options(vector, assignments)

@@ -180,7 +180,6 @@ class SearchConfig(_Section):
     max_retries: int = Field(1, ge=0)
     liar: Literal["mean", "worst"] = "mean"
     noise: Literal["auto", "none"] = "auto"
-    cost_aware: bool = False
     time_budget: float | None = None
     warm_start: WarmStartConfig | None = None
 
@@ -189,17 +188,13 @@ class SearchConfig(_Section):
     def _duration(cls, value: Any) -> Any:
         return None if value is None else parse_duration(value)
 
-    # Racing, the final re-score and the confirmation (tuner/rescoring.py); 0 turns each off.
-    race_top: int = Field(2, ge=0)
-    race_splits: int = Field(6, ge=1)
+    # The end of the search (tuner/engine/final.py): the finalists' re-score on fresh splits and
+    # the winner's confirmation, each at most this many; 0 finalists turns the end off. The
+    # whole end is sized to at most `final_share` of the run's wall time.
     final_candidates: int = Field(3, ge=0)
     final_splits: int = Field(10, ge=2)
     confirm_splits: int = Field(10, ge=0)
-    difficulty_splits: int = Field(100, ge=0)  # the baseline's reference splits (difficulty.py)
-    # How trials are compared: plain means of their own splits, those adjusted by a baseline
-    # (adjustment.py), or every trial on common splits (racing rounds adjusted).
-    comparison: Literal["plain", "adjusted", "common"] = "plain"
-    final_share: float = Field(0.25, ge=0.0, le=1.0)  # of a time budget, kept for the above
+    final_share: float = Field(0.2, ge=0.0, lt=1.0)
 
     @model_validator(mode="after")
     def _budget(self) -> SearchConfig:
@@ -273,11 +268,11 @@ def space_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[st
 # Keys that earlier versions took and this one does not: a user's config that names one is
 # refused with the reason, while a study stored with one still opens (`validate_stored`).
 REMOVED_KEYS: dict[str, str] = {
-    "search.race_top": "racing was removed (no better winners at equal time)",
-    "search.race_splits": "racing was removed (no better winners at equal time)",
-    "search.comparison": "trials are compared on their own splits only",
-    "search.cost_aware": "cost-aware acquisition was removed (it found worse points)",
-    "search.difficulty_splits": "the split-difficulty adjustment was removed",
+    "search.race_top": "racing found no better winners at equal time",
+    "search.race_splits": "racing found no better winners at equal time",
+    "search.comparison": "trials are compared on their own splits",
+    "search.cost_aware": "cost-aware proposals found worse points",
+    "search.difficulty_splits": "the split-difficulty adjustment cost time for no better winner",
 }
 
 

@@ -1,4 +1,4 @@
-"""Where to look next: a bayes_opt acquisition on a noise-aware GP, optionally per second.
+"""Where to look next: a bayes_opt acquisition on a noise-aware GP.
 
 `Acquisition` is a bayes_opt `AcquisitionFunction`, so `BayesianOptimization.suggest()` drives
 it. It differs from bayes_opt's own ones in three ways:
@@ -6,9 +6,6 @@ it. It differs from bayes_opt's own ones in three ways:
 - Noise: each registered point's noise variance (of its mean loss) is handed to the Gaussian
   process as its own `alpha`. The incumbent (what ei and poi must beat) is the best posterior
   mean at an observed point, not the luckiest observed value.
-- Cost: with a cost model, the gain (expected improvement, probability of improvement, or the
-  upper bound's margin over the incumbent) is divided by the expected relative seconds raised
-  to `cost_weight`, so a cheaper point wins when the gains are similar.
 - Where it looks: only at points that `allowed` allows (networks within
   `evaluation.max_params`) and never at an already-registered point again (a polish that ends
   on a bound would otherwise propose the same corner trial after trial).
@@ -36,7 +33,6 @@ from sklearn.base import clone
 from sklearn.gaussian_process import GaussianProcessRegressor
 
 from tuner.config.schema import AcquisitionConfig
-from tuner.optimize.cost import CostModel
 
 # bayes_opt's own GP alpha: the least jitter on the diagonal, in normalised target units.
 MIN_ALPHA = 1e-6
@@ -81,28 +77,23 @@ class Posterior:
 
 
 class Acquisition(AcquisitionFunction):
-    """ucb, ei or poi on a GP told each point's noise, divided by expected cost if given one."""
+    """ucb, ei or poi on a GP told each point's noise."""
 
     def __init__(
         self,
         cfg: AcquisitionConfig,
         noise: NDArray[Any] | None = None,
-        cost: CostModel | None = None,
-        cost_weight: float = 0.0,
         n_random: int = N_RANDOM,
         n_polish: int = N_POLISH,
     ) -> None:
         super().__init__()
         self.kind, self.kappa, self.xi = cfg.kind, cfg.kappa, cfg.xi
         self.noise = noise  # variance of each registered target, in registration order
-        self.cost = cost
-        self.cost_weight = cost_weight
         self.n_random, self.n_polish = n_random, n_polish
         self.allowed: Rows | None = None  # rows -> whether each may be proposed
         self.incumbent: float | None = None
         self.gp: GaussianProcessRegressor | None = None  # the GP as last fitted
         self.posterior: Posterior | None = None
-        self._per_cost = False
 
     def base_acq(self, mean: NDArray[Any], std: NDArray[Any]) -> NDArray[Any]:
         """The plain acquisition value (to maximise) from the GP's mean and std."""
@@ -115,20 +106,11 @@ class Acquisition(AcquisitionFunction):
             return margin * norm.cdf(z) + std * norm.pdf(z)
         return norm.cdf(z)
 
-    def gain(self, mean: NDArray[Any], std: NDArray[Any]) -> NDArray[Any]:
-        """What a point may win, never negative: ei, poi, or ucb's margin over the incumbent."""
-        value = self.base_acq(mean, std)
-        if self.kind == "ucb":
-            return np.maximum(value - (self.incumbent or 0.0), 0.0)
-        return value
-
     def score(self, x: NDArray[Any]) -> NDArray[Any]:
         """The value to minimise at each row of x (bayes_opt arrays)."""
         assert self.posterior is not None, "fit the GP first"
         mean, std = self.posterior(np.atleast_2d(x))
-        if not self._per_cost or self.cost is None:
-            return -self.base_acq(mean, std)
-        return -self.gain(mean, std) / self.cost.relative(x) ** self.cost_weight
+        return -self.base_acq(mean, std)
 
     def fit(self, gp: GaussianProcessRegressor, space: TargetSpace) -> None:
         """Fit the GP to the registered points, each with its own noise when known.
@@ -180,11 +162,7 @@ class Acquisition(AcquisitionFunction):
             ]
         )
         candidates = self._eligible(candidates, target_space)
-        self._per_cost = self.cost is not None and self.cost_weight > 0
         values = self.score(candidates)
-        if self._per_cost and not np.any(values < 0):
-            self._per_cost = False  # no point gains anything: fall back to the plain value
-            values = self.score(candidates)
         best, best_value = candidates[np.argmin(values)], float(np.min(values))
         for start in candidates[np.argsort(values)[: n_smart or self.n_polish]]:
             x, value = self._polish(start, target_space)

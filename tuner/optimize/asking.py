@@ -15,17 +15,10 @@ from tuner.config.space import SearchSpace
 from tuner.optimize.optimizer import Allowed, Proposer
 from tuner.study.store import RERUN_KINDS, RETRY_LIMITED_KINDS, NewTrial, TrialRecord, TrialState
 
-COMMON_TAG = 0x636F6D6D  # "comm"
-
 
 def trial_seed(search_seed: int, proposal: int) -> int:
     """The seed of the k-th proposal's splits and weights: fixed by the search seed."""
     return int(np.random.SeedSequence([search_seed, proposal]).generate_state(1)[0] >> 1)
-
-
-def common_seed(search_seed: int) -> int:
-    """The seed of every trial's splits and weights with `search.comparison: common`."""
-    return int(np.random.SeedSequence([search_seed, COMMON_TAG]).generate_state(1)[0] >> 1)
 
 
 def _retry_depth(trial: TrialRecord, by_number: Mapping[int, TrialRecord]) -> int:
@@ -83,6 +76,4 @@ class Asker:
             return NewTrial(old.point, old.params, old.seed, retry_of=old.number)
         k = sum(1 for t in trials if t.retry_of is None)
         point = self._proposer.propose(k + len(self._prior), [*self._prior, *trials])
-        common = search.comparison == "common"
-        seed = common_seed(search.seed) if common else trial_seed(search.seed, k)
-        return NewTrial(point, self._space.params(point), seed)
+        return NewTrial(point, self._space.params(point), trial_seed(search.seed, k))

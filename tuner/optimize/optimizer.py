@@ -21,8 +21,6 @@ from threadpoolctl import threadpool_limits
 from tuner.config.schema import Scalar, SearchConfig
 from tuner.config.space import Coordinate, SearchSpace
 from tuner.optimize.acquisition import Acquisition, Rows
-from tuner.optimize.cost import CostModel
-from tuner.study.adjustment import comparable
 from tuner.study.noise import NOISE_FLOOR, finite_splits, mean_noise, pooled_variance, variance
 from tuner.study.store import TrialRecord, TrialState
 
@@ -32,10 +30,6 @@ Allowed = Callable[[Mapping[str, Scalar]], bool]
 
 # Restarts of the GP's kernel fit, besides the one from length scale 1 (a unit-scaled space).
 GP_RESTARTS = 1
-# The most that cost counts: the gain is divided by relative seconds to this power, so a point
-# 10x cheaper wins only if its gain is within a factor of 10**0.25 = 1.8; at the power 1 of
-# "improvement per second", the first guided trials all went to the smallest networks.
-COST_POWER = 0.25
 # Random draws per initial point when looking for allowed ones, before giving up on allowed.
 INITIAL_DRAWS = 200
 # Tukey's upper fence, Q3 + 1.5 IQR of the completed trials' losses, from this many trials on.
@@ -99,11 +93,8 @@ def observed(trials: Sequence[TrialRecord], liar: str = "mean") -> list[Observat
     running trial (another worker's) gets a stand-in value, the "constant liar": the mean
     (`liar: mean`) or the worst (`liar: worst`) of the values told, so that parallel workers
     are not sent to the same place. Failed and running points get the noise of a typical trial.
-    Repeated points are merged: the mean value, the mean's noise. Split losses are adjusted for
-    split difficulty first (`adjustment.comparable`), so both the values and their noise are the
-    adjusted ones.
+    Repeated points are merged: the mean value, the mean's noise.
     """
-    trials = comparable(trials)
     completed = [t for t in trials if t.state == TrialState.COMPLETE and t.loss is not None]
     if not completed:
         return []
@@ -134,8 +125,8 @@ def observed(trials: Sequence[TrialRecord], liar: str = "mean") -> list[Observat
 
 
 def _merge(point: Point, told: list[Told]) -> Observation:
-    """One point told several times: the mean value, and its noise. Tellings on one seed share
-    their splits (`search.comparison: common`) and their errors: those add as standard
+    """One point told several times: the mean value, and its noise. Tellings on one seed (a
+    retried point's) share their splits and their errors: those add as standard
     deviations, not as variances, so a repeat there is not taken for a second opinion. A
     stand-in value (a running or failed trial's) measured nothing and adds as a variance."""
     target = sum(value for value, _, _ in told) / len(told)
@@ -218,15 +209,6 @@ class Proposer:
         optimizer.set_gp_params(kernel=kernel, normalize_y=True, n_restarts_optimizer=GP_RESTARTS)
         return optimizer
 
-    def cost_weight(self, k: int) -> float:
-        """How much cost counts for the k-th proposal: COST_POWER at the first guided one,
-        falling to 0 at the last of the budget (cost cooling, Lee et al. 2020), so the end buys
-        quality."""
-        if not self._cfg.cost_aware or self._cfg.n_iter == 0:
-            return 0.0
-        guided = k - self._cfg.init_points
-        return COST_POWER * float(min(max(1.0 - guided / self._cfg.n_iter, 0.0), 1.0))
-
     def optimizer(self, k: int, history: Sequence[TrialRecord]) -> BayesianOptimization:
         """A fresh optimiser for the k-th proposal, told every observation of `history`."""
         found = observed(history, self._cfg.liar)
@@ -234,7 +216,7 @@ class Proposer:
         known = bool(found) and all(o.noise is not None for o in found)
         if self._cfg.noise == "auto" and known:
             noise = np.array([o.noise for o in found], dtype=float)
-        acquisition = Acquisition(self._cfg.acquisition, noise, cost_weight=self.cost_weight(k))
+        acquisition = Acquisition(self._cfg.acquisition, noise)
         # auto without split variances (one split per trial): the GP fits a noise level.
         fitted = self._cfg.noise == "auto" and not known
         optimizer = self._fresh(self._cfg.seed + k, acquisition, fitted)
@@ -244,25 +226,8 @@ class Proposer:
                 # The target space's own register: the optimiser's wrapper also logs, and
                 # its logging rebuilds the whole result list each call (quadratic in trials).
                 optimizer.space.register(o.point, o.target)
-        if acquisition.cost_weight > 0:
-            acquisition.cost = self._cost_model(optimizer, history)
         acquisition.allowed = self._allowed_rows(optimizer.space)
         return optimizer
-
-    def _cost_model(
-        self, optimizer: BayesianOptimization, history: Sequence[TrialRecord]
-    ) -> CostModel | None:
-        done = [
-            t
-            for t in history
-            if t.state == TrialState.COMPLETE and t.seconds is not None and t.seconds > 0
-        ]
-        if not done:
-            return None
-        space = optimizer.space
-        points = np.array([space.params_to_array(t.point) for t in done])
-        seconds = np.array([float(t.seconds) for t in done])  # type: ignore[arg-type]
-        return CostModel.fit(points, seconds, space.kernel_transform)
 
     def propose(self, k: int, history: Sequence[TrialRecord]) -> Point:
         """The k-th proposal, given the trials so far."""

@@ -2,5 +2,5 @@
 the exported model and its predictions, and `tuner init`'s starter config.
 
 Owns: every print; nothing below this layer writes to the terminal.
-May import: `tuner.search` and everything below it.
+May import: `tuner.engine` and everything below it.
 """

@@ -54,6 +54,10 @@ class ExportedModel:
     preprocessor: ColumnTransformer
     meta: dict[str, Any]
 
+    def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """Class probabilities and the predicted class (or the predicted value) per row."""
+        return predict_frame(self, frame)
+
 
 def check_model_folder(out: Path, force: bool) -> None:
     """Refuse a file, or a non-empty folder without `force`: nothing is overwritten unasked."""

@@ -9,10 +9,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from tuner.config.schema import SearchConfig
 from tuner.outputs.report import format_params, format_value
-from tuner.search.budget import describe_cut
-from tuner.study.adjustment import comparable
+from tuner.engine.reporter import Reporter
 from tuner.study.store import FinalScore, TrialRecord, TrialState
 from tuner.study.winner import Winner
 
@@ -25,50 +23,11 @@ def stderr_console() -> Console:
     return console
 
 
-class QuietReporter:
+class QuietReporter(Reporter):
     """Shows nothing (`--quiet`)."""
 
-    def search_started(self, study: str, budget: int, done: int, rerun: int) -> None:
-        """Nothing."""
 
-    def trial_started(self, trial: TrialRecord) -> None:
-        """Nothing."""
-
-    def trial_finished(self, trial: TrialRecord, best: TrialRecord | None) -> None:
-        """Nothing."""
-
-    def search_finished(self, trials: Sequence[TrialRecord]) -> None:
-        """Nothing."""
-
-    def slots_changed(self, running: Mapping[str, int | None]) -> None:
-        """Nothing."""
-
-    def final_fitted(self, configured: SearchConfig, fitted: SearchConfig, left: float) -> None:
-        """Nothing."""
-
-    def final_started(self, candidates: Sequence[TrialRecord], splits: int, todo: int) -> None:
-        """Nothing."""
-
-    def final_scored(self, trial: TrialRecord) -> None:
-        """Nothing."""
-
-    def confirm_started(self, trial: TrialRecord, splits: int) -> None:
-        """Nothing."""
-
-    def confirm_scored(self, trial: TrialRecord) -> None:
-        """Nothing."""
-
-    def difficulty_started(self, trial: TrialRecord, splits: int) -> None:
-        """Nothing."""
-
-    def difficulty_failed(self, error: str) -> None:
-        """Nothing."""
-
-    def final_finished(self, winner: Winner) -> None:
-        """Nothing."""
-
-
-class ConsoleReporter:
+class ConsoleReporter(Reporter):
     """A progress bar over the budget and a line per trial; a table of the best at the end."""
 
     def __init__(self, console: Console, names: Sequence[str]) -> None:
@@ -77,10 +36,11 @@ class ConsoleReporter:
         self._progress: Progress | None = None
         self._task: Any = None
 
-    def search_started(self, study: str, budget: int, done: int, rerun: int) -> None:
+    def search_started(self, study: str, budget: int, done: int, rerun: int, end: str) -> None:
         """Say what is about to run and start the bar on a terminal."""
         extra = f", {rerun} interrupted to run again" if rerun else ""
         self._console.print(f"study {study}: {done} of {budget} trials done{extra}")
+        self._console.print(end)
         if self._console.is_terminal:
             self._progress = Progress(
                 TextColumn("[bold]{task.description}"),
@@ -104,10 +64,6 @@ class ConsoleReporter:
         seconds = f"{trial.seconds:.1f}s" if trial.seconds is not None else ""
         if trial.state == TrialState.COMPLETE:
             result = f"loss {trial.loss:.4f} ± {trial.loss_std or 0.0:.4f}"
-            if trial.raw_loss is not None:
-                result += f" (raw {trial.raw_loss:.4f})"
-            if trial.race_seeds:
-                result += f" (raced: {len(trial.split_losses)} splits)"
         else:
             result = f"[red]failed ({trial.error_kind})[/red]: {trial.error}"
         best_text = f"best {best.loss:.4f} (#{best.number})" if best is not None else "best -"
@@ -162,21 +118,6 @@ class ConsoleReporter:
             _scored_line(trial, trial.confirm, "confirmed", "confirmation", fallback)
         )
 
-    def difficulty_started(self, trial: TrialRecord, splits: int) -> None:
-        """That a baseline measures how hard the winner's splits are."""
-        self._console.print(
-            f"measuring split difficulty: a baseline on the winner #{trial.number}'s splits "
-            f"and on {splits} other fresh splits"
-        )
-
-    def difficulty_failed(self, error: str) -> None:
-        """Why the winner's loss is not adjusted."""
-        self._console.print(f"[yellow]split difficulty not measured ({error})[/yellow]")
-
-    def final_fitted(self, configured: SearchConfig, fitted: SearchConfig, left: float) -> None:
-        """How the time budget cut the final re-score."""
-        self._console.print(f"[yellow]{describe_cut(configured, fitted, left)}[/yellow]")
-
     def final_finished(self, winner: Winner) -> None:
         """The winner, by its re-scored loss."""
         self._console.print(f"winner: {winner.describe()}")
@@ -196,8 +137,8 @@ def _scored_line(trial: TrialRecord, score: FinalScore, verb: str, noun: str, fa
 def trials_table(
     trials: Sequence[TrialRecord], names: Sequence[str], limit: int, title: str
 ) -> Table:
-    """The completed trials with the lowest losses (adjusted for split difficulty)."""
-    done = [t for t in comparable(trials) if t.state == TrialState.COMPLETE and t.loss is not None]
+    """The completed trials with the lowest search-time losses."""
+    done = [t for t in trials if t.state == TrialState.COMPLETE and t.loss is not None]
     done.sort(key=lambda t: (t.loss, t.number))
     table = Table(title=title, title_justify="left")
     for column in ("trial", *names, "loss", "std", "epochs", "seconds"):

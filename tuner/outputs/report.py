@@ -11,7 +11,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from tuner.search.loop import SearchResult
+from tuner.engine.loop import SearchResult
 from tuner.study.results import StudyResults
 from tuner.study.store import TrialRecord
 from tuner.study.winner import Winner
@@ -62,22 +62,15 @@ def print_search_result(result: SearchResult, names: Sequence[str], as_json: boo
 
 
 def _add_loss_rows(table: Table, winner: Winner) -> None:
-    """The reported loss with its standard error, and the search-time loss beside it."""
+    """The reported loss with its standard error, and apart the search-time loss."""
     trial = winner.trial
-    search = f"{winner.search_loss:.4f} ± {trial.loss_std or 0.0:.4f} (std, "
-    search += f"{len(trial.split_losses)} splits)"
-    if not winner.rescored:
-        table.add_row("loss", f"{search} (not re-scored)")
-        return
-    chosen = f"{winner.final_splits} fresh splits, best of {winner.final_candidates}"
-    how = f"{winner.confirm_splits} confirmation splits" if winner.confirmed else chosen
-    table.add_row("loss", f"{winner.loss:.4f} ± {winner.loss_se:.4f} (se, {how})")
-    if winner.raw_loss is not None:
-        raw = f"{winner.raw_loss:.4f} ± {winner.raw_loss_se:.4f} (se), before"
-        table.add_row("unadjusted", f"{raw} the split-difficulty adjustment")
-    if winner.confirmed:
-        table.add_row("chosen on", f"{winner.final_loss:.4f} ({chosen})")
-    table.add_row("search loss", search)
+    how = "fresh splits" if winner.rescored else "search-time splits; not re-scored"
+    table.add_row(
+        "loss", f"{winner.loss:.4f} ± {winner.loss_se:.4f} ({winner.reported_splits} {how})"
+    )
+    if winner.rescored:
+        splits = len(trial.split_losses)
+        table.add_row("search loss", f"{winner.search_loss:.4f} ({splits} splits)")
 
 
 def print_score(score: Score, params: Mapping[str, Any], architecture: str, as_json: bool) -> None:
@@ -128,8 +121,6 @@ def _trial_row(trial: TrialRecord, names: Sequence[str], exact: bool = False) ->
         rescored = [_exact(final.loss), _exact(final.loss_se)]
     else:
         rescored = [f"{final.loss:.4f}"]
-    if exact:  # the plain mean of the split losses, when `loss` is adjusted (adjustment.py)
-        rescored.append(_exact(trial.raw_loss))
     return [
         str(trial.number),
         trial.state.value,
@@ -155,7 +146,7 @@ def print_trials(results: StudyResults, fmt: str) -> None:
     header = ["trial", "state", *names, "loss", "loss_std", "epochs", "seconds", "error"]
     if fmt == "csv":
         writer = csv.writer(sys.stdout, lineterminator="\n")
-        writer.writerow([*header, "final_loss", "final_loss_se", "raw_loss"])
+        writer.writerow([*header, "final_loss", "final_loss_se"])
         writer.writerows(_trial_row(t, names, exact=True) for t in results.trials)
         sys.stdout.flush()
         return
@@ -181,8 +172,6 @@ def print_best(results: StudyResults, architecture: str | None, as_json: bool) -
     if as_json:
         extra = {"architecture": architecture, "study": results.name, "storage": results.storage}
         trial = best.to_dict()
-        # the trial's plain search-time mean; `raw_loss` is the winner's, before its adjustment
-        trial["search_raw_loss"] = trial.pop("raw_loss")
         print_json({**trial, **winner.to_dict(), **extra})
         return
     table = Table(title=f"best of study {results.name}", title_justify="left", show_header=False)

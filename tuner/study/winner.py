@@ -2,8 +2,8 @@
 
 The finalists' re-scores choose the winner; choosing the lowest of a few noisy means biases that
 mean low (the winner's curse), so the loss reported is the winner's mean on confirmation
-splits that played no part in choosing it, when it has one (rescoring.confirm_winner), less
-how much easier those splits are than splits in general when that was measured (difficulty.py).
+splits that played no part in choosing it, when it has one (search/final.py's confirmation);
+a lone finalist's re-score is such a mean already.
 """
 
 from __future__ import annotations
@@ -13,14 +13,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tuner.study.adjustment import comparable
 from tuner.study.noise import mean_noise, pooled_variance
 from tuner.study.store import FinalScore, TrialRecord, TrialState
-from tuner.training.difficulty import Difficulty
 
 # Standard errors added to a trial's search-time mean to rank it for the final re-score: a
-# mean on 2 splits must be lower than one on 6 raced splits to rank as high (on 100 surrogate
-# searches, benchmarks/racing_budget.py's `cautious`: -0.0030 +- 0.0012 at 1.3x, level at 1.0x).
+# mean on few splits must be lower than a better-known one to rank as high.
 CAUTION = 1.0
 
 
@@ -38,9 +35,6 @@ class Winner:
     final_candidates: int = 0
     final_loss: float | None = None  # its mean on the final splits it was chosen on
     confirm_splits: int = 0
-    raw_loss: float | None = None  # the mean before the split-difficulty adjustment
-    raw_loss_se: float | None = None
-    difficulty: Difficulty | None = None
 
     @property
     def rescored(self) -> bool:
@@ -52,25 +46,20 @@ class Winner:
         """True when `loss` comes from confirmation splits, apart from the ones it won on."""
         return self.confirm_splits > 0
 
+    @property
+    def reported_splits(self) -> int:
+        """How many splits `loss` is the mean of."""
+        if self.confirmed:
+            return self.confirm_splits
+        return self.final_splits if self.rescored else len(self.trial.split_losses)
+
     def describe(self) -> str:
-        """`#12: loss 0.6601 ± 0.0062 (se) on 10 confirmation splits, ...`: the loss and how."""
+        """`#12: loss 0.6601 ± 0.0062 on 10 fresh splits`: the loss a user acts on, and how."""
         trial = self.trial
-        text = f"#{trial.number}: loss {self.loss:.4f} ± {self.loss_se:.4f} (se)"
-        if self.raw_loss is not None:
-            text += f" adjusted for split difficulty (raw {self.raw_loss:.4f})"
-        searched = f"search-time {self.search_loss:.4f} on {len(trial.split_losses)} splits"
+        text = f"#{trial.number}: loss {self.loss:.4f} ± {self.loss_se:.4f}"
         if not self.rescored:
-            return f"{text}, search-time, {len(trial.split_losses)} splits (not re-scored)"
-        chosen = f"best of {self.final_candidates} finalist(s)"
-        if not self.confirmed:
-            failed = ""
-            if trial.confirm is not None and not trial.confirm.ok:
-                failed = f" (its confirmation failed: {trial.confirm.error_kind})"
-            return f"{text} on {self.final_splits} fresh splits, {chosen}{failed}; {searched}"
-        return (
-            f"{text} on {self.confirm_splits} confirmation splits; {chosen} on "
-            f"{self.final_splits} fresh splits ({self.final_loss:.4f}); {searched}"
-        )
+            return f"{text} (search-time, {self.reported_splits} splits; not re-scored)"
+        return f"{text} on {self.reported_splits} fresh splits"
 
     def to_dict(self) -> dict[str, Any]:
         """The keys `--json` adds to the winner's trial."""
@@ -78,21 +67,18 @@ class Winner:
             "loss": self.loss,
             "loss_std": self.loss_std,
             "loss_se": self.loss_se,
+            "loss_splits": self.reported_splits,
             "search_loss": self.search_loss,
             "final_loss": self.final_loss,
             "final_splits": self.final_splits,
             "final_candidates": self.final_candidates,
             "confirm_splits": self.confirm_splits,
-            "raw_loss": self.raw_loss,
-            "raw_loss_se": self.raw_loss_se,
-            "difficulty_shift": self.difficulty.shift if self.difficulty is not None else None,
         }
 
 
 def ranked(trials: Sequence[TrialRecord]) -> list[TrialRecord]:
-    """Completed trials from the lowest search-time loss up, one per distinct point; losses
-    adjusted for split difficulty (`adjustment.comparable`)."""
-    done = [t for t in comparable(trials) if t.state == TrialState.COMPLETE and t.loss is not None]
+    """Completed trials from the lowest search-time loss up, one per distinct point."""
+    done = [t for t in trials if t.state == TrialState.COMPLETE and t.loss is not None]
     done.sort(key=lambda t: (t.loss, t.number))
     seen: list[dict[str, Any]] = []
     distinct = []
@@ -105,8 +91,8 @@ def ranked(trials: Sequence[TrialRecord]) -> list[TrialRecord]:
 
 def finalist_order(trials: Sequence[TrialRecord], caution: float = CAUTION) -> list[TrialRecord]:
     """`ranked`, re-ordered by search-time mean plus `caution` standard errors of it (the split
-    noise the optimiser is told, and the shared splits' own when compared on them): the order
-    in which trials become finalists; a tie keeps `ranked`'s order."""
+    noise the optimiser is told): the order in which trials become finalists; a tie keeps
+    `ranked`'s order."""
     order = ranked(trials)
     pooled = pooled_variance(order)
     if pooled is None:
@@ -114,7 +100,7 @@ def finalist_order(trials: Sequence[TrialRecord], caution: float = CAUTION) -> l
 
     def key(trial: TrialRecord) -> float:
         assert trial.loss is not None
-        return trial.loss + caution * math.sqrt(mean_noise(trial, pooled) + trial.level_var)
+        return trial.loss + caution * math.sqrt(mean_noise(trial, pooled))
 
     return sorted(order, key=key)
 
@@ -136,8 +122,7 @@ def finalists(order: Sequence[TrialRecord]) -> list[TrialRecord]:
 
 def _search_time(trial: TrialRecord) -> Winner:
     std = trial.loss_std or 0.0
-    # On shared splits the spread left after adjustment omits those splits' own difficulty.
-    se = math.sqrt(std**2 / max(1, len(trial.split_losses)) + trial.level_var)
+    se = std / math.sqrt(max(1, len(trial.split_losses)))
     assert trial.loss is not None
     return Winner(trial, trial.loss, std, se, trial.loss)
 
@@ -148,23 +133,6 @@ def reported_score(trial: TrialRecord) -> FinalScore | None:
     if trial.confirm is not None and trial.confirm.ok:
         return trial.confirm
     return trial.final
-
-
-def _reported(trial: TrialRecord, score: FinalScore) -> dict[str, Any]:
-    assert score.loss is not None
-    found = trial.difficulty
-    stale = found is None or not found.scores(score.seeds, score.splits)
-    if stale or found.slope == 0.0:  # type: ignore[union-attr]
-        return {"loss": score.loss, "loss_std": score.loss_std or 0.0, "loss_se": score.loss_se}
-    loss, se = found.adjusted(score.split_losses)
-    return {
-        "loss": loss,
-        "loss_std": se * math.sqrt(len(score.split_losses)),
-        "loss_se": se,
-        "raw_loss": score.loss,
-        "raw_loss_se": score.loss_se,
-        "difficulty": found,
-    }
 
 
 def winner(trials: Sequence[TrialRecord]) -> Winner | None:
@@ -187,7 +155,9 @@ def winner(trials: Sequence[TrialRecord]) -> Winner | None:
     assert final is not None and reported is not None and best.loss is not None
     return Winner(
         trial=best,
-        **_reported(best, reported),
+        loss=reported.loss,  # type: ignore[arg-type]
+        loss_std=reported.loss_std or 0.0,
+        loss_se=reported.loss_se,
         search_loss=best.loss,
         final_splits=final.splits,
         final_candidates=len(group),

@@ -15,7 +15,6 @@ from tuner.config.schema import Config, Scalar
 from tuner.errors import TrialFailed
 from tuner.training.architecture import Architecture, decode
 from tuner.training.data import Dataset, load_dataset, make_splits, prepare_split
-from tuner.training.difficulty import part_baselines
 
 
 @dataclass(frozen=True)
@@ -27,12 +26,6 @@ class Score:
     split_losses: tuple[float, ...]
     epochs: tuple[int, ...]
     seconds: float
-    # Racing (tuner/rescoring.py): the seeds of the extra rounds whose splits were appended
-    # to `split_losses`, and their seconds (`seconds` stays the trial's own evaluation).
-    race_seeds: tuple[int, ...] = ()
-    race_seconds: float = 0.0
-    # The baseline's loss on each split (tuner/adjustment.py); empty when not measured.
-    baselines: tuple[float, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -104,7 +97,6 @@ def evaluate_point(
     width = max(part.x_train.shape[1] for part in parts)
     arch = decode(params, config.network, width, dataset.n_outputs, dataset.task)
     results = train_splits(arch, dict(params), parts, evaluation, seed)
-    baselines = part_baselines(dataset, parts) if config.search.comparison != "plain" else ()
     losses = [result.loss for result in results]
     epochs = [result.epochs for result in results]
     loss = float(np.mean(losses))
@@ -116,7 +108,6 @@ def evaluate_point(
         split_losses=tuple(losses),
         epochs=tuple(epochs),
         seconds=time.perf_counter() - started,
-        baselines=baselines,
     )
 
 
@@ -139,19 +130,3 @@ def load_for_scoring(config: Config) -> Dataset:
     dataset = load_dataset(config.data)
     make_splits(dataset, config.evaluation.splits, config.evaluation.test_size, 0)
     return dataset
-
-
-def evaluate_config(
-    config: Config, params: Mapping[str, Scalar], seed: int, dataset: Dataset | None = None
-) -> tuple[Score, Architecture]:
-    """Score one point in a worker process, on the config's data (loaded unless given)."""
-    from tuner.search.worker import Worker
-
-    if dataset is None:
-        dataset = load_dataset(config.data)
-    worker = Worker(config, dataset)
-    try:
-        score = worker(params, seed)
-    finally:
-        worker.close()
-    return score, architecture_for(config, dataset, params)

@@ -1,9 +1,8 @@
-"""Honest scores: re-scoring the finalists, scoring the winner again on confirmation splits,
-and measuring how hard its splits are (difficulty.py); racing is in racing.py.
+"""The end of a search: re-scoring the finalists on fresh splits, then scoring the winner again
+on confirmation splits, so that the loss reported is a mean on splits that did not choose it.
 
 Seeds. Trial k's splits and weights come from `SeedSequence([search.seed, k])` (asking.py);
-racing round j of the trial with seed s uses `SeedSequence([search.seed, RACE_TAG, s, j,
-attempt])`, chunk c of the final re-score `SeedSequence([search.seed, FINAL_TAG, c,
+chunk c of the final re-score `SeedSequence([search.seed, FINAL_TAG, c,
 attempt])` and chunk c of the confirmation `SeedSequence([search.seed, CONFIRM_TAG, c,
 attempt])`.
 Different entropy gives independent draws, and `fresh_seed` makes the separation exact: a seed
@@ -15,21 +14,18 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
 from functools import partial
-from typing import Protocol
 
 import numpy as np
 
 from tuner.config.schema import Config, Scalar
 from tuner.errors import SearchInterrupted, TrialFailed, UsageError
-from tuner.search.signals import Signals
+from tuner.engine.reporter import Reporter
+from tuner.engine.signals import Signals
 from tuner.study.store import FinalScore, Storage, StudyRecord, TrialRecord
-from tuner.study.winner import Winner, finalist_order, finalists, reported_score, winner
-from tuner.training.difficulty import MIN_REFERENCE, Difficulty, reference_seed, slope
+from tuner.study.winner import finalist_order, winner
 from tuner.training.evaluate import Score
 
-RACE_TAG = 0x72616365  # "race"
 FINAL_TAG = 0x66696E61  # "fina"
 CONFIRM_TAG = 0x636F6E66  # "conf"
 
@@ -49,13 +45,8 @@ def fresh_seed(entropy: Sequence[int], width: int, used: Sequence[SeedRange]) ->
 
 
 def trial_ranges(trials: Sequence[TrialRecord], splits: int) -> list[SeedRange]:
-    """The seed ranges the search used: every trial's own seed and its racing rounds' seeds."""
-    used: list[SeedRange] = []
-    for trial in trials:
-        own = max(splits, len(trial.split_losses) - splits * len(trial.race_seeds))
-        used.append((trial.seed, trial.seed + own))
-        used += [(seed, seed + splits) for seed in trial.race_seeds]
-    return used
+    """The seed ranges the search used: every trial's own seed and its splits."""
+    return [(t.seed, t.seed + max(splits, len(t.split_losses))) for t in trials]
 
 
 def chunks(total: int, per: int) -> list[int]:
@@ -98,34 +89,6 @@ def confirm_seeds(config: Config, trials: Sequence[TrialRecord]) -> list[int]:
 
 
 # --- the final re-score ------------------------------------------------------------------
-
-
-class Baseline(Protocol):
-    """The split-difficulty baseline (difficulty.py) on this search's data."""
-
-    def __call__(self, seed: int, splits: int) -> tuple[float, ...]:
-        """Its loss on each of the `splits` splits from `seed`."""
-        ...
-
-    def room(self) -> int | None:
-        """How many fits fit in the time budget's rest (None without a budget)."""
-        ...
-
-
-class FinalReporter(Protocol):
-    """What the final re-score tells its user (report.py has the terminal one)."""
-
-    def final_started(self, candidates: Sequence[TrialRecord], splits: int, todo: int) -> None: ...
-
-    def final_scored(self, trial: TrialRecord) -> None: ...
-
-    def confirm_started(self, trial: TrialRecord, splits: int) -> None: ...
-
-    def confirm_scored(self, trial: TrialRecord) -> None: ...
-
-    def difficulty_started(self, trial: TrialRecord, splits: int) -> None: ...
-
-    def difficulty_failed(self, error: str) -> None: ...
 
 
 def candidates(trials: Sequence[TrialRecord], count: int) -> list[TrialRecord]:
@@ -180,13 +143,11 @@ def rescore_final(
     storage: Storage,
     study: StudyRecord,
     objective: FinalObjective,
-    reporter: FinalReporter,
+    reporter: Reporter,
     interrupted: Callable[[], bool] = lambda: False,
-    baseline: Baseline | None = None,
 ) -> None:
     """Re-score the finalists on `search.final_splits` fresh splits, each stored when done,
-    then confirm the winner (`confirm_winner`) and, given a `baseline`, measure how hard the
-    winner's reported splits are (`adjust_winner`).
+    then confirm the winner (`confirm_winner`).
 
     `objective(params, seed, splits)` scores a point on `splits` splits from `seed`. Finalists
     that already hold a re-score on the same seeds and splits (a resumed search) are not redone.
@@ -200,10 +161,8 @@ def rescore_final(
     for trial in todo:
         final = score_final(objective, trial, seeds, sizes, interrupted)
         stored = storage.record_final(trial, final)
-        reporter.final_scored(replace(trial, final=stored.final, confirm=None))
+        reporter.final_scored(stored)
     confirm_winner(config, storage, study, objective, reporter, interrupted)
-    if baseline is not None:
-        adjust_winner(config, storage, study, baseline, reporter, interrupted)
 
 
 def confirm_winner(
@@ -211,7 +170,7 @@ def confirm_winner(
     storage: Storage,
     study: StudyRecord,
     objective: FinalObjective,
-    reporter: FinalReporter,
+    reporter: Reporter,
     interrupted: Callable[[], bool] = lambda: False,
 ) -> None:
     """Score the winner on `search.confirm_splits` more fresh splits, stored as its `confirm`.
@@ -232,108 +191,7 @@ def confirm_winner(
     reporter.confirm_started(found.trial, sum(sizes))
     score = score_final(objective, found.trial, seeds, sizes, interrupted)
     stored = storage.record_final(found.trial, score, confirm=True)
-    reporter.confirm_scored(replace(found.trial, confirm=stored.confirm, difficulty=None))
-
-
-def _difficulty_due(
-    config: Config, storage: Storage, study: StudyRecord
-) -> tuple[Winner, FinalScore, list[TrialRecord]] | None:
-    """The winner, its reported score and its finalists, when their split difficulty is to be
-    measured; None when the winner has no re-score or holds a measure of the same splits and
-    finalists (dropped when `difficulty_splits` is 0)."""
-    count = config.search.difficulty_splits
-    trials = storage.trials(study)
-    found = winner(trials)
-    score = reported_score(found.trial) if found is not None and found.rescored else None
-    if found is None or score is None or not score.ok:
-        return None
-    held = found.trial.difficulty
-    if count <= 0:
-        if held is not None:
-            storage.record_difficulty(found.trial, None)
-        return None
-    group = [t for t in finalists(finalist_order(trials)) if t.final is not None and t.final.ok]
-    same = tuple(t.number for t in group)
-    if held is not None and held.holds(score.seeds, score.splits, count) and held.finalists == same:
-        return None
-    return found, score, group
-
-
-def adjust_winner(
-    config: Config,
-    storage: Storage,
-    study: StudyRecord,
-    baseline: Baseline,
-    reporter: FinalReporter,
-    interrupted: Callable[[], bool] = lambda: False,
-) -> None:
-    """Measure how hard the splits of the winner's reported score are, against
-    `search.difficulty_splits` other fresh splits, stored as its `difficulty` (difficulty.py).
-
-    Not done again when the winner holds one for the same splits and finalists; dropped when
-    `difficulty_splits` is 0. With a time budget the reference splits are cut to the time
-    left (none below `MIN_REFERENCE`). A baseline that fails leaves the loss unadjusted.
-    """
-    due = _difficulty_due(config, storage, study)
-    if due is None:
-        return
-    found, score, group = due
-    count, final, room = config.search.difficulty_splits, found.trial.final, baseline.room()
-    assert final is not None
-    paired = final.splits + (0 if score is final else score.splits)  # baseline fits before
-    count = count if room is None else min(count, room - paired)
-    if count < MIN_REFERENCE:
-        reporter.difficulty_failed("too little of the time budget left")
-        return
-    reporter.difficulty_started(found.trial, count)
-    try:
-        measured = _measure(config, group, found.trial, score, baseline, count)
-    except Exception as exc:  # the search's result stands without the adjustment
-        if interrupted():
-            raise
-        reporter.difficulty_failed(f"{type(exc).__name__}: {exc}")
-        return
-    storage.record_difficulty(found.trial, measured)
-
-
-def _measure(
-    config: Config,
-    group: Sequence[TrialRecord],
-    best: TrialRecord,
-    score: FinalScore,
-    baseline: Baseline,
-    count: int,
-) -> Difficulty:
-    """The baseline on the finalists' shared final splits, on the reported splits (when they
-    are others) and on `count` reference splits, and the slope fitted on their pairs."""
-
-    def on(done: FinalScore) -> tuple[float, ...]:
-        sizes = done.sizes or tuple(chunks(done.splits, config.evaluation.splits))
-        calls = zip(done.seeds, sizes, strict=True)
-        return tuple(b for seed, n in calls for b in baseline(seed, n))
-
-    shared = on(group[0].final)  # type: ignore[arg-type]
-    pairs = [(t.final.split_losses, shared) for t in group]  # type: ignore[union-attr]
-    own = shared if score is best.final else on(score)
-    if score is not best.final:
-        pairs.append((score.split_losses, own))
-    fitted, used, fitted_se = slope(pairs)
-    seed = reference_seed(config.search.seed)
-    reference = np.asarray(baseline(seed, count))
-    std = float(reference.std(ddof=1)) if count > 1 else 0.0
-    return Difficulty(
-        seeds=score.seeds,
-        splits=score.splits,
-        baseline=own,
-        reference_seed=seed,
-        reference_splits=count,
-        reference=float(reference.mean()),
-        reference_std=std,
-        slope=fitted,
-        pairs=used,
-        slope_se=fitted_se,
-        finalists=tuple(t.number for t in group),
-    )
+    reporter.confirm_scored(stored)
 
 
 def rescore(
@@ -341,8 +199,7 @@ def rescore(
     storage: Storage,
     study: StudyRecord,
     objective: FinalObjective,
-    reporter: FinalReporter,
-    baseline: Baseline | None = None,
+    reporter: Reporter,
     signals: Signals | None = None,
 ) -> None:
     """`rescore_final` with Ctrl-C and SIGTERM turned into SearchInterrupted (`signals` as in
@@ -354,7 +211,7 @@ def rescore(
     try:
         with signals, signals.stopping():
             interrupted = lambda: signals.received is not None  # noqa: E731
-            rescore_final(config, storage, study, objective, reporter, interrupted, baseline)
+            rescore_final(config, storage, study, objective, reporter, interrupted)
     except SearchInterrupted:
         raise
     except Exception as exc:

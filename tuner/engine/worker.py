@@ -20,7 +20,7 @@ from typing import Any
 
 from tuner.config.schema import Config, Scalar, validate_config
 from tuner.errors import TrialFailed, UsageError
-from tuner.search.signals import held_signals
+from tuner.engine.signals import held_signals
 
 Factory = Callable[[Config, Any], Callable[[Mapping[str, Scalar], int], Any]]
 DEFAULT_FACTORY = "tuner.training.evaluate:make_objective"

@@ -1,0 +1,196 @@
+"""The library functions behind `tuner search`, `tuner worker` and `tuner evaluate`.
+
+They load the data, open the study, start the trial workers on this box (one, or a slot per
+worker), run the search loop (loop.py) and, for `tuner search`, the end of the search
+(final.py) in the first worker once every trial has ended.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from tuner.config.schema import Config, Scalar, validate_stored
+from tuner.errors import StudyError
+from tuner.optimize.asking import Asker
+from tuner.engine.budget import Deadline, end_room, final_reserve, fit_final
+from tuner.engine.final import rescore
+from tuner.engine.loop import SearchResult, open_study, run_trials, study_result
+from tuner.engine.reporter import Reporter
+from tuner.engine.signals import Signals
+from tuner.engine.slots import parse_gpus, plan_slots
+from tuner.engine.worker import DEFAULT_FACTORY, Worker
+from tuner.study.store import Storage, StudyRecord, TrialRecord, require_database
+from tuner.study.warmstart import warm_trials
+from tuner.training.architecture import Architecture
+from tuner.training.evaluate import Score, architecture_for, size_limit
+
+
+@dataclass(frozen=True)
+class Parallel:
+    """How many trials run at once on this box: `--workers`, `--gpus`, `--trials-per-gpu`."""
+
+    workers: int | None = None
+    gpus: str | None = None
+    trials_per_gpu: int = 1
+
+
+def search(
+    config: Config,
+    *,
+    storage_url: str,
+    study_name: str,
+    resume: bool = False,
+    reporter: Reporter | None = None,
+    factory: str = DEFAULT_FACTORY,
+    parallel: Parallel = Parallel(),
+) -> SearchResult:
+    """Load the data, open (or resume) the study, run the trials, then the end: `tuner search`.
+
+    Trials run in worker processes that build their objective with `factory`
+    (`module:function`, called with the config and the data set). Once every trial of the
+    study has ended, this process (never `tuner worker`) re-scores the finalists.
+    """
+    started = time.monotonic()  # the clock starts with the search, data loading included
+    dataset = load_for_scoring(config)
+    prior = warm_trials(config)  # a missing warm-start study or another space: before any write
+    reserve = lambda trials: final_reserve(config, trials)  # noqa: E731
+    deadline = Deadline(config.search.time_budget, started, reserve)
+    storage, signals, reporter = Storage(storage_url), Signals(), reporter or Reporter()
+    with signals:  # the search's signals also cover closing the workers and the storage
+        try:
+            with storage.exclusive():
+                study = open_study(storage, study_name, config, resume)
+                run = _Run(dataset, factory, parallel, deadline, signals, prior, final=True)
+                result = _run(config, storage, study, run, reporter)
+        finally:
+            storage.close()
+    return replace(result, seconds=time.monotonic() - started)
+
+
+def joined_config(storage_url: str, study_name: str, overrides: Sequence[str]) -> Config:
+    """The config stored in a study, with `--set` overrides (e.g. this box's data.path)."""
+    from tuner.config.yamlfile import apply_overrides
+
+    require_database(storage_url)
+    storage = Storage(storage_url)
+    try:
+        study = storage.get_study(study_name)
+    finally:
+        storage.close()
+    if study is None:
+        raise StudyError(
+            f"--study: no study '{study_name}' in {storage_url}; create it with tuner search"
+        )
+    return validate_stored(apply_overrides(dict(study.config), overrides))
+
+
+def join_study(
+    config: Config,
+    storage_url: str,
+    study_name: str,
+    reporter: Reporter | None = None,
+    factory: str = DEFAULT_FACTORY,
+    parallel: Parallel = Parallel(),
+) -> SearchResult:
+    """`tuner worker`: run trials of a study another box created until its budget is spent."""
+    deadline = Deadline(config.search.time_budget)  # it runs no end, so keeps no time for one
+    dataset = load_for_scoring(config)
+    storage, signals = Storage(storage_url), Signals()
+    with signals:
+        try:
+            study = storage.get_study(study_name)
+            if study is None:
+                raise StudyError(f"--study: study '{study_name}' is gone from {storage_url}")
+            run = _Run(dataset, factory, parallel, deadline, signals)
+            return _run(config, storage, study, run, reporter or Reporter())
+        finally:
+            storage.close()
+
+
+def load_for_scoring(config: Config) -> Any:
+    """Load the config's data and check that its splits can be made, before any output or work."""
+    from tuner.training.data import load_dataset, make_splits
+
+    dataset = load_dataset(config.data)
+    make_splits(dataset, config.evaluation.splits, config.evaluation.test_size, 0)
+    return dataset
+
+
+def evaluate_config(
+    config: Config, params: Mapping[str, Scalar], seed: int, dataset: Any = None
+) -> tuple[Score, Architecture]:
+    """Score one point in a worker process, on the config's data (loaded unless given):
+    `tuner evaluate`."""
+    if dataset is None:
+        dataset = load_for_scoring(config)
+    worker = Worker(config, dataset)
+    try:
+        score = worker(params, seed)
+    finally:
+        worker.close()
+    return score, architecture_for(config, dataset, params)
+
+
+@dataclass(frozen=True)
+class _Run:
+    """How `_run` runs a study's trials on this box."""
+
+    dataset: Any
+    factory: str
+    parallel: Parallel
+    deadline: Deadline
+    signals: Signals  # Ctrl-C and SIGTERM, from the trials to the cleanup after them
+    prior: Sequence[TrialRecord] | None = None  # the warm-start trials, once read
+    final: bool = False  # then run the end of the search in the first worker
+
+
+def _run(
+    config: Config, storage: Storage, study: StudyRecord, run: _Run, reporter: Reporter
+) -> SearchResult:
+    """Run the trials in worker processes; with `run.final`, then the end in the first one."""
+    parallel, slots = run.parallel, []
+    if parallel.workers not in (None, 1) or parallel.gpus is not None:
+        gpus = parse_gpus(parallel.gpus)
+        slots = plan_slots(parallel.workers, gpus, parallel.trials_per_gpu)
+    workers = [Worker(config, run.dataset, run.factory, slot.env) for slot in slots]
+    workers = workers or [Worker(config, run.dataset, run.factory)]
+    labels = [slot.label for slot in slots] or [None]
+    prior = warm_trials(config) if run.prior is None else run.prior
+    asker = Asker(config, prior, size_limit(config, run.dataset))
+    try:
+        pairs = list(zip(labels, workers, strict=True))
+        result = run_trials(
+            config, storage, study, pairs, reporter, run.deadline, asker, run.signals
+        )
+        if not run.final or config.search.final_candidates <= 0:
+            return result
+        return _end(config, storage, study, workers[0], run, reporter, result.time_up)
+    finally:
+        for worker in workers:
+            worker.close(kill=True)
+
+
+def _end(
+    config: Config,
+    storage: Storage,
+    study: StudyRecord,
+    worker: Worker,
+    run: _Run,
+    reporter: Reporter,
+    time_up: bool,
+) -> SearchResult:
+    """The end of the search in `worker`'s warm process, sized to its share of the run."""
+    started, own = time.monotonic(), config.evaluation.splits
+
+    def objective(params: Mapping[str, Scalar], seed: int, splits: int) -> Score:
+        return worker(params, seed, None if splits == own else splits)  # type: ignore[no-any-return]
+
+    fitted = fit_final(config, storage.trials(study), end_room(config, run.deadline))
+    if fitted.search.final_candidates > 0:
+        rescore(fitted, storage, study, objective, reporter, run.signals)
+    result = study_result(storage, study, time_up)
+    reporter.final_finished(result.winner)
+    return replace(result, end_seconds=time.monotonic() - started)

@@ -1,0 +1,213 @@
+"""The time budget, and the size of the search's end.
+
+The end of a search (search/final.py: the finalists' re-score and the winner's confirmation)
+costs at most `search.final_share` of the run's wall time. With `search.time_budget` that share
+of the budget is kept for it: trials stop starting while the time left is what the end is
+expected to take (from the finalists' own trial times) plus a typical trial. Without one, the
+end gets `final_share / (1 - final_share)` of the time the run has taken so far. Either way the
+end is cut to the scoring calls that fit: fewer finalists, or fewer splits each.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from tuner.config.schema import Config
+from tuner.engine.final import (
+    candidates,
+    confirm_chunks,
+    confirm_seeds,
+    final_chunks,
+    final_seeds,
+    holds,
+)
+from tuner.study.store import TrialRecord, TrialState
+from tuner.study.winner import winner
+
+# Fewer fresh splits per finalist than this (when more are configured) and the end drops its
+# last finalists instead: a mean on 2 fresh splits chooses worse than the search did.
+MIN_SPLITS = 4
+
+Reserve = Callable[[Sequence[TrialRecord]], float]
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """When this run stops starting trials: `seconds` after it began, less a `reserve` kept
+    for the end of the search, given the trials so far.
+
+    The clock is this process's, from the start of this `tuner search` (or `tuner worker`) run;
+    a resumed search gets the whole budget again.
+    """
+
+    seconds: float | None
+    started: float = field(default_factory=time.monotonic)
+    reserve: Reserve | None = None
+
+    def elapsed(self) -> float:
+        """Seconds since the run began."""
+        return time.monotonic() - self.started
+
+    def left(self) -> float | None:
+        """Seconds of the budget left (None without one)."""
+        if self.seconds is None:
+            return None
+        return max(0.0, self.seconds - self.elapsed())
+
+    def passed(self, trials: Sequence[TrialRecord] = ()) -> bool:
+        """True once no trial should start (never without a budget)."""
+        left = self.left()
+        if left is None:
+            return False
+        kept = self.reserve(trials) if self.reserve is not None and trials else 0.0
+        return left <= kept
+
+
+def call_seconds(trial: TrialRecord, splits: int) -> float:
+    """Seconds of one scoring call (`splits` splits) of `trial`, from its own; 0 if unknown."""
+    if not trial.seconds:
+        return 0.0
+    return trial.seconds / max(1, len(trial.split_losses)) * splits
+
+
+@dataclass(frozen=True)
+class Pending:
+    """What the end still has to do, and its seconds."""
+
+    finalists: int  # the finalists there are
+    undone: tuple[float, ...]  # of them, those not yet re-scored: seconds of one call each
+    per: int  # calls per finalist
+    confirm: int  # calls of the confirmation still to do
+    slowest: float  # seconds of one call of the slowest finalist (the winner may be it)
+
+    @property
+    def seconds(self) -> float:
+        """Expected seconds of what is still to do."""
+        return self.per * sum(self.undone) + self.confirm * self.slowest
+
+
+def pending(config: Config, trials: Sequence[TrialRecord]) -> Pending:
+    """The end's calls still to do, as configured; a finalist of unknown seconds costs the
+    slowest's."""
+    search = config.search
+    chosen = candidates(trials, search.final_candidates)
+    sizes = final_chunks(config)
+    seeds = final_seeds(config, trials) if chosen else []
+    splits = config.evaluation.splits
+    slowest = max((call_seconds(t, splits) for t in chosen), default=0.0)
+    undone = [t for t in chosen if not holds(t.final, seeds, sum(sizes))]
+    confirm = len(confirm_chunks(config)) if search.confirm_splits > 0 and len(chosen) > 1 else 0
+    if confirm and not undone:
+        found = winner(trials)
+        seeds = confirm_seeds(config, trials)
+        if found is None or holds(found.trial.confirm, seeds, search.confirm_splits):
+            confirm = 0
+    costs = tuple(call_seconds(t, splits) or slowest for t in undone)
+    return Pending(len(chosen), costs, len(sizes), confirm, slowest)
+
+
+def final_reserve(config: Config, trials: Sequence[TrialRecord]) -> float:
+    """Seconds a time-budgeted search keeps for its end (at most `final_share` of the budget)
+    plus a typical trial's seconds, so that the last trial is expected to end before it."""
+    search = config.search
+    todo = pending(config, trials)
+    if search.time_budget is None or todo.finalists == 0:
+        return 0.0
+    end = min(todo.seconds, search.final_share * search.time_budget)
+    seconds = [t.seconds for t in trials if t.state == TrialState.COMPLETE and t.seconds]
+    return end + (float(np.median(seconds)) if seconds else 0.0)
+
+
+def end_room(config: Config, deadline: Deadline) -> float:
+    """Seconds the end may take now: the budget's rest, or without a budget the share of the
+    run that keeps the end within `search.final_share` of the whole."""
+    left = deadline.left()
+    if left is not None:
+        return left
+    share = config.search.final_share
+    return share / (1.0 - share) * deadline.elapsed()
+
+
+def plan(
+    left: float, costs: Sequence[float], per: int, confirm: int, splits: int
+) -> tuple[int, int, int]:
+    """(finalists, calls each, confirmation calls) that fit in `left` seconds, for finalists
+    whose one call takes `costs` seconds each (best first), `per` calls each, `confirm` calls
+    of confirmation (at the slowest finalist's seconds) when two or more are compared, and
+    `splits` splits a call.
+
+    All finalists while each keeps `MIN_SPLITS` fresh splits and the winner at least one call
+    of confirmation; else fewer finalists; at the least the best one alone on what fits (2
+    splits or more); else none.
+    """
+
+    def cost(n: int, each: int) -> float:
+        confirmed = min(confirm, each) * max(costs[:n]) if n > 1 else 0.0
+        return each * sum(costs[:n]) + confirmed
+
+    least = min(per, math.ceil(MIN_SPLITS / splits))
+    for n in range(len(costs), 0, -1):
+        each = max((e for e in range(1, per + 1) if cost(n, e) <= left), default=0)
+        if each >= least:
+            rest = left - each * sum(costs[:n])
+            return n, each, (min(confirm, int(rest // max(costs[:n]))) if n > 1 else 0)
+    each = min(per, int(left // costs[0])) if costs else 0
+    return (1, each, 0) if each * splits >= 2 else (0, 0, 0)
+
+
+def fit_final(config: Config, trials: Sequence[TrialRecord], left: float) -> Config:
+    """The config with the end cut to the calls that fit in `left` seconds: as it is when they
+    fit, or when some finalist already holds its re-score (a resumed search: a cut would throw
+    it away)."""
+    todo = pending(config, trials)
+    if todo.slowest <= 0 or todo.seconds <= left or len(todo.undone) < todo.finalists:
+        return config
+    count, each, confirm = plan(left, todo.undone, todo.per, todo.confirm, config.evaluation.splits)
+    return _cut(config, count, each, confirm)
+
+
+def _cut(config: Config, count: int, each: int, confirm: int) -> Config:
+    search, splits = config.search, config.evaluation.splits
+    cut = search.model_copy(
+        update={
+            "final_candidates": count,
+            "final_splits": max(2, min(search.final_splits, each * splits)),
+            "confirm_splits": min(search.confirm_splits, confirm * splits),
+        }
+    )
+    return config.model_copy(update={"search": cut})
+
+
+def planned_end(config: Config) -> Config:
+    """The end as planned when a search starts: without a time budget, cut as if each call
+    cost one trial's time (the end gets `final_share` of the run); with one, as configured
+    (it is cut at the end to the time left)."""
+    search = config.search
+    if search.time_budget is not None or search.final_candidates == 0:
+        return config
+    calls = search.final_share / (1.0 - search.final_share) * search.budget
+    per = len(final_chunks(config))
+    confirm = len(confirm_chunks(config)) if search.confirm_splits > 0 else 0
+    count, each, confirmed = plan(
+        calls, [1.0] * search.final_candidates, per, confirm, config.evaluation.splits
+    )
+    return _cut(config, count, each, confirmed)
+
+
+def describe_end(config: Config) -> str:
+    """The line that says, when a search starts, what its end will do."""
+    search, planned = config.search, planned_end(config).search
+    share = f"at most {search.final_share:.0%} of the run"
+    if planned.final_candidates == 0:
+        return "end: no re-score (search.final_candidates is 0, or the budget is too small)"
+    upto = "up to " if search.time_budget is not None else ""
+    text = f"end: {upto}{planned.final_candidates} finalist(s) re-scored on fresh splits"
+    text += f" ({upto}{planned.final_splits} each)"
+    if planned.final_candidates > 1 and planned.confirm_splits > 0:
+        text += f", the winner confirmed on {upto}{planned.confirm_splits} more"
+    return f"{text}; {share}"

@@ -1,0 +1,359 @@
+"""The search loop: each slot asks for a trial, scores it, records how it ended; one slot runs
+in the calling thread, several in threads of their own (Optuna's `_optimize` pattern).
+
+`run_trials()` is the loop, with the objectives and the reporter passed in so that tests and
+other front ends can drive it; `tuner.engine.api.search()` is the function behind
+`tuner search`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from tuner.config.schema import Config, Scalar, space_differences, validate_stored
+from tuner.errors import (
+    SearchFailed,
+    SearchInterrupted,
+    StudyError,
+    TrialFailed,
+    TrialRejected,
+    UsageError,
+)
+from tuner.optimize.asking import Asker
+from tuner.engine.budget import Deadline, describe_end
+from tuner.engine.reporter import Reporter
+from tuner.engine.signals import Signals
+from tuner.study.heartbeat import Heartbeat
+from tuner.study.store import RERUN_KINDS, Storage, StudyRecord, TrialRecord, TrialState
+from tuner.study.warmstart import warm_trials
+from tuner.study.winner import Winner, ranked, winner
+from tuner.training.evaluate import Score
+
+Objective = Callable[[Mapping[str, Scalar], int], Score]
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """The outcome of a search: its winner (see study.winner) and every trial of the study."""
+
+    study: str
+    storage: str
+    winner: Winner
+    trials: tuple[TrialRecord, ...]
+    time_up: bool = False  # the time budget ended it before the trial budget was spent
+    end_seconds: float | None = None  # wall seconds of the work after the last trial
+    seconds: float | None = None  # wall seconds of the whole run
+
+    @property
+    def best(self) -> TrialRecord:
+        """The winning trial."""
+        return self.winner.trial
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object that `tuner search --json` prints: `loss` is the reported one."""
+        return {
+            "trial": self.best.number,
+            **self.winner.to_dict(),
+            "params": self.best.params,
+            "study": self.study,
+            "storage": self.storage,
+            "seconds": self.seconds,
+            "end_seconds": self.end_seconds,
+        }
+
+
+def best_trial(trials: Sequence[TrialRecord]) -> TrialRecord | None:
+    """The completed trial with the lowest search-time loss (the earliest on ties)."""
+    order = ranked(trials)
+    return order[0] if order else None
+
+
+def open_study(storage: Storage, name: str, config: Config, resume: bool) -> StudyRecord:
+    """Create the study, or with `resume` continue it (failing trials a dead process left)."""
+    existing = storage.get_study(name)
+    if existing is None:
+        return storage.create_study(name, config.to_dict())
+    if not resume:
+        raise StudyError(
+            f"--study: study '{name}' already exists in {storage.url}; add --resume to continue "
+            "it, or choose another --study (or --out folder)"
+        )
+    stored = validate_stored(existing.config) if "space" in existing.config else None
+    old_space = stored.full_space() if stored else {}
+    differing = space_differences(old_space, config.full_space())
+    if differing:
+        raise StudyError(
+            f"--resume: the search space differs from study '{name}' in {', '.join(differing)}; "
+            "resume with the study's space or start another --study"
+        )
+    if not storage.shared:  # a server study's running trials may be other boxes' live ones
+        storage.fail_running(existing, "interrupted", "the process running it stopped")
+    return existing
+
+
+def run_trial(
+    storage: Storage, trial: TrialRecord, objective: Objective, signals: Signals
+) -> TrialRecord:
+    """Score one trial and record how it ended (TrialRejected when it was taken from us)."""
+    started = time.perf_counter()
+
+    def failed(kind: str, message: str) -> TrialRecord:
+        seconds = time.perf_counter() - started
+        return storage.finish_trial(
+            trial, state=TrialState.FAILED, error_kind=kind, error=message, seconds=seconds
+        )
+
+    try:
+        score = objective(trial.params, trial.seed)
+    except TrialFailed as exc:
+        return failed(exc.kind, exc.message)
+    except SearchInterrupted:
+        raise  # a signal: the loop marks the trial interrupted
+    except UsageError as exc:
+        failed("error", str(exc))
+        raise
+    except Exception as exc:  # a bug or a framework error in one trial must not end the search
+        if signals.received is not None:
+            raise signals.stopped() from exc
+        return failed("crashed", f"{type(exc).__name__}: {exc}")
+    return storage.finish_trial(
+        trial,
+        state=TrialState.COMPLETE,
+        loss=score.loss,
+        loss_std=score.loss_std,
+        split_losses=list(score.split_losses),
+        epochs=list(score.epochs),
+        seconds=score.seconds,
+    )
+
+
+# Failures that say a point was refused or stopped, not that the setup is broken. A worker
+# that died does count: a setup that kills every worker must end the search.
+_NOT_A_STREAK = frozenset({"too_large", "interrupted", "stale"})
+
+
+def check_failure_streak(trials: Sequence[TrialRecord], limit: int) -> None:
+    """SearchFailed once the last `limit` ended trials all failed for a reason of the setup."""
+    streak: list[TrialRecord] = []
+    for trial in reversed(trials):
+        if trial.state == TrialState.COMPLETE:
+            break
+        if trial.state == TrialState.FAILED and trial.error_kind not in _NOT_A_STREAK:
+            streak.append(trial)
+    if len(streak) < limit:
+        return
+    last = "; ".join(
+        f"#{t.number} {t.error_kind}: {(t.error or '')[:80]}" for t in reversed(streak[:3])
+    )
+    raise SearchFailed(
+        f"{len(streak)} trials failed in a row (search.max_consecutive_failures), last: {last}; "
+        "fix the cause, then continue with --resume"
+    )
+
+
+def fail_own(storage: Storage, study: StudyRecord, heartbeat: Heartbeat, message: str) -> None:
+    """Mark this process's running trials interrupted (on SQLite: every running trial)."""
+    if storage.shared:
+        storage.fail_trials(heartbeat.trials(), "interrupted", message)
+    else:
+        storage.fail_running(study, "interrupted", message)
+
+
+@dataclass
+class _Loop:
+    """What the slots share: the study, the stop flag, the reporter and the first error."""
+
+    config: Config
+    storage: Storage
+    study: StudyRecord
+    reporter: Reporter
+    deadline: Deadline
+    asker: Asker
+    heartbeat: Heartbeat
+    signals: Signals
+    stop: threading.Event = field(default_factory=threading.Event)
+    time_up: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    errors: list[BaseException] = field(default_factory=list)
+    running: dict[str, int | None] = field(default_factory=dict)
+
+    def show(self, label: str | None, trial: TrialRecord | None) -> None:
+        """Tell the reporter a trial starts (`trial`) or a slot went idle (None)."""
+        with self.lock:
+            if trial is not None:
+                self.reporter.trial_started(trial)
+            if label is not None:
+                self.running[label] = trial.number if trial is not None else None
+                self.reporter.slots_changed(dict(self.running))
+
+    def passed(self) -> bool:
+        """True once the time budget (less its reserve) is spent; it stays so: the reserve
+        moves with the finalists, and a slot that stopped must not see others go on."""
+        deadline = self.deadline
+        if not self.time_up and deadline.seconds is not None:
+            trials = self.storage.trials(self.study) if deadline.reserve is not None else ()
+            self.time_up = deadline.passed(trials)
+        return self.time_up
+
+
+def _next(loop: _Loop) -> TrialRecord | None:
+    """The next trial for a slot; None once the budget or the time is spent (waits while
+    trials run elsewhere, which may go stale)."""
+    search = loop.config.search
+    while not loop.stop.is_set() and not loop.passed():
+        asked = loop.storage.ask(loop.study, loop.asker.choose, search.grace)
+        if asked.trial is not None:
+            return asked.trial
+        if sum(t.counts for t in asked.trials) >= search.budget:
+            return None
+        loop.stop.wait(min(search.heartbeat, 1.0))
+    return None
+
+
+def _slot(loop: _Loop, label: str | None, objective: Objective) -> None:
+    """One slot: ask, run, tell, until the budget or the time is spent. The trial step."""
+    while (trial := _next(loop)) is not None:
+        loop.show(label, trial)
+        with loop.heartbeat.running(trial), contextlib.suppress(TrialRejected):
+            finished = run_trial(loop.storage, trial, objective, loop.signals)
+            trials = loop.storage.trials(loop.study)
+            with loop.lock:
+                loop.reporter.trial_finished(finished, best_trial(trials))
+        loop.show(label, None)
+        trials = loop.storage.trials(loop.study)
+        check_failure_streak(trials, loop.config.search.max_consecutive_failures)
+
+
+def _in_thread(loop: _Loop, label: str | None, objective: Objective) -> None:
+    try:
+        _slot(loop, label, objective)
+    except BaseException as exc:
+        with loop.lock:
+            loop.errors.append(exc)
+        loop.stop.set()
+
+
+def _run_slots(loop: _Loop, slots: Sequence[tuple[str | None, Objective]]) -> None:
+    """One slot in this thread; several in threads, joined in short waits so that this
+    (main) thread still sees Ctrl-C; the first error of any slot is raised here."""
+    if len(slots) == 1:
+        _slot(loop, *slots[0])
+        return
+    threads = [
+        threading.Thread(target=_in_thread, args=(loop, label, obj), name=label, daemon=True)
+        for label, obj in slots
+    ]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            while thread.is_alive():
+                thread.join(timeout=0.2)
+    finally:
+        loop.stop.set()
+    if loop.errors:
+        raise loop.errors[0]
+
+
+def run_trials(
+    config: Config,
+    storage: Storage,
+    study: StudyRecord,
+    slots: Sequence[tuple[str | None, Objective]],
+    reporter: Reporter | None = None,
+    deadline: Deadline | None = None,
+    asker: Asker | None = None,
+    signals: Signals | None = None,
+) -> SearchResult:
+    """Run trials in `slots` (label, objective) until `init_points + n_iter` of them have
+    ended or `deadline` has passed (running trials finish); returns the best so far.
+
+    `asker` chooses the trials (by default from the config and its warm-start study);
+    `signals` catches Ctrl-C and SIGTERM (pass the caller's to cover its cleanup too).
+    Whatever ends the loop, no trial of this process stays "running" (--resume runs it again).
+    """
+    reporter = reporter or Reporter()
+    signals = signals or Signals()
+    heartbeat = Heartbeat(storage, config.search.heartbeat)
+    loop = _Loop(
+        config,
+        storage,
+        study,
+        reporter,
+        deadline or Deadline(config.search.time_budget),
+        asker or Asker(config, warm_trials(config)),
+        heartbeat,
+        signals,
+    )
+    report_start(config, storage, study, reporter)
+
+    def interrupted(_stop: SearchInterrupted) -> None:
+        loop.stop.set()
+        fail_own(storage, study, heartbeat, "interrupted by a signal")
+
+    # Signals outermost: a second signal during the cleanup's writes leaves at once.
+    with signals, signals.stopping(interrupted), heartbeat:
+        try:
+            _run_slots(loop, slots)
+        except (SearchInterrupted, KeyboardInterrupt):
+            raise
+        except BaseException:
+            with contextlib.suppress(Exception):
+                fail_own(storage, study, heartbeat, "the search stopped with an error")
+            raise
+    counted = sum(t.counts for t in storage.trials(study))
+    return finish_search(storage, study, reporter, time_up=counted < config.search.budget)
+
+
+def report_start(
+    config: Config, storage: Storage, study: StudyRecord, reporter: Reporter
+) -> list[TrialRecord]:
+    """Tell `reporter` the search starts (the trials that count so far, the interrupted ones
+    that run again, the plan for its end); returns the study's trials."""
+    trials = storage.trials(study)
+    retried = {t.retry_of for t in trials}
+    rerun = sum(1 for t in trials if t.error_kind in RERUN_KINDS and t.number not in retried)
+    done = sum(t.counts for t in trials)
+    reporter.search_started(study.name, config.search.budget, done, rerun, describe_end(config))
+    return trials
+
+
+def finish_search(
+    storage: Storage, study: StudyRecord, reporter: Reporter, time_up: bool = False
+) -> SearchResult:
+    """Show the end of the trials and return the winner so far (SearchFailed without one)."""
+    trials = storage.trials(study)
+    reporter.search_finished(trials)
+    return study_result(storage, study, time_up)
+
+
+def study_result(storage: Storage, study: StudyRecord, time_up: bool = False) -> SearchResult:
+    """The study's winner and trials as stored now (SearchFailed without a completed trial)."""
+    trials = storage.trials(study)
+    best = winner(trials)
+    if best is None:
+        raise SearchFailed(
+            f"no trial of study '{study.name}' completed; see the errors with --debug or the "
+            "study database, and check the config's bounds"
+        )
+    return SearchResult(study.name, storage.url, best, tuple(trials), time_up)
+
+
+def run_search(
+    config: Config,
+    storage: Storage,
+    study: StudyRecord,
+    objective: Objective,
+    reporter: Reporter | None = None,
+    deadline: Deadline | None = None,
+    asker: Asker | None = None,
+    signals: Signals | None = None,
+) -> SearchResult:
+    """`run_trials` with one slot, in this thread: the sequential search."""
+    slots = [(None, objective)]
+    return run_trials(config, storage, study, slots, reporter, deadline, asker, signals)
