@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import platform
 import resource
 import subprocess
 import sys
@@ -251,7 +252,7 @@ def main() -> None:
     if args.memory_child:
         peak_memory_child(args.memory_child, args.data)
         return
-    print(f"{time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPUs, data {args.data}")
+    print(f"{os.cpu_count()} CPUs ({platform.machine()}), data {args.data}")
     fixed_costs(args.data)
     run(args)
 

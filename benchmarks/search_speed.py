@@ -1,23 +1,20 @@
 """Wall time of the course's 30-point search, and the optimiser's overhead per proposal.
 
     python benchmarks/search_speed.py [--data PATH] [--skip-search] [--trials 50,150,300]
-                                      [--trial-seconds 3.0] [--repeats 5] [--quality SEEDS]
-                                      [--set KEY=VALUE ...]
+                                      [--trial-seconds 3.0] [--repeats 5] [--set KEY=VALUE ...]
 
 The search is `tuner search configs/course-log.yaml` on the local copy of the course's data
 with evaluation.max_params=1000000, run as a fresh process (TensorFlow's start included);
---set adds overrides (`--set search.race_top=0 --set search.final_candidates=0` times the 30
-trials without racing and the final re-score).
+--set adds overrides (`--set search.final_candidates=0` times the 30 trials without the final
+re-score).
 
 The overhead part times what a search pays before each guided trial (a fresh optimiser, every
 trial registered, suggest()) with 50, 150 and 300 synthetic trials in the study. The synthetic
 trials look like the course's: a smooth loss surface with 2 noisy splits per trial (split
 standard deviation 0.045) and seconds that grow with the network (neuron_pct), so the noise
-model and the cost model have their real work to do. The ratio is to --trial-seconds, a typical
-trial on the course's data with max_params 1M (about 3 s on 2 cores). CPU seconds are printed
-beside the wall seconds: on a machine shared with other jobs, the wall time includes waiting for
-a core. With --quality, each study size also checks that the cheaper acquisition search finds
-what a thorough one (30,000 random candidates, 20 polishes) finds on the same fitted GP.
+model has its real work to do. The ratio is to --trial-seconds, a typical trial on the course's
+data with max_params 1M (about 3 s on 2 cores). CPU seconds are printed beside the wall seconds:
+on a machine shared with other jobs, the wall time includes waiting for a core.
 """
 
 from __future__ import annotations
@@ -86,33 +83,11 @@ def optimiser_overhead(trials: int, repeats: int) -> tuple[list[float], list[flo
     wall, cpu = [], []
     for k in range(repeats):
         started, cpu_started = time.perf_counter(), time.process_time()
-        # A proposal in the middle of the guided phase: the cost model counts half.
+        # A proposal in the middle of the guided phase.
         proposer.propose(config.search.init_points + config.search.n_iter // 2 + k, history)
         wall.append(time.perf_counter() - started)
         cpu.append(time.process_time() - cpu_started)
     return wall, cpu
-
-
-def acquisition_quality(trials: int, seeds: int) -> list[float]:
-    """How close each proposal's acquisition value comes to a thorough search's (1 = equal):
-    30,000 random candidates and 20 polishes on the same fitted GP, for ucb, ei and poi."""
-    config = load_config(CONFIG)
-    space = SearchSpace(config.space)
-    ratios = []
-    for seed, kind in itertools.product(range(seeds), ("ucb", "ei", "poi")):
-        proposer = Proposer(space, config.search)
-        k = config.search.init_points + config.search.n_iter // 2
-        optimizer = proposer.optimizer(k, synthetic_history(space, trials, seed))
-        acquisition = optimizer.acquisition_function
-        acquisition.kind = kind
-        gp, target = optimizer._gp, optimizer.space
-        fast = acquisition.suggest(gp, target, random_state=np.random.RandomState(seed))
-        value = float(acquisition.score(fast)[0])
-        thorough = acquisition.suggest(
-            gp, target, n_random=30_000, n_smart=20, fit_gp=False, random_state=seed + 100
-        )
-        ratios.append(value / float(acquisition.score(thorough)[0]))
-    return ratios
 
 
 def main() -> None:
@@ -122,9 +97,6 @@ def main() -> None:
     parser.add_argument("--trial-seconds", type=float, default=3.0)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--skip-search", action="store_true")
-    parser.add_argument(
-        "--quality", type=int, default=0, metavar="SEEDS", help="also check proposal quality"
-    )
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
     for trials in (int(t) for t in args.trials.split(",")):
@@ -134,11 +106,6 @@ def main() -> None:
               f"median {median:.3f} s per proposal ({np.median(cpu):.3f} s CPU), "
               f"{100 * median / args.trial_seconds:.1f}% of a {args.trial_seconds:g} s trial "
               f"(runs: {', '.join(f'{s:.3f}' for s in wall)})")  # fmt: skip
-        if args.quality:
-            ratios = acquisition_quality(trials, args.quality)
-            print(f"  acquisition value found / a thorough search's, {len(ratios)} proposals "
-                  f"(ucb, ei, poi): mean {np.mean(ratios):.4f}, "
-                  f"worst {np.min(ratios):.4f}")  # fmt: skip
     if not args.skip_search:
         wall = search_wall_time(args.data, args.set)
         extra = "".join(f" --set {s}" for s in args.set)

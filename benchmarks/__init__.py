@@ -1,0 +1,1 @@
+"""Product benchmarks: scripts run by hand; their tests are in benchmarks/tests."""

@@ -1,0 +1,1 @@
+"""Tests of the benchmark scripts, outside the default suite: python -m pytest benchmarks/tests"""
