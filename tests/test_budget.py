@@ -1,11 +1,11 @@
-"""The time budget keeps time for the final re-score and cuts it to what is left (budget.py)."""
+"""The end of a search keeps to its share of the run: kept from a time budget, sized from the
+trials' time without one, cut to what fits (engine/budget.py)."""
 
 from __future__ import annotations
 
 import json
 import time
 from dataclasses import replace
-from functools import partial
 
 import pytest
 from click.testing import CliRunner
@@ -15,12 +15,13 @@ from tuner.config.schema import validate_config
 from tuner.engine.budget import (
     Deadline,
     call_seconds,
-    describe_cut,
-    end_seconds,
+    describe_end,
+    end_room,
     final_reserve,
     fit_final,
     pending,
     plan,
+    planned_end,
 )
 from tuner.engine.final import candidates, final_seeds
 from tuner.engine.loop import open_study
@@ -80,12 +81,10 @@ def test_the_plan_counts_each_finalists_own_seconds():
     assert plan(20.0, (4.0, 0.5, 0.5), 5, 5, splits=2) == (3, 2, 2)
 
 
-def test_a_call_costs_the_mean_of_the_calls_a_trial_made_its_racing_rounds_included():
-    raced = replace(done(5, 0.3, 3.0), split_losses=(0.3,) * 6, race_seconds=9.0)
-    assert call_seconds(raced, 2) == pytest.approx(4.0), "12 s for 3 calls of 2 splits"
-    assert call_seconds(raced, 3) == pytest.approx(6.0)
+def test_a_call_costs_its_trials_seconds_per_split():
     assert call_seconds(done(6, 0.3, 3.0), 2) == 3.0
-    assert call_seconds(replace(raced, seconds=None), 2) == 0.0, "unknown"
+    assert call_seconds(done(6, 0.3, 3.0), 4) == 6.0
+    assert call_seconds(replace(done(6, 0.3, 3.0), seconds=None), 2) == 0.0, "unknown"
 
 
 def test_the_reserve_is_the_finalists_expected_time_capped_by_the_share():
@@ -93,16 +92,15 @@ def test_the_reserve_is_the_finalists_expected_time_capped_by_the_share():
     # splits of 2): 35 s; the confirmation 5 more at the slowest's 4 s: 20 s. A typical trial
     # (the median, 3 s) is kept too.
     assert final_reserve(config(time_budget=1000), TRIALS) == pytest.approx(55.0 + 3)
-    assert final_reserve(config(time_budget=100), TRIALS) == pytest.approx(25.0 + 3)
+    assert final_reserve(config(time_budget=100), TRIALS) == pytest.approx(20.0 + 3)
     share = config(time_budget=100, final_share=0.5)
     assert final_reserve(share, TRIALS) == pytest.approx(50.0 + 3)
     assert final_reserve(config(time_budget=1000, final_candidates=1), TRIALS) == 20.0 + 3
     assert final_reserve(config(), TRIALS) == 0.0, "no budget, nothing kept"
     assert final_reserve(config(time_budget=100), []) == 0.0
-    # The split-difficulty baseline's expected seconds count inside the cap.
-    with_baseline = partial(final_reserve, config(time_budget=1000), TRIALS)
-    assert with_baseline(baseline_seconds=12.0) == pytest.approx(55.0 + 12 + 3)
-    assert final_reserve(config(time_budget=100), TRIALS, 12.0) == pytest.approx(25.0 + 3)
+    assert final_reserve(config(time_budget=100, final_share=0), TRIALS) == 3.0, (
+        "no time for the end: the last trial is still expected to end in the budget"
+    )
 
 
 def test_the_deadline_keeps_the_reserve_once_there_are_trials():
@@ -116,75 +114,42 @@ def test_the_deadline_keeps_the_reserve_once_there_are_trials():
     assert not Deadline(None, reserve=lambda _: 1e9).passed(TRIALS)
 
 
-def test_the_end_is_the_reserve_less_the_typical_trial():
-    for search in ({"time_budget": 1000}, {"time_budget": 100}, {"time_budget": 100,
-                   "final_share": 0.5}, {"time_budget": 1000, "final_candidates": 1}):  # fmt: skip
-        for baseline in (0.0, 12.0):
-            kept = final_reserve(config(**search), TRIALS, baseline)
-            assert end_seconds(config(**search), TRIALS, baseline) == pytest.approx(kept - 3.0)
-    assert end_seconds(config(), TRIALS) == 0.0, "no budget, nothing kept"
-    assert end_seconds(config(time_budget=100), []) == 0.0
-    assert final_reserve(config(time_budget=100, final_share=0), TRIALS) == 3.0, (
-        "no time for the final: the last trial is still expected to end in the budget"
-    )
+def test_the_ends_room_is_the_budgets_rest_or_its_share_of_the_run():
+    started = time.monotonic() - 80
+    assert 19 < end_room(config(time_budget=100), Deadline(100, started)) <= 20
+    # Without a budget: 0.2 of the run once the end is added, a quarter of the 80 s so far.
+    assert 20 <= end_room(config(), Deadline(None, started)) < 21
+    assert 80 <= end_room(config(final_share=0.5), Deadline(None, started)) < 81
 
 
-def test_the_room_is_the_time_left_less_the_end():
-    started = time.monotonic() - 50
-    deadline = Deadline(100, started, reserve=lambda _: 40.0, end=lambda _: 30.0)
-    assert 19 < deadline.room(TRIALS) <= 20
-    assert deadline.room([]) is None, "no trials: the end's cost is unknown"
-    assert Deadline(100, started, reserve=lambda _: 40.0).room(TRIALS) is None, "no end given"
-    assert Deadline(None, end=lambda _: 30.0).room(TRIALS) is None, "no budget"
-    late = Deadline(100, started, end=lambda _: 70.0)
-    assert late.room(TRIALS) < 0, "past the time kept for the end: nothing fits"
-
-
-def test_tuner_search_keeps_the_ends_time_from_trials_and_racing_rounds():
-    from tuner.engine.api import search_deadline
-
-    started = time.monotonic() - 50
-    deadline = search_deadline(config(time_budget=100), started, baseline_seconds=2.0)
-    # Kept: the final's 25 s (the share of 100 s), and a typical trial's 3 s before it.
-    assert not deadline.passed(TRIALS), "50 s left, 28 kept"
-    assert search_deadline(config(time_budget=100), started - 25, 2.0).passed(TRIALS)
-    assert 50 - 25 - 1 < deadline.room(TRIALS) <= 50 - 25, "a round must end before the 25 s"
-    # Under the cap: the final's 55 s and the baseline's 2 s are kept from the 100 s left.
-    uncapped = search_deadline(config(time_budget=1000), time.monotonic() - 900, 2.0)
-    assert 100 - 57 - 1 < uncapped.room(TRIALS) <= 100 - 57
-    assert search_deadline(config(), started, 2.0).room(TRIALS) is None, "no time budget"
-
-
-def test_a_worker_keeps_no_end_but_races_no_round_past_its_budget():
-    from tuner.engine.api import worker_deadline
-
-    deadline = worker_deadline(config(time_budget=100))
-    assert not deadline.passed(TRIALS), "nothing kept: trials start until the budget is spent"
-    assert 99 < deadline.room(TRIALS) <= 100, "a round must end within the budget"
-    assert worker_deadline(config()).room(TRIALS) is None
-
-
-def test_the_final_is_kept_whole_when_it_fits_and_cut_when_not():
+def test_the_end_is_kept_whole_when_it_fits_and_cut_when_not():
     whole = config(time_budget=600)
     assert fit_final(whole, TRIALS, 55.0) is whole
-    assert fit_final(whole, TRIALS, None) is whole
     cut = fit_final(whole, TRIALS, 30.0).search  # 3 finalists of 4, 2, 1 s: 2 calls each
     assert (cut.final_candidates, cut.final_splits, cut.confirm_splits) == (3, 4, 8)
-    assert (cut.race_top, cut.time_budget) == (whole.search.race_top, 600)
-    # The split-difficulty baseline runs after them: its seconds are kept out of the cut.
-    assert fit_final(whole, TRIALS, 55.0 + 5.0, baseline_seconds=5.0) is whole
-    kept = fit_final(whole, TRIALS, 55.0, baseline_seconds=5.0).search
-    assert (kept.final_candidates, kept.final_splits, kept.confirm_splits) == (3, 8, 10)
-    none = fit_final(whole, TRIALS, 3.0).search
-    assert none.final_candidates == 0
-    line = describe_cut(whole.search, cut, 30.0)
-    assert line.startswith("time budget: 30 s left, the final re-score cut to 3 finalist(s) on 4")
-    assert "confirmation on 8" in line and "configured: 3 on 10, confirmation 10" in line
-    assert "search.final_share" in line
-    assert "too little to re-score" in describe_cut(whole.search, none, 3.0)
-    unconfirmed = config(time_budget=600, confirm_splits=0)
-    line = describe_cut(unconfirmed.search, fit_final(unconfirmed, TRIALS, 30.0).search, 30.0)
-    assert "confirmation on" not in line
+    assert cut.time_budget == 600
+    assert fit_final(whole, TRIALS, 3.0).search.final_candidates == 0, "nothing fits"
+    alone = fit_final(whole, TRIALS, 10.0).search  # 4 s a call: the best one alone, 2 calls
+    assert (alone.final_candidates, alone.final_splits, alone.confirm_splits) == (1, 4, 0)
+
+
+def test_the_plan_said_at_the_start_fits_the_share_of_a_trial_budget():
+    # 15 trials of one call each: the end may take 3.75 calls (20% of the run), so the best
+    # trial alone on 3 calls (6 fresh splits), which needs no confirmation.
+    default = config(init_points=5, n_iter=10)
+    planned = planned_end(default).search
+    assert (planned.final_candidates, planned.final_splits, planned.confirm_splits) == (1, 6, 0)
+    assert describe_end(default) == (
+        "end: 1 finalist(s) re-scored on fresh splits (6 each); at most 20% of the run"
+    )
+    # 30 trials: 7.5 calls, 2 finalists on 4 splits and the winner confirmed on 6.
+    course = planned_end(config(init_points=10, n_iter=20)).search
+    assert (course.final_candidates, course.final_splits, course.confirm_splits) == (2, 4, 6)
+    assert "the winner confirmed on 6 more" in describe_end(config(init_points=10, n_iter=20))
+    budget = config(time_budget=600)
+    assert planned_end(budget) is budget, "with a time budget, cut at the end to the time left"
+    assert describe_end(budget).startswith("end: up to 3 finalist(s)")
+    assert "no re-score" in describe_end(config(final_candidates=0))
 
 
 def test_a_resumed_search_keeps_the_rescores_it_holds(tmp_path):
@@ -214,28 +179,46 @@ def test_a_resumed_search_keeps_the_rescores_it_holds(tmp_path):
         storage.close()
 
 
+def end_calls(found: dict) -> int:
+    """Scoring calls (of 2 splits) the end of a search made, from its --json."""
+    return found["final_candidates"] * found["final_splits"] // 2 + found["confirm_splits"] // 2
+
+
 @pytest.mark.parametrize("workers", ["1", "2"])
-def test_a_time_budget_covers_the_final_rescore(workers, write_config, tmp_path, monkeypatch):
-    """0.4 s trials and a 6 s budget: without the reserve and the cut the final re-score
-    (3 finalists and the confirmation, 5 calls each) would add 8 s after the budget, and
-    without the reserve alone there would be no time left for it."""
+def test_a_time_budget_keeps_its_share_for_the_end(workers, write_config, tmp_path, monkeypatch):
+    """0.4 s calls and a 10 s budget with final_share 0.4: trials stop early enough that the
+    end has its time, and the end is cut to the calls that fit in 4 s (bounded in calls, not
+    seconds: a loaded machine stretches every step)."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("TUNER_TEST_SLEEP", "0.4")
-    search = {"init_points": 5, "n_iter": 35, "seed": 1, "race_top": 0, "final_share": 0.4}
-    search["difficulty_splits"] = 0  # its baseline's share of the time is tested apart
+    search = {"init_points": 5, "n_iter": 35, "seed": 1, "final_share": 0.4}
+    search |= {"final_candidates": 3, "final_splits": 10, "confirm_splits": 10}
     path = write_config(search=search)
-    args = ["search", str(path), "--time-budget", "6s", "--workers", workers, "--json"]
-    started = time.monotonic()
+    args = ["search", str(path), "--time-budget", "10s", "--workers", workers, "--json"]
     result = CliRunner().invoke(cli, [*args, "--objective", "tests.objectives:timed_bowl"])
-    seconds = time.monotonic() - started
     assert result.exit_code == 0, result.output
-    assert "time budget: " in result.stderr and "search.final_share" in result.stderr
-    reported = json.loads(result.stdout)
-    # 2.4 s were kept, and at least 2 s were left: 5 calls, the best finalist alone.
-    assert reported["final_splits"] > 0, f"time was kept for the final: {result.stderr[-1500:]}"
-    assert reported["final_candidates"] < 3 or reported["final_splits"] < 10
-    # Without the reserve and the cut the end would come about 14 s in (11.6 s with the
-    # reserve but no cut: trials stop at 3.2 s, the whole final takes 8 s after the last); the
-    # slack is for a loaded machine, where the optimiser's own seconds stretch (6 + 2.5 failed
-    # once under a load of 5 on 2 cores).
-    assert seconds < 6 + 4, "the budget and some slack"
+    assert "end: up to 3 finalist(s)" in result.stderr
+    found = json.loads(result.stdout)
+    trials = json.loads(CliRunner().invoke(cli, ["trials", str(path), "--json"]).stdout)
+    assert len(trials["trials"]) < 40, "the time budget ended the trials"
+    assert found["final_splits"] > 0, f"time was kept for the end: {result.stderr[-1500:]}"
+    assert 1 <= end_calls(found) <= 10, "cut to what fits in 0.4 of 10 s at 0.4 s a call"
+
+
+def test_without_a_time_budget_the_end_takes_its_share_of_the_run(
+    write_config, tmp_path, monkeypatch
+):
+    """12 trials of 0.3 s: the end gets a quarter of the run so far (0.2 of the whole), cut to
+    its calls at the trials' own seconds."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TUNER_TEST_SLEEP", "0.3")
+    search = {"init_points": 4, "n_iter": 8, "seed": 1, "final_share": 0.2}
+    search |= {"final_candidates": 3, "final_splits": 10, "confirm_splits": 10}
+    path = write_config(search=search)
+    args = ["search", str(path), "--json", "--objective", "tests.objectives:timed_bowl"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    found = json.loads(result.stdout)
+    before_end = found["run_seconds"] - found["end_seconds"]
+    assert found["final_candidates"] >= 1
+    assert end_calls(found) * 0.3 <= 0.25 * before_end, "the calls planned fit the share"

@@ -1,4 +1,5 @@
-"""Racing and the final re-score on a real SQLite study, with cheap noisy objectives."""
+"""The end of a search (the finalists' re-score and the winner's confirmation) on a real SQLite
+study, with cheap noisy objectives."""
 
 from __future__ import annotations
 
@@ -19,9 +20,6 @@ from tests.conftest import BOWL_SPACE, NO_DATA, ROOT
 from tests.objectives import noisy_losses
 from tuner.cli.commands import cli as cli_group
 from tuner.config.schema import validate_config
-from tuner.errors import SearchInterrupted, TrialFailed
-from tuner.optimize.asking import trial_seed
-from tuner.outputs.progress import QuietReporter
 from tuner.engine.final import (
     candidates,
     confirm_seeds,
@@ -32,6 +30,8 @@ from tuner.engine.final import (
     trial_ranges,
 )
 from tuner.engine.loop import open_study, run_search, study_result
+from tuner.errors import SearchInterrupted, TrialFailed
+from tuner.outputs.progress import QuietReporter
 from tuner.study.store import FinalScore, Storage, TrialRecord, TrialState, sqlite_url
 from tuner.study.winner import winner
 from tuner.training.evaluate import Score
@@ -97,138 +97,11 @@ def test_a_fresh_seed_avoids_every_used_range():
     assert fresh_seed([5, 1], 10, []) == first, "deterministic"
 
 
-# --- racing ------------------------------------------------------------------------------
-
-
-def expected_rounds(
-    trial: TrialRecord, earlier: list[float], top: int, target: int, start: int
-) -> int:
-    """Replays the racing rule: rounds of 2 splits while the mean ranks in the top `top`, once
-    `start` (the random start-up points) others have completed."""
-    rounds = 0
-    while 2 + 2 * rounds < target and len(earlier) >= max(top, start):
-        mean = float(np.mean(trial.split_losses[: 2 + 2 * rounds]))
-        if sum(loss <= mean for loss in earlier) >= top:
-            break
-        rounds += 1
-    return rounds
-
-
-def test_racing_adds_splits_to_top_trials_only_and_keeps_the_budget(storage):
-    cfg = config(race_top=2, race_splits=6)
-    study, objective = searched(storage, cfg)
-    trials = storage.trials(study)
-    assert len(trials) == cfg.search.budget, "racing rounds are not trials"
-    rounds = [len(t.race_seeds) for t in trials]
-    assert 0 < sum(rounds) < 2 * len(trials), "some trials raced, not all"
-    assert len(objective.calls) == len(trials) + sum(rounds)
-    for k, trial in enumerate(trials):
-        earlier = [t.loss for t in trials[:k]]
-        assert len(trial.race_seeds) == expected_rounds(trial, earlier, 2, 6, 4), trial.number
-        assert len(trial.split_losses) == 2 + 2 * len(trial.race_seeds) <= 6
-        assert trial.loss == pytest.approx(np.mean(trial.split_losses))
-        if trial.race_seeds:
-            assert trial.loss_std == pytest.approx(np.std(trial.split_losses, ddof=1))
-            assert trial.race_seconds is not None
-    # Every racing round has a seed of its own, apart from every seed of the search.
-    ranges = [(t.seed, t.seed + 2) for t in trials]
-    ranges += [(s, s + 2) for t in trials for s in t.race_seeds]
-    assert all(not overlaps(a, b) for i, a in enumerate(ranges) for b in ranges[i + 1 :])
-    assert {s for s, _ in objective.calls} == {low for low, _ in ranges}
-
-
-def test_the_random_start_up_points_are_not_raced(tmp_path):
-    def raced(init_points: int) -> list[TrialRecord]:
-        cfg = config(race_top=2, race_splits=6, init_points=init_points, n_iter=8 - init_points)
-        store = Storage(sqlite_url(tmp_path / f"{init_points}.db"))
-        try:
-            study, _ = searched(store, cfg)
-            return store.trials(study)
-        finally:
-            store.close()
-
-    late = raced(6)
-    assert not any(t.race_seeds for t in late[:6]), "none of the 6 random points is raced"
-    # ... though some ranked in the top 2 of the others then (the rule before raced those).
-    losses = [t.loss for t in late]
-    assert any(expected_rounds(t, losses[:k], 2, 6, 0) for k, t in enumerate(late[:6]))
-    early = raced(2)
-    assert any(t.race_seeds for t in early[2:6]), "with 2 random points, guided ones race"
-
-
-def test_racing_off_runs_each_point_once(storage):
-    study, objective = searched(storage, config(race_top=0))
-    trials = storage.trials(study)
-    assert len(objective.calls) == len(trials) == 8
-    assert all(not t.race_seeds and len(t.split_losses) == 2 for t in trials)
-
-
-def test_racing_rounds_stop_before_the_time_kept_for_the_end(storage):
-    """A trial of 3 s calls that stays on top: a round starts while the time left before the
-    end's reserve (the room) is at least the trial's mean call, and no more."""
-    from tuner.search.racing import Racer
-
-    cfg = config(race_top=1, race_splits=10, init_points=2)
-    study = storage.create_study("s", {})
-    for i in range(3):
-        started = storage.start_trial(study, {"x": i}, {"x": i}, seed=i)
-        storage.finish_trial(started, state=TrialState.COMPLETE, loss=0.9, split_losses=[0.9] * 2)
-    calls: list[int] = []
-
-    def objective(params, seed):
-        calls.append(seed)
-        return Score(0.5, 0.0, (0.5, 0.5), (1, 1), 3.0 if len(calls) == 1 else 4.5)
-
-    rooms = iter([10.0, 3.75, 3.7])  # the mean call: 3 s, then 3.75 s, then 4 s
-    score = Racer(objective, cfg, storage, study, lambda _: next(rooms))({"x": 9}, 77)
-    assert len(calls) == 3 and len(score.race_seeds) == 2, "two rounds fit, the third does not"
-    assert score.race_seconds == pytest.approx(9.0)
-    unbounded = Racer(objective, cfg, storage, study, lambda _: None)({"x": 9}, 77)
-    assert len(unbounded.race_seeds) == 4, "no time budget: raced to race_splits"
-
-
-@pytest.mark.parametrize("slots", [0, 2])  # 0: run_search; 2: run_pool with two slots
-def test_a_search_with_no_room_left_races_no_round(tmp_path, slots):
-    from tuner.engine.budget import Deadline
-    from tuner.engine.slots import Slot, run_pool
-
-    cfg = config(race_top=2, race_splits=6, n_iter=16)  # enough guided trials that some race
-    rounds = {}
-    for name, end in (("none", 2 * 10**6), ("roomy", 0.0)):  # none: the end's time has begun
-        store = Storage(sqlite_url(tmp_path / f"{name}.db"))
-        try:
-            study, objective = open_study(store, "s", cfg, False), Noisy(2)
-            deadline = Deadline(10**6, end=lambda _, end=end: end)
-            if slots:
-                pairs = [(Slot(i, None), objective) for i in range(slots)]
-                run_pool(cfg, store, study, pairs, QuietReporter(), deadline)
-            else:
-                run_search(cfg, store, study, objective, QuietReporter(), deadline)
-            trials = store.trials(study)
-        finally:
-            store.close()
-        assert len(trials) == cfg.search.budget
-        rounds[name] = sum(len(t.race_seeds) for t in trials)
-        assert len(objective.calls) == len(trials) + rounds[name]
-    assert rounds["none"] == 0 and rounds["roomy"] > 0, rounds
-
-
-def test_a_failed_racing_round_fails_its_trial(storage):
-    cfg = config(race_top=1, race_splits=4, init_points=1, n_iter=5, max_consecutive_failures=9)
-    own = {trial_seed(5, k) for k in range(6)}
-    study, objective = searched(storage, cfg, Noisy(2, fail_if=lambda _p, s: s not in own))
-    trials = storage.trials(study)
-    raced = [t for t in trials if t.state == TrialState.FAILED]
-    assert raced and len(objective.calls) == 6 + len(raced)
-    assert all(t.error_kind == "diverged" and "racing round 1" in t.error for t in raced)
-    assert trials[0].state == TrialState.COMPLETE, "the first trial has nothing to race"
-
-
 # --- the final re-score ------------------------------------------------------------------
 
 
 def test_finalists_are_rescored_on_unused_splits_and_the_best_mean_wins(storage):
-    cfg = config(race_top=2, race_splits=4, final_candidates=3)
+    cfg = config(final_candidates=3)
     study, search_objective = searched(storage, cfg)
     final = Noisy(2)
     rescore_final(cfg, storage, study, final, QuietReporter())
@@ -267,14 +140,14 @@ class FirstBetter(Noisy):
 
 
 def test_a_resumed_search_reuses_rescores_and_rescores_a_new_top(storage):
-    cfg = config(race_top=0, final_candidates=2)
+    cfg = config(final_candidates=2)
     study, _ = searched(storage, cfg)
     rescore_final(cfg, storage, study, Noisy(2), QuietReporter())
     again = Noisy(2)
     rescore_final(cfg, storage, study, again, QuietReporter())
     assert again.calls == [], "finished re-scores are not redone"
     before = {t.number for t in candidates(storage.trials(study), 2)}
-    bigger = config(race_top=0, final_candidates=2, n_iter=8)
+    bigger = config(final_candidates=2, n_iter=8)
     searched(storage, bigger, objective=FirstBetter(2), resume=True)
     ranked_after = candidates(storage.trials(study), 2)
     after = {t.number for t in ranked_after}
@@ -289,7 +162,7 @@ def test_a_resumed_search_reuses_rescores_and_rescores_a_new_top(storage):
 
 
 def test_a_failed_rescore_drops_its_candidate(storage):
-    cfg = config(race_top=0, final_candidates=3)
+    cfg = config(final_candidates=3)
     study, _ = searched(storage, cfg)
     top = candidates(storage.trials(study), 3)
     doomed = top[0].params
@@ -303,7 +176,7 @@ def test_a_failed_rescore_drops_its_candidate(storage):
 
 
 def test_every_rescore_failing_falls_back_to_the_search_time_winner(storage):
-    cfg = config(race_top=0, final_candidates=2)
+    cfg = config(final_candidates=2)
     study, _ = searched(storage, cfg)
     rescore_final(cfg, storage, study, Noisy(2, fail_if=lambda *_: True), QuietReporter())
     found = study_result(storage, study).winner
@@ -312,7 +185,7 @@ def test_every_rescore_failing_falls_back_to_the_search_time_winner(storage):
 
 
 def test_ctrl_c_during_rescoring_keeps_what_is_done_and_resume_finishes(storage):
-    cfg = config(race_top=0, final_candidates=3)
+    cfg = config(final_candidates=3)
     study, _ = searched(storage, cfg)
 
     def interrupt(call: int) -> None:
@@ -337,7 +210,7 @@ def test_ctrl_c_during_rescoring_keeps_what_is_done_and_resume_finishes(storage)
 
 
 def test_the_winner_is_confirmed_on_splits_the_search_and_the_finalists_never_used(storage):
-    cfg = config(race_top=2, race_splits=4, final_candidates=3, confirm_splits=3)
+    cfg = config(final_candidates=3, confirm_splits=3)
     study, search_objective = searched(storage, cfg)
     scorer = Noisy(2)
     rescore_final(cfg, storage, study, scorer, QuietReporter())
@@ -366,7 +239,7 @@ def test_the_winner_is_confirmed_on_splits_the_search_and_the_finalists_never_us
 
 
 def test_one_finalist_or_confirm_splits_0_is_not_confirmed(storage):
-    study, _ = searched(storage, config(race_top=0, final_candidates=1, confirm_splits=4))
+    study, _ = searched(storage, config(final_candidates=1, confirm_splits=4))
     scorer = Noisy(2)
     rescore_final(
         config(final_candidates=1, confirm_splits=4), storage, study, scorer, QuietReporter()
@@ -379,7 +252,7 @@ def test_one_finalist_or_confirm_splits_0_is_not_confirmed(storage):
 
 
 def test_a_failed_confirmation_reports_the_rescored_loss(storage):
-    cfg = config(race_top=0, final_candidates=2, confirm_splits=2)
+    cfg = config(final_candidates=2, confirm_splits=2)
     study, _ = searched(storage, cfg)
     finals = set(final_seeds(cfg, storage.trials(study)))
     failing = Noisy(2, fail_if=lambda _p, seed: seed not in finals)
@@ -403,7 +276,7 @@ class Flat(Noisy):
 
 
 def test_the_confirmed_loss_is_unbiased_where_the_best_finalists_mean_is_not(storage):
-    study, _ = searched(storage, config(race_top=0))
+    study, _ = searched(storage, config())
     picked, reported = [], []
     for seed in range(60):  # 60 final re-scores of 5 equal finalists, each on its own splits
         cfg = config(seed=seed, final_candidates=5, final_splits=4, confirm_splits=4)
@@ -455,8 +328,8 @@ def test_a_new_search_time_best_without_rescore_is_reported_as_not_rescored():
 
 
 def test_a_mean_on_few_splits_must_be_lower_to_become_the_finalist():
-    # A real search's lone finalist was a random point's 0.6184 on 2 splits (re-scored 0.6538),
-    # over a raced 0.6231 on 6: ranked by mean plus a standard error, the raced one goes first.
+    # A lucky mean on 2 splits against a slightly higher one on 6: ranked by mean plus a
+    # standard error, the better-known one goes first.
     def trial(number, losses):
         return TrialRecord(
             number, TrialState.COMPLETE, {"x": number}, {"x": number}, 10 + number,
@@ -464,10 +337,10 @@ def test_a_mean_on_few_splits_must_be_lower_to_become_the_finalist():
         )  # fmt: skip
 
     lucky = trial(0, [0.60, 0.64])
-    raced = trial(1, [0.58, 0.66, 0.60, 0.64, 0.61, 0.65])
+    known = trial(1, [0.58, 0.66, 0.60, 0.64, 0.61, 0.65])
     poor = [trial(n, [0.70 + n / 100, 0.74]) for n in (2, 3)]
-    trials = [lucky, raced, *poor]
-    assert lucky.loss < raced.loss
+    trials = [lucky, known, *poor]
+    assert lucky.loss < known.loss
     assert [t.number for t in candidates(trials, 3)] == [1, 0, 2]
     found = winner(trials)
     assert found.trial.number == 1 and not found.rescored, "the first finalist, not re-scored"
@@ -499,58 +372,50 @@ def cli(tmp_path: Path, monkeypatch):
 NOISY = ("--objective", "tests.objectives:noisy")
 
 
-def test_search_json_best_and_trials_report_the_rescored_winner(
-    cli, write_config, tmp_path, monkeypatch
-):
-    # Losses that follow the baseline: with pure noise the slope's sign was chance (clipped to
-    # 0, no adjustment, with scikit-learn 1.9's baseline), and the adjustment went untested.
-    monkeypatch.setenv("TUNER_TEST_BASELINE", "1")
+def test_search_json_best_and_trials_report_the_rescored_winner(cli, write_config, tmp_path):
+    # conftest's tiny end: 2 finalists on 4 fresh splits, the winner confirmed on 2 more.
     config = write_config("n", search={"init_points": 4, "n_iter": 4, "seed": 3})
     result = cli("search", config, *NOISY, "--json")
     assert result.exit_code == 0, result.output
+    assert "end: 2 finalist(s) re-scored on fresh splits (4 each)" in result.stderr
     found = json.loads(result.stdout)
     trials = json.loads(cli("trials", config, "--json").stdout)["trials"]
     finals = {t["trial"]: t["final"] for t in trials if t["final"]}
-    assert len(finals) == 3 and found["final_splits"] == 10 and found["final_candidates"] == 3
+    assert len(finals) == 2 and found["final_splits"] == 4 and found["final_candidates"] == 2
     assert found["final_loss"] == min(f["loss"] for f in finals.values())
     confirm = trials[found["trial"]]["confirm"]
-    assert found["confirm_splits"] == confirm["splits"] == 10
-    # The confirmation's mean, less how much easier its splits are than 10 others (difficulty.py)
-    difficulty = trials[found["trial"]]["difficulty"]
-    assert difficulty["seeds"] == confirm["seeds"] and difficulty["reference_splits"] == 10
-    assert len(difficulty["baseline"]) == 10 and difficulty["pairs"] == 40, "3 finals + confirm"
-    assert 0.5 < difficulty["slope"] < 1.5, "losses follow the baseline one for one"
-    shift = difficulty["slope"] * (np.mean(difficulty["baseline"]) - difficulty["reference"])
-    assert found["raw_loss"] == confirm["loss"] and found["difficulty_shift"] == pytest.approx(
-        shift
-    )
-    assert found["loss"] == pytest.approx(confirm["loss"] - shift)
+    assert found["confirm_splits"] == confirm["splits"] == found["loss_splits"] == 2
+    assert found["loss"] == confirm["loss"], "reported on splits that did not choose it"
+    assert found["loss_se"] == pytest.approx(confirm["loss_std"] / 2**0.5)
     assert sum(t["confirm"] is not None for t in trials) == 1, "the winner only"
     assert found["search_loss"] == trials[found["trial"]]["loss"] != found["loss"]
+    assert 0 < found["end_seconds"] < found["run_seconds"]
     best = json.loads(cli("best", config, "--json").stdout)
     assert {k: best[k] for k in found if k in best} == {k: found[k] for k in found if k in best}
-    # The final and confirmation splits' seeds are not ones the search used, for its trials or
-    # racing rounds, nor each other's.
+    # The final and confirmation splits' seeds are not ones the search used, nor each other's.
     logged = calls(tmp_path / "calls.log")
     final_seeds = {tuple(f["seeds"]) for f in finals.values()}
-    assert len(final_seeds) == 1 and len(next(iter(final_seeds))) == 5, "10 splits, 5 chunks"
+    assert len(final_seeds) == 1 and len(next(iter(final_seeds))) == 2, "4 splits, 2 chunks"
     final_seeds = set(next(iter(final_seeds)))
     confirm_seeds = set(confirm["seeds"])
-    searched = {t["seed"] for t in trials} | {s for t in trials for s in t["race_seeds"]}
-    assert len(searched) == 8 + sum(len(t["race_seeds"]) for t in trials)
-    expected = [*searched, *list(final_seeds) * 3, *confirm_seeds]
+    searched = {t["seed"] for t in trials}
+    assert len(searched) == 8
+    expected = [*searched, *list(final_seeds) * 2, *confirm_seeds]
     assert sorted(s for _, s, _ in logged) == sorted(expected)
     fresh = final_seeds | confirm_seeds
-    assert len(fresh) == 10 and all(s + 2 <= f or f + 2 <= s for s in searched for f in fresh)
+    assert len(fresh) == 3 and all(s + 2 <= f or f + 2 <= s for s in searched for f in fresh)
     # A resumed search with nothing left to do re-scores nothing.
     again = cli("search", config, *NOISY, "--resume", "--json")
-    assert again.exit_code == 0 and json.loads(again.stdout) == found
+    assert again.exit_code == 0
+    assert {k: v for k, v in json.loads(again.stdout).items() if "seconds" not in k} == {
+        k: v for k, v in found.items() if "seconds" not in k
+    }
     assert calls(tmp_path / "calls.log") == logged
-    assert "3 already re-scored" in again.stderr
+    assert "2 already re-scored" in again.stderr
 
 
 def test_final_candidates_0_reports_the_search_time_loss(cli, write_config, tmp_path):
-    config = write_config("off", search={"final_candidates": 0, "race_top": 0})
+    config = write_config("off", search={"final_candidates": 0})
     result = cli("search", config, *NOISY, "--json")
     assert result.exit_code == 0, result.output
     found = json.loads(result.stdout)
@@ -561,7 +426,7 @@ def test_final_candidates_0_reports_the_search_time_loss(cli, write_config, tmp_
 
 def test_a_failed_rescore_in_a_worker_process_is_recorded(cli, write_config, monkeypatch):
     monkeypatch.setenv("TUNER_TEST_FAIL_REPEAT", "1")  # every re-score fails
-    config = write_config("bad", search={"final_candidates": 2, "race_top": 0})
+    config = write_config("bad", search={"final_candidates": 2})
     result = cli("search", config, *NOISY, "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["final_splits"] == 0, "no finalist left: search-time"
@@ -595,6 +460,6 @@ def test_in_a_shared_study_only_tuner_search_rescores_once(write_config, tmp_pat
     storage.close()
     seeds = {s for t in trials if t.final is not None for s in t.final.seeds}
     final = [(parent, seed) for parent, seed, _ in calls(log) if seed in seeds]
-    assert len(seeds) == 5 and len(final) == 3 * 5, "3 finalists, 5 chunks each, once"
+    assert len(seeds) == 2 and len(final) == 2 * 2, "2 finalists, 2 chunks each, once"
     assert {p for p, _ in final} == {search.pid}, "by tuner search"
-    assert json.loads(out)["final_candidates"] == 3
+    assert json.loads(out)["final_candidates"] == 2

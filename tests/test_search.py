@@ -78,7 +78,7 @@ def test_runs_the_budget_and_reports_the_best(storage):
         "params",
         "study",
         "storage",
-        "seconds",
+        "run_seconds",
         "end_seconds",
     }
     assert result.to_dict()["final_splits"] == 0, "run_search alone does not re-score"

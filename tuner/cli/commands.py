@@ -17,8 +17,8 @@ import click
 import tuner
 from tuner import __version__
 from tuner.cli import options
-from tuner.errors import SearchInterrupted, TunerError
 from tuner.engine.signals import leave_on_next_signal
+from tuner.errors import SearchInterrupted, TunerError
 
 
 @contextmanager
@@ -158,8 +158,8 @@ def worker(
 ) -> None:
     """Join a study: read its config from the database and run trials until its budget is spent."""
     with _handled(debug):
-        from tuner.outputs.report import print_search_result
         from tuner.engine.api import Parallel, join_study, joined_config
+        from tuner.outputs.report import print_search_result
 
         cfg = joined_config(storage, study_name, overrides)
         names, reporter = _reporter(cfg, quiet)
@@ -204,9 +204,10 @@ def evaluate(
     with _handled(debug):
         from tuner.config.schema import load_config
         from tuner.config.space import SearchSpace
+        from tuner.engine.api import evaluate_config
         from tuner.outputs.progress import stderr_console
         from tuner.outputs.report import print_score
-        from tuner.engine.api import evaluate_config, load_for_scoring
+        from tuner.training.evaluate import load_for_scoring
 
         cfg = load_config(config, overrides)
         params = SearchSpace(cfg.space).params_from_options(vector, assignments)

@@ -13,8 +13,6 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from tuner.config.schema import Config, Scalar, validate_stored
-from tuner.errors import StudyError
-from tuner.optimize.asking import Asker
 from tuner.engine.budget import Deadline, end_room, final_reserve, fit_final
 from tuner.engine.final import rescore
 from tuner.engine.loop import SearchResult, open_study, run_trials, study_result
@@ -22,10 +20,12 @@ from tuner.engine.reporter import Reporter
 from tuner.engine.signals import Signals
 from tuner.engine.slots import parse_gpus, plan_slots
 from tuner.engine.worker import DEFAULT_FACTORY, Worker
+from tuner.errors import StudyError
+from tuner.optimize.asking import Asker
 from tuner.study.store import Storage, StudyRecord, TrialRecord, require_database
 from tuner.study.warmstart import warm_trials
 from tuner.training.architecture import Architecture
-from tuner.training.evaluate import Score, architecture_for, size_limit
+from tuner.training.evaluate import Score, architecture_for, load_for_scoring, size_limit
 
 
 @dataclass(frozen=True)
@@ -108,15 +108,6 @@ def join_study(
             return _run(config, storage, study, run, reporter or Reporter())
         finally:
             storage.close()
-
-
-def load_for_scoring(config: Config) -> Any:
-    """Load the config's data and check that its splits can be made, before any output or work."""
-    from tuner.training.data import load_dataset, make_splits
-
-    dataset = load_dataset(config.data)
-    make_splits(dataset, config.evaluation.splits, config.evaluation.test_size, 0)
-    return dataset
 
 
 def evaluate_config(

@@ -19,9 +19,9 @@ from functools import partial
 import numpy as np
 
 from tuner.config.schema import Config, Scalar
-from tuner.errors import SearchInterrupted, TrialFailed, UsageError
 from tuner.engine.reporter import Reporter
 from tuner.engine.signals import Signals
+from tuner.errors import SearchInterrupted, TrialFailed, UsageError
 from tuner.study.store import FinalScore, Storage, StudyRecord, TrialRecord
 from tuner.study.winner import finalist_order, winner
 from tuner.training.evaluate import Score

@@ -16,6 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tuner.config.schema import Config, Scalar, space_differences, validate_stored
+from tuner.engine.budget import Deadline, describe_end
+from tuner.engine.reporter import Reporter
+from tuner.engine.signals import Signals
 from tuner.errors import (
     SearchFailed,
     SearchInterrupted,
@@ -25,9 +28,6 @@ from tuner.errors import (
     UsageError,
 )
 from tuner.optimize.asking import Asker
-from tuner.engine.budget import Deadline, describe_end
-from tuner.engine.reporter import Reporter
-from tuner.engine.signals import Signals
 from tuner.study.heartbeat import Heartbeat
 from tuner.study.store import RERUN_KINDS, Storage, StudyRecord, TrialRecord, TrialState
 from tuner.study.warmstart import warm_trials
@@ -62,7 +62,7 @@ class SearchResult:
             "params": self.best.params,
             "study": self.study,
             "storage": self.storage,
-            "seconds": self.seconds,
+            "run_seconds": self.seconds,
             "end_seconds": self.end_seconds,
         }
 

@@ -19,8 +19,8 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from tuner.config.schema import Config, Scalar, validate_config
-from tuner.errors import TrialFailed, UsageError
 from tuner.engine.signals import held_signals
+from tuner.errors import TrialFailed, UsageError
 
 Factory = Callable[[Config, Any], Callable[[Mapping[str, Scalar], int], Any]]
 DEFAULT_FACTORY = "tuner.training.evaluate:make_objective"

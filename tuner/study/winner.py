@@ -59,7 +59,12 @@ class Winner:
         text = f"#{trial.number}: loss {self.loss:.4f} ± {self.loss_se:.4f}"
         if not self.rescored:
             return f"{text} (search-time, {self.reported_splits} splits; not re-scored)"
-        return f"{text} on {self.reported_splits} fresh splits"
+        text += f" on {self.reported_splits} fresh splits"
+        confirm = trial.confirm
+        if not self.confirmed and confirm is not None and not confirm.ok:
+            text += f" (its confirmation failed: {confirm.error_kind}; the best of "
+            text += f"{self.final_candidates} finalists' means is biased low)"
+        return text
 
     def to_dict(self) -> dict[str, Any]:
         """The keys `--json` adds to the winner's trial."""
