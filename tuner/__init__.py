@@ -29,9 +29,9 @@ from tuner.errors import (
 
 if TYPE_CHECKING:
     from tuner.config.schema import Config
-    from tuner.outputs.export import ExportedModel
     from tuner.engine.loop import SearchResult
     from tuner.engine.reporter import Reporter
+    from tuner.outputs.export import ExportedModel
     from tuner.study.results import StudyResults
     from tuner.training.evaluate import Score
 

@@ -9,8 +9,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from tuner.outputs.report import format_params, format_value
 from tuner.engine.reporter import Reporter
+from tuner.outputs.report import format_params, format_value
 from tuner.study.store import FinalScore, TrialRecord, TrialState
 from tuner.study.winner import Winner
 
