@@ -1,8 +1,4 @@
-"""The named hyperparameters a space may hold, what each may take, and the checks of a space entry.
-
-Pure: no Keras. `config.py` validates `space` with `check_domain`; `architecture.py` reads a
-point's values with `checked_number` and `checked_choice`.
-"""
+"""The named hyperparameters a space may hold, what each may take, and the checks of a value."""
 
 from __future__ import annotations
 
@@ -23,11 +19,8 @@ OPTIMIZERS = ("adam", "sgd", "rmsprop")
 
 @dataclass(frozen=True)
 class Hyperparameter:
-    """What one named hyperparameter may take.
-
-    `default` None means it must be in `space`, unless `optional`: then its value comes from
-    elsewhere in the config when `space` does not name it (activation: network.activation).
-    """
+    """What one hyperparameter may take; without a `default` it must be in `space`, unless
+    `optional` (activation: network.activation stands in)."""
 
     kind: Literal["float", "int", "bool", "choice"]
     low: float | None = None
@@ -42,13 +35,9 @@ class Hyperparameter:
 
 HYPERPARAMETERS: dict[str, Hyperparameter] = {
     "dropout": Hyperparameter("float", 0.0, 1.0, high_open=True, example="{low: 0.0, high: 0.5}"),
-    "learning_rate": Hyperparameter(
-        "float", 0.0, None, example="{low: 1.0e-4, high: 0.1, log: true}"
-    ),
+    "learning_rate": Hyperparameter("float", 0.0, example="{low: 1.0e-4, high: 0.1, log: true}"),
     "neuron_pct": Hyperparameter("float", 0.0, 1.0, low_open=True, example="{low: 0.01, high: 1}"),
-    "neuron_shrink": Hyperparameter(
-        "float", 0.0, None, low_open=True, example="{low: 0.01, high: 1}"
-    ),
+    "neuron_shrink": Hyperparameter("float", 0.0, low_open=True, example="{low: 0.01, high: 1}"),
     "batch_norm": Hyperparameter("bool", default=False),
     "batch_size": Hyperparameter("int", 1.0, None, default=32),
     "activation": Hyperparameter("choice", choices=ACTIVATIONS, optional=True),
@@ -112,8 +101,7 @@ def _check_in_domain(where: str, key: str, value: float | None, hp: Hyperparamet
 
 
 def checked_number(params: Mapping[str, Any], name: str) -> float:
-    """A real hyperparameter of a point (its default when absent), refused unless finite and
-    in its domain."""
+    """A real hyperparameter of a point (its default when absent), finite and in its domain."""
     hp = HYPERPARAMETERS[name]
     value = params.get(name, hp.default)
     low = "" if hp.low is None else f"{'above' if hp.low_open else 'at least'} {hp.low:g}"

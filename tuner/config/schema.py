@@ -1,7 +1,4 @@
-"""The search config: YAML in, validated frozen objects out.
-
-Every rule lives here, and every error names the key path, the value and what is allowed.
-"""
+"""The search config's rules: every error names the key path, the value and what is allowed."""
 
 from __future__ import annotations
 
@@ -9,14 +6,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tuner.config.duration import parse_duration
 from tuner.config.hyperparameters import ACTIVATIONS, HYPERPARAMETERS, Scalar, check_domain
@@ -31,9 +21,7 @@ class _Section(BaseModel):
 class Param(_Section):
     """One entry of `space`: a fixed value, a range (`low`/`high`) or a choice (`values`)."""
 
-    model_config = ConfigDict(
-        extra="forbid", frozen=True, strict=True, allow_inf_nan=False, populate_by_name=True
-    )
+    model_config = ConfigDict(populate_by_name=True)  # merged with _Section's
 
     value: Scalar | None = None
     low: float | None = None
@@ -145,8 +133,7 @@ class EvaluationConfig(_Section):
     epochs: int = Field(500, ge=1)
     patience: int = Field(10, ge=0)
     min_delta: float = Field(0.001, ge=0.0)
-    # 100M parameters take about 2 GB with Adam's state and a best-weights copy: a 24 GiB,
-    # 2-core machine never swaps, though such a network trains for hours there.
+    # 100M parameters take about 2 GB with Adam's state and a best-weights copy.
     max_params: int = Field(100_000_000, ge=1)
     timeout: float | None = Field(None, gt=0.0)
     worker_trials: int = Field(50, ge=1)
@@ -188,9 +175,7 @@ class SearchConfig(_Section):
     def _duration(cls, value: Any) -> Any:
         return None if value is None else parse_duration(value)
 
-    # The end of the search (tuner/engine/final.py): the finalists' re-score on fresh splits and
-    # the winner's confirmation, each at most this many; 0 finalists turns the end off. The
-    # whole end is sized to at most `final_share` of the run's wall time.
+    # The end of the search (engine/final.py); 0 finalists turns it off.
     final_candidates: int = Field(3, ge=0)
     final_splits: int = Field(10, ge=2)
     confirm_splits: int = Field(10, ge=0)
@@ -256,17 +241,12 @@ class Config(_Section):
 
 
 def space_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
-    """Keys of `space` whose definitions differ between two full spaces
-    (`Config.full_space`)."""
+    """Keys of `space` whose definitions differ between two `Config.full_space`s."""
     keys = sorted(set(old) | set(new))
     return [f"space.{k}" for k in keys if old.get(k) != new.get(k)]
 
 
-# --- validation -----------------------------------------------------------------------------
-
-
-# Keys that earlier versions took and this one does not: a user's config that names one is
-# refused with the reason, while a study stored with one still opens (`validate_stored`).
+# Keys of earlier versions: a config that names one is refused, a stored study still opens.
 REMOVED_KEYS: dict[str, str] = {
     "search.race_top": "racing found no better winners at equal time",
     "search.race_splits": "racing found no better winners at equal time",
@@ -277,10 +257,11 @@ REMOVED_KEYS: dict[str, str] = {
 
 
 def validate_config(raw: Mapping[str, Any]) -> Config:
-    """Validate a raw mapping into a Config, raising ConfigError with one line per problem."""
+    """A Config from a raw mapping; ConfigError with one line on the first problem."""
+    sections = raw if isinstance(raw, Mapping) else {}
     for key, reason in REMOVED_KEYS.items():
         section, name = key.split(".")
-        if isinstance(raw.get(section), Mapping) and name in raw[section]:
+        if isinstance(sections.get(section), Mapping) and name in sections[section]:
             raise ConfigError(f"{key}: this key was removed ({reason}); delete it")
     try:
         return Config.model_validate(raw)
@@ -289,8 +270,7 @@ def validate_config(raw: Mapping[str, Any]) -> Config:
 
 
 def validate_stored(raw: Mapping[str, Any]) -> Config:
-    """`validate_config` for a config stored in a study by an earlier version: removed keys
-    are dropped, so that its study still opens and reads."""
+    """`validate_config` for a stored config: removed keys are dropped, so old studies open."""
     data = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in raw.items()}
     for key in REMOVED_KEYS:
         section, name = key.split(".")
@@ -311,7 +291,7 @@ def load_config(path: Path, overrides: Iterable[str] = ()) -> Config:
 
 
 def _key(part: object) -> str:
-    """One part of a key path: as written, or quoted when it is empty or not printable."""
+    """A key path's part as written, or quoted when empty or not printable."""
     text = str(part)
     return text if text.isprintable() and text.strip() == text and text else repr(text)
 
@@ -345,7 +325,7 @@ def format_error(error: Mapping[str, Any]) -> str:
     return f"{where}: {message} (got {got!r}); {hint}"
 
 
-# What to do, for pydantic's own error kinds (the rule itself is in pydantic's message).
+# What to do, for pydantic's own error kinds (its message says the rule).
 _HINTS = {
     "int_type": "write a whole number, e.g. 5",
     "int_parsing": "write a whole number, e.g. 5",

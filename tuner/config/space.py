@@ -1,9 +1,5 @@
-"""The search space: named hyperparameters <-> the optimiser's coordinates.
-
-Only this module knows the encoding. Every range is scaled to the unit interval (log ranges in
-log space) so the Gaussian process sees comparable dimensions; whole-number ranges are rounded on
-the way out; choices are bayes_opt categoricals labelled by their JSON text.
-"""
+"""Named hyperparameters <-> the optimiser's coordinates: ranges scaled to [0, 1] (log ranges
+in log space), whole numbers rounded on the way out, choices as categoricals of their JSON text."""
 
 from __future__ import annotations
 
@@ -18,9 +14,8 @@ from tuner.config.hyperparameters import HYPERPARAMETERS, Hyperparameter, Scalar
 from tuner.config.schema import Param
 from tuner.errors import UsageError
 
-# A coordinate this close to a bound is the bound: the acquisition's polish stops at 1e-17
-# rather than at 0 (a dropout of 1.4e-17 in the progress lines), and exp(log(low)) is not low
-# to the last digit (a learning rate of 0.00010000000000000009 in --json).
+# A coordinate this close to a bound is the bound: the polish stops near 0 rather than at it,
+# and exp(log(low)) is not low to the last digit.
 EDGE = 1e-9
 
 Coordinate = float | str
@@ -56,9 +51,7 @@ class Dimension:
         else:
             value = low + u * (high - low)
         value = min(max(value, low), high)
-        if self.hp.kind == "int":
-            return round(value)
-        return value
+        return round(value) if self.hp.kind == "int" else value
 
     def to_coordinate(self, value: Scalar) -> Coordinate:
         """The optimiser coordinate of a value (the inverse of `to_value`)."""
@@ -70,10 +63,7 @@ class Dimension:
         return (float(value) - low) / (high - low)
 
     def check(self, value: Scalar, source: str = "") -> Scalar:
-        """Validate a user-given value for this dimension; returns it in its proper type.
-
-        `source` (`--vector`, `--param`) starts the message, so it names the option and the name.
-        """
+        """A user's value checked and in its proper type; `source` names the option."""
         where = f"{source} {self.name}".strip()
         if self.param.kind == "choice":
             for allowed in self.param.values or []:
@@ -165,11 +155,8 @@ class SearchSpace:
             if not sep:
                 raise UsageError(f"--param {item}: expected name=value, e.g. learning_rate=0.001")
             if name not in by_name:
-                hint = (
-                    f"fixed in the config ({self.fixed[name]!r})"
-                    if name in self.fixed
-                    else ("not a hyperparameter of this space")
-                )
+                fixed = f"fixed in the config ({self.fixed.get(name)!r})"
+                hint = fixed if name in self.fixed else "not a hyperparameter of this space"
                 raise UsageError(f"--param {name}: {hint}; searched: {', '.join(self.names)}")
             given[name] = by_name[name].check(_parse_scalar(f"--param {name}", text), "--param")
         missing = [n for n in self.names if n not in given]

@@ -1,11 +1,9 @@
-"""Reading a config file's YAML strictly (no duplicate keys, no aliases, no deep nesting), and
-applying `--set KEY=VALUE` overrides to what was read.
-
-Every error is a one-line ConfigError that names the file (or `--set KEY`) and the line.
-"""
+"""Strict YAML (no duplicate keys, aliases or deep nesting) and `--set KEY=VALUE` overrides;
+every error is one line naming the file (or `--set KEY`) and the line."""
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Hashable, Iterable
 from pathlib import Path
 from typing import Any
@@ -71,7 +69,7 @@ def parse_yaml(text: str, source: str) -> Any:
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
-    """Read a config file into a mapping, with one-line errors for every way it can be wrong."""
+    """A config file's mapping, with a one-line error for every way it can be wrong."""
     if not path.exists():
         raise ConfigError(f"{path}: file not found; check the path")
     if path.is_dir():
@@ -96,7 +94,7 @@ def read_config_file(path: Path) -> dict[str, Any]:
 
 def apply_overrides(raw: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
     """Apply `key.path=value` overrides (value parsed as YAML) to a copy of `raw`."""
-    result = _deep_copy(raw)
+    result = copy.deepcopy(raw)
     for item in overrides:
         key, sep, text = item.partition("=")
         parts = key.strip().split(".")
@@ -112,17 +110,8 @@ def apply_overrides(raw: dict[str, Any], overrides: Iterable[str]) -> dict[str, 
             node = child
         node[parts[-1]] = value
         if parts == ["data", "path"] and isinstance(value, str) and not is_url(value):
-            # A path typed on the command line is relative to where the user stands.
-            node[parts[-1]] = str(Path(value).expanduser().resolve())
+            node[parts[-1]] = str(Path(value).expanduser().resolve())  # relative to the user
     return result
-
-
-def _deep_copy(raw: Any) -> Any:
-    if isinstance(raw, dict):
-        return {k: _deep_copy(v) for k, v in raw.items()}
-    if isinstance(raw, list):
-        return [_deep_copy(v) for v in raw]
-    return raw
 
 
 def is_url(path: str) -> bool:
