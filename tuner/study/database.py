@@ -9,18 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import (
-    JSON,
-    Integer,
-    column,
-    create_engine,
-    event,
-    inspect,
-    or_,
-    select,
-    table,
-    text,
-)
+from sqlalchemy import JSON, Integer, column, create_engine, event, inspect, or_, table, text
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import (
     ArgumentError,
@@ -49,10 +38,7 @@ def require_database(
     key: str = "--storage",
     fix: str = "run `tuner search` first, or give --storage URL and --study NAME",
 ) -> None:
-    """Refuse a SQLite file that does not exist rather than create an empty database.
-
-    `key` names the option in the message and `fix` says what to do.
-    """
+    """Refuse a SQLite file that does not exist rather than create an empty database."""
     try:
         parsed = make_url(url)
     except ArgumentError as exc:
@@ -81,11 +67,8 @@ def open_engine(url: str) -> Engine:
 
 
 def _create_tables(engine: Engine) -> None:
-    """Create the tables and later columns that are missing.
-
-    Another process may create the same ones between create_all's check and its CREATE (a
-    search and a reader opening a new file at once): then look again.
-    """
+    """Create the missing tables and columns; look again when another process created one
+    between create_all's check and its CREATE."""
     for attempt in range(RACE_RETRIES + 1):
         try:
             _Base.metadata.create_all(engine)
@@ -97,20 +80,16 @@ def _create_tables(engine: Engine) -> None:
 
 
 def _created_meanwhile(exc: DBAPIError) -> bool:
-    """Whether the error says another connection created the table or column first: SQLite's
-    "already exists" and "duplicate column", PostgreSQL's DuplicateTable, DuplicateColumn and
-    its catalogue's unique key (two CREATEs of one table at the same moment)."""
+    """Whether another connection created the table or column first (SQLite's and PostgreSQL's
+    words for it, and PostgreSQL's catalogue key when two CREATEs meet)."""
     text = str(exc.orig)
     return any(s in text for s in ("already exists", "duplicate column", "duplicate key value"))
 
 
 @contextmanager
 def file_lock(engine: Engine) -> Iterator[None]:
-    """Hold a SQLite database file for one search; another holder is refused.
-
-    The lock is an flock on `<database>.lock`, so the system frees it when the holder dies,
-    even by kill -9. Server databases take no lock.
-    """
+    """Hold a SQLite database for one search (an flock on `<database>.lock`, which the system
+    frees when the holder dies); server databases take no lock."""
     if not _local_file(engine):
         yield
         return
@@ -130,11 +109,8 @@ def file_lock(engine: Engine) -> Iterator[None]:
 
 
 def process_lock(url: str) -> threading.Lock:
-    """One ask at a time per database within this process, first come first served.
-
-    The database lock serialises processes; this one queues the slots of one process before
-    it, so that SQLite's busy handler (which is not fair) does not starve one of many threads.
-    """
+    """One ask at a time per database in this process, first come first served: SQLite's
+    busy handler is not fair and would starve one of many threads."""
     with _PROCESS_LOCKS_GUARD:
         return _PROCESS_LOCKS.setdefault(url, threading.Lock())
 
@@ -167,20 +143,13 @@ def _add_later_columns(engine: Engine) -> None:
 
 
 def _copy_legacy_attrs(connection: Connection, names: list[str]) -> int:
-    """Copy the legacy `final`/`confirm` columns into `attrs` of rows that have none yet;
-    returns how many rows were written.
-
-    Earlier versions kept each score in a column of its own. The legacy columns are only
-    read, never changed, so an older tuner still reads the database as it wrote it. A row
-    gets `attrs` once: later opens find none left to copy (a JSON null, which some of those
-    versions wrote for a dropped score, is copied as absent). Each UPDATE checks that `attrs`
-    is still NULL, so two processes opening one database at once copy a row once.
-    """
+    """Copy the legacy `final`/`confirm` columns (left as they are, for older versions) into
+    `attrs` of rows without one, a JSON null as absent, each row once; returns how many."""
     trials = table(
         "trials", column("id", Integer), column("attrs", JSON), *(column(n, JSON) for n in names)
     )
     held = or_(*(trials.c[name].is_not(None) for name in names))
-    query = select(trials).where(trials.c.attrs.is_(None), held)
+    query = trials.select().where(trials.c.attrs.is_(None), held)
     copied = 0
     for row in connection.execute(query).mappings().all():
         attrs = {name: row[name] for name in names if row[name] is not None}

@@ -1,6 +1,5 @@
-"""Heartbeats: a thread that tells the study, every `search.heartbeat` seconds, which running
-trials this process still works on. A trial whose heartbeat is older than `search.grace` is
-failed as stale by the next ask, from any box, and its point is queued for a retry."""
+"""Heartbeats of this process's running trials; one older than `search.grace` is failed as stale
+by the next ask, from any box, and its point retried."""
 
 from __future__ import annotations
 

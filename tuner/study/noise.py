@@ -37,12 +37,8 @@ def pooled_variance(trials: Sequence[TrialRecord]) -> float | None:
 
 
 def mean_noise(trial: TrialRecord, pooled: float) -> float:
-    """The noise variance of a completed trial's mean loss: its split variance over n.
-
-    The split variance is the trial's own, moderated towards the pooled one (two splits give a
-    single degree of freedom); a trial with one split gets the pooled one. More splits (a raced
-    trial) weigh its own more and divide by more, so a raced point is known better.
-    """
+    """The noise variance of a trial's mean loss: its split variance, moderated towards the
+    pooled one (the pooled one alone with one split), over its splits."""
     losses = finite_splits(trial)
     n = len(losses)
     if n >= 2:

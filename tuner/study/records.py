@@ -21,10 +21,9 @@ class TrialState(enum.StrEnum):
     FAILED = "failed"
 
 
-# Failure kinds that say nothing sure about the point: its trial is run again and is not budget.
-# "stale": its worker stopped sending heartbeats (a dead box); "died": its worker process died
-# (killed, or exited in native code). Both are retried at most search.max_retries times, since
-# a point that kills every process it runs in must not be retried for ever.
+# Failure kinds that say nothing sure about the point: its trial runs again and is not budget.
+# "stale" (no heartbeats: a dead box) and "died" (its process died) are retried at most
+# search.max_retries times: a point that kills every process it runs in must not run for ever.
 RERUN_KINDS = frozenset({"interrupted", "stale", "died"})
 RETRY_LIMITED_KINDS = frozenset({"stale", "died"})
 
@@ -95,8 +94,7 @@ class StudyRecord:
 
 @dataclass(frozen=True)
 class FinalScore:
-    """A completed trial re-scored on fresh splits after the search (or how that failed):
-    `splits` splits, drawn in chunks from `seeds`."""
+    """A completed trial re-scored on `splits` fresh splits, drawn in chunks from `seeds`."""
 
     seeds: tuple[int, ...]
     splits: int
@@ -128,8 +126,7 @@ class FinalScore:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> FinalScore:
-        """Back from the stored JSON; keys this version does not know are ignored, so that a
-        score stored by a later version still reads."""
+        """Back from the stored JSON; a later version's keys are ignored."""
         known = {f.name for f in fields(cls)}
         values = {key: value for key, value in data.items() if key in known}
         for key in ("seeds", "split_losses", "epochs", "sizes"):
@@ -196,27 +193,18 @@ def _score(attrs: Mapping[str, Any], key: str) -> FinalScore | None:
 
 def _record(row: _TrialRow) -> TrialRecord:
     attrs = dict(row.attrs or {})
-    return TrialRecord(
-        id=row.id,
-        number=row.number,
-        state=TrialState(row.state),
-        point=dict(row.point),
-        params=dict(row.params),
-        seed=row.seed,
-        retry_of=row.retry_of,
-        loss=row.loss,
-        loss_std=row.loss_std,
-        split_losses=tuple(row.split_losses or ()),
-        epochs=tuple(row.epochs or ()),
-        seconds=row.seconds,
-        error_kind=row.error_kind,
-        error=row.error,
-        owner=row.owner,
-        worker=row.worker,
-        final=_score(attrs, "final"),
-        confirm=_score(attrs, "confirm"),
-        attrs=attrs,
-    )
+    converted = {
+        "state": TrialState(row.state),
+        "point": dict(row.point),
+        "params": dict(row.params),
+        "split_losses": tuple(row.split_losses or ()),
+        "epochs": tuple(row.epochs or ()),
+        "final": _score(attrs, "final"),
+        "confirm": _score(attrs, "confirm"),
+        "attrs": attrs,
+    }
+    plain = {f.name: getattr(row, f.name) for f in fields(TrialRecord) if f.name not in converted}
+    return TrialRecord(**plain, **converted)
 
 
 @dataclass(frozen=True)
@@ -231,8 +219,7 @@ class NewTrial:
 
 @dataclass(frozen=True)
 class Asked:
-    """The outcome of an ask: the trial started (None when there is nothing to start now) and
-    every trial of the study as the ask saw them, before the new one."""
+    """The trial an ask started (None: nothing to start now) and the trials it saw before."""
 
     trial: TrialRecord | None
     trials: tuple[TrialRecord, ...]

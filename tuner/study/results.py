@@ -1,9 +1,4 @@
-"""A finished (or running) study read back from its database: config, trials and the best one.
-
-The study-reading commands (`trials`, `best`, `report`, `export`) find a study the way
-`tuner search` stored it: a config file (its default run folder and study name) or a
-`--storage` URL and a `--study` name.
-"""
+"""A study read back from its database: config, trials and the winner."""
 
 from __future__ import annotations
 
@@ -39,8 +34,7 @@ class StudyResults:
 
     @property
     def winner(self) -> Winner:
-        """The reported winner (rescoring.winner): the best finalist by its re-scored loss,
-        else the lowest search-time loss; StudyError when no trial completed."""
+        """The reported winner (`winner.winner`); StudyError when no trial completed."""
         found = winner(self.trials)
         if found is None:
             raise StudyError(
@@ -79,11 +73,7 @@ def study_location(config: Path | None, storage: str | None, study: str | None) 
 
 
 def load_results(url: str, name: str) -> StudyResults:
-    """Read a study and its trials; StudyError naming the study when it is not there.
-
-    The stored config is read as `validate_stored` reads it, so that a study written by an
-    earlier version, with keys since removed, still opens.
-    """
+    """A study and its trials (the config read by `validate_stored`, so old studies open)."""
     require_database(url)
     storage = Storage(url)
     try:

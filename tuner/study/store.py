@@ -1,8 +1,5 @@
-"""The study database: studies and their trials, through SQLAlchemy (SQLite or PostgreSQL).
-
-Rows go out as frozen records; a trial is written as running before it trains and updated once
-when it ends, each write in its own transaction.
-"""
+"""Studies and their trials through SQLAlchemy: rows go out as frozen records; a trial is
+written as running before it trains and updated once when it ends, each write one transaction."""
 
 from __future__ import annotations
 
@@ -19,10 +16,12 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from tuner.errors import StudyError, TrialRejected
-from tuner.study.database import file_lock, open_engine, process_lock, require_database, sqlite_url
+from tuner.study.database import file_lock, open_engine, process_lock
+from tuner.study.database import require_database as require_database
+from tuner.study.database import sqlite_url as sqlite_url
+from tuner.study.records import RERUN_KINDS as RERUN_KINDS
+from tuner.study.records import RETRY_LIMITED_KINDS as RETRY_LIMITED_KINDS
 from tuner.study.records import (
-    RERUN_KINDS,
-    RETRY_LIMITED_KINDS,
     Asked,
     Chooser,
     FinalScore,
@@ -35,23 +34,7 @@ from tuner.study.records import (
     _TrialRow,
 )
 
-__all__ = [
-    "RERUN_KINDS",
-    "RESULT_FIELDS",
-    "RETRY_LIMITED_KINDS",
-    "Asked",
-    "Chooser",
-    "FinalScore",
-    "NewTrial",
-    "Storage",
-    "StudyRecord",
-    "TrialRecord",
-    "TrialState",
-    "require_database",
-    "sqlite_url",
-]
-
-
+_NO_SYNC = {"synchronize_session": False}
 # What finish_trial may write: a trial's state and its result or error.
 RESULT_FIELDS = frozenset(
     {"state", "loss", "loss_std", "split_losses", "epochs", "seconds", "error_kind", "error"}
@@ -79,8 +62,7 @@ class Storage:
         self._engine.dispose()
 
     def exclusive(self) -> AbstractContextManager[None]:
-        """Hold a SQLite study database for one search; another search on it is refused
-        (`database.file_lock`). Server databases are shared on purpose and take no lock."""
+        """Hold a SQLite study database for one search (`database.file_lock`)."""
         return file_lock(self._engine)
 
     def get_study(self, name: str) -> StudyRecord | None:
@@ -105,10 +87,7 @@ class Storage:
     def trials(self, study: StudyRecord) -> list[TrialRecord]:
         """Every trial of a study, by number."""
         with self._session() as session:
-            rows = session.scalars(
-                select(_TrialRow).where(_TrialRow.study_id == study.id).order_by(_TrialRow.number)
-            )
-            return [_record(row) for row in rows]
+            return [_record(row) for row in _trial_rows(session, study)]
 
     def start_trial(
         self,
@@ -124,13 +103,8 @@ class Storage:
             return _insert(session, study, new, _db_now(session))
 
     def ask(self, study: StudyRecord, choose: Chooser, grace: float) -> Asked:
-        """One serialised transaction: fail stale trials, choose, start the chosen trial.
-
-        The study is locked for the whole transaction (`SELECT ... FOR UPDATE` on a server,
-        `BEGIN IMMEDIATE` on SQLite), so concurrent workers ask one after another and each
-        sees the trials the others started. `choose` gets every trial (running ones too) and
-        returns what to start, or None to start nothing.
-        """
+        """Fail stale trials, `choose` from every trial (running ones too), start the chosen one:
+        one transaction with the study locked, so that workers ask one after another."""
         with process_lock(self.url), self._session() as session:
             self._lock(session, study)
             now = _db_now(session)
@@ -151,17 +125,7 @@ class Storage:
         if not trials:
             return 0
         with self._session() as session:
-            now = _db_now(session)
-            beaten = 0
-            for trial in trials:
-                result = session.execute(
-                    update(_TrialRow)
-                    .where(*_owned(trial))
-                    .values(heartbeat_at=now)
-                    .execution_options(synchronize_session=False)
-                )
-                beaten += int(result.rowcount or 0)
-            return beaten
+            return _update_owned(session, trials, heartbeat_at=_db_now(session))
 
     @property
     def shared(self) -> bool:
@@ -169,28 +133,20 @@ class Storage:
         return self._engine.dialect.name != "sqlite"
 
     def finish_trial(self, trial: TrialRecord, **values: Any) -> TrialRecord:
-        """Record how a running trial ended (state plus result or error fields).
+        """Record how a running trial ended (RESULT_FIELDS only; extras go to `set_attrs`).
 
-        Raises TrialRejected when the trial is not running under this owner any more: it was
-        failed as stale (or interrupted) and its point may already run elsewhere. Extras go
-        into `attrs` (`set_attrs`), not here: a name outside RESULT_FIELDS is a TypeError.
-        """
+        TrialRejected when this owner no longer runs it (failed as stale or interrupted)."""
         unknown = sorted(set(values) - RESULT_FIELDS)
         if unknown:
             raise TypeError(f"finish_trial: no trial field {', '.join(unknown)}")
         values = {k: _jsonable(v) for k, v in values.items()}
         values["state"] = TrialState(values["state"]).value
         with self._session() as session:
-            result = session.execute(
-                update(_TrialRow)
-                .where(*_owned(trial))
-                .values(**values, finished_at=_now())
-                .execution_options(synchronize_session=False)
-            )
+            updated = _update_owned(session, [trial], **values, finished_at=_now())
             row = session.get(_TrialRow, trial.id)
             if row is None:
                 raise StudyError(f"trial {trial.number} is not in the study any more")
-            if not result.rowcount:
+            if not updated:
                 raise TrialRejected(
                     f"trial {trial.number}: result rejected, the trial is {row.state} "
                     f"({row.error_kind or 'no error'}) and no longer owned by this worker"
@@ -200,23 +156,20 @@ class Storage:
     def record_final(
         self, trial: TrialRecord, final: FinalScore, *, confirm: bool = False
     ) -> TrialRecord:
-        """Store a completed trial's re-score on fresh splits (replacing an older one, and
-        dropping its confirmation, which was measured against the older one), or with
-        `confirm` the winner's confirmation score."""
+        """Store a completed trial's re-score (dropping its confirmation, measured against the
+        older one), or with `confirm` the winner's confirmation."""
         score = final.to_dict()
         values = {"confirm": score} if confirm else {"final": score, "confirm": None}
         return self._merge(trial, values, completed=True)
 
     def set_attrs(self, trial: TrialRecord, values: Mapping[str, Any]) -> TrialRecord:
-        """Merge `values` into a trial's `attrs` (a None value removes its key); the other
-        keys stay as they are."""
+        """Merge `values` into a trial's `attrs`; a None value removes its key."""
         return self._merge(trial, values, completed=False)
 
     def _merge(
         self, trial: TrialRecord, values: Mapping[str, Any], *, completed: bool
     ) -> TrialRecord:
-        """Read, merge and write a trial's `attrs` in one transaction that holds the row, so
-        that two writers of different keys keep both."""
+        """Merge into `attrs` holding the row, so that two writers of different keys keep both."""
         with self._session() as session:
             if self._engine.dialect.name == "sqlite":
                 session.connection().exec_driver_sql("BEGIN IMMEDIATE")
@@ -236,22 +189,8 @@ class Storage:
 
     def fail_trials(self, trials: Sequence[TrialRecord], kind: str, message: str) -> int:
         """Mark the given trials failed if they still run under their owner; returns how many."""
-        failed = 0
         with self._session() as session:
-            for trial in trials:
-                result = session.execute(
-                    update(_TrialRow)
-                    .where(*_owned(trial))
-                    .values(
-                        state=TrialState.FAILED.value,
-                        error_kind=kind,
-                        error=message,
-                        finished_at=_now(),
-                    )
-                    .execution_options(synchronize_session=False)
-                )
-                failed += int(result.rowcount or 0)
-        return failed
+            return _update_owned(session, trials, **_failed(kind, message))
 
     def fail_running(self, study: StudyRecord, kind: str, message: str) -> int:
         """Mark every trial left running as failed; returns how many."""
@@ -259,12 +198,7 @@ class Storage:
             result = session.execute(
                 update(_TrialRow)
                 .where(_TrialRow.study_id == study.id, _TrialRow.state == TrialState.RUNNING.value)
-                .values(
-                    state=TrialState.FAILED.value,
-                    error_kind=kind,
-                    error=message,
-                    finished_at=_now(),
-                )
+                .values(**_failed(kind, message))
             )
             return int(result.rowcount or 0)
 
@@ -273,6 +207,20 @@ def _owned(trial: TrialRecord) -> tuple[Any, ...]:
     """The condition that a trial is still running under the owner that started it."""
     owner = _TrialRow.owner.is_(None) if trial.owner is None else _TrialRow.owner == trial.owner
     return (_TrialRow.id == trial.id, _TrialRow.state == TrialState.RUNNING.value, owner)
+
+
+def _update_owned(session: Session, trials: Sequence[TrialRecord], **values: Any) -> int:
+    """Update the trials still running under their owner; returns how many."""
+    count = 0
+    for trial in trials:
+        query = update(_TrialRow).where(*_owned(trial)).values(**values)
+        count += int(session.execute(query, execution_options=_NO_SYNC).rowcount or 0)
+    return count
+
+
+def _failed(kind: str, message: str) -> dict[str, Any]:
+    state = TrialState.FAILED.value
+    return {"state": state, "error_kind": kind, "error": message, "finished_at": _now()}
 
 
 def _trial_rows(session: Session, study: StudyRecord) -> Sequence[_TrialRow]:
@@ -301,11 +249,8 @@ def _insert(session: Session, study: StudyRecord, new: NewTrial, now: datetime) 
 
 
 def _db_now(session: Session) -> datetime:
-    """The database's clock, which every box of a shared study agrees on.
-
-    A SQLite file lives on one box, whose clock is the database's (SQLite's own clock ticks in
-    whole seconds); a server's is asked for.
-    """
+    """The clock every box of a shared study agrees on: a server's, or SQLite's box's own
+    (SQLite's clock ticks in whole seconds)."""
     if session.bind is None or session.bind.dialect.name == "sqlite":
         return _now()
     return session.scalar(select(func.clock_timestamp()))  # type: ignore[return-value]
@@ -313,21 +258,10 @@ def _db_now(session: Session) -> datetime:
 
 def _fail_stale(session: Session, study: StudyRecord, cutoff: datetime) -> None:
     beat = func.coalesce(_TrialRow.heartbeat_at, _TrialRow.started_at)
-    session.execute(
-        update(_TrialRow)
-        .where(
-            _TrialRow.study_id == study.id,
-            _TrialRow.state == TrialState.RUNNING.value,
-            beat < cutoff,
-        )
-        .values(
-            state=TrialState.FAILED.value,
-            error_kind="stale",
-            error="no heartbeat for search.grace seconds (its worker stopped or lost the database)",
-            finished_at=_now(),
-        )
-        .execution_options(synchronize_session=False)
-    )
+    running = (_TrialRow.study_id == study.id, _TrialRow.state == TrialState.RUNNING.value)
+    message = "no heartbeat for search.grace seconds (its worker stopped or lost the database)"
+    query = update(_TrialRow).where(*running, beat < cutoff).values(**_failed("stale", message))
+    session.execute(query, execution_options=_NO_SYNC)
 
 
 def _jsonable(value: Any) -> Any:

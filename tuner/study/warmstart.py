@@ -1,10 +1,5 @@
-"""Warm start: another study's completed trials, told to the optimiser before it proposes.
-
-`search.warm_start` (or `tuner search --warm-start URL --warm-study NAME`) names the study. Its
-space must be this config's space, so that its stored points mean the same here. Its trials
-are read, never written, and are not trials of this study: they do not count in the budget
-and are not run again.
-"""
+"""Warm start: another study of the same space, whose completed trials the optimiser is told
+first; they are read only, and count in neither the budget nor the retries."""
 
 from __future__ import annotations
 
@@ -14,11 +9,8 @@ from tuner.study.store import Storage, TrialRecord, TrialState, require_database
 
 
 def warm_trials(config: Config) -> tuple[TrialRecord, ...]:
-    """The completed trials of the `search.warm_start` study; () when none is configured.
-
-    Raises StudyError (exit 2) when its database or study is not there, or its space differs
-    from this config's (the message names the differing keys).
-    """
+    """The completed trials of the `search.warm_start` study (() without one); StudyError when
+    it is not there or searched another space."""
     warm = config.search.warm_start
     if warm is None:
         return ()
@@ -38,7 +30,7 @@ def warm_trials(config: Config) -> tuple[TrialRecord, ...]:
 
 
 def _open(url: str) -> Storage:
-    """The warm-start database, read only: a SQLite file that is not there is not created."""
+    """The warm-start database; a SQLite file that is not there is not created."""
     key = "search.warm_start"
     require_database(url, key, "check the URL (--warm-start)")
     try:

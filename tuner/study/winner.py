@@ -1,13 +1,9 @@
-"""The trial a study reports, and the loss it reports for it.
-
-The finalists' re-scores choose the winner; choosing the lowest of a few noisy means biases that
-mean low (the winner's curse), so the loss reported is the winner's mean on confirmation
-splits that played no part in choosing it, when it has one (search/final.py's confirmation);
-a lone finalist's re-score is such a mean already.
-"""
+"""The trial a study reports, and its loss: the lowest of a few noisy means is biased low, so a
+winner reports its mean on confirmation splits that did not choose it, when it has one."""
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,15 +12,14 @@ from typing import Any
 from tuner.study.noise import mean_noise, pooled_variance
 from tuner.study.store import FinalScore, TrialRecord, TrialState
 
-# Standard errors added to a trial's search-time mean to rank it for the final re-score: a
-# mean on few splits must be lower than a better-known one to rank as high.
+# Standard errors added to a search-time mean to rank it for the final re-score: a mean on few
+# splits must be lower than a better-known one to rank as high.
 CAUTION = 1.0
 
 
 @dataclass(frozen=True)
 class Winner:
-    """The trial a study reports, and the loss it reports: on confirmation splits when it was
-    confirmed, else re-scored when it was, else the search-time loss."""
+    """The trial a study reports, and its loss: confirmed, else re-scored, else search-time."""
 
     trial: TrialRecord
     loss: float
@@ -43,7 +38,7 @@ class Winner:
 
     @property
     def confirmed(self) -> bool:
-        """True when `loss` comes from confirmation splits, apart from the ones it won on."""
+        """True when `loss` comes from confirmation splits."""
         return self.confirm_splits > 0
 
     @property
@@ -84,20 +79,16 @@ class Winner:
 def ranked(trials: Sequence[TrialRecord]) -> list[TrialRecord]:
     """Completed trials from the lowest search-time loss up, one per distinct point."""
     done = [t for t in trials if t.state == TrialState.COMPLETE and t.loss is not None]
-    done.sort(key=lambda t: (t.loss, t.number))
-    seen: list[dict[str, Any]] = []
-    distinct = []
-    for trial in done:
-        if trial.params not in seen:
-            seen.append(trial.params)
+    distinct: list[TrialRecord] = []
+    for trial in sorted(done, key=lambda t: (t.loss, t.number)):
+        if all(trial.params != t.params for t in distinct):
             distinct.append(trial)
     return distinct
 
 
 def finalist_order(trials: Sequence[TrialRecord], caution: float = CAUTION) -> list[TrialRecord]:
-    """`ranked`, re-ordered by search-time mean plus `caution` standard errors of it (the split
-    noise the optimiser is told): the order in which trials become finalists; a tie keeps
-    `ranked`'s order."""
+    """`ranked`, re-ordered by search-time mean plus `caution` standard errors: the order in
+    which trials become finalists."""
     order = ranked(trials)
     pooled = pooled_variance(order)
     if pooled is None:
@@ -111,18 +102,13 @@ def finalist_order(trials: Sequence[TrialRecord], caution: float = CAUTION) -> l
 
 
 def finalists(order: Sequence[TrialRecord]) -> list[TrialRecord]:
-    """The longest run of first trials (`order` is `finalist_order`) re-scored on the same fresh
-    splits as the first one; none when the first one holds no re-score."""
-    reference = order[0].final if order else None
-    run: list[TrialRecord] = []
-    for trial in order:
-        final = trial.final
-        if reference is None or final is None:
-            break
-        if (final.seeds, final.splits) != (reference.seeds, reference.splits):
-            break
-        run.append(trial)
-    return run
+    """The first trials of `finalist_order` re-scored on the same fresh splits as the first."""
+
+    def splits(trial: TrialRecord) -> tuple[Any, ...] | None:
+        return None if trial.final is None else (trial.final.seeds, trial.final.splits)
+
+    first = splits(order[0]) if order else None
+    return [] if first is None else list(itertools.takewhile(lambda t: splits(t) == first, order))
 
 
 def _search_time(trial: TrialRecord) -> Winner:
@@ -133,21 +119,15 @@ def _search_time(trial: TrialRecord) -> Winner:
 
 
 def reported_score(trial: TrialRecord) -> FinalScore | None:
-    """The score a re-scored winner reports: its confirmation when that succeeded, else its
-    final re-score (None without one)."""
+    """A re-scored winner's score: its confirmation when that succeeded, else its re-score."""
     if trial.confirm is not None and trial.confirm.ok:
         return trial.confirm
     return trial.final
 
 
 def winner(trials: Sequence[TrialRecord]) -> Winner | None:
-    """The study's winner (None without a completed trial).
-
-    The winner is the finalist with the lowest re-scored mean (failed re-scores drop out); it
-    reports its confirmation mean when it holds a successful one, else that re-scored mean.
-    Without re-scores (none made, or the top changed since) it is the first trial of
-    `finalist_order`: the lowest search-time loss plus a standard error, the earliest on ties.
-    """
+    """The finalist with the lowest re-scored mean; without re-scores (none made, or the top
+    changed since) the first of `finalist_order`. None without a completed trial."""
     order = finalist_order(trials)
     if not order:
         return None
