@@ -127,20 +127,17 @@ def noisy_losses(params: Mapping[str, Any], seed: int, splits: int, sd: float) -
 _SEEN: list[dict[str, Any]] = []
 
 
-def noisy(config: Any, dataset: Any) -> Callable[[Mapping[str, Any], int], Score]:
+def noisy(config: Any, _dataset: Any) -> Callable[[Mapping[str, Any], int], Score]:
     """The bowl with noise on `evaluation.splits` splits (sd TUNER_TEST_NOISE, default 0.05).
 
     Each call appends `parent-pid seed splits` to TUNER_TEST_LOG when set. With
-    TUNER_TEST_FAIL_REPEAT set, a point scored before in this process fails as diverged (with
-    racing off, that is its final re-score). With TUNER_TEST_BASELINE set, each split's loss
-    also holds the split-difficulty baseline's loss on that split (as `follows_baseline`), so
-    that the fitted slope is about 1 whatever the libraries' versions make of the noise.
+    TUNER_TEST_FAIL_REPEAT set, a point scored before in this process fails as diverged (its
+    final re-score, as the search scores each point once).
     """
     splits = config.evaluation.splits
     sd = float(os.environ.get("TUNER_TEST_NOISE", "0.05"))
     fail_repeat = bool(os.environ.get("TUNER_TEST_FAIL_REPEAT"))
     log = os.environ.get("TUNER_TEST_LOG")
-    follow = bool(os.environ.get("TUNER_TEST_BASELINE"))
 
     def objective(params: Mapping[str, Any], seed: int) -> Score:
         if log:
@@ -150,48 +147,7 @@ def noisy(config: Any, dataset: Any) -> Callable[[Mapping[str, Any], int], Score
             raise TrialFailed("diverged", "held-out loss is nan")
         _SEEN.append(dict(params))
         losses = noisy_losses(params, seed, splits, sd)
-        if follow:
-            from tuner.training.difficulty import baseline_losses
-
-            base = baseline_losses(dataset, seed, splits, config.evaluation.test_size)
-            losses = [loss + b for loss, b in zip(losses, base, strict=True)]
         std = float(np.std(losses, ddof=1)) if splits > 1 else 0.0
         return Score(float(np.mean(losses)), std, tuple(losses), (1,) * splits, 0.0)
-
-    return objective
-
-
-def follows_baseline(config: Any, dataset: Any) -> Callable[[Mapping[str, Any], int], Score]:
-    """The bowl plus the split-difficulty baseline's loss on the very splits that a network
-    scored with this seed trains and is measured on (tuner/difficulty.py): split losses that
-    move with the baseline's one for one."""
-    from tuner.training.difficulty import baseline_losses
-
-    evaluation = config.evaluation
-
-    def objective(params: Mapping[str, Any], seed: int) -> Score:
-        base = baseline_losses(dataset, seed, evaluation.splits, evaluation.test_size)
-        losses = tuple(bowl_loss(params) + b for b in base)
-        std = float(np.std(losses, ddof=1)) if len(losses) > 1 else 0.0
-        return Score(float(np.mean(losses)), std, losses, (1,) * len(losses), 0.0)
-
-    return objective
-
-
-def follows_measured_baseline(
-    config: Any, dataset: Any
-) -> Callable[[Mapping[str, Any], int], Score]:
-    """`follows_baseline`, with the baseline's losses handed back with the score, as the
-    product's evaluator hands them (tuner/adjustment.py)."""
-    plain = follows_baseline(config, dataset)
-    evaluation = config.evaluation
-
-    def objective(params: Mapping[str, Any], seed: int) -> Score:
-        from dataclasses import replace
-
-        from tuner.training.difficulty import baseline_losses
-
-        base = baseline_losses(dataset, seed, evaluation.splits, evaluation.test_size)
-        return replace(plain(params, seed), baselines=base)
 
     return objective

@@ -479,3 +479,25 @@ def test_the_example_config_documents_every_search_key():
             assert "# warm_start:" in text
         else:
             assert name in written, f"search.{name} is not in configs/example.yaml"
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "search.race_top",
+        "search.race_splits",
+        "search.comparison",
+        "search.cost_aware",
+        "search.difficulty_splits",
+    ],
+)
+def test_a_removed_key_is_refused_in_a_config_and_dropped_from_a_stored_one(key: str):
+    from tuner.config.schema import REMOVED_KEYS, validate_stored
+
+    assert key in REMOVED_KEYS
+    raw = with_change(key, 2)
+    with pytest.raises(ConfigError, match=rf"^{key}: this key was removed \(.+\); delete it$"):
+        validate_config(raw)
+    # A study stored by an earlier version holds such keys; it still opens, without them.
+    assert validate_stored(raw) == validate_config(BASE)
+    assert raw["search"] == {key.split(".")[1]: 2}, "the stored mapping is not changed"

@@ -44,8 +44,8 @@ def test_regression_round_trip(tmp_path):
     import yaml
 
     from tuner.config.schema import load_config
-    from tuner.outputs.progress import QuietReporter
     from tuner.engine.api import search
+    from tuner.outputs.progress import QuietReporter
     from tuner.study.store import sqlite_url
 
     from .conftest import make_tiny_frame, tiny_config_dict

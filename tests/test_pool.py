@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from tuner.errors import StudyError, TrialRejected, UsageError
 from tuner.engine.slots import parse_gpus, plan_slots
+from tuner.errors import StudyError, TrialRejected, UsageError
 from tuner.study.store import Storage, TrialState, sqlite_url
 
 from .conftest import ROOT
@@ -74,11 +74,13 @@ def _overlaps(intervals: list[tuple[float, float]]) -> int:
 
 
 def test_each_trial_sees_its_gpu_and_no_gpu_holds_more_than_k(tmp_path, write_config):
-    # No racing rounds or final re-scores: the log has a line per trial.
-    search = {"init_points": 6, "n_iter": 6, "seed": 2, "race_top": 0, "final_candidates": 0}
+    # No final re-scores: the log has a line per trial.
+    search = {"init_points": 6, "n_iter": 6, "seed": 2, "final_candidates": 0}
     config = write_config(search=search)
     log = tmp_path / "trials.log"
-    env = {"TUNER_TEST_LOG": str(log), "TUNER_TEST_SLEEP": "0.4"}
+    # Trials of 1 s: on a loaded box the 6 worker processes get ready seconds apart, and
+    # with shorter trials the first ones ready could run the whole budget one by one.
+    env = {"TUNER_TEST_LOG": str(log), "TUNER_TEST_SLEEP": "1.0"}
     args = ["search", str(config), "--gpus", "0,1,3", "--trials-per-gpu", "2", "--json", "-q"]
     _finish(_tuner(*args, "--objective", "tests.objectives:probe", env=env, cwd=tmp_path))
     lines = [line.split() for line in log.read_text().splitlines()]
@@ -173,7 +175,7 @@ def test_a_killed_workers_trial_goes_stale_is_retried_and_its_late_result_reject
         else request.getfixturevalue("postgres_url")
     )
     search_settings = {"init_points": 4, "n_iter": budget - 4, "heartbeat": 0.3, "grace": 2.0}
-    search_settings |= {"race_top": 0, "final_candidates": 0}  # each call sleeps; not tested here
+    search_settings["final_candidates"] = 0  # each call sleeps; not tested here
     config = write_config(search=search_settings)
     env = {"TUNER_TEST_SLEEP": "1.0"}
     objective = ["--objective", "tests.objectives:bowl", "-q"]
@@ -264,7 +266,7 @@ def test_a_paused_workers_late_result_is_rejected(backend, request, tmp_path, wr
         else request.getfixturevalue("postgres_url")
     )
     settings = {"init_points": 4, "n_iter": 4, "heartbeat": 0.3, "grace": 2.0}
-    settings |= {"race_top": 0, "final_candidates": 0}  # each call sleeps 2.5 s; not tested here
+    settings["final_candidates"] = 0  # each call sleeps 2.5 s; not tested here
     config = write_config(search=settings)
     env = {"TUNER_TEST_SLEEP": "2.5"}
     objective = ["--objective", "tests.objectives:bowl", "-q"]

@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from tuner.errors import SearchInterrupted
 from tuner.engine.signals import Signals
+from tuner.errors import SearchInterrupted
 
 
 def test_a_signal_is_raised_once_remembered_and_the_handlers_come_back():

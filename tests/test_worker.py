@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 from tuner.config.schema import validate_config
-from tuner.errors import StudyError, TrialFailed
 from tuner.engine.signals import Signals
 from tuner.engine.worker import Worker, _start, failure_kind
+from tuner.errors import StudyError, TrialFailed
 from tuner.study.store import Storage, sqlite_url
 
 from .conftest import ROOT, tiny_config_dict
@@ -181,16 +181,16 @@ def test_kill_minus_9_at_random_moments_loses_nothing(tmp_path, tiny_csv, write_
 
 
 def test_a_trial_whose_worker_died_is_retried_with_its_point_and_seed(tmp_path, monkeypatch):
-    from tuner.outputs.progress import QuietReporter
     from tuner.engine.loop import open_study, run_search
+    from tuner.outputs.progress import QuietReporter
     from tuner.study.store import TrialState
 
     monkeypatch.setenv("TUNER_TEST_MARKS", str(tmp_path))
     cfg = validate_config(
         tiny_config_dict(
             tmp_path / "unused.csv",
-            # No racing: its rounds run on new seeds, which this objective would kill again.
-            search={"init_points": 6, "n_iter": 0, "race_top": 0, "final_candidates": 0},
+            # No end: its re-scores run on new seeds, which this objective would kill again.
+            search={"init_points": 6, "n_iter": 0, "final_candidates": 0},
         )
     )
     storage = Storage(sqlite_url(tmp_path / "study.db"))
