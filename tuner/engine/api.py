@@ -1,9 +1,5 @@
-"""The library functions behind `tuner search`, `tuner worker` and `tuner evaluate`.
-
-They load the data, open the study, start the trial workers on this box (one, or a slot per
-worker), run the search loop (loop.py) and, for `tuner search`, the end of the search
-(final.py) in the first worker once every trial has ended.
-"""
+"""The library functions behind `tuner search`, `tuner worker` and `tuner evaluate`: data,
+study, worker processes on this box, the loop, and for a search its end (final.py)."""
 
 from __future__ import annotations
 
@@ -47,24 +43,20 @@ def search(
     factory: str = DEFAULT_FACTORY,
     parallel: Parallel = Parallel(),
 ) -> SearchResult:
-    """Load the data, open (or resume) the study, run the trials, then the end: `tuner search`.
-
-    Trials run in worker processes that build their objective with `factory`
-    (`module:function`, called with the config and the data set). Once every trial of the
-    study has ended, this process (never `tuner worker`) re-scores the finalists.
-    """
+    """`tuner search`: open (or resume) the study, run its trials in worker processes that
+    build their objective with `factory` (`module:function`), then the end of the search."""
     started = time.monotonic()  # the clock starts with the search, data loading included
     dataset = load_for_scoring(config)
     prior = warm_trials(config)  # a missing warm-start study or another space: before any write
     reserve = lambda trials: final_reserve(config, trials)  # noqa: E731
     deadline = Deadline(config.search.time_budget, started, reserve)
     storage, signals, reporter = Storage(storage_url), Signals(), reporter or Reporter()
+    run = _Run(dataset, factory, parallel, deadline, signals, reporter, prior, final=True)
     with signals:  # the search's signals also cover closing the workers and the storage
         try:
             with storage.exclusive():
                 study = open_study(storage, study_name, config, resume)
-                run = _Run(dataset, factory, parallel, deadline, signals, prior, final=True)
-                result = _run(config, storage, study, run, reporter)
+                result = _run(config, storage, study, run)
         finally:
             storage.close()
     return replace(result, seconds=time.monotonic() - started)
@@ -104,8 +96,8 @@ def join_study(
             study = storage.get_study(study_name)
             if study is None:
                 raise StudyError(f"--study: study '{study_name}' is gone from {storage_url}")
-            run = _Run(dataset, factory, parallel, deadline, signals)
-            return _run(config, storage, study, run, reporter or Reporter())
+            run = _Run(dataset, factory, parallel, deadline, signals, reporter or Reporter())
+            return _run(config, storage, study, run)
         finally:
             storage.close()
 
@@ -113,8 +105,7 @@ def join_study(
 def evaluate_config(
     config: Config, params: Mapping[str, Scalar], seed: int, dataset: Any = None
 ) -> tuple[Score, Architecture]:
-    """Score one point in a worker process, on the config's data (loaded unless given):
-    `tuner evaluate`."""
+    """`tuner evaluate`: score one point in a worker process (the data loaded unless given)."""
     if dataset is None:
         dataset = load_for_scoring(config)
     worker = Worker(config, dataset)
@@ -134,44 +125,33 @@ class _Run:
     parallel: Parallel
     deadline: Deadline
     signals: Signals  # Ctrl-C and SIGTERM, from the trials to the cleanup after them
+    reporter: Reporter
     prior: Sequence[TrialRecord] | None = None  # the warm-start trials, once read
     final: bool = False  # then run the end of the search in the first worker
 
 
-def _run(
-    config: Config, storage: Storage, study: StudyRecord, run: _Run, reporter: Reporter
-) -> SearchResult:
+def _run(config: Config, storage: Storage, study: StudyRecord, run: _Run) -> SearchResult:
     """Run the trials in worker processes; with `run.final`, then the end in the first one."""
-    parallel, slots = run.parallel, []
-    if parallel.workers not in (None, 1) or parallel.gpus is not None:
-        gpus = parse_gpus(parallel.gpus)
-        slots = plan_slots(parallel.workers, gpus, parallel.trials_per_gpu)
-    workers = [Worker(config, run.dataset, run.factory, slot.env) for slot in slots]
-    workers = workers or [Worker(config, run.dataset, run.factory)]
-    labels = [slot.label for slot in slots] or [None]
+    p = run.parallel
+    single = p.workers in (None, 1) and p.gpus is None
+    slots = [] if single else plan_slots(p.workers, parse_gpus(p.gpus), p.trials_per_gpu)
+    labelled = [(slot.label, slot.env) for slot in slots] or [(None, None)]
+    pairs = [(label, Worker(config, run.dataset, run.factory, env)) for label, env in labelled]
     prior = warm_trials(config) if run.prior is None else run.prior
     asker = Asker(config, prior, size_limit(config, run.dataset))
     try:
-        pairs = list(zip(labels, workers, strict=True))
-        result = run_trials(
-            config, storage, study, pairs, reporter, run.deadline, asker, run.signals
-        )
+        reporter, deadline = run.reporter, run.deadline
+        result = run_trials(config, storage, study, pairs, reporter, deadline, asker, run.signals)
         if not run.final or config.search.final_candidates <= 0:
             return result
-        return _end(config, storage, study, workers[0], run, reporter, result.time_up)
+        return _end(config, storage, study, pairs[0][1], run, result.time_up)
     finally:
-        for worker in workers:
+        for _, worker in pairs:
             worker.close(kill=True)
 
 
 def _end(
-    config: Config,
-    storage: Storage,
-    study: StudyRecord,
-    worker: Worker,
-    run: _Run,
-    reporter: Reporter,
-    time_up: bool,
+    config: Config, storage: Storage, study: StudyRecord, worker: Worker, run: _Run, time_up: bool
 ) -> SearchResult:
     """The end of the search in `worker`'s warm process, sized to its share of the run."""
     started, own = time.monotonic(), config.evaluation.splits
@@ -181,7 +161,7 @@ def _end(
 
     fitted = fit_final(config, storage.trials(study), end_room(config, run.deadline))
     if fitted.search.final_candidates > 0:
-        rescore(fitted, storage, study, objective, reporter, run.signals)
+        rescore(fitted, storage, study, objective, run.reporter, run.signals)
     result = study_result(storage, study, time_up)
-    reporter.final_finished(result.winner)
+    run.reporter.final_finished(result.winner)
     return replace(result, end_seconds=time.monotonic() - started)

@@ -1,12 +1,6 @@
-"""The time budget, and the size of the search's end.
-
-The end of a search (search/final.py: the finalists' re-score and the winner's confirmation)
-costs at most `search.final_share` of the run's wall time. With `search.time_budget` that share
-of the budget is kept for it: trials stop starting while the time left is what the end is
-expected to take (from the finalists' own trial times) plus a typical trial. Without one, the
-end gets `final_share / (1 - final_share)` of the time the run has taken so far. Either way the
-end is cut to the scoring calls that fit: fewer finalists, or fewer splits each.
-"""
+"""The time budget, and the size of the search's end (final.py): at most `search.final_share`
+of the run's wall time, kept from a time budget or added to a run without one, cut to the
+scoring calls that fit (fewer finalists, or fewer splits each)."""
 
 from __future__ import annotations
 
@@ -29,8 +23,8 @@ from tuner.engine.final import (
 from tuner.study.store import TrialRecord, TrialState
 from tuner.study.winner import winner
 
-# Fewer fresh splits per finalist than this (when more are configured) and the end drops its
-# last finalists instead: a mean on 2 fresh splits chooses worse than the search did.
+# Fewer fresh splits per finalist than this and the end drops finalists instead: a mean on 2
+# fresh splits chooses worse than the search did.
 MIN_SPLITS = 4
 
 Reserve = Callable[[Sequence[TrialRecord]], float]
@@ -38,12 +32,8 @@ Reserve = Callable[[Sequence[TrialRecord]], float]
 
 @dataclass(frozen=True)
 class Deadline:
-    """When this run stops starting trials: `seconds` after it began, less a `reserve` kept
-    for the end of the search, given the trials so far.
-
-    The clock is this process's, from the start of this `tuner search` (or `tuner worker`) run;
-    a resumed search gets the whole budget again.
-    """
+    """When this run stops starting trials: `seconds` after it began (a resumed search gets
+    them all again), less a `reserve` for the end of the search, given the trials so far."""
 
     seconds: float | None
     started: float = field(default_factory=time.monotonic)
@@ -92,8 +82,7 @@ class Pending:
 
 
 def pending(config: Config, trials: Sequence[TrialRecord]) -> Pending:
-    """The end's calls still to do, as configured; a finalist of unknown seconds costs the
-    slowest's."""
+    """The end's calls still to do, as configured (an unknown finalist costs the slowest's)."""
     search = config.search
     chosen = candidates(trials, search.final_candidates)
     sizes = final_chunks(config)
@@ -112,8 +101,8 @@ def pending(config: Config, trials: Sequence[TrialRecord]) -> Pending:
 
 
 def final_reserve(config: Config, trials: Sequence[TrialRecord]) -> float:
-    """Seconds a time-budgeted search keeps for its end (at most `final_share` of the budget)
-    plus a typical trial's seconds, so that the last trial is expected to end before it."""
+    """Seconds a time budget keeps for its end (at most `final_share` of it) plus a typical
+    trial's, so that the last trial is expected to end before it."""
     search = config.search
     todo = pending(config, trials)
     if search.time_budget is None or todo.finalists == 0:
@@ -124,8 +113,7 @@ def final_reserve(config: Config, trials: Sequence[TrialRecord]) -> float:
 
 
 def end_room(config: Config, deadline: Deadline) -> float:
-    """Seconds the end may take now: the budget's rest, or without a budget the share of the
-    run that keeps the end within `search.final_share` of the whole."""
+    """Seconds the end may take now: the budget's rest, or its `final_share` of the run."""
     left = deadline.left()
     if left is not None:
         return left
@@ -137,14 +125,9 @@ def plan(
     left: float, costs: Sequence[float], per: int, confirm: int, splits: int
 ) -> tuple[int, int, int]:
     """(finalists, calls each, confirmation calls) that fit in `left` seconds, for finalists
-    whose one call takes `costs` seconds each (best first), `per` calls each, `confirm` calls
-    of confirmation (at the slowest finalist's seconds) when two or more are compared, and
-    `splits` splits a call.
-
-    All finalists while each keeps `MIN_SPLITS` fresh splits and the winner at least one call
-    of confirmation; else fewer finalists; at the least the best one alone on what fits (2
-    splits or more); else none.
-    """
+    whose call costs `costs` (best first), at most `per` calls each and `confirm` calls (at the
+    slowest's cost) when two or more compete: all of them while each keeps `MIN_SPLITS` fresh
+    splits, else fewer, else the best alone on 2 splits or more, else none."""
 
     def cost(n: int, each: int) -> float:
         confirmed = min(confirm, each) * max(costs[:n]) if n > 1 else 0.0
@@ -161,9 +144,8 @@ def plan(
 
 
 def fit_final(config: Config, trials: Sequence[TrialRecord], left: float) -> Config:
-    """The config with the end cut to the calls that fit in `left` seconds: as it is when they
-    fit, or when some finalist already holds its re-score (a resumed search: a cut would throw
-    it away)."""
+    """The config with the end cut to the calls that fit in `left` seconds; uncut when some
+    finalist already holds its re-score (a cut would throw it away)."""
     todo = pending(config, trials)
     if todo.slowest <= 0 or todo.seconds <= left or len(todo.undone) < todo.finalists:
         return config
@@ -184,9 +166,8 @@ def _cut(config: Config, count: int, each: int, confirm: int) -> Config:
 
 
 def planned_end(config: Config) -> Config:
-    """The end as planned when a search starts: without a time budget, cut as if each call
-    cost one trial's time (the end gets `final_share` of the run); with one, as configured
-    (it is cut at the end to the time left)."""
+    """The end as planned at the start: without a time budget, cut as if a call cost one
+    trial's time; with one, as configured (it is cut later to the time left)."""
     search = config.search
     if search.time_budget is not None or search.final_candidates == 0:
         return config

@@ -1,14 +1,9 @@
-"""The end of a search: re-scoring the finalists on fresh splits, then scoring the winner again
-on confirmation splits, so that the loss reported is a mean on splits that did not choose it.
+"""The end of a search: the finalists re-scored on fresh splits, then the winner on confirmation
+splits, so that the loss reported is a mean on splits that did not choose it.
 
-Seeds. Trial k's splits and weights come from `SeedSequence([search.seed, k])` (asking.py);
-chunk c of the final re-score `SeedSequence([search.seed, FINAL_TAG, c,
-attempt])` and chunk c of the confirmation `SeedSequence([search.seed, CONFIRM_TAG, c,
-attempt])`.
-Different entropy gives independent draws, and `fresh_seed` makes the separation exact: a seed
-`s` scored on `n` splits uses the split seed `s` and the weight seeds `s .. s+n-1`, and a fresh
-seed's range must not meet the range of any seed the study already used (otherwise the next
-`attempt` is drawn)."""
+Chunk c of the re-score draws its seed from `SeedSequence([search.seed, FINAL_TAG, c, attempt])`
+(CONFIRM_TAG for the confirmation); a seed `s` on `n` splits uses the seeds `s .. s+n-1`, and
+`fresh_seed` draws the next `attempt` until that range meets no seed the study used."""
 
 from __future__ import annotations
 
@@ -29,7 +24,6 @@ from tuner.training.evaluate import Score
 FINAL_TAG = 0x66696E61  # "fina"
 CONFIRM_TAG = 0x636F6E66  # "conf"
 
-Objective = Callable[[Mapping[str, Scalar], int], Score]
 FinalObjective = Callable[[Mapping[str, Scalar], int, int], Score]  # params, seed, splits
 SeedRange = tuple[int, int]  # [first, last + 1) of the seeds a scoring used
 
@@ -50,8 +44,8 @@ def trial_ranges(trials: Sequence[TrialRecord], splits: int) -> list[SeedRange]:
 
 
 def chunks(total: int, per: int) -> list[int]:
-    """Split counts of calls of `per` splits each, and the rest in the last one: one call on
-    all the splits would train until its slowest split stops, every split paying for it."""
+    """Split counts of calls of `per` splits, the rest in the last: one call on all the splits
+    would train until its slowest split stops, every split paying for it."""
     whole, rest = divmod(total, per)
     return [per] * whole + ([rest] if rest else [])
 
@@ -88,12 +82,8 @@ def confirm_seeds(config: Config, trials: Sequence[TrialRecord]) -> list[int]:
     return _chunk_seeds([config.search.seed, CONFIRM_TAG], confirm_chunks(config), used)
 
 
-# --- the final re-score ------------------------------------------------------------------
-
-
 def candidates(trials: Sequence[TrialRecord], count: int) -> list[TrialRecord]:
-    """The finalists: the first `count` distinct completed trials of `finalist_order` (by
-    search-time loss plus a standard error)."""
+    """The finalists: the first `count` of `finalist_order`."""
     return finalist_order(trials)[:count]
 
 
@@ -146,12 +136,8 @@ def rescore_final(
     reporter: Reporter,
     interrupted: Callable[[], bool] = lambda: False,
 ) -> None:
-    """Re-score the finalists on `search.final_splits` fresh splits, each stored when done,
-    then confirm the winner (`confirm_winner`).
-
-    `objective(params, seed, splits)` scores a point on `splits` splits from `seed`. Finalists
-    that already hold a re-score on the same seeds and splits (a resumed search) are not redone.
-    """
+    """Re-score the finalists on `search.final_splits` fresh splits, each stored when done
+    (those holding one on the same seeds are not redone), then confirm the winner."""
     trials = storage.trials(study)
     chosen = candidates(trials, config.search.final_candidates)
     sizes = final_chunks(config)
@@ -173,13 +159,8 @@ def confirm_winner(
     reporter: Reporter,
     interrupted: Callable[[], bool] = lambda: False,
 ) -> None:
-    """Score the winner on `search.confirm_splits` more fresh splits, stored as its `confirm`.
-
-    The lowest of several finalists' means on the same splits is biased low; the winner's mean
-    on splits that did not choose it is not, and is the loss reported. Done only when the
-    winner was chosen among 2 or more finalists (one alone was chosen on other splits), and not
-    again when it holds a confirmation on the same seeds and splits.
-    """
+    """Score the winner on `search.confirm_splits` more fresh splits, stored as its `confirm`:
+    only when it was chosen among 2 or more finalists, and not again on the same seeds."""
     trials = storage.trials(study)
     found = winner(trials)
     if config.search.confirm_splits <= 0 or found is None or found.final_candidates < 2:
@@ -202,11 +183,8 @@ def rescore(
     reporter: Reporter,
     signals: Signals | None = None,
 ) -> None:
-    """`rescore_final` with Ctrl-C and SIGTERM turned into SearchInterrupted (`signals` as in
-    run_search).
-
-    The re-scores finished before the signal are kept; a resumed search does the rest.
-    """
+    """`rescore_final` with Ctrl-C and SIGTERM turned into SearchInterrupted; the re-scores
+    finished before it are kept."""
     signals = signals or Signals()
     try:
         with signals, signals.stopping():

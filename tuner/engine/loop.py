@@ -1,10 +1,5 @@
-"""The search loop: each slot asks for a trial, scores it, records how it ended; one slot runs
-in the calling thread, several in threads of their own (Optuna's `_optimize` pattern).
-
-`run_trials()` is the loop, with the objectives and the reporter passed in so that tests and
-other front ends can drive it; `tuner.engine.api.search()` is the function behind
-`tuner search`.
-"""
+"""The search loop: each slot asks for a trial, scores it and records how it ended; one slot
+runs in the calling thread, several in threads of their own (Optuna's `_optimize` pattern)."""
 
 from __future__ import annotations
 
@@ -39,15 +34,15 @@ Objective = Callable[[Mapping[str, Scalar], int], Score]
 
 @dataclass(frozen=True)
 class SearchResult:
-    """The outcome of a search: its winner (see study.winner) and every trial of the study."""
+    """The outcome of a search: its winner and every trial of the study."""
 
     study: str
     storage: str
     winner: Winner
     trials: tuple[TrialRecord, ...]
-    time_up: bool = False  # the time budget ended it before the trial budget was spent
-    end_seconds: float | None = None  # wall seconds of the work after the last trial
-    seconds: float | None = None  # wall seconds of the whole run
+    time_up: bool = False  # the time budget ended it before the trial budget
+    end_seconds: float | None = None  # of the work after the last trial
+    seconds: float | None = None  # of the whole run
 
     @property
     def best(self) -> TrialRecord:
@@ -65,12 +60,6 @@ class SearchResult:
             "run_seconds": self.seconds,
             "end_seconds": self.end_seconds,
         }
-
-
-def best_trial(trials: Sequence[TrialRecord]) -> TrialRecord | None:
-    """The completed trial with the lowest search-time loss (the earliest on ties)."""
-    order = ranked(trials)
-    return order[0] if order else None
 
 
 def open_study(storage: Storage, name: str, config: Config, resume: bool) -> StudyRecord:
@@ -113,7 +102,7 @@ def run_trial(
     except TrialFailed as exc:
         return failed(exc.kind, exc.message)
     except SearchInterrupted:
-        raise  # a signal: the loop marks the trial interrupted
+        raise
     except UsageError as exc:
         failed("error", str(exc))
         raise
@@ -121,19 +110,11 @@ def run_trial(
         if signals.received is not None:
             raise signals.stopped() from exc
         return failed("crashed", f"{type(exc).__name__}: {exc}")
-    return storage.finish_trial(
-        trial,
-        state=TrialState.COMPLETE,
-        loss=score.loss,
-        loss_std=score.loss_std,
-        split_losses=list(score.split_losses),
-        epochs=list(score.epochs),
-        seconds=score.seconds,
-    )
+    return storage.finish_trial(trial, state=TrialState.COMPLETE, **score.to_dict())
 
 
-# Failures that say a point was refused or stopped, not that the setup is broken. A worker
-# that died does count: a setup that kills every worker must end the search.
+# Failures of a point, not of the setup; "died" counts: a setup that kills every worker must end
+# the search.
 _NOT_A_STREAK = frozenset({"too_large", "interrupted", "stale"})
 
 
@@ -183,7 +164,7 @@ class _Loop:
     running: dict[str, int | None] = field(default_factory=dict)
 
     def show(self, label: str | None, trial: TrialRecord | None) -> None:
-        """Tell the reporter a trial starts (`trial`) or a slot went idle (None)."""
+        """Tell the reporter a trial starts, or (None) a slot went idle."""
         with self.lock:
             if trial is not None:
                 self.reporter.trial_started(trial)
@@ -192,8 +173,8 @@ class _Loop:
                 self.reporter.slots_changed(dict(self.running))
 
     def passed(self) -> bool:
-        """True once the time budget (less its reserve) is spent; it stays so: the reserve
-        moves with the finalists, and a slot that stopped must not see others go on."""
+        """True once the time budget less its reserve is spent; it stays so, though the reserve
+        moves with the finalists: a slot that stopped must not see others go on."""
         deadline = self.deadline
         if not self.time_up and deadline.seconds is not None:
             trials = self.storage.trials(self.study) if deadline.reserve is not None else ()
@@ -202,8 +183,8 @@ class _Loop:
 
 
 def _next(loop: _Loop) -> TrialRecord | None:
-    """The next trial for a slot; None once the budget or the time is spent (waits while
-    trials run elsewhere, which may go stale)."""
+    """The next trial for a slot, waiting while others run (they may go stale); None once the
+    budget or the time is spent."""
     search = loop.config.search
     while not loop.stop.is_set() and not loop.passed():
         asked = loop.storage.ask(loop.study, loop.asker.choose, search.grace)
@@ -216,14 +197,14 @@ def _next(loop: _Loop) -> TrialRecord | None:
 
 
 def _slot(loop: _Loop, label: str | None, objective: Objective) -> None:
-    """One slot: ask, run, tell, until the budget or the time is spent. The trial step."""
+    """One slot: ask, run, tell, until the budget or the time is spent."""
     while (trial := _next(loop)) is not None:
         loop.show(label, trial)
         with loop.heartbeat.running(trial), contextlib.suppress(TrialRejected):
             finished = run_trial(loop.storage, trial, objective, loop.signals)
-            trials = loop.storage.trials(loop.study)
+            best = next(iter(ranked(loop.storage.trials(loop.study))), None)
             with loop.lock:
-                loop.reporter.trial_finished(finished, best_trial(trials))
+                loop.reporter.trial_finished(finished, best)
         loop.show(label, None)
         trials = loop.storage.trials(loop.study)
         check_failure_streak(trials, loop.config.search.max_consecutive_failures)
@@ -239,8 +220,8 @@ def _in_thread(loop: _Loop, label: str | None, objective: Objective) -> None:
 
 
 def _run_slots(loop: _Loop, slots: Sequence[tuple[str | None, Objective]]) -> None:
-    """One slot in this thread; several in threads, joined in short waits so that this
-    (main) thread still sees Ctrl-C; the first error of any slot is raised here."""
+    """One slot in this thread; several in threads, joined in short waits so that Ctrl-C still
+    reaches this one; the first error of any slot is raised here."""
     if len(slots) == 1:
         _slot(loop, *slots[0])
         return
@@ -270,27 +251,20 @@ def run_trials(
     asker: Asker | None = None,
     signals: Signals | None = None,
 ) -> SearchResult:
-    """Run trials in `slots` (label, objective) until `init_points + n_iter` of them have
-    ended or `deadline` has passed (running trials finish); returns the best so far.
+    """Run trials in `slots` (label, objective) until the budget is spent or `deadline` has
+    passed; whatever ends it, no trial of this process stays running. Returns the best so far.
 
-    `asker` chooses the trials (by default from the config and its warm-start study);
-    `signals` catches Ctrl-C and SIGTERM (pass the caller's to cover its cleanup too).
-    Whatever ends the loop, no trial of this process stays "running" (--resume runs it again).
-    """
-    reporter = reporter or Reporter()
-    signals = signals or Signals()
+    `signals`: pass the caller's to cover its cleanup too."""
+    reporter, signals = reporter or Reporter(), signals or Signals()
     heartbeat = Heartbeat(storage, config.search.heartbeat)
-    loop = _Loop(
-        config,
-        storage,
-        study,
-        reporter,
-        deadline or Deadline(config.search.time_budget),
-        asker or Asker(config, warm_trials(config)),
-        heartbeat,
-        signals,
-    )
-    report_start(config, storage, study, reporter)
+    deadline = deadline or Deadline(config.search.time_budget)
+    asker = asker or Asker(config, warm_trials(config))
+    loop = _Loop(config, storage, study, reporter, deadline, asker, heartbeat, signals)
+    trials = storage.trials(study)
+    retried = {t.retry_of for t in trials}
+    rerun = sum(1 for t in trials if t.error_kind in RERUN_KINDS and t.number not in retried)
+    done = sum(t.counts for t in trials)
+    reporter.search_started(study.name, config.search.budget, done, rerun, describe_end(config))
 
     def interrupted(_stop: SearchInterrupted) -> None:
         loop.stop.set()
@@ -306,30 +280,9 @@ def run_trials(
             with contextlib.suppress(Exception):
                 fail_own(storage, study, heartbeat, "the search stopped with an error")
             raise
-    counted = sum(t.counts for t in storage.trials(study))
-    return finish_search(storage, study, reporter, time_up=counted < config.search.budget)
-
-
-def report_start(
-    config: Config, storage: Storage, study: StudyRecord, reporter: Reporter
-) -> list[TrialRecord]:
-    """Tell `reporter` the search starts (the trials that count so far, the interrupted ones
-    that run again, the plan for its end); returns the study's trials."""
-    trials = storage.trials(study)
-    retried = {t.retry_of for t in trials}
-    rerun = sum(1 for t in trials if t.error_kind in RERUN_KINDS and t.number not in retried)
-    done = sum(t.counts for t in trials)
-    reporter.search_started(study.name, config.search.budget, done, rerun, describe_end(config))
-    return trials
-
-
-def finish_search(
-    storage: Storage, study: StudyRecord, reporter: Reporter, time_up: bool = False
-) -> SearchResult:
-    """Show the end of the trials and return the winner so far (SearchFailed without one)."""
     trials = storage.trials(study)
     reporter.search_finished(trials)
-    return study_result(storage, study, time_up)
+    return study_result(storage, study, sum(t.counts for t in trials) < config.search.budget)
 
 
 def study_result(storage: Storage, study: StudyRecord, time_up: bool = False) -> SearchResult:

@@ -1,9 +1,5 @@
-"""The hooks a search calls as it goes: a reporter overrides only the ones it needs.
-
-As KerasTuner's callbacks: every hook is a no-op here, so a library caller that wants, say,
-each finished trial subclasses `Reporter` and implements `trial_finished` alone. The terminal's
-reporter is `tuner.outputs.progress.ConsoleReporter`.
-"""
+"""The hooks a search calls as it goes, each a no-op here: a reporter (as KerasTuner's
+callbacks) overrides those it needs; the terminal's is `outputs.progress.ConsoleReporter`."""
 
 from __future__ import annotations
 
@@ -17,8 +13,7 @@ class Reporter:
     """What a search tells whoever watches it; each hook does nothing unless overridden."""
 
     def search_started(self, study: str, budget: int, done: int, rerun: int, end: str) -> None:
-        """The search starts: its trial budget, the trials that count so far, the interrupted
-        ones that run again, and the plan for its end (`budget.describe_end`)."""
+        """The search starts: its budget, trials done, interrupted ones to rerun, its end's plan."""
 
     def trial_started(self, trial: TrialRecord) -> None:
         """A trial starts."""

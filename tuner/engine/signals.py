@@ -14,26 +14,23 @@ from tuner.errors import SearchInterrupted
 
 
 class Signals:
-    """Turns SIGINT and SIGTERM into SearchInterrupted while a search runs, and remembers them;
-    a second signal leaves the process at once.
+    """SIGINT and SIGTERM as SearchInterrupted while a search runs; a second one leaves at once.
 
-    Remembering matters: a signal raised inside framework code can come back wrapped in
-    another exception (TensorFlow re-raises it as a RuntimeError), which must not be mistaken
-    for a crashed trial. One instance may be entered again within its own `with`: a caller
-    that keeps it around a search and the cleanup after it passes it in.
+    Remembered, since framework code may re-raise one as another exception (TensorFlow: a
+    RuntimeError) that is no crashed trial. Re-entrant, so that a caller's covers its cleanup.
     """
 
     def __init__(self) -> None:
         self.received: int | None = None
         self._previous: dict[int, Any] = {}
-        self._depth = 0  # nested `with`: the outermost installs and restores the handlers
+        self._depth = 0  # the outermost `with` installs and restores the handlers
 
     def _handle(self, signum: int, _frame: FrameType | None) -> None:
         if self.received is not None:
             leave(signum, _frame)
         self.received = signum
-        # KeyboardInterrupt, like Python's own SIGINT handler: framework code that catches
-        # Exception lets it through (raising an Exception here crashed TensorFlow).
+        # KeyboardInterrupt, as Python's own handler: framework code that catches Exception lets
+        # it through.
         raise KeyboardInterrupt
 
     def stopped(self) -> SearchInterrupted:
@@ -72,28 +69,20 @@ class Signals:
 
 
 def leave(signum: int, _frame: FrameType | None = None) -> None:
-    """Leave the process at once with the signal's exit code (128 + its number).
-
-    Every write is one transaction, so a study stays sound; a trial left running is re-run by
-    --resume.
-    """
+    """Leave at once with exit code 128 + signum (every write is one transaction)."""
     os._exit(128 + signum)
 
 
 def leave_on_next_signal() -> None:
-    """From now on SIGINT and SIGTERM leave the process at once.
-
-    For a process already ending after a first signal: a second one must not interrupt its
-    last writes and the interpreter's shutdown with a KeyboardInterrupt (and a traceback).
-    """
+    """From now on SIGINT and SIGTERM leave at once: a process ending after a first signal
+    must not see its last writes and shutdown interrupted with a traceback."""
     _install(leave)
 
 
 @contextlib.contextmanager
 def held_signals() -> Iterator[None]:
-    """SIGINT and SIGTERM held back inside, then handed to the handlers in place before (the
-    search's raises at the first); a second one inside leaves at once, as anywhere. Signal
-    handlers run in the main thread only, so elsewhere nothing needs holding: a no-op."""
+    """SIGINT and SIGTERM held back inside, then raised to the handlers before; a second one
+    leaves at once. A no-op outside the main thread, where no handler runs."""
     held: list[int] = []
 
     def hold(signum: int, frame: FrameType | None) -> None:
@@ -111,16 +100,15 @@ def held_signals() -> Iterator[None]:
 
 
 def _restore(previous: dict[int, Any]) -> None:
-    """Put back the handlers `_install` replaced (None: not set from Python, nothing to put
-    back)."""
+    """Put back the handlers `_install` replaced (None: not set from Python)."""
     for signum, handler in previous.items():
         if handler is not None:
             signal.signal(signum, handler)
 
 
 def _install(handler: Any) -> dict[int, Any]:
-    """Handle SIGINT and SIGTERM with `handler`; returns the handlers it replaced (none
-    outside the main thread, where Python cannot set them)."""
+    """Handle SIGINT and SIGTERM with `handler`; returns those replaced (none off the main
+    thread, where Python cannot set them)."""
     if threading.current_thread() is not threading.main_thread():
         return {}
     return {signum: signal.signal(signum, handler) for signum in (signal.SIGINT, signal.SIGTERM)}

@@ -1,10 +1,5 @@
-"""Many trials at once on one box: the worker slots, each driving its own worker process.
-
-Each slot runs the search loop's trial step (loop.py) on the shared study. A slot may be
-pinned to a GPU (`CUDA_VISIBLE_DEVICES` in its process's environment); a GPU gets at most
-`trials_per_gpu` slots, so never more than that many trials at once. Without GPUs the slots
-share the CPU cores: each process gets `cores // workers` threads (at least 1).
-"""
+"""The worker slots of one box: each pinned to a GPU (at most `trials_per_gpu` to one), or
+without GPUs given `cores // workers` threads (at least 1)."""
 
 from __future__ import annotations
 
@@ -43,12 +38,8 @@ def visible_gpus() -> list[str]:
     """The GPUs of this box, as nvidia-smi numbers them (none without nvidia-smi)."""
     if shutil.which("nvidia-smi") is None:
         return []
-    done = subprocess.run(
-        ["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    command = ["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
     return [line.strip() for line in done.stdout.splitlines() if line.strip()]
 
 

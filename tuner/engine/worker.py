@@ -1,9 +1,6 @@
-"""Trials in a warm child process: a timeout kills it, a crash or OOM of it ends one trial only.
-
-The child imports the objective's factory by name, builds the objective once and then runs
-trials sent over a pipe, so TensorFlow starts once per worker, not once per trial. The child
-is replaced after a kill, a crash, or `evaluation.worker_trials` trials.
-"""
+"""Trials in a warm child process that builds its objective once (TensorFlow starts once per
+worker): a timeout kills it, a crash or OOM ends one trial only; it is replaced after a kill,
+a crash, or `evaluation.worker_trials` trials."""
 
 from __future__ import annotations
 
@@ -57,7 +54,11 @@ def attempt(objective: Callable[..., Any], params: Mapping[str, Scalar], seed: i
     except UsageError as exc:
         return ("usage", str(exc))
     except Exception as exc:
-        return ("failed", failure_kind(exc), f"{type(exc).__name__}: {exc}")
+        return _failure(exc)
+
+
+def _failure(exc: Exception) -> tuple[str, str, str]:
+    return ("failed", failure_kind(exc), f"{type(exc).__name__}: {exc}")
 
 
 def _exit_with_parent(parent: int) -> None:
@@ -107,7 +108,7 @@ def _serve(conn: Connection, factory: str, config: dict[str, Any], dataset: Any)
         conn.send(("usage", str(exc)))
         return
     except Exception as exc:
-        conn.send(("failed", failure_kind(exc), f"{type(exc).__name__}: {exc}"))
+        conn.send(_failure(exc))
         return
     conn.send(("ready",))
     while True:
@@ -121,7 +122,7 @@ def _serve(conn: Connection, factory: str, config: dict[str, Any], dataset: Any)
         try:
             objective = objective_for(splits)
         except Exception as exc:
-            conn.send(("failed", failure_kind(exc), f"{type(exc).__name__}: {exc}"))
+            conn.send(_failure(exc))
             continue
         conn.send(attempt(objective, params, seed))
 
@@ -145,11 +146,8 @@ class Worker:
         self._trials = 0
 
     def __call__(self, params: Mapping[str, Scalar], seed: int, splits: int | None = None) -> Any:
-        """Run one trial in the child; raises TrialFailed for every way it can fail.
-
-        With `splits`, the point is scored on that many splits instead of `evaluation.splits`
-        (the last chunk of a final re-score).
-        """
+        """Run one trial in the child (on `splits` splits, else `evaluation.splits`); raises
+        TrialFailed for every way it can fail."""
         conn = self._ensure_started()
         conn.send((dict(params), seed, splits))
         self._trials += 1
@@ -181,7 +179,8 @@ class Worker:
         _start(self._process)
         child.close()
         self._conn, self._trials = parent, 0
-        _unpack_start(self._receive())
+        if (reply := self._receive())[0] != "ready":
+            _unpack(reply)
         return parent
 
     def _receive(self) -> tuple:
@@ -209,12 +208,8 @@ class Worker:
 
 
 def _start(process: multiprocessing.process.BaseProcess) -> None:
-    """Start the child with Ctrl-C and SIGTERM held back until it has started.
-
-    One landing inside `start()` left a child with half its pickled arguments (it died with a
-    traceback) and a handle that could not be joined (another traceback, and exit code 1 for
-    130). Held back, the signal goes to its handler as soon as the start is done.
-    """
+    """Start the child with Ctrl-C and SIGTERM held back until it has started: one inside
+    `start()` leaves a half-started child and a handle that cannot be joined."""
     with held_signals():
         process.start()
 
@@ -223,12 +218,6 @@ def _death(code: int | None) -> tuple[str, str]:
     if code is not None and code == -signal.SIGKILL:
         return "died", "the worker process was killed (SIGKILL; out of memory?)"
     return "died", f"the worker process died (exit code {code})"
-
-
-def _unpack_start(reply: tuple) -> None:
-    if reply[0] == "ready":
-        return
-    _unpack(reply)
 
 
 def _unpack(reply: tuple) -> Any:
