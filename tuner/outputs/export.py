@@ -86,27 +86,17 @@ def _refit_once(
     """Train on all rows but a held-out part, early-stopped on it; score the best weights."""
     import keras
 
-    from tuner.training.architecture import training_of
     from tuner.training.data import make_splits
-    from tuner.training.model import build_model, fit_callbacks, held_out_loss
+    from tuner.training.model import fit_model, held_out_loss
 
-    evaluation = config.evaluation
-    train, test = make_splits(dataset, 1, evaluation.test_size, seed)[0]
-    keras.utils.set_random_seed(seed % 2**31)
-    training = training_of(params)
-    model = build_model(arch, training.learning_rate, training.optimizer)
-    history = model.fit(
-        x[train],
-        dataset.target[train],
-        validation_data=(x[test], dataset.target[test]),
-        epochs=evaluation.epochs,
-        batch_size=training.batch_size,
-        callbacks=fit_callbacks(evaluation),  # no TerminateOnNaN: it prints to stdout
-        verbose=0,
+    train, test = make_splits(dataset, 1, config.evaluation.test_size, seed)[0]
+    y = dataset.target
+    model, losses = fit_model(
+        arch, dict(params), config.evaluation, seed, x[train], y[train], x[test], y[test]
     )
     predictions = keras.ops.convert_to_numpy(model(x[test], training=False))
-    loss = held_out_loss(arch, dataset.target[test], predictions)
-    return Fit(model, loss if np.isfinite(loss) else float("inf"), len(history.epoch), seed)
+    loss = held_out_loss(arch, y[test], predictions)
+    return Fit(model, loss if np.isfinite(loss) else float("inf"), len(losses), seed)
 
 
 def _versions() -> dict[str, str]:

@@ -32,13 +32,7 @@ class Architecture:
     @property
     def n_params(self) -> int:
         """Parameters as Keras counts them (trainable and not)."""
-        total, width = 0, self.n_inputs
-        for units in self.hidden:
-            total += width * units + units
-            total += 4 * units if self.batch_norm else 0
-            total += units if self.activation in _PARAMETRIC else 0
-            width = units
-        return total + width * self.n_outputs + self.n_outputs
+        return sum(count for _, _, count in self.layers())
 
     def layers(self) -> list[tuple[str, int, int]]:
         """(layer, units, parameters) for each hidden block and the output layer."""
@@ -87,12 +81,8 @@ def hidden_layers(
 def decode(
     params: Mapping[str, Any], network: NetworkConfig, n_inputs: int, n_outputs: int, task: Task
 ) -> Architecture:
-    """The architecture of one point of the space, for data with this many inputs and outputs.
-
-    A point without `activation` uses `network.activation`; without `l2`, no weight decay.
-    Raises UsageError for a value outside its hyperparameter's domain (NaN included), and
-    TrialFailed (`too_large`) when the layers grow without bound.
-    """
+    """The network of one point (UsageError for a value outside its domain, TrialFailed when
+    the layers grow without bound)."""
     neuron_pct = checked_number(params, "neuron_pct")
     neuron_shrink = checked_number(params, "neuron_shrink")
     return Architecture(

@@ -55,8 +55,8 @@ class PreparedSplit:
 
 def read_table(source: str) -> pd.DataFrame:
     """Read a CSV from a path or an http(s) URL, with one-line errors naming the file."""
-    is_url = source.startswith(("http://", "https://"))
-    if not is_url:
+    empty = f"data.path: {source} is empty; it needs a header row and data rows"
+    if not source.startswith(("http://", "https://")):
         path = Path(source)
         if not path.exists():
             raise DataError(f"data.path: file not found: {source}; check the path")
@@ -68,7 +68,7 @@ def read_table(source: str) -> pd.DataFrame:
                 f"data.path: {source} is a binary file, not a CSV; export the data as CSV text"
             )
         if not head.strip():
-            raise DataError(f"data.path: {source} is empty; it needs a header row and data rows")
+            raise DataError(empty)
         _refuse_other_formats(source, head)
         _refuse_duplicate_header(source, head)
     try:
@@ -76,9 +76,7 @@ def read_table(source: str) -> pd.DataFrame:
     except UnicodeDecodeError as exc:
         raise DataError(f"data.path: {source} is not UTF-8 text; save it as UTF-8") from exc
     except pd.errors.EmptyDataError as exc:
-        raise DataError(
-            f"data.path: {source} is empty; it needs a header row and data rows"
-        ) from exc
+        raise DataError(empty) from exc
     except (pd.errors.ParserError, csv.Error) as exc:
         detail = str(exc).strip().splitlines()[-1]
         raise DataError(
@@ -140,19 +138,12 @@ def load_dataset(cfg: DataConfig) -> Dataset:
     for column in numeric:
         _refuse_infinite(features[column], f"data: column {column!r}")
     for column in categorical:
-        # Categories as text, so a column mixing numbers and words still encodes.
+        # As text, so that a column mixing numbers and words still encodes.
         values = features[column].astype("object")
         features[column] = values.where(values.isna(), values.astype(str))
     target, classes = _encode_target(frame[cfg.target], cfg.task, cfg.target)
-    return Dataset(
-        features=features,
-        target=target,
-        task=cfg.task,
-        classes=classes,
-        numeric=numeric,
-        categorical=categorical,
-        dropped_rows=int(missing_target.sum()),
-    )
+    dropped = int(missing_target.sum())
+    return Dataset(features, target, cfg.task, classes, numeric, categorical, dropped)
 
 
 def _check_columns(columns: list[str], cfg: DataConfig) -> None:
@@ -173,9 +164,7 @@ def _check_columns(columns: list[str], cfg: DataConfig) -> None:
 def _require_columns(columns: list[str], wanted: list[str], key: str) -> None:
     for name in wanted:
         if name not in columns:
-            shown = ", ".join(_show(c) for c in columns[:20]) + (
-                ", ..." if len(columns) > 20 else ""
-            )
+            shown = ", ".join(_show(c) for c in columns[:20]) + (", ..." if columns[20:] else "")
             raise DataError(f"{key}: column {name!r} is not in the data; columns: {shown}")
 
 
@@ -306,11 +295,6 @@ def make_preprocessor(dataset: Dataset) -> ColumnTransformer:
 def prepare_split(dataset: Dataset, train: np.ndarray, test: np.ndarray) -> PreparedSplit:
     """Fit the preprocessing on the training rows only, then transform both parts."""
     pipeline = make_preprocessor(dataset)
-    x_train = pipeline.fit_transform(dataset.features.iloc[train])
-    x_test = pipeline.transform(dataset.features.iloc[test])
-    return PreparedSplit(
-        x_train=np.asarray(x_train, dtype="float32"),
-        y_train=dataset.target[train],
-        x_test=np.asarray(x_test, dtype="float32"),
-        y_test=dataset.target[test],
-    )
+    x_train = np.asarray(pipeline.fit_transform(dataset.features.iloc[train]), dtype="float32")
+    x_test = np.asarray(pipeline.transform(dataset.features.iloc[test]), dtype="float32")
+    return PreparedSplit(x_train, dataset.target[train], x_test, dataset.target[test])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import partial
 from typing import Any
 
@@ -29,13 +29,8 @@ class Score:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
-        return {
-            "loss": self.loss,
-            "loss_std": self.loss_std,
-            "split_losses": list(self.split_losses),
-            "epochs": list(self.epochs),
-            "seconds": self.seconds,
-        }
+        lists = {"split_losses": list(self.split_losses), "epochs": list(self.epochs)}
+        return {**asdict(self), **lists}
 
 
 def input_width(dataset: Dataset) -> int:
@@ -53,11 +48,8 @@ def architecture_for(
 
 
 def size_limit(config: Config, dataset: Dataset) -> Callable[[Mapping[str, Scalar]], bool]:
-    """Whether a point's network is within `evaluation.max_params` on this data set.
-
-    Known from the point alone, before any training: the optimiser proposes only such points,
-    rather than spend trials on networks that `evaluate_point` refuses as too large.
-    """
+    """Whether a point's network is within `evaluation.max_params` on this data set: the
+    optimiser proposes only such points."""
     width, limit = input_width(dataset), config.evaluation.max_params
 
     def within(params: Mapping[str, Scalar]) -> bool:
@@ -73,13 +65,8 @@ def size_limit(config: Config, dataset: Dataset) -> Callable[[Mapping[str, Scala
 def evaluate_point(
     config: Config, dataset: Dataset, params: Mapping[str, Scalar], seed: int
 ) -> Score:
-    """Train on `evaluation.splits` resampled splits and return the mean held-out loss.
-
-    Raises TrialFailed (kind `diverged`) when training or predictions are not finite.
-    """
-    from tuner.training.trainer import (
-        train_splits,  # Keras is imported only when a network is trained
-    )
+    """The mean held-out loss on `evaluation.splits` resampled splits (TrialFailed: diverged)."""
+    from tuner.training.trainer import train_splits  # Keras only when a network is trained
 
     started = time.perf_counter()
     evaluation = config.evaluation
@@ -92,8 +79,7 @@ def evaluate_point(
         )
     splits = make_splits(dataset, evaluation.splits, evaluation.test_size, seed)
     parts = [prepare_split(dataset, train, test) for train, test in splits]
-    # One-hot widths can differ (a category absent from a training part): the widest wins,
-    # and the stacked trainer pads the others with zero columns.
+    # One-hot widths differ when a category is absent from a part: the others are padded.
     width = max(part.x_train.shape[1] for part in parts)
     arch = decode(params, config.network, width, dataset.n_outputs, dataset.task)
     results = train_splits(arch, dict(params), parts, evaluation, seed)
@@ -112,8 +98,7 @@ def evaluate_point(
 
 
 def with_splits(config: Config, splits: int) -> Config:
-    """The config with `evaluation.splits` replaced: how a worker process scores a point on
-    another number of splits (the last chunk of a final re-score)."""
+    """The config with `evaluation.splits` replaced."""
     changed = config.evaluation.model_copy(update={"splits": splits})
     return config.model_copy(update={"evaluation": changed})
 
@@ -126,7 +111,7 @@ def make_objective(
 
 
 def load_for_scoring(config: Config) -> Dataset:
-    """Load the config's data and check that its splits can be made, before any output or work."""
+    """The config's data, its splits checked, before any output or work."""
     dataset = load_dataset(config.data)
     make_splits(dataset, config.evaluation.splits, config.evaluation.test_size, 0)
     return dataset

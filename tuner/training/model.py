@@ -1,8 +1,5 @@
-"""Build Keras networks and train one with Keras `fit` (optimisers: `updates.py`).
-
-`train_split` is the plain Keras path: `tuner export` refits with it, the stacked trainer
-(`trainer.py`, the product's) is tested against it, and other backends than TensorFlow use it.
-"""
+"""Keras networks trained with `fit`: what `tuner export` refits, the stacked trainer is tested
+against, and other backends than TensorFlow use."""
 
 from __future__ import annotations
 
@@ -24,7 +21,7 @@ from tuner.training.updates import keras_optimizer
 if TYPE_CHECKING:
     import keras
 
-# TensorFlow's C++ start-up chatter is noise on the user's terminal; an explicit setting wins.
+# TensorFlow's C++ start-up chatter is noise on the terminal; an explicit setting wins.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
@@ -51,18 +48,28 @@ def _stop_on_nan() -> type:
     return StopOnNaN
 
 
-def fit_callbacks(evaluation: EvaluationConfig) -> list[Any]:
-    """Callbacks of a Keras `fit` scored like a trial: early stopping on the held-out loss with
-    the best weights restored, and a silent stop at a non-finite training loss."""
+def fit_model(
+    arch: Architecture, params: dict[str, Any], evaluation: EvaluationConfig, seed: int, *data: Any
+) -> tuple[keras.Model, list[float]]:
+    """A model trained as a trial trains on (x, y, x_held_out, y_held_out): early stopping on the
+    held-out loss, best weights restored; returns it and its training losses."""
     import keras
 
-    stopper = keras.callbacks.EarlyStopping(
-        monitor="val_loss",
-        min_delta=evaluation.min_delta,
-        patience=evaluation.patience,
-        restore_best_weights=True,
+    keras.utils.set_random_seed(seed % 2**31)
+    training = training_of(params)
+    model = build_model(arch, training.learning_rate, training.optimizer)
+    stop = keras.callbacks.EarlyStopping(
+        min_delta=evaluation.min_delta, patience=evaluation.patience, restore_best_weights=True
     )
-    return [stopper, _stop_on_nan()()]
+    history = model.fit(
+        *data[:2],
+        validation_data=data[2:],
+        epochs=evaluation.epochs,
+        batch_size=training.batch_size,
+        callbacks=[stop, _stop_on_nan()()],
+        verbose=0,
+    )
+    return model, history.history.get("loss", [])
 
 
 def activation_layer(name: str) -> keras.layers.Layer:
@@ -76,11 +83,8 @@ def activation_layer(name: str) -> keras.layers.Layer:
 
 
 def build_model(arch: Architecture, learning_rate: float, optimizer: str = "adam") -> keras.Model:
-    """A compiled Keras model for an architecture: dense blocks, then the output layer.
-
-    With `arch.l2` > 0 every Dense kernel (the output layer's too) carries keras.regularizers.L2,
-    which Keras adds to the training and the validation loss.
-    """
+    """A compiled Keras model: dense blocks, then the output layer; with `arch.l2` every kernel
+    carries keras.regularizers.L2."""
     import keras
 
     def dense(units: int, **kwargs: Any) -> keras.layers.Dense:
@@ -116,31 +120,17 @@ def train_split(
     """Train on one split with early stopping on its held-out part; score the best weights."""
     import keras
 
-    # TensorFlow's retracing notices are about its internals, not the user's search.
-    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)  # its retracing notices
     keras.backend.clear_session()
-    keras.utils.set_random_seed(seed % 2**31)
-    training = training_of(params)
-    model = build_model(arch, training.learning_rate, training.optimizer)
-    history = model.fit(
-        split.x_train,
-        split.y_train,
-        validation_data=(split.x_test, split.y_test),
-        epochs=evaluation.epochs,
-        batch_size=training.batch_size,
-        callbacks=fit_callbacks(evaluation),
-        verbose=0,
-    )
-    train_losses = history.history.get("loss", [])
+    data = (split.x_train, split.y_train, split.x_test, split.y_test)
+    model, train_losses = fit_model(arch, params, evaluation, seed, *data)
     for epoch, value in enumerate(train_losses, start=1):
         if not math.isfinite(value):
             raise TrialFailed("diverged", f"training loss became {value} at epoch {epoch}")
     predictions = keras.ops.convert_to_numpy(model(split.x_test, training=False))
     if not np.all(np.isfinite(predictions)):
         raise TrialFailed("diverged", "the network predicts NaN or infinite values")
-    return SplitResult(
-        loss=held_out_loss(arch, split.y_test, predictions), epochs=len(train_losses)
-    )
+    return SplitResult(held_out_loss(arch, split.y_test, predictions), len(train_losses))
 
 
 def held_out_loss(arch: Architecture, y_true: np.ndarray, predictions: np.ndarray) -> float:

@@ -1,8 +1,5 @@
-"""Bookkeeping for training one replica per split at once. Pure NumPy: no Keras here.
-
-Each replica's weights live in one row of a flat (replicas, parameters) matrix; `Layout` says
-where each layer's pieces are. Early stopping is Keras's rule, kept per replica.
-"""
+"""Bookkeeping for training one replica per split at once, each a row of a flat (replicas,
+parameters) matrix; early stopping is Keras's rule per replica. Pure NumPy: no Keras here."""
 
 from __future__ import annotations
 
@@ -36,12 +33,8 @@ def take_replicas(data: StackedData, ids: np.ndarray) -> StackedData:
 def worth_narrowing(
     active: np.ndarray, wait: np.ndarray, patience: int, epoch_s: float, trace_s: float
 ) -> bool:
-    """Whether to retrace the epoch for the stack's still-active replicas alone.
-
-    Stopped replicas are masked, so they cost as much as active ones. Narrowing pays when it at
-    least halves the stack and the epochs the stack must still run (at least patience less
-    the active replicas' least wait) save more than a trace costs.
-    """
+    """Whether to retrace the epoch for the active replicas alone (masked ones cost as much):
+    when it at least halves the stack and the epochs still to run save more than a trace."""
     left = int(active.sum())
     if left == 0 or left > len(active) // 2:
         return False
@@ -58,12 +51,8 @@ def stack_splits(splits: Sequence[PreparedSplit]) -> StackedData:
     def pad(x: np.ndarray) -> np.ndarray:
         return np.pad(x, ((0, 0), (0, width - x.shape[1])))
 
-    return StackedData(
-        x_train=np.stack([pad(s.x_train) for s in splits]),
-        y_train=np.stack([s.y_train for s in splits]),
-        x_test=np.stack([pad(s.x_test) for s in splits]),
-        y_test=np.stack([s.y_test for s in splits]),
-    )
+    parts = [(pad(s.x_train), s.y_train, pad(s.x_test), s.y_test) for s in splits]
+    return StackedData(*(np.stack(part) for part in zip(*parts, strict=True)))
 
 
 @dataclass(frozen=True)
@@ -82,10 +71,8 @@ class Piece:
 
 
 def layout(arch: Architecture) -> list[Piece]:
-    """The trainable pieces of every layer in order: kernel (in, out), then (1, out) vectors.
-
-    Hidden layers have kernel, bias, then alpha (PReLU) and gamma, beta (batch norm).
-    """
+    """Each layer's pieces in order: kernel (in, out), bias, then for hidden layers alpha
+    (PReLU) and gamma, beta (batch norm), each (1, out)."""
     pieces: list[Piece] = []
     widths = (arch.n_inputs, *arch.hidden, arch.n_outputs if arch.task == "classification" else 1)
     for index, (fan_in, units) in enumerate(itertools.pairwise(widths)):
@@ -142,13 +129,9 @@ class EarlyStopping:
 def epoch_batches(
     rngs: Sequence[np.random.Generator], rows: int, batch: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Shuffled row indices (steps, replicas * batch) into the flattened stack, and row weights.
-
-    Each replica draws its own order from its own generator, so a replica trains the same
-    whatever else is stacked with it. The last batch is filled up with rows of weight 0, so
-    every step has the same shape and a short last batch's loss is the mean over its real
-    rows, as in Keras.
-    """
+    """Shuffled row indices (steps, replicas * batch) into the flattened stack, each replica's
+    from its own generator, and row weights: the last batch is filled up with rows of weight 0,
+    so that a short batch's loss is the mean over its real rows, as in Keras."""
     steps = -(-rows // batch)
     order = np.stack(
         [np.resize(rng.permutation(rows), steps * batch) + r * rows for r, rng in enumerate(rngs)]

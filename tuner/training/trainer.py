@@ -1,10 +1,5 @@
-"""The product's trainer: every split's network is one replica of a stacked model.
-
-All replicas' weights are rows of one flat (replicas, weights) matrix, trained by one compiled
-TensorFlow call per epoch with early stopping and best weights kept per replica. Once most
-replicas have stopped, the epoch is traced again for the active ones alone. `model.py` has the
-plain Keras path it is tested against.
-"""
+"""The product's trainer: each split's network is one row of a flat (replicas, weights) matrix,
+all trained by one compiled TensorFlow call per epoch, with early stopping per replica."""
 
 from __future__ import annotations
 
@@ -34,13 +29,10 @@ from tuner.training.replicas import (
 )
 from tuner.training.updates import STEPS
 
-# The stacked trainer: all replicas in one flat weight matrix, one compiled call per epoch.
-
 # keras.layers.BatchNormalization's defaults.
 BN_MOMENTUM, BN_EPSILON = 0.99, 1e-3
-# The training state carried from epoch to epoch: weights, the optimiser's slots m and v
-# (Adam's moments; SGD's momentum is m, RMSprop's average of squares is v), the step count
-# per replica, and batch-norm moving statistics, (replicas, 2, units) per hidden layer.
+# The state carried between epochs: weights, the optimiser's slots m and v, the steps per
+# replica, and the batch-norm moving statistics, (replicas, 2, units) per hidden layer.
 State = tuple[Any, Any, Any, Any, list[Any]]
 
 
@@ -59,14 +51,9 @@ class StackedNet:
         from keras import ops
 
         flat = ops.convert_to_tensor(initial_weights(self.pieces, seeds))
-        stats = [
-            ops.convert_to_tensor(
-                np.stack([np.zeros((self.replicas, u)), np.ones((self.replicas, u))], 1).astype(
-                    "float32"
-                )
-            )
-            for u in (self.arch.hidden if self.arch.batch_norm else ())
-        ]
+        shapes = [(self.replicas, u) for u in (self.arch.hidden if self.arch.batch_norm else ())]
+        stats = [np.stack([np.zeros(s), np.ones(s)], 1).astype("float32") for s in shapes]
+        stats = [ops.convert_to_tensor(s) for s in stats]
         zeros = ops.zeros_like(flat)
         return flat, zeros, zeros, ops.zeros((self.replicas, 1)), stats
 
@@ -121,8 +108,7 @@ class StackedNet:
             loss = ops.mean(per_row, axis=1)
         else:
             loss = ops.sum(per_row * rows, axis=1) / ops.sum(rows)
-        # Keras adds its L2 penalty to the training loss and to the validation loss that
-        # early stopping watches; the trial's score (held_out_loss) is without it.
+        # As Keras: the L2 penalty is in the losses that train and stop, not in the score.
         return (loss + self.penalty(weights) if self.arch.l2 > 0 else loss), stats
 
     def penalty(self, weights: list[Any]) -> Any:
@@ -174,12 +160,8 @@ def _gradients(
 def epoch_function(
     net: StackedNet, data: StackedData, batch: int, learning_rate: float, optimizer: str = "adam"
 ) -> Callable[..., tuple[State, Any, Any]]:
-    """One compiled call per epoch: every step of every replica, then the held-out losses.
-
-    The call takes (state, indices, row weights, active) and returns (state, mean training
-    loss, held-out loss), each loss per replica. Shapes do not change between epochs, so
-    the function is traced once per trial.
-    """
+    """One compiled call per epoch, traced once: (state, indices, row weights, active) ->
+    (state, mean training loss, held-out loss), the losses per replica."""
     import tensorflow as tf
     from keras import ops
 
@@ -239,11 +221,8 @@ def train_splits(
 
 
 class _Stack:
-    """The epoch loop of `train_splits`, over the replicas that the compiled epoch holds.
-
-    Once most replicas have stopped, the epoch is traced again for the active ones alone
-    (`worth_narrowing`): masked replicas cost as much as training ones.
-    """
+    """The epoch loop of `train_splits`; once most replicas have stopped, the epoch is traced
+    again for the active ones alone (`worth_narrowing`)."""
 
     def __init__(
         self, net: StackedNet, data: StackedData, params: dict[str, Any], seed: int
@@ -299,18 +278,10 @@ class _Stack:
         net = StackedNet(self.net.arch, len(self.ids), self.seed + len(times))
         self.run_epoch = self._compile(net)
         times.clear()
-        flat, m, v, steps, stats = state
-        return (
-            _rows(flat, keep),
-            _rows(m, keep),
-            _rows(v, keep),
-            _rows(steps, keep),
-            [_rows(s, keep) for s in stats],
-        )
+        return (*(_rows(x, keep) for x in state[:4]), [_rows(s, keep) for s in state[4]])
 
 
 def _to_numpy(value: Any) -> np.ndarray:
-    """A backend tensor as a NumPy array."""
     import keras
 
     return keras.ops.convert_to_numpy(value)
@@ -330,10 +301,7 @@ def _numpy(state: State) -> tuple[np.ndarray, list[np.ndarray]]:
 def _keep_best(
     best: tuple[np.ndarray, list[np.ndarray]], state: State, improved: np.ndarray, ids: np.ndarray
 ) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Copy the improved replicas' weights and statistics into the best-weights store.
-
-    `state` holds the replicas `ids` of the store, and `improved` is per row of `state`.
-    """
+    """Copy the improved rows of `state` (the store's replicas `ids`) into the best weights."""
     if not improved.any():
         return best
     flat, stats = _numpy(state)

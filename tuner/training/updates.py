@@ -1,11 +1,5 @@
-"""The optimisers: adam, sgd (momentum 0.9) and rmsprop, for both trainers.
-
-`keras_optimizer` is the Keras object that the `fit` path compiles with. The `*_step`
-functions are the same updates written on the stacked trainer's flat (replicas, weights)
-matrix: each is its keras.optimizers class's formula with the defaults (tested equal), applied
-to every replica at once; a replica that early stopping has stopped is left as it is. The
-networks themselves are built and trained in `model.py`.
-"""
+"""The optimisers (adam, sgd with momentum 0.9, rmsprop): Keras's for `fit`, and the same
+updates on the stacked trainer's flat matrix (`*_step`, tested equal), stopped replicas kept."""
 
 from __future__ import annotations
 
