@@ -1,8 +1,5 @@
-"""A deployable model: refit the best trial's point on all the data, save it, predict with it.
-
-A model folder holds `model.keras` (Keras 3 format), `preprocessing.joblib` (the fitted
-scikit-learn ColumnTransformer) and `model.json` (what it is and how it was made).
-"""
+"""A deployable model: the best point refitted on all the data and saved as a folder of
+`model.keras`, `preprocessing.joblib` (the fitted ColumnTransformer) and `model.json`."""
 
 from __future__ import annotations
 
@@ -165,10 +162,8 @@ def _metadata(results: StudyResults, dataset: Dataset, arch: Architecture, fits:
 def export_model(
     results: StudyResults, out: Path, seeds: int = 3, force: bool = False
 ) -> ExportedModel:
-    """Refit the best trial's point with `seeds` seeds, keep the best, write the model folder.
-
-    Returns the model in memory; its `meta` is model.json plus `folder` and `seconds`.
-    """
+    """Refit the best point with `seeds` seeds and write the best fit's folder; returns it, its
+    `meta` model.json plus `folder` and `seconds`."""
     import joblib
 
     from tuner.training.architecture import decode

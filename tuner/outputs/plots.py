@@ -1,11 +1,10 @@
-"""The report's figures, drawn with matplotlib (Agg, no display) and returned as PNG bytes.
-
-Imported only by the report: matplotlib stays out of `tuner --help`.
-"""
+"""The report's figures as PNG bytes, drawn with matplotlib (Agg, no display); imported only by
+the report, so that matplotlib stays out of `tuner --help`."""
 
 from __future__ import annotations
 
 import io
+import itertools
 import math
 from typing import TYPE_CHECKING
 
@@ -43,12 +42,8 @@ def convergence(results: StudyResults) -> bytes:
     ax = figure.subplots()
     done = results.completed
     ax.scatter([t.number for t in done], [t.loss for t in done], color=_POINT, label="trial")
-    best, xs, ys = math.inf, [], []
-    for trial in done:
-        best = min(best, float(trial.loss or math.inf))
-        xs.append(trial.number)
-        ys.append(best)
-    ax.step(xs, ys, where="post", color="black", label="best so far")
+    best = itertools.accumulate((float(t.loss or math.inf) for t in done), min)
+    ax.step([t.number for t in done], list(best), where="post", color="black", label="best so far")
     failed = [t.number for t in results.trials if t.state == TrialState.FAILED]
     if failed and done:
         low = min(t.loss or 0.0 for t in done)

@@ -19,7 +19,7 @@ def stderr_console() -> Console:
     """The console for progress and logs; plain lines when stderr is not a terminal."""
     console = Console(stderr=True, soft_wrap=True, highlight=False)
     if not console.is_terminal:
-        console.width = 160  # a log file has no width; do not squeeze the tables
+        console.width = 160  # a log file has no width: do not squeeze the tables
     return console
 
 
@@ -37,29 +37,21 @@ class ConsoleReporter(Reporter):
         self._task: Any = None
 
     def search_started(self, study: str, budget: int, done: int, rerun: int, end: str) -> None:
-        """Say what is about to run and start the bar on a terminal."""
         extra = f", {rerun} interrupted to run again" if rerun else ""
         self._console.print(f"study {study}: {done} of {budget} trials done{extra}")
         self._console.print(end)
         if self._console.is_terminal:
-            self._progress = Progress(
-                TextColumn("[bold]{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                console=self._console,
-                transient=True,
-            )
+            text = TextColumn("[bold]{task.description}")
+            columns = (text, BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+            self._progress = Progress(*columns, console=self._console, transient=True)
             self._progress.start()
             self._task = self._progress.add_task("trials", total=budget, completed=done)
 
     def trial_started(self, trial: TrialRecord) -> None:
-        """Show which trial runs now."""
         if self._progress is not None:
             self._progress.update(self._task, description=f"trial {trial.number}")
 
     def trial_finished(self, trial: TrialRecord, best: TrialRecord | None) -> None:
-        """One line: number, parameters, loss, best so far, seconds."""
         params = format_params(trial.params, self._names)
         seconds = f"{trial.seconds:.1f}s" if trial.seconds is not None else ""
         if trial.state == TrialState.COMPLETE:
@@ -72,7 +64,6 @@ class ConsoleReporter(Reporter):
             self._progress.advance(self._task)
 
     def slots_changed(self, running: Mapping[str, int | None]) -> None:
-        """With several workers: which trial each worker (and its GPU) runs, on the bar."""
         text = "  ".join(
             f"{slot}: #{n}" if n is not None else f"{slot}: -" for slot, n in running.items()
         )
@@ -80,7 +71,6 @@ class ConsoleReporter(Reporter):
             self._progress.update(self._task, description=text)
 
     def search_finished(self, trials: Sequence[TrialRecord]) -> None:
-        """Stop the bar and show the best trials."""
         if self._progress is not None:
             self._progress.stop()
         self._console.print(trials_table(trials, self._names, limit=5, title="best trials"))
@@ -89,7 +79,6 @@ class ConsoleReporter(Reporter):
             self._console.print(f"{failed} trial(s) failed; they are kept in the study")
 
     def final_started(self, candidates: Sequence[TrialRecord], splits: int, todo: int) -> None:
-        """Which finalists are re-scored, on how many fresh splits."""
         numbers = ", ".join(f"#{t.number}" for t in candidates)
         done = len(candidates) - todo
         kept = f"; {done} already re-scored" if done else ""
@@ -99,19 +88,16 @@ class ConsoleReporter(Reporter):
         )
 
     def final_scored(self, trial: TrialRecord) -> None:
-        """One line per re-scored finalist: its re-scored and search-time losses."""
         assert trial.final is not None
         self._console.print(_scored_line(trial, trial.final, "re-scored", "re-score", "dropped"))
 
     def confirm_started(self, trial: TrialRecord, splits: int) -> None:
-        """Which trial won, and that its loss is measured again on other splits."""
         self._console.print(
             f"confirming the winner #{trial.number} on {splits} other fresh splits "
             "(the lowest of the finalists' means is biased low)"
         )
 
     def confirm_scored(self, trial: TrialRecord) -> None:
-        """The winner's confirmation loss beside its re-scored one."""
         assert trial.confirm is not None
         fallback = "its re-scored loss is reported"
         self._console.print(
@@ -119,13 +105,11 @@ class ConsoleReporter(Reporter):
         )
 
     def final_finished(self, winner: Winner) -> None:
-        """The winner, by its re-scored loss."""
         self._console.print(f"winner: {winner.describe()}")
 
 
 def _scored_line(trial: TrialRecord, score: FinalScore, verb: str, noun: str, fallback: str) -> str:
-    """`trial  12  re-scored 0.6601 ± 0.0062 (se)  search 0.6402  41.0s`, or its failure:
-    `[red]re-score failed (diverged)[/red]: <error>; dropped  search ...`."""
+    """`trial  12  re-scored 0.6601 ± 0.0062 (se)  search 0.6402  41.0s`, or its failure."""
     if score.ok:
         result = f"{verb} {score.loss:.4f} ± {score.loss_se:.4f} (se)"
     else:

@@ -49,28 +49,26 @@ def print_search_result(result: SearchResult, names: Sequence[str], as_json: boo
     if as_json:
         print_json(result.to_dict())
         return
-    best = result.best
-    table = Table(title=f"best of study {result.study}", title_justify="left", show_header=False)
-    table.add_column("key")
-    table.add_column("value")
-    table.add_row("trial", str(best.number))
-    _add_loss_rows(table, result.winner)
-    for name, value in best.params.items():
+    table = _best_table(result.study, result.winner)
+    for name, value in result.best.params.items():
         table.add_row(name, format_value(value))
     table.add_row("storage", result.storage)
     _stdout().print(table)
 
 
-def _add_loss_rows(table: Table, winner: Winner) -> None:
-    """The reported loss with its standard error, and apart the search-time loss."""
-    trial = winner.trial
+def _best_table(study: str, winner: Winner) -> Table:
+    """The winner's number, its reported loss and standard error, and apart its search loss."""
+    table = Table(title=f"best of study {study}", title_justify="left", show_header=False)
+    table.add_column("key")
+    table.add_column("value")
+    table.add_row("trial", str(winner.trial.number))
     how = "fresh splits" if winner.rescored else "search-time splits; not re-scored"
-    table.add_row(
-        "loss", f"{winner.loss:.4f} ± {winner.loss_se:.4f} ({winner.reported_splits} {how})"
-    )
+    loss = f"{winner.loss:.4f} ± {winner.loss_se:.4f} ({winner.reported_splits} {how})"
+    table.add_row("loss", loss)
     if winner.rescored:
-        splits = len(trial.split_losses)
+        splits = len(winner.trial.split_losses)
         table.add_row("search loss", f"{winner.search_loss:.4f} ({splits} splits)")
+    return table
 
 
 def print_score(score: Score, params: Mapping[str, Any], architecture: str, as_json: bool) -> None:
@@ -93,9 +91,6 @@ def print_error(message: str) -> None:
     sys.stderr.flush()
 
 
-# --- reading a finished study: tuner trials / best / report / export / predict -----------
-
-
 def _exact(value: Any) -> str:
     """A value in full precision, for CSV (true/false in lower case, empty for None)."""
     if value is None:
@@ -104,14 +99,10 @@ def _exact(value: Any) -> str:
 
 
 def _trial_row(trial: TrialRecord, names: Sequence[str], exact: bool = False) -> list[str]:
+    def number(value: float | None, digits: int) -> str:
+        return "" if value is None else (_exact(value) if exact else f"{value:.{digits}f}")
+
     shown = _exact if exact else format_value
-    loss = "" if trial.loss is None else (_exact(trial.loss) if exact else f"{trial.loss:.4f}")
-    std = (
-        ""
-        if trial.loss_std is None
-        else (_exact(trial.loss_std) if exact else f"{trial.loss_std:.4f}")
-    )
-    error = f"{trial.error_kind}: {trial.error}" if trial.error_kind else ""
     final = trial.final
     if final is None:
         rescored = ["", ""] if exact else [""]
@@ -125,13 +116,11 @@ def _trial_row(trial: TrialRecord, names: Sequence[str], exact: bool = False) ->
         str(trial.number),
         trial.state.value,
         *(shown(trial.params.get(n)) for n in names),
-        loss,
-        std,
+        number(trial.loss, 4),
+        number(trial.loss_std, 4),
         ",".join(str(e) for e in trial.epochs),
-        ""
-        if trial.seconds is None
-        else (_exact(trial.seconds) if exact else f"{trial.seconds:.1f}"),
-        error,
+        number(trial.seconds, 1),
+        f"{trial.error_kind}: {trial.error}" if trial.error_kind else "",
         *rescored,
     ]
 
@@ -171,14 +160,9 @@ def print_best(results: StudyResults, architecture: str | None, as_json: bool) -
     best = winner.trial
     if as_json:
         extra = {"architecture": architecture, "study": results.name, "storage": results.storage}
-        trial = best.to_dict()
-        print_json({**trial, **winner.to_dict(), **extra})
+        print_json({**best.to_dict(), **winner.to_dict(), **extra})
         return
-    table = Table(title=f"best of study {results.name}", title_justify="left", show_header=False)
-    table.add_column("key")
-    table.add_column("value")
-    table.add_row("trial", str(best.number))
-    _add_loss_rows(table, winner)
+    table = _best_table(results.name, winner)
     table.add_row("split losses", ", ".join(f"{x:.4f}" for x in best.split_losses))
     if winner.rescored and best.final is not None:
         table.add_row("fresh splits", ", ".join(f"{x:.4f}" for x in best.final.split_losses))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -47,12 +48,6 @@ def _drop_reason(frame: pd.DataFrame, column: str) -> str | None:
     return None
 
 
-def _quote(name: str) -> str:
-    import json
-
-    return json.dumps(name)
-
-
 def _data_section(path: Path, frame: pd.DataFrame, target: str) -> list[str]:
     import pandas as pd
 
@@ -64,19 +59,19 @@ def _data_section(path: Path, frame: pd.DataFrame, target: str) -> list[str]:
     lines = [
         "data:",
         "  # The CSV file (an absolute path here; a relative one is relative to this file).",
-        f"  path: {_quote(str(path.resolve()))}",
-        f"  target: {_quote(target)}",
+        f"  path: {json.dumps(str(path.resolve()))}",
+        f"  target: {json.dumps(target)}",
         f"  # Guessed from the target: {classes} distinct values"
         f"{' (numeric)' if task == 'regression' else ''}. classification or regression.",
         f"  task: {task}",
         "  # Columns left out of the features, and why they were suggested:",
     ]
     lines += [f"  #   {c}: {r}" for c, r in drops.items()] or ["  #   (none)"]
-    lines.append(f"  drop: [{', '.join(_quote(c) for c in drops)}]")
+    lines.append(f"  drop: [{', '.join(json.dumps(c) for c in drops)}]")
     lines += [
         "  # Columns to one-hot encode: those pandas does not read as numbers. A numeric code",
         "  # (a zip code, a category number) belongs here too; add it by hand.",
-        f"  categorical: [{', '.join(_quote(c) for c in categorical)}]",
+        f"  categorical: [{', '.join(json.dumps(c) for c in categorical)}]",
     ]
     return lines
 

@@ -1,8 +1,5 @@
-"""`tuner report`: one self-contained HTML page about a study, its plots also as PNG files.
-
-The plots are embedded as base64 data URIs, there are no scripts and no external links, so the
-page opens anywhere without a network.
-"""
+"""`tuner report`: one self-contained HTML page about a study (plots as data URIs, no scripts,
+no links: it opens anywhere without a network), its plots also as PNG files."""
 
 from __future__ import annotations
 
@@ -58,16 +55,13 @@ def best_architecture(results: StudyResults) -> tuple[Architecture | None, str]:
     from tuner.training.data import load_dataset
     from tuner.training.evaluate import architecture_for
 
+    params, network = results.best.params, results.config.network
     try:
         dataset = load_dataset(results.config.data)
     except DataError as exc:
-        layers = hidden_layers(
-            results.best.params["neuron_pct"],
-            results.best.params["neuron_shrink"],
-            results.config.network,
-        )
+        layers = hidden_layers(params["neuron_pct"], params["neuron_shrink"], network)
         return None, f"hidden layers {list(layers)}; the data is not readable here ({exc})"
-    return architecture_for(results.config, dataset, results.best.params), ""
+    return architecture_for(results.config, dataset, params), ""
 
 
 def _architecture_section(results: StudyResults) -> str:
@@ -178,10 +172,7 @@ def render(results: StudyResults, plots: dict[str, bytes]) -> str:
 
 
 def write_report(results: StudyResults, out: Path) -> dict[str, object]:
-    """Write the page and its PNGs (`<stem>-<plot>.png` beside it); returns what was written.
-
-    A study without a completed trial still gets a page: its failures and timings.
-    """
+    """Write the page and its PNGs (`<stem>-<plot>.png` beside it); returns what was written."""
     from tuner.outputs.plots import all_plots
 
     if out.is_dir():
@@ -190,9 +181,7 @@ def write_report(results: StudyResults, out: Path) -> dict[str, object]:
     page = render(results, plots)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(page, encoding="utf-8")
-    pngs = []
-    for name, png in plots.items():
-        path = out.with_name(f"{out.stem}-{name}.png")
+    pngs = [out.with_name(f"{out.stem}-{name}.png") for name in plots]
+    for path, png in zip(pngs, plots.values(), strict=True):
         path.write_bytes(png)
-        pngs.append(str(path))
-    return {"html": str(out), "bytes": out.stat().st_size, "plots": pngs}
+    return {"html": str(out), "bytes": out.stat().st_size, "plots": [str(p) for p in pngs]}
