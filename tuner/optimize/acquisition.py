@@ -1,19 +1,7 @@
-"""Where to look next: a bayes_opt acquisition on a noise-aware GP.
-
-`Acquisition` is a bayes_opt `AcquisitionFunction`, so `BayesianOptimization.suggest()` drives
-it. It differs from bayes_opt's own ones in three ways:
-
-- Noise: each registered point's noise variance (of its mean loss) is handed to the Gaussian
-  process as its own `alpha`. The incumbent (what ei and poi must beat) is the best posterior
-  mean at an observed point, not the luckiest observed value.
-- Where it looks: only at points that `allowed` allows (networks within
-  `evaluation.max_params`) and never at an already-registered point again (a polish that ends
-  on a bound would otherwise propose the same corner trial after trial).
-- Speed: 1,000 random candidates and 200 around the best observed points, then 3 L-BFGS-B
-  polishes over the continuous coordinates (choices held fixed) with batched finite-difference
-  gradients, instead of 10,000 candidates and 10 restarts (or differential evolution when
-  there are choices); past 100 points the kernel's length scale is fitted on a subset.
-"""
+"""Where to look next: a bayes_opt `AcquisitionFunction` on a GP told each point's noise (its
+own `alpha`; the incumbent is the best posterior mean at an observed point). It proposes only
+points `allowed` allows and never a registered one again, and searches cheaply: random and local
+candidates, then a few L-BFGS-B polishes over the continuous coordinates."""
 
 from __future__ import annotations
 
@@ -55,12 +43,8 @@ Rows = Callable[[NDArray[Any]], NDArray[Any]]
 
 
 class Posterior:
-    """The fitted GP's mean and standard deviation at many points, in target units.
-
-    The arithmetic of `GaussianProcessRegressor.predict` with `normalize_y=True`, from its
-    fitted attributes, without its per-call input checks: those cost more than the arithmetic
-    when L-BFGS-B asks about one point at a time. A test holds it equal to `predict`.
-    """
+    """The fitted GP's mean and standard deviation, as `GaussianProcessRegressor.predict` with
+    `normalize_y` (tested equal), without its per-call checks that cost more than the arithmetic."""
 
     def __init__(self, gp: GaussianProcessRegressor, y: NDArray[Any]) -> None:
         self._kernel, self._x = gp.kernel_, gp.X_train_
@@ -113,12 +97,8 @@ class Acquisition(AcquisitionFunction):
         return -self.base_acq(mean, std)
 
     def fit(self, gp: GaussianProcessRegressor, space: TargetSpace) -> None:
-        """Fit the GP to the registered points, each with its own noise when known.
-
-        Past `HYPER_SUBSET` points, the kernel's length scale is fitted on an evenly spread
-        subset and then held fixed for the fit on every point: the likelihood's optimisation
-        grows with the cube of the points, the final fit needs one factorisation.
-        """
+        """Fit the GP to the registered points, each with its own noise when known; past
+        `HYPER_SUBSET` points the kernel is fitted on a spread subset (the cost grows cubically)."""
         x, y = space.params, space.target
         if self.noise is not None and len(self.noise) != len(y):
             raise ValueError(f"{len(self.noise)} noise values for {len(y)} points")
@@ -130,13 +110,11 @@ class Acquisition(AcquisitionFunction):
         gp.set_params(alpha=self._alpha(slice(None), y))
         _fit(gp, x, y)
         self.gp, self.posterior = gp, Posterior(gp, y)
-        # The best posterior mean at an observed point: with noise, the best observed value is
-        # mostly luck; without (alpha 1e-6), the two agree.
+        # With noise, the best observed value is mostly luck.
         self.incumbent = float(np.max(self.posterior(x)[0]))
 
     def _alpha(self, rows: Any, y: NDArray[Any]) -> float | NDArray[Any]:
-        """The GP's alpha for these rows: their noise in normalised units (normalize_y divides
-        the targets by their std, so the noise variance is divided by its square)."""
+        """The GP's alpha for these rows: their noise variance over the targets' variance."""
         if self.noise is None:
             return MIN_ALPHA
         return np.maximum(self.noise[rows] / _scale(y) ** 2, MIN_ALPHA)
@@ -155,12 +133,8 @@ class Acquisition(AcquisitionFunction):
         self.i += 1
         if fit_gp or self.posterior is None:
             self.fit(gp, target_space)
-        candidates = np.vstack(
-            [
-                target_space.random_sample(n_random or self.n_random, random_state=rng),
-                self._near_best(target_space, rng),
-            ]
-        )
+        randoms = target_space.random_sample(n_random or self.n_random, random_state=rng)
+        candidates = np.vstack([randoms, self._near_best(target_space, rng)])
         candidates = self._eligible(candidates, target_space)
         values = self.score(candidates)
         best, best_value = candidates[np.argmin(values)], float(np.min(values))
@@ -173,8 +147,7 @@ class Acquisition(AcquisitionFunction):
     def _eligible(
         self, rows: NDArray[Any], space: TargetSpace, fall_back: bool = True
     ) -> NDArray[Any]:
-        """The rows that are allowed and not a registered point; with `fall_back`, all rows
-        when none is (the space has no allowed point left to find)."""
+        """The rows allowed and not registered; with `fall_back`, all rows when none is."""
         keep = np.ones(len(rows), dtype=bool)
         if len(space.params):
             gaps = np.abs(rows[:, None, :] - space.params[None, :, :]).max(axis=2)
@@ -200,8 +173,7 @@ class Acquisition(AcquisitionFunction):
         low, high = space.bounds[mask, 0], space.bounds[mask, 1]
 
         def value_and_gradient(values: NDArray[Any]) -> tuple[float, NDArray[Any]]:
-            # Forward differences, all in one GP prediction: sklearn's per-call checks cost
-            # more than the arithmetic at these sizes.
+            # Forward differences, all in one prediction.
             step = np.where(values + STEP <= high, STEP, -STEP)
             rows = np.repeat(start[None, :], len(values) + 1, axis=0)
             rows[:, mask] = values

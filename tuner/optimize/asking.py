@@ -1,8 +1,5 @@
-"""What a worker is given when it asks for work: a queued retry, a new point, or nothing.
-
-`Asker.choose` runs inside the study's serialised ask (`Storage.ask`), so it sees every trial,
-running ones included, and no other worker can start a trial between its look and its insert.
-"""
+"""What a worker is given when it asks for work: a queued retry, a new point, or nothing
+(`Asker.choose` runs inside the study's serialised `Storage.ask`)."""
 
 from __future__ import annotations
 
@@ -32,7 +29,7 @@ def _retry_depth(trial: TrialRecord, by_number: Mapping[int, TrialRecord]) -> in
 
 
 def queued_retry(trials: Sequence[TrialRecord], max_retries: int) -> TrialRecord | None:
-    """The first interrupted, stale or died trial not yet retried (stale and died: at most
+    """The first interrupted, stale or died trial not yet retried (those limited, at most
     max_retries times)."""
     by_number = {t.number: t for t in trials}
     retried = {t.retry_of for t in trials if t.retry_of is not None}
@@ -62,8 +59,7 @@ class Asker:
         self._config = config
         self._space = SearchSpace(config.space)
         self._proposer = Proposer(self._space, config.search, allowed)
-        # Warm start: another study's completed trials go first in the proposer's history,
-        # and each takes the place of one of the random initial points.
+        # Warm-start trials go first in the history, each in place of a random initial point.
         self._prior = tuple(prior)
 
     def choose(self, trials: Sequence[TrialRecord]) -> NewTrial | None:

@@ -1,8 +1,5 @@
-"""Proposing points with bayes_opt, driven by ask/tell from the stored trials.
-
-The optimiser is rebuilt from the study's trials for every proposal, so what it knows is
-exactly what the database holds: a resumed search and a fresh one see the same history.
-"""
+"""Proposing points with bayes_opt, rebuilt from the study's trials for every proposal: what it
+knows is what the database holds, so a resumed search and a fresh one see the same history."""
 
 from __future__ import annotations
 
@@ -37,8 +34,8 @@ FENCE_IQR = 1.5
 FENCE_MIN_TRIALS = 4
 
 
-# A point's value as one trial tells it: the value to maximise, its noise variance, and the
-# seed of the splits it was measured on (None for a stand-in value).
+# One trial's telling: the value to maximise, its noise variance, its splits' seed (None for a
+# stand-in).
 Told = tuple[float, float | None, int | None]
 
 
@@ -57,14 +54,9 @@ def _clean(point: dict[str, Any]) -> Point:
 
 
 def loss_fence(completed: Sequence[TrialRecord]) -> float:
-    """The most a completed trial's loss is told as: Tukey's upper fence of their losses,
-    Q3 + 1.5 IQR, the IQR at least a typical trial's split standard deviation.
-
-    A diverged network's loss (5, or 30, against the good ones' 0.65) would otherwise set the
-    GP's normalised scale and its length scales alone, and the differences of 0.01 that matter
-    among the good points would vanish under it. Told as the fence, it still says "bad here".
-    The floor keeps losses that differ by no more than noise (a tight cluster) as they are.
-    """
+    """The most a loss is told as: Q3 + 1.5 IQR of the completed losses, the IQR at least a
+    typical split standard deviation. A diverged loss would otherwise set the GP's scale alone
+    and hide the small differences among good points; told as the fence, it still says "bad"."""
     losses = [float(t.loss) for t in completed if t.loss is not None]
     if len(losses) < FENCE_MIN_TRIALS:
         return math.inf
@@ -83,18 +75,12 @@ def _typical_noise(completed: Sequence[TrialRecord], pooled: float | None) -> fl
 
 
 def observed(trials: Sequence[TrialRecord], liar: str = "mean") -> list[Observation]:
-    """What the optimiser is told: each finished point with the value to maximise and its noise.
+    """Each point the optimiser is told, with the value to maximise and its noise.
 
-    A completed trial gives its negated loss, told as at most `loss_fence` of the completed
-    losses, with the noise of its mean over splits. A failed trial (diverged, say) gives the
-    worst value told so far, so the optimiser learns that region is bad without a NaN or an
-    infinity reaching the Gaussian process; so does a point whose worker process died, until a
-    retry of it speaks for it. Interrupted and stale trials say nothing about their point. A
-    running trial (another worker's) gets a stand-in value, the "constant liar": the mean
-    (`liar: mean`) or the worst (`liar: worst`) of the values told, so that parallel workers
-    are not sent to the same place. Failed and running points get the noise of a typical trial.
-    Repeated points are merged: the mean value, the mean's noise.
-    """
+    A completed trial tells its negated loss (at most the fence) and its mean's noise; a failed
+    one, or a dead worker's not yet retried, the worst value told (no NaN reaches the GP); a
+    running one the mean or worst value (`liar`), so that workers spread out; interrupted and
+    stale ones nothing. Stand-ins get a typical trial's noise; repeated points are merged."""
     completed = [t for t in trials if t.state == TrialState.COMPLETE and t.loss is not None]
     if not completed:
         return []
@@ -125,10 +111,9 @@ def observed(trials: Sequence[TrialRecord], liar: str = "mean") -> list[Observat
 
 
 def _merge(point: Point, told: list[Told]) -> Observation:
-    """One point told several times: the mean value, and its noise. Tellings on one seed (a
-    retried point's) share their splits and their errors: those add as standard
-    deviations, not as variances, so a repeat there is not taken for a second opinion. A
-    stand-in value (a running or failed trial's) measured nothing and adds as a variance."""
+    """One point told several times: the mean value, and its noise. Tellings on one seed share
+    their splits, so their errors add as standard deviations (a repeat is no second opinion);
+    stand-ins measured nothing and add as variances."""
     target = sum(value for value, _, _ in told) / len(told)
     if any(noise is None for _, noise, _ in told):
         return Observation(point, target, None)
@@ -148,18 +133,13 @@ def observations(trials: Sequence[TrialRecord], liar: str = "mean") -> list[tupl
 
 
 class Proposer:
-    """Proposes the k-th point of a search: seeded random ones first, then guided ones.
-
-    With `allowed`, every proposal is a point it allows (where the space has any): a network
-    known to be over `evaluation.max_params` is never proposed, random or guided.
-    """
+    """Proposes the k-th point of a search: seeded random ones first, then guided ones, each
+    one that `allowed` allows (where the space has any)."""
 
     def __init__(
         self, space: SearchSpace, cfg: SearchConfig, allowed: Allowed | None = None
     ) -> None:
-        self._space = space
-        self._cfg = cfg
-        self._allowed = allowed
+        self._space, self._cfg, self._allowed = space, cfg, allowed
         self._initial = self._initial_points()
 
     def _initial_points(self) -> list[Point]:
@@ -223,8 +203,8 @@ class Proposer:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             for o in found:
-                # The target space's own register: the optimiser's wrapper also logs, and
-                # its logging rebuilds the whole result list each call (quadratic in trials).
+                # The target space's own register: the optimiser's also logs, rebuilding the
+                # whole result list each call.
                 optimizer.space.register(o.point, o.target)
         acquisition.allowed = self._allowed_rows(optimizer.space)
         return optimizer
@@ -235,9 +215,8 @@ class Proposer:
             return {}
         if k < len(self._initial):
             return dict(self._initial[k])
-        # One BLAS thread: the matrices are small, and threads that spin while a trial's
-        # training holds the cores made a proposal 5x slower (benchmarks/search_speed.py).
+        # One BLAS thread: the matrices are small, and threads spinning against a trial's
+        # training slow a proposal down.
         with threadpool_limits(limits=1, user_api="blas"), warnings.catch_warnings():
-            # sklearn's GP and bayes_opt's "experimental" notice are noise for our users.
-            warnings.simplefilter("ignore")
+            warnings.simplefilter("ignore")  # sklearn's and bayes_opt's notices
             return _clean(self.optimizer(k, history).suggest())
