@@ -20,7 +20,8 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
-BIN_DIRS = ("/usr/lib/postgresql/15/bin", "/usr/lib/postgresql/16/bin", "/usr/local/bin")
+# Debian installs each major version in its own folder; the newest first.
+BIN_DIRS = (*sorted(map(str, Path("/usr/lib/postgresql").glob("*/bin")), reverse=True), "/usr/local/bin")
 _counter = itertools.count()
 
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from tuner.config.schema import validate_config
+from tuner.engine.loop import open_study, run_search
 from tuner.errors import SearchFailed, SearchInterrupted, StudyError, TrialFailed
 from tuner.optimize.optimizer import observations
 from tuner.outputs.progress import QuietReporter
-from tuner.engine.loop import open_study, run_search
 from tuner.study.store import Storage, TrialRecord, TrialState, sqlite_url
 from tuner.training.evaluate import Score
 

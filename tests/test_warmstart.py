@@ -11,9 +11,9 @@ from click.testing import CliRunner
 from tuner.cli.commands import cli
 from tuner.config.schema import validate_config
 from tuner.config.space import SearchSpace
+from tuner.engine.api import joined_config
 from tuner.errors import StudyError
 from tuner.optimize.optimizer import Proposer
-from tuner.engine.api import joined_config
 from tuner.study.store import Storage, TrialState, sqlite_url
 from tuner.study.warmstart import warm_trials
 
