@@ -21,7 +21,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 # Debian installs each major version in its own folder; the newest first.
-BIN_DIRS = (*sorted(map(str, Path("/usr/lib/postgresql").glob("*/bin")), reverse=True), "/usr/local/bin")
+_DEBIAN = sorted(map(str, Path("/usr/lib/postgresql").glob("*/bin")), reverse=True)
+BIN_DIRS = (*_DEBIAN, "/usr/local/bin")
 _counter = itertools.count()
 
 
