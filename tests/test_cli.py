@@ -384,3 +384,25 @@ def test_too_large_networks_are_refused_and_never_proposed(run, write_config, tm
     # point alone and proposes only networks within the limit, random and guided alike.
     trials = rows(tmp_path / "runs" / "big" / "study.db", "SELECT state, error_kind FROM trials")
     assert trials == [("complete", None)] * 6
+
+
+def test_the_frameworks_start_up_lines_stay_off_stderr_unless_debug(write_config, tmp_path):
+    """TensorFlow's C++ lines (absl, CUDA probing, oneDNN) come from the worker processes'
+    file descriptor 2, which CliRunner does not see: a real process does."""
+    config = write_config("quiet", search={"init_points": 1, "n_iter": 0, "final_candidates": 0})
+    command = [sys.executable, "-m", "tuner.cli.commands", "search", str(config)]
+
+    def stderr(*extra: str) -> str:
+        done = subprocess.run(
+            [*command, *extra], cwd=tmp_path, capture_output=True, text=True, timeout=300
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stderr
+
+    loud = stderr("--debug")
+    native = ("absl", "cudart", "oneDNN", "cuInit", "I0000", "E0000", "W0000")
+    if not any(n in loud for n in native):
+        pytest.skip("this TensorFlow prints no start-up lines here: nothing to keep off")
+    quiet = stderr("--resume", "--set", "search.init_points=2")
+    assert "trial   1" in quiet
+    assert not [line for line in quiet.splitlines() if any(n in line for n in native)], quiet

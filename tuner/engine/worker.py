@@ -84,6 +84,20 @@ def _objectives(factory: str, config: Config, dataset: Any) -> Callable[[int | N
     return objective_for
 
 
+def _quiet_native_stderr() -> None:
+    """Send this process's file descriptor 2 to /dev/null, unless `--debug` (TUNER_DEBUG).
+
+    The frameworks' C++ start-up lines (CUDA probing, oneDNN, absl) say nothing about a trial
+    and no environment variable silences all of them; a trial's failures come back through
+    the pipe, so nothing of the child's own is lost.
+    """
+    if os.environ.get("TUNER_DEBUG"):
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+
+
 def _child_main(
     conn: Connection,
     factory: str,
@@ -92,6 +106,7 @@ def _child_main(
     env: Mapping[str, str] | None = None,
 ) -> None:
     os.environ.update(env or {})  # before the factory imports a framework: GPUs, threads
+    _quiet_native_stderr()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the search decides what Ctrl-C means
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     # The search closed the pipe (Ctrl-C, or it stopped): nobody wants the reply any more.
