@@ -66,8 +66,6 @@ def evaluate_point(
     config: Config, dataset: Dataset, params: Mapping[str, Scalar], seed: int
 ) -> Score:
     """The mean held-out loss on `evaluation.splits` resampled splits (TrialFailed: diverged)."""
-    from tuner.training.trainer import train_splits  # Keras only when a network is trained
-
     started = time.perf_counter()
     evaluation = config.evaluation
     planned = architecture_for(config, dataset, params)
@@ -82,19 +80,16 @@ def evaluate_point(
     # One-hot widths differ when a category is absent from a part: the others are padded.
     width = max(part.x_train.shape[1] for part in parts)
     arch = decode(params, config.network, width, dataset.n_outputs, dataset.task)
+    from tuner.training.trainer import train_splits  # Keras only when a network is trained
+
     results = train_splits(arch, dict(params), parts, evaluation, seed)
     losses = [result.loss for result in results]
-    epochs = [result.epochs for result in results]
     loss = float(np.mean(losses))
     if not math.isfinite(loss):
         raise TrialFailed("diverged", f"held-out loss is {loss}")
-    return Score(
-        loss=loss,
-        loss_std=float(np.std(losses, ddof=1)) if len(losses) > 1 else 0.0,
-        split_losses=tuple(losses),
-        epochs=tuple(epochs),
-        seconds=time.perf_counter() - started,
-    )
+    std = float(np.std(losses, ddof=1)) if len(losses) > 1 else 0.0
+    epochs = tuple(result.epochs for result in results)
+    return Score(loss, std, tuple(losses), epochs, time.perf_counter() - started)
 
 
 def with_splits(config: Config, splits: int) -> Config:

@@ -3,13 +3,15 @@ against, and other backends than TensorFlow use."""
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before Keras: TensorFlow's start-up chatter
+
+import keras
 import numpy as np
 
 from tuner.config.schema import EvaluationConfig
@@ -17,12 +19,6 @@ from tuner.errors import TrialFailed
 from tuner.training.architecture import Architecture, training_of
 from tuner.training.data import PreparedSplit
 from tuner.training.updates import keras_optimizer
-
-if TYPE_CHECKING:
-    import keras
-
-# TensorFlow's C++ start-up chatter is noise on the terminal; an explicit setting wins.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 @dataclass(frozen=True)
@@ -33,19 +29,13 @@ class SplitResult:
     epochs: int
 
 
-@functools.cache
-def _stop_on_nan() -> type:
-    import keras
+class _StopOnNaN(keras.callbacks.Callback):
+    """Keras's TerminateOnNaN, without its print to stdout (stdout carries results)."""
 
-    class StopOnNaN(keras.callbacks.Callback):
-        """Keras's TerminateOnNaN, without its print to stdout (stdout carries results)."""
-
-        def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-            loss = (logs or {}).get("loss")
-            if loss is not None and not math.isfinite(float(loss)):
-                self.model.stop_training = True
-
-    return StopOnNaN
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self.model.stop_training = True
 
 
 def fit_model(
@@ -53,8 +43,6 @@ def fit_model(
 ) -> tuple[keras.Model, list[float]]:
     """A model trained as a trial trains on (x, y, x_held_out, y_held_out): early stopping on the
     held-out loss, best weights restored; returns it and its training losses."""
-    import keras
-
     keras.utils.set_random_seed(seed % 2**31)
     training = training_of(params)
     model = build_model(arch, training.learning_rate, training.optimizer)
@@ -66,15 +54,13 @@ def fit_model(
         validation_data=data[2:],
         epochs=evaluation.epochs,
         batch_size=training.batch_size,
-        callbacks=[stop, _stop_on_nan()()],
+        callbacks=[stop, _StopOnNaN()],
         verbose=0,
     )
     return model, history.history.get("loss", [])
 
 
 def activation_layer(name: str) -> keras.layers.Layer:
-    import keras
-
     if name == "prelu":
         return keras.layers.PReLU()
     if name == "leaky_relu":
@@ -85,7 +71,6 @@ def activation_layer(name: str) -> keras.layers.Layer:
 def build_model(arch: Architecture, learning_rate: float, optimizer: str = "adam") -> keras.Model:
     """A compiled Keras model: dense blocks, then the output layer; with `arch.l2` every kernel
     carries keras.regularizers.L2."""
-    import keras
 
     def dense(units: int, **kwargs: Any) -> keras.layers.Dense:
         decay = keras.regularizers.L2(arch.l2) if arch.l2 > 0 else None
@@ -118,8 +103,6 @@ def train_split(
     seed: int,
 ) -> SplitResult:
     """Train on one split with early stopping on its held-out part; score the best weights."""
-    import keras
-
     logging.getLogger("tensorflow").setLevel(logging.ERROR)  # its retracing notices
     keras.backend.clear_session()
     data = (split.x_train, split.y_train, split.x_test, split.y_test)

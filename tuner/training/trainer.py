@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before Keras: TensorFlow's start-up chatter
+
+import keras
 import numpy as np
+from keras import ops
 
 from tuner.config.schema import EvaluationConfig
 from tuner.errors import TrialFailed
@@ -40,16 +45,12 @@ class StackedNet:
     """The forward pass of every replica's network, from the flat (replicas, weights) matrix."""
 
     def __init__(self, arch: Architecture, replicas: int, seed: int) -> None:
-        import keras
-
         self.arch, self.replicas, self.pieces = arch, replicas, layout(arch)
         self.activation = None if arch.activation == "prelu" else activation_layer(arch.activation)
         self.seed = keras.random.SeedGenerator(seed % 2**31)
 
     def initial_state(self, seeds: Sequence[int]) -> State:
         """Keras's initial weights for each replica's seed; zero optimiser slots and steps."""
-        from keras import ops
-
         flat = ops.convert_to_tensor(initial_weights(self.pieces, seeds))
         shapes = [(self.replicas, u) for u in (self.arch.hidden if self.arch.batch_norm else ())]
         stats = [np.stack([np.zeros(s), np.ones(s)], 1).astype("float32") for s in shapes]
@@ -59,8 +60,6 @@ class StackedNet:
 
     def unflatten(self, flat: Any) -> list[Any]:
         """The weight pieces, each (replicas, *shape), cut from the flat matrix."""
-        from keras import ops
-
         return [
             ops.reshape(flat[:, p.offset : p.offset + p.size], (self.replicas, *p.shape))
             for p in self.pieces
@@ -70,9 +69,6 @@ class StackedNet:
         self, weights: list[Any], stats: list[Any], x: Any, training: bool
     ) -> tuple[Any, list[Any]]:
         """Logits or values (replicas, rows, outputs), and the updated batch-norm statistics."""
-        import keras
-        from keras import ops
-
         layers: dict[int, dict[str, Any]] = {}
         for piece, value in zip(self.pieces, weights, strict=True):
             layers.setdefault(piece.layer, {})[piece.name] = value
@@ -96,8 +92,6 @@ class StackedNet:
         self, weights: list[Any], stats: list[Any], x: Any, y: Any, rows: Any, training: bool
     ) -> tuple[Any, list[Any]]:
         """Each replica's mean loss (weighted by `rows` when given) and the new statistics."""
-        from keras import ops
-
         out, stats = self.outputs(weights, stats, x, training)
         if self.arch.task == "classification":
             hot = ops.one_hot(y, self.arch.n_outputs)
@@ -113,15 +107,11 @@ class StackedNet:
 
     def penalty(self, weights: list[Any]) -> Any:
         """keras.regularizers.L2(l2) summed over every kernel, per replica."""
-        from keras import ops
-
         kernels = [w for p, w in zip(self.pieces, weights, strict=True) if p.name == "kernel"]
         return self.arch.l2 * sum(ops.sum(ops.square(k), axis=(1, 2)) for k in kernels)
 
     def predict(self, flat: np.ndarray, stats: list[np.ndarray], x: np.ndarray) -> np.ndarray:
         """Probabilities (classification) or values: (replicas, rows, outputs)."""
-        from keras import ops
-
         weights = self.unflatten(ops.convert_to_tensor(flat))
         out, _ = self.outputs(weights, stats, ops.convert_to_tensor(x), training=False)
         return ops.convert_to_numpy(ops.softmax(out) if self.arch.task == "classification" else out)
@@ -129,8 +119,6 @@ class StackedNet:
 
 def _batch_norm(layer: dict[str, Any], stat: Any, x: Any, training: bool) -> tuple[Any, Any]:
     """Keras's BatchNormalization for each replica; `stat` is (replicas, 2, units)."""
-    from keras import ops
-
     if training:
         mean, var = ops.mean(x, axis=1, keepdims=True), ops.var(x, axis=1, keepdims=True)
         batch = ops.concatenate([mean, var], axis=1)
@@ -146,7 +134,6 @@ def _gradients(
 ) -> tuple[Any, list[Any], Any]:
     """Losses, statistics and the flat gradient: the one TensorFlow-specific place."""
     import tensorflow as tf
-    from keras import ops
 
     weights = net.unflatten(flat)
     with tf.GradientTape() as tape:
@@ -163,7 +150,6 @@ def epoch_function(
     """One compiled call per epoch, traced once: (state, indices, row weights, active) ->
     (state, mean training loss, held-out loss), the losses per replica."""
     import tensorflow as tf
-    from keras import ops
 
     replicas, rows, width = data.x_train.shape
     x_flat = ops.convert_to_tensor(data.x_train.reshape(replicas * rows, width))
@@ -199,8 +185,6 @@ def train_splits(
     seed: int,
 ) -> list[SplitResult]:
     """Train one replica per split, all at once; replica i starts from seed + i's weights."""
-    import keras
-
     if keras.backend.backend() != "tensorflow":  # the compiled loop is TensorFlow's
         return [train_split(arch, params, s, evaluation, seed + i) for i, s in enumerate(splits)]
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
@@ -250,13 +234,13 @@ class _Stack:
             indices, weights = epoch_batches(rngs, self.data.x_train.shape[1], self.batch)
             active = stopping.active[self.ids]
             state, train_loss, val_loss = self.run_epoch(state, indices, weights, active)
-            for value in _to_numpy(train_loss)[active]:
+            for value in ops.convert_to_numpy(train_loss)[active]:
                 if not math.isfinite(value):
                     raise TrialFailed(
                         "diverged", f"training loss became {value} at epoch {epoch + 1}"
                     )
             full = np.full(len(stopping.active), np.inf)
-            full[self.ids] = _to_numpy(val_loss)
+            full[self.ids] = ops.convert_to_numpy(val_loss)
             improved = stopping.update(epoch, full)
             best = _keep_best(best, state, improved[self.ids], self.ids)
             if not stopping.active.any():
@@ -281,21 +265,13 @@ class _Stack:
         return (*(_rows(x, keep) for x in state[:4]), [_rows(s, keep) for s in state[4]])
 
 
-def _to_numpy(value: Any) -> np.ndarray:
-    import keras
-
-    return keras.ops.convert_to_numpy(value)
-
-
 def _rows(value: Any, keep: np.ndarray) -> Any:
-    from keras import ops
-
     return ops.take(value, ops.convert_to_tensor(keep), axis=0)
 
 
 def _numpy(state: State) -> tuple[np.ndarray, list[np.ndarray]]:
     """The weights and batch-norm statistics of a state, as NumPy arrays."""
-    return _to_numpy(state[0]), [_to_numpy(s) for s in state[4]]
+    return ops.convert_to_numpy(state[0]), [ops.convert_to_numpy(s) for s in state[4]]
 
 
 def _keep_best(
