@@ -1,11 +1,9 @@
-"""The `tuner` command: parses arguments, calls the library, maps errors to exit codes.
-
-Heavy modules (pandas, scikit-learn, Keras) are imported inside the commands so that
-`tuner --help` answers at once.
-"""
+"""The `tuner` command: parses arguments, calls the library, maps errors to exit codes; heavy
+modules are imported inside the commands, so that `tuner --help` answers at once."""
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,6 +24,8 @@ def _handled(debug: bool) -> Iterator[None]:
     """Turn the tool's errors into a one-line message and an exit code."""
     from tuner.outputs.report import print_error
 
+    if debug:  # worker processes inherit it: they keep the frameworks' own stderr lines
+        os.environ["TUNER_DEBUG"] = "1"
     try:
         yield
     except TunerError as exc:
@@ -105,6 +105,7 @@ def search(
 ) -> None:
     """Search the space of CONFIG with Bayesian optimisation; print the best trial."""
     with _handled(debug):
+        from tuner.outputs.progress import stderr_console
         from tuner.outputs.report import print_search_result
         from tuner.study.store import sqlite_url
 
@@ -126,17 +127,11 @@ def search(
             objective=objective,
         )
         if result.time_up and cfg.search.time_budget and not quiet:
-            _say_time_up(cfg.search.time_budget)
+            stderr_console().print(
+                f"time budget of {cfg.search.time_budget:g} s (search.time_budget) ended the "
+                "search before its trial budget. Continue with --resume"
+            )
         print_search_result(result, names, as_json)
-
-
-def _say_time_up(seconds: float) -> None:
-    from tuner.outputs.progress import stderr_console
-
-    stderr_console().print(
-        f"time budget of {seconds:g} s (search.time_budget) ended the search before its trial "
-        "budget. Continue with --resume"
-    )
 
 
 @cli.command(short_help="Work on a study that tuner search created (another box).")
@@ -217,9 +212,6 @@ def evaluate(
         chosen = cfg.search.seed if seed is None else seed
         score, arch = evaluate_config(cfg, params, chosen, dataset)
         print_score(score, params, arch.describe(), as_json)
-
-
-# --- reading a finished study, exporting and using its model ------------------------------
 
 
 def _results(config: Path | None, storage: str | None, study_name: str | None) -> Any:

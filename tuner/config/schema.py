@@ -37,16 +37,33 @@ class Param(_Section):
 
     @model_validator(mode="after")
     def _one_form(self) -> Param:
-        given = self.model_fields_set
-        forms = [f for f, keys in _FORMS.items() if given & keys]
+        forms = [f for f, keys in _FORMS.items() if self.model_fields_set & keys]
         if len(forms) > 1:
             raise ValueError(
                 f"use one form: a fixed value, low/high or values (got {' and '.join(forms)})"
             )
-        if self.values is not None:
-            _check_values(self.values)
-        elif self.low is not None or self.high is not None:
-            _check_range(self.low, self.high, self.log)
+        values, low, high = self.values, self.low, self.high
+        if values is not None:
+            if len(values) < 2:
+                raise ValueError(
+                    f"values needs at least two entries (got {values!r}); add one, or give the "
+                    "value alone"
+                )
+            if len({repr(v) for v in values}) != len(values):
+                raise ValueError(f"values must not repeat (got {values!r})")
+        elif low is not None or high is not None:
+            if low is None or high is None:
+                raise ValueError(f"a range needs both low and high (got low={low}, high={high})")
+            if not high > low:
+                raise ValueError(
+                    f"high must be greater than low (got low={low}, high={high}); swap or widen "
+                    "them"
+                )
+            if self.log and low <= 0:
+                raise ValueError(
+                    f"a log-scale range needs low > 0 (got low={low}); raise low or remove "
+                    "`log: true`"
+                )
         elif self.value is None:
             raise ValueError(
                 "give a fixed value, {low: .., high: ..} or {values: [..]} (got nothing)"
@@ -81,28 +98,6 @@ _FORMS = {
     "low/high": {"low", "high", "log", "integer"},
     "values": {"values"},
 }
-
-
-def _check_values(values: list[Scalar]) -> None:
-    if len(values) < 2:
-        raise ValueError(
-            f"values needs at least two entries (got {values!r}); add one, or give the value alone"
-        )
-    if len({repr(v) for v in values}) != len(values):
-        raise ValueError(f"values must not repeat (got {values!r})")
-
-
-def _check_range(low: float | None, high: float | None, log: bool) -> None:
-    if low is None or high is None:
-        raise ValueError(f"a range needs both low and high (got low={low}, high={high})")
-    if not high > low:
-        raise ValueError(
-            f"high must be greater than low (got low={low}, high={high}); swap or widen them"
-        )
-    if log and low <= 0:
-        raise ValueError(
-            f"a log-scale range needs low > 0 (got low={low}); raise low or remove `log: true`"
-        )
 
 
 class DataConfig(_Section):
