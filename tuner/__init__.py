@@ -1,15 +1,5 @@
-"""Bayesian hyperparameter search for Keras networks on tabular data.
-
-The public Python API; the `tuner` command is a thin layer over it. Heavy modules (pandas,
-scikit-learn, Keras) are imported inside the functions, so `import tuner` is instant.
-
-    import tuner
-    result = tuner.search("configs/default.yaml")  # the study goes to runs/default/
-    print(result.winner.describe(), result.best.params)
-    study = tuner.open_study("runs/default")
-    model = tuner.load_model("model/")
-    predictions = model.predict(frame)
-"""
+"""Bayesian hyperparameter search for Keras networks on tabular data: the public Python API,
+which the `tuner` command wraps; heavy modules are imported inside the functions."""
 
 from __future__ import annotations
 
@@ -83,13 +73,8 @@ def search(
     trials_per_gpu: int = 1,
     objective: str | None = None,
 ) -> SearchResult:
-    """Run a search: trials in worker processes, then the finalists' re-score.
-
-    The study goes to `storage` (an SQLAlchemy URL) or to `out`/study.db (by default
-    runs/<config name>/ for a file, runs/search/ for a dict), named `study` (default: the
-    config file's name, or "search"). `reporter` gets the search's events (see
-    `tuner.engine.reporter.Reporter`; nothing is printed without one).
-    """
+    """Run a search, stored in `storage` (a URL) or `out`/study.db (runs/<config name>/, or
+    runs/search/ for a dict) as `study`; `reporter` gets its events (none printed without one)."""
     from tuner.engine.api import Parallel
     from tuner.engine.api import search as run
     from tuner.engine.worker import DEFAULT_FACTORY
@@ -121,9 +106,7 @@ def evaluate(
 
 
 def open_study(location: str | Path, study: str | None = None) -> StudyResults:
-    """A study's config, trials and winner, read back: `location` is a study.db file, a run
-    folder holding one, or an SQLAlchemy URL (then `study` is required). The study's name
-    defaults to the run folder's, as `tuner search` names it (runs/<name>/study.db)."""
+    """A study read back from a study.db, a run folder (its name the study's) or a URL."""
     from tuner.study.results import load_results
     from tuner.study.store import sqlite_url
 

@@ -1,5 +1,4 @@
-"""The `tuner` command: parses arguments, calls the library, maps errors to exit codes; heavy
-modules are imported inside the commands, so that `tuner --help` answers at once."""
+"""The `tuner` command: parses arguments, calls the library, maps errors to exit codes."""
 
 from __future__ import annotations
 

@@ -19,8 +19,7 @@ OPTIMIZERS = ("adam", "sgd", "rmsprop")
 
 @dataclass(frozen=True)
 class Hyperparameter:
-    """What one hyperparameter may take; without a `default` it must be in `space`, unless
-    `optional` (activation: network.activation stands in)."""
+    """What one hyperparameter may take; without `default` or `optional` it must be searched."""
 
     kind: Literal["float", "int", "bool", "choice"]
     low: float | None = None

@@ -1,5 +1,4 @@
-"""Named hyperparameters <-> the optimiser's coordinates: ranges scaled to [0, 1] (log ranges
-in log space), whole numbers rounded on the way out, choices as categoricals of their JSON text."""
+"""Named hyperparameters <-> the optimiser's coordinates (ranges scaled to [0, 1])."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""Strict YAML (no duplicate keys, aliases or deep nesting) and `--set KEY=VALUE` overrides;
-every error is one line naming the file (or `--set KEY`) and the line."""
+"""Strict YAML (no duplicate keys, aliases or deep nesting) and `--set KEY=VALUE` overrides."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""The library functions behind `tuner search`, `tuner worker` and `tuner evaluate`: data,
-study, worker processes on this box, the loop, and for a search its end (final.py)."""
+"""The library functions behind `tuner search`, `tuner worker` and `tuner evaluate`."""
 
 from __future__ import annotations
 
@@ -43,8 +42,7 @@ def search(
     factory: str = DEFAULT_FACTORY,
     parallel: Parallel = Parallel(),
 ) -> SearchResult:
-    """`tuner search`: open (or resume) the study, run its trials in worker processes that
-    build their objective with `factory` (`module:function`), then the end of the search."""
+    """`tuner search`: the study's trials in worker processes, then the end of the search."""
     started = time.monotonic()  # the clock starts with the search, data loading included
     dataset = load_for_scoring(config)
     prior = warm_trials(config)  # a missing warm-start study or another space: before any write

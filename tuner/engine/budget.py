@@ -1,6 +1,5 @@
-"""The time budget, and the size of the search's end (final.py): at most `search.final_share`
-of the run's wall time, kept from a time budget or added to a run without one, cut to the
-scoring calls that fit (fewer finalists, or fewer splits each)."""
+"""The time budget, and the search's end (final.py) cut to at most `search.final_share` of the
+run's wall time: fewer finalists, or fewer splits each."""
 
 from __future__ import annotations
 
@@ -101,8 +100,7 @@ def pending(config: Config, trials: Sequence[TrialRecord]) -> Pending:
 
 
 def final_reserve(config: Config, trials: Sequence[TrialRecord]) -> float:
-    """Seconds a time budget keeps for its end (at most `final_share` of it) plus a typical
-    trial's, so that the last trial is expected to end before it."""
+    """Seconds a time budget keeps for its end (at most `final_share`) and a typical trial."""
     search = config.search
     todo = pending(config, trials)
     if search.time_budget is None or todo.finalists == 0:
@@ -144,8 +142,7 @@ def plan(
 
 
 def fit_final(config: Config, trials: Sequence[TrialRecord], left: float) -> Config:
-    """The config with the end cut to the calls that fit in `left` seconds; uncut when some
-    finalist already holds its re-score (a cut would throw it away)."""
+    """The config with the end cut to fit `left` seconds (uncut once a finalist is re-scored)."""
     todo = pending(config, trials)
     if todo.slowest <= 0 or todo.seconds <= left or len(todo.undone) < todo.finalists:
         return config
@@ -166,8 +163,7 @@ def _cut(config: Config, count: int, each: int, confirm: int) -> Config:
 
 
 def planned_end(config: Config) -> Config:
-    """The end as planned at the start: without a time budget, cut as if a call cost one
-    trial's time; with one, as configured (it is cut later to the time left)."""
+    """The end as planned at the start: without a time budget, as if a call cost one trial."""
     search = config.search
     if search.time_budget is not None or search.final_candidates == 0:
         return config

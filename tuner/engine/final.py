@@ -136,8 +136,7 @@ def rescore_final(
     reporter: Reporter,
     interrupted: Callable[[], bool] = lambda: False,
 ) -> None:
-    """Re-score the finalists on `search.final_splits` fresh splits, each stored when done
-    (those holding one on the same seeds are not redone), then confirm the winner."""
+    """Re-score the finalists not yet re-scored on these seeds, then confirm the winner."""
     trials = storage.trials(study)
     chosen = candidates(trials, config.search.final_candidates)
     sizes = final_chunks(config)
@@ -159,8 +158,7 @@ def confirm_winner(
     reporter: Reporter,
     interrupted: Callable[[], bool] = lambda: False,
 ) -> None:
-    """Score the winner on `search.confirm_splits` more fresh splits, stored as its `confirm`:
-    only when it was chosen among 2 or more finalists, and not again on the same seeds."""
+    """Score a winner chosen among 2 or more finalists on `search.confirm_splits` more splits."""
     trials = storage.trials(study)
     found = winner(trials)
     if config.search.confirm_splits <= 0 or found is None or found.final_candidates < 2:
@@ -183,8 +181,7 @@ def rescore(
     reporter: Reporter,
     signals: Signals | None = None,
 ) -> None:
-    """`rescore_final` with Ctrl-C and SIGTERM turned into SearchInterrupted; the re-scores
-    finished before it are kept."""
+    """`rescore_final` with Ctrl-C and SIGTERM turned into SearchInterrupted."""
     signals = signals or Signals()
     try:
         with signals, signals.stopping():

@@ -1,5 +1,4 @@
-"""The search loop: each slot asks for a trial, scores it and records how it ended; one slot
-runs in the calling thread, several in threads of their own (Optuna's `_optimize` pattern)."""
+"""The search loop: each slot (one here, several in threads) asks, scores, records a trial."""
 
 from __future__ import annotations
 
@@ -173,8 +172,7 @@ class _Loop:
                 self.reporter.slots_changed(dict(self.running))
 
     def passed(self) -> bool:
-        """True once the time budget less its reserve is spent; it stays so, though the reserve
-        moves with the finalists: a slot that stopped must not see others go on."""
+        """True once the time budget less its reserve is spent, and from then on."""
         deadline = self.deadline
         if not self.time_up and deadline.seconds is not None:
             trials = self.storage.trials(self.study) if deadline.reserve is not None else ()
@@ -183,8 +181,7 @@ class _Loop:
 
 
 def _next(loop: _Loop) -> TrialRecord | None:
-    """The next trial for a slot, waiting while others run (they may go stale); None once the
-    budget or the time is spent."""
+    """The next trial for a slot, waiting while others run; None once the budget is spent."""
     search = loop.config.search
     while not loop.stop.is_set() and not loop.passed():
         asked = loop.storage.ask(loop.study, loop.asker.choose, search.grace)
@@ -220,8 +217,7 @@ def _in_thread(loop: _Loop, label: str | None, objective: Objective) -> None:
 
 
 def _run_slots(loop: _Loop, slots: Sequence[tuple[str | None, Objective]]) -> None:
-    """One slot in this thread; several in threads, joined in short waits so that Ctrl-C still
-    reaches this one; the first error of any slot is raised here."""
+    """One slot here; several in threads, joined in short waits so that Ctrl-C gets through."""
     if len(slots) == 1:
         _slot(loop, *slots[0])
         return
@@ -251,10 +247,8 @@ def run_trials(
     asker: Asker | None = None,
     signals: Signals | None = None,
 ) -> SearchResult:
-    """Run trials in `slots` (label, objective) until the budget is spent or `deadline` has
-    passed; whatever ends it, no trial of this process stays running. Returns the best so far.
-
-    `signals`: pass the caller's to cover its cleanup too."""
+    """Run trials in `slots` (label, objective) until the budget or `deadline` is spent; however
+    it ends, no trial of this process stays running."""
     reporter, signals = reporter or Reporter(), signals or Signals()
     heartbeat = Heartbeat(storage, config.search.heartbeat)
     deadline = deadline or Deadline(config.search.time_budget)

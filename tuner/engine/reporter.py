@@ -1,5 +1,4 @@
-"""The hooks a search calls as it goes, each a no-op here: a reporter (as KerasTuner's
-callbacks) overrides those it needs; the terminal's is `outputs.progress.ConsoleReporter`."""
+"""The hooks a search calls as it goes, each a no-op here: a reporter overrides those it needs."""
 
 from __future__ import annotations
 

@@ -14,11 +14,8 @@ from tuner.errors import SearchInterrupted
 
 
 class Signals:
-    """SIGINT and SIGTERM as SearchInterrupted while a search runs; a second one leaves at once.
-
-    Remembered, since framework code may re-raise one as another exception (TensorFlow: a
-    RuntimeError) that is no crashed trial. Re-entrant, so that a caller's covers its cleanup.
-    """
+    """SIGINT and SIGTERM as SearchInterrupted while a search runs, remembered (TensorFlow may
+    re-raise one as a RuntimeError); a second one leaves at once."""
 
     def __init__(self) -> None:
         self.received: int | None = None
@@ -43,8 +40,7 @@ class Signals:
     def stopping(
         self, cleanup: Callable[[SearchInterrupted], object] | None = None
     ) -> Iterator[None]:
-        """Ctrl-C or SIGTERM inside (a KeyboardInterrupt, or a SearchInterrupted from deeper
-        down) comes out as one SearchInterrupted, after `cleanup(it)` has run."""
+        """Ctrl-C or SIGTERM inside comes out as one SearchInterrupted, after `cleanup(it)`."""
         try:
             yield
         except (KeyboardInterrupt, SearchInterrupted) as exc:
@@ -74,15 +70,13 @@ def leave(signum: int, _frame: FrameType | None = None) -> None:
 
 
 def leave_on_next_signal() -> None:
-    """From now on SIGINT and SIGTERM leave at once: a process ending after a first signal
-    must not see its last writes and shutdown interrupted with a traceback."""
+    """From now on SIGINT and SIGTERM leave at once, without a traceback."""
     _install(leave)
 
 
 @contextlib.contextmanager
 def held_signals() -> Iterator[None]:
-    """SIGINT and SIGTERM held back inside, then raised to the handlers before; a second one
-    leaves at once. A no-op outside the main thread, where no handler runs."""
+    """SIGINT and SIGTERM held back inside, then raised; a second one leaves at once."""
     held: list[int] = []
 
     def hold(signum: int, frame: FrameType | None) -> None:
@@ -107,8 +101,7 @@ def _restore(previous: dict[int, Any]) -> None:
 
 
 def _install(handler: Any) -> dict[int, Any]:
-    """Handle SIGINT and SIGTERM with `handler`; returns those replaced (none off the main
-    thread, where Python cannot set them)."""
+    """Handle SIGINT and SIGTERM with `handler` (main thread only); returns those replaced."""
     if threading.current_thread() is not threading.main_thread():
         return {}
     return {signum: signal.signal(signum, handler) for signum in (signal.SIGINT, signal.SIGTERM)}

@@ -1,5 +1,4 @@
-"""The worker slots of one box: each pinned to a GPU (at most `trials_per_gpu` to one), or
-without GPUs given `cores // workers` threads (at least 1)."""
+"""The worker slots of one box, each pinned to a GPU or given its share of the cores."""
 
 from __future__ import annotations
 

@@ -1,6 +1,4 @@
-"""Trials in a warm child process that builds its objective once (TensorFlow starts once per
-worker): a timeout kills it, a crash or OOM ends one trial only; it is replaced after a kill,
-a crash, or `evaluation.worker_trials` trials."""
+"""Trials in a warm child process (one framework start per worker); a crash ends one trial."""
 
 from __future__ import annotations
 
@@ -161,8 +159,7 @@ class Worker:
         self._trials = 0
 
     def __call__(self, params: Mapping[str, Scalar], seed: int, splits: int | None = None) -> Any:
-        """Run one trial in the child (on `splits` splits, else `evaluation.splits`); raises
-        TrialFailed for every way it can fail."""
+        """Run one trial in the child; TrialFailed for every way it can fail."""
         conn = self._ensure_started()
         conn.send((dict(params), seed, splits))
         self._trials += 1
@@ -223,8 +220,7 @@ class Worker:
 
 
 def _start(process: multiprocessing.process.BaseProcess) -> None:
-    """Start the child with Ctrl-C and SIGTERM held back until it has started: one inside
-    `start()` leaves a half-started child and a handle that cannot be joined."""
+    """Start the child with Ctrl-C and SIGTERM held back: one inside leaves it half-started."""
     with held_signals():
         process.start()
 

@@ -1,7 +1,5 @@
-"""Where to look next: a bayes_opt `AcquisitionFunction` on a GP told each point's noise (its
-own `alpha`; the incumbent is the best posterior mean at an observed point). It proposes only
-points `allowed` allows and never a registered one again, and searches cheaply: random and local
-candidates, then a few L-BFGS-B polishes over the continuous coordinates."""
+"""Where to look next: a bayes_opt acquisition on a GP told each point's noise, proposing only
+allowed, unregistered points, found cheaply (random and local candidates, then a few polishes)."""
 
 from __future__ import annotations
 
@@ -43,8 +41,7 @@ Rows = Callable[[NDArray[Any]], NDArray[Any]]
 
 
 class Posterior:
-    """The fitted GP's mean and standard deviation, as `GaussianProcessRegressor.predict` with
-    `normalize_y` (tested equal), without its per-call checks that cost more than the arithmetic."""
+    """The GP's mean and std as `predict` gives them, without its costly per-call checks."""
 
     def __init__(self, gp: GaussianProcessRegressor, y: NDArray[Any]) -> None:
         self._kernel, self._x = gp.kernel_, gp.X_train_
@@ -97,8 +94,7 @@ class Acquisition(AcquisitionFunction):
         return -self.base_acq(mean, std)
 
     def fit(self, gp: GaussianProcessRegressor, space: TargetSpace) -> None:
-        """Fit the GP to the registered points, each with its own noise when known; past
-        `HYPER_SUBSET` points the kernel is fitted on a spread subset (the cost grows cubically)."""
+        """Fit the GP to the registered points with their noise (the kernel on a subset of many)."""
         x, y = space.params, space.target
         if self.noise is not None and len(self.noise) != len(y):
             raise ValueError(f"{len(self.noise)} noise values for {len(y)} points")

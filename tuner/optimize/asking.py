@@ -1,5 +1,4 @@
-"""What a worker is given when it asks for work: a queued retry, a new point, or nothing
-(`Asker.choose` runs inside the study's serialised `Storage.ask`)."""
+"""What a worker is given when it asks for work: a queued retry, a new point, or nothing."""
 
 from __future__ import annotations
 
@@ -29,8 +28,7 @@ def _retry_depth(trial: TrialRecord, by_number: Mapping[int, TrialRecord]) -> in
 
 
 def queued_retry(trials: Sequence[TrialRecord], max_retries: int) -> TrialRecord | None:
-    """The first interrupted, stale or died trial not yet retried (those limited, at most
-    max_retries times)."""
+    """The first interrupted, stale or died trial to retry (the latter two max_retries times)."""
     by_number = {t.number: t for t in trials}
     retried = {t.retry_of for t in trials if t.retry_of is not None}
     for trial in trials:

@@ -1,5 +1,4 @@
-"""Proposing points with bayes_opt, rebuilt from the study's trials for every proposal: what it
-knows is what the database holds, so a resumed search and a fresh one see the same history."""
+"""Proposing points with bayes_opt, rebuilt from the study's trials for every proposal."""
 
 from __future__ import annotations
 
@@ -54,9 +53,8 @@ def _clean(point: dict[str, Any]) -> Point:
 
 
 def loss_fence(completed: Sequence[TrialRecord]) -> float:
-    """The most a loss is told as: Q3 + 1.5 IQR of the completed losses, the IQR at least a
-    typical split standard deviation. A diverged loss would otherwise set the GP's scale alone
-    and hide the small differences among good points; told as the fence, it still says "bad"."""
+    """The most a loss is told as (Q3 + 1.5 IQR), so that a diverged loss cannot set the GP's
+    scale alone; the IQR is at least a typical split standard deviation."""
     losses = [float(t.loss) for t in completed if t.loss is not None]
     if len(losses) < FENCE_MIN_TRIALS:
         return math.inf
@@ -111,9 +109,8 @@ def observed(trials: Sequence[TrialRecord], liar: str = "mean") -> list[Observat
 
 
 def _merge(point: Point, told: list[Told]) -> Observation:
-    """One point told several times: the mean value, and its noise. Tellings on one seed share
-    their splits, so their errors add as standard deviations (a repeat is no second opinion);
-    stand-ins measured nothing and add as variances."""
+    """One point told several times: the mean value, and its noise (tellings on one seed share
+    their errors, which add as standard deviations)."""
     target = sum(value for value, _, _ in told) / len(told)
     if any(noise is None for _, noise, _ in told):
         return Observation(point, target, None)
@@ -133,8 +130,7 @@ def observations(trials: Sequence[TrialRecord], liar: str = "mean") -> list[tupl
 
 
 class Proposer:
-    """Proposes the k-th point of a search: seeded random ones first, then guided ones, each
-    one that `allowed` allows (where the space has any)."""
+    """Proposes the k-th point: seeded random ones first, then guided ones, all `allowed`."""
 
     def __init__(
         self, space: SearchSpace, cfg: SearchConfig, allowed: Allowed | None = None

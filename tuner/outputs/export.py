@@ -1,5 +1,4 @@
-"""A deployable model: the best point refitted on all the data and saved as a folder of
-`model.keras`, `preprocessing.joblib` (the fitted ColumnTransformer) and `model.json`."""
+"""A deployable model: the best point refitted on all the data, saved as a folder."""
 
 from __future__ import annotations
 
@@ -162,8 +161,7 @@ def _metadata(results: StudyResults, dataset: Dataset, arch: Architecture, fits:
 def export_model(
     results: StudyResults, out: Path, seeds: int = 3, force: bool = False
 ) -> ExportedModel:
-    """Refit the best point with `seeds` seeds and write the best fit's folder; returns it, its
-    `meta` model.json plus `folder` and `seconds`."""
+    """Refit the best point with `seeds` seeds and write the best fit's folder; returns it."""
     import joblib
 
     from tuner.training.architecture import decode

@@ -1,5 +1,4 @@
-"""The report's figures as PNG bytes, drawn with matplotlib (Agg, no display); imported only by
-the report, so that matplotlib stays out of `tuner --help`."""
+"""The report's figures as PNG bytes (matplotlib, imported only by the report)."""
 
 from __future__ import annotations
 

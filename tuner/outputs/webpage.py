@@ -1,5 +1,4 @@
-"""`tuner report`: one self-contained HTML page about a study (plots as data URIs, no scripts,
-no links: it opens anywhere without a network), its plots also as PNG files."""
+"""`tuner report`: one self-contained HTML page about a study, its plots also as PNG files."""
 
 from __future__ import annotations
 

@@ -67,8 +67,7 @@ def open_engine(url: str) -> Engine:
 
 
 def _create_tables(engine: Engine) -> None:
-    """Create the missing tables and columns; look again when another process created one
-    between create_all's check and its CREATE."""
+    """Create the missing tables and columns; again when another process made one meanwhile."""
     for attempt in range(RACE_RETRIES + 1):
         try:
             _Base.metadata.create_all(engine)
@@ -80,16 +79,14 @@ def _create_tables(engine: Engine) -> None:
 
 
 def _created_meanwhile(exc: DBAPIError) -> bool:
-    """Whether another connection created the table or column first (SQLite's and PostgreSQL's
-    words for it, and PostgreSQL's catalogue key when two CREATEs meet)."""
+    """Whether another connection created the table or column first."""
     text = str(exc.orig)
     return any(s in text for s in ("already exists", "duplicate column", "duplicate key value"))
 
 
 @contextmanager
 def file_lock(engine: Engine) -> Iterator[None]:
-    """Hold a SQLite database for one search (an flock on `<database>.lock`, which the system
-    frees when the holder dies); server databases take no lock."""
+    """Hold a SQLite database for one search: an flock, freed when the holder dies."""
     if not _local_file(engine):
         yield
         return
@@ -109,8 +106,7 @@ def file_lock(engine: Engine) -> Iterator[None]:
 
 
 def process_lock(url: str) -> threading.Lock:
-    """One ask at a time per database in this process, first come first served: SQLite's
-    busy handler is not fair and would starve one of many threads."""
+    """One ask at a time per database here, in order (SQLite's busy handler is not fair)."""
     with _PROCESS_LOCKS_GUARD:
         return _PROCESS_LOCKS.setdefault(url, threading.Lock())
 
@@ -143,8 +139,7 @@ def _add_later_columns(engine: Engine) -> None:
 
 
 def _copy_legacy_attrs(connection: Connection, names: list[str]) -> int:
-    """Copy the legacy `final`/`confirm` columns (left as they are, for older versions) into
-    `attrs` of rows without one, a JSON null as absent, each row once; returns how many."""
+    """Copy the legacy score columns (kept for older versions) into `attrs` of rows without."""
     trials = table(
         "trials", column("id", Integer), column("attrs", JSON), *(column(n, JSON) for n in names)
     )

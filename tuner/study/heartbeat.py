@@ -1,5 +1,4 @@
-"""Heartbeats of this process's running trials; one older than `search.grace` is failed as stale
-by the next ask, from any box, and its point retried."""
+"""Heartbeats of this process's running trials (one older than `search.grace` goes stale)."""
 
 from __future__ import annotations
 

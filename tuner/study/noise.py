@@ -37,8 +37,7 @@ def pooled_variance(trials: Sequence[TrialRecord]) -> float | None:
 
 
 def mean_noise(trial: TrialRecord, pooled: float) -> float:
-    """The noise variance of a trial's mean loss: its split variance, moderated towards the
-    pooled one (the pooled one alone with one split), over its splits."""
+    """The noise variance of a trial's mean: its split variance moderated by the pooled one."""
     losses = finite_splits(trial)
     n = len(losses)
     if n >= 2:

@@ -1,5 +1,4 @@
-"""Studies and their trials through SQLAlchemy: rows go out as frozen records; a trial is
-written as running before it trains and updated once when it ends, each write one transaction."""
+"""Studies and their trials through SQLAlchemy, each write one transaction."""
 
 from __future__ import annotations
 
@@ -103,8 +102,7 @@ class Storage:
             return _insert(session, study, new, _db_now(session))
 
     def ask(self, study: StudyRecord, choose: Chooser, grace: float) -> Asked:
-        """Fail stale trials, `choose` from every trial (running ones too), start the chosen one:
-        one transaction with the study locked, so that workers ask one after another."""
+        """Fail stale trials, `choose` from all, start the choice: one locked transaction."""
         with process_lock(self.url), self._session() as session:
             self._lock(session, study)
             now = _db_now(session)
@@ -133,9 +131,7 @@ class Storage:
         return self._engine.dialect.name != "sqlite"
 
     def finish_trial(self, trial: TrialRecord, **values: Any) -> TrialRecord:
-        """Record how a running trial ended (RESULT_FIELDS only; extras go to `set_attrs`).
-
-        TrialRejected when this owner no longer runs it (failed as stale or interrupted)."""
+        """Record how a trial ended; TrialRejected when this owner no longer runs it."""
         unknown = sorted(set(values) - RESULT_FIELDS)
         if unknown:
             raise TypeError(f"finish_trial: no trial field {', '.join(unknown)}")
@@ -156,8 +152,7 @@ class Storage:
     def record_final(
         self, trial: TrialRecord, final: FinalScore, *, confirm: bool = False
     ) -> TrialRecord:
-        """Store a completed trial's re-score (dropping its confirmation, measured against the
-        older one), or with `confirm` the winner's confirmation."""
+        """Store a trial's re-score (dropping its confirmation), or with `confirm` that."""
         score = final.to_dict()
         values = {"confirm": score} if confirm else {"final": score, "confirm": None}
         return self._merge(trial, values, completed=True)
@@ -249,8 +244,7 @@ def _insert(session: Session, study: StudyRecord, new: NewTrial, now: datetime) 
 
 
 def _db_now(session: Session) -> datetime:
-    """The clock every box of a shared study agrees on: a server's, or SQLite's box's own
-    (SQLite's clock ticks in whole seconds)."""
+    """The clock every box of a study agrees on: a server's, or (SQLite) this box's."""
     if session.bind is None or session.bind.dialect.name == "sqlite":
         return _now()
     return session.scalar(select(func.clock_timestamp()))  # type: ignore[return-value]

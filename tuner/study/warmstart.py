@@ -1,5 +1,4 @@
-"""Warm start: another study of the same space, whose completed trials the optimiser is told
-first; they are read only, and count in neither the budget nor the retries."""
+"""Warm start: the completed trials of another study of the same space, told first."""
 
 from __future__ import annotations
 
@@ -9,8 +8,7 @@ from tuner.study.store import Storage, TrialRecord, TrialState, require_database
 
 
 def warm_trials(config: Config) -> tuple[TrialRecord, ...]:
-    """The completed trials of the `search.warm_start` study (() without one); StudyError when
-    it is not there or searched another space."""
+    """The completed trials of the `search.warm_start` study (() without one)."""
     warm = config.search.warm_start
     if warm is None:
         return ()

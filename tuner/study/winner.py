@@ -87,8 +87,7 @@ def ranked(trials: Sequence[TrialRecord]) -> list[TrialRecord]:
 
 
 def finalist_order(trials: Sequence[TrialRecord], caution: float = CAUTION) -> list[TrialRecord]:
-    """`ranked`, re-ordered by search-time mean plus `caution` standard errors: the order in
-    which trials become finalists."""
+    """`ranked` by search-time mean plus `caution` standard errors: the finalists' order."""
     order = ranked(trials)
     pooled = pooled_variance(order)
     if pooled is None:
@@ -126,8 +125,7 @@ def reported_score(trial: TrialRecord) -> FinalScore | None:
 
 
 def winner(trials: Sequence[TrialRecord]) -> Winner | None:
-    """The finalist with the lowest re-scored mean; without re-scores (none made, or the top
-    changed since) the first of `finalist_order`. None without a completed trial."""
+    """The finalist with the lowest re-scored mean, else the first of `finalist_order`."""
     order = finalist_order(trials)
     if not order:
         return None

@@ -81,8 +81,7 @@ def hidden_layers(
 def decode(
     params: Mapping[str, Any], network: NetworkConfig, n_inputs: int, n_outputs: int, task: Task
 ) -> Architecture:
-    """The network of one point (UsageError for a value outside its domain, TrialFailed when
-    the layers grow without bound)."""
+    """The network of one point (TrialFailed when the layers grow without bound)."""
     neuron_pct = checked_number(params, "neuron_pct")
     neuron_shrink = checked_number(params, "neuron_shrink")
     return Architecture(

@@ -48,8 +48,7 @@ def architecture_for(
 
 
 def size_limit(config: Config, dataset: Dataset) -> Callable[[Mapping[str, Scalar]], bool]:
-    """Whether a point's network is within `evaluation.max_params` on this data set: the
-    optimiser proposes only such points."""
+    """Whether a point's network is within `evaluation.max_params` on this data set."""
     width, limit = input_width(dataset), config.evaluation.max_params
 
     def within(params: Mapping[str, Scalar]) -> bool:

@@ -1,5 +1,4 @@
-"""Keras networks trained with `fit`: what `tuner export` refits, the stacked trainer is tested
-against, and other backends than TensorFlow use."""
+"""Keras networks trained with `fit` (for export, other backends, and to test the trainer)."""
 
 from __future__ import annotations
 
@@ -41,8 +40,7 @@ class _StopOnNaN(keras.callbacks.Callback):
 def fit_model(
     arch: Architecture, params: dict[str, Any], evaluation: EvaluationConfig, seed: int, *data: Any
 ) -> tuple[keras.Model, list[float]]:
-    """A model trained as a trial trains on (x, y, x_held_out, y_held_out): early stopping on the
-    held-out loss, best weights restored; returns it and its training losses."""
+    """A model trained as a trial trains on (x, y, x_held_out, y_held_out), and its losses."""
     keras.utils.set_random_seed(seed % 2**31)
     training = training_of(params)
     model = build_model(arch, training.learning_rate, training.optimizer)
@@ -69,8 +67,7 @@ def activation_layer(name: str) -> keras.layers.Layer:
 
 
 def build_model(arch: Architecture, learning_rate: float, optimizer: str = "adam") -> keras.Model:
-    """A compiled Keras model: dense blocks, then the output layer; with `arch.l2` every kernel
-    carries keras.regularizers.L2."""
+    """A compiled Keras model: dense blocks (with `arch.l2`, L2 on each kernel), then the output."""
 
     def dense(units: int, **kwargs: Any) -> keras.layers.Dense:
         decay = keras.regularizers.L2(arch.l2) if arch.l2 > 0 else None

@@ -1,5 +1,4 @@
-"""Bookkeeping for training one replica per split at once, each a row of a flat (replicas,
-parameters) matrix; early stopping is Keras's rule per replica. Pure NumPy: no Keras here."""
+"""Bookkeeping for training one replica per split at once. Pure NumPy: no Keras here."""
 
 from __future__ import annotations
 
@@ -33,8 +32,7 @@ def take_replicas(data: StackedData, ids: np.ndarray) -> StackedData:
 def worth_narrowing(
     active: np.ndarray, wait: np.ndarray, patience: int, epoch_s: float, trace_s: float
 ) -> bool:
-    """Whether to retrace the epoch for the active replicas alone (masked ones cost as much):
-    when it at least halves the stack and the epochs still to run save more than a trace."""
+    """Whether retracing for the active replicas alone saves more than the trace costs."""
     left = int(active.sum())
     if left == 0 or left > len(active) // 2:
         return False
@@ -71,8 +69,7 @@ class Piece:
 
 
 def layout(arch: Architecture) -> list[Piece]:
-    """Each layer's pieces in order: kernel (in, out), bias, then for hidden layers alpha
-    (PReLU) and gamma, beta (batch norm), each (1, out)."""
+    """Each layer's pieces: kernel (in, out), then bias, alpha, gamma, beta, each (1, out)."""
     pieces: list[Piece] = []
     widths = (arch.n_inputs, *arch.hidden, arch.n_outputs if arch.task == "classification" else 1)
     for index, (fan_in, units) in enumerate(itertools.pairwise(widths)):
@@ -129,9 +126,8 @@ class EarlyStopping:
 def epoch_batches(
     rngs: Sequence[np.random.Generator], rows: int, batch: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Shuffled row indices (steps, replicas * batch) into the flattened stack, each replica's
-    from its own generator, and row weights: the last batch is filled up with rows of weight 0,
-    so that a short batch's loss is the mean over its real rows, as in Keras."""
+    """Each replica's shuffled row indices (steps, replicas * batch) into the flattened stack,
+    and row weights: 0 on the rows that fill up a short last batch."""
     steps = -(-rows // batch)
     order = np.stack(
         [np.resize(rng.permutation(rows), steps * batch) + r * rows for r, rng in enumerate(rngs)]

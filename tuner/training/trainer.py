@@ -1,5 +1,4 @@
-"""The product's trainer: each split's network is one row of a flat (replicas, weights) matrix,
-all trained by one compiled TensorFlow call per epoch, with early stopping per replica."""
+"""The product's trainer: one replica per split, all in one compiled TensorFlow call an epoch."""
 
 from __future__ import annotations
 
@@ -147,8 +146,7 @@ def _gradients(
 def epoch_function(
     net: StackedNet, data: StackedData, batch: int, learning_rate: float, optimizer: str = "adam"
 ) -> Callable[..., tuple[State, Any, Any]]:
-    """One compiled call per epoch, traced once: (state, indices, row weights, active) ->
-    (state, mean training loss, held-out loss), the losses per replica."""
+    """(state, indices, row weights, active) -> (state, training loss, held-out loss)."""
     import tensorflow as tf
 
     replicas, rows, width = data.x_train.shape
@@ -173,7 +171,7 @@ def epoch_function(
         val, _ = net.losses(net.unflatten(flat), stats, x_test, y_test, None, training=False)
         return carry[:5], carry[5] / rows, val
 
-    # AutoGraph is not needed (no Python control flow on tensors) and triples the trace time.
+    # AutoGraph is not needed (no Python control flow on tensors) and slows the trace.
     return tf.function(epoch, autograph=False)
 
 
@@ -205,8 +203,7 @@ def train_splits(
 
 
 class _Stack:
-    """The epoch loop of `train_splits`; once most replicas have stopped, the epoch is traced
-    again for the active ones alone (`worth_narrowing`)."""
+    """The epoch loop of `train_splits`, narrowed to the active replicas when worth it."""
 
     def __init__(
         self, net: StackedNet, data: StackedData, params: dict[str, Any], seed: int

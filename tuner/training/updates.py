@@ -1,5 +1,4 @@
-"""The optimisers (adam, sgd with momentum 0.9, rmsprop): Keras's for `fit`, and the same
-updates on the stacked trainer's flat matrix (`*_step`, tested equal), stopped replicas kept."""
+"""The optimisers: Keras's for `fit`, and the same updates on the stacked trainer's matrix."""
 
 from __future__ import annotations
 
