@@ -98,7 +98,7 @@ def search(
     gpus: str | None,
     trials_per_gpu: int,
     objective: str,
-    as_json: bool,
+    json: bool,
     quiet: bool,
     debug: bool,
 ) -> None:
@@ -130,7 +130,7 @@ def search(
                 f"time budget of {cfg.search.time_budget:g} s (search.time_budget) ended the "
                 "search before its trial budget. Continue with --resume"
             )
-        print_search_result(result, names, as_json)
+        print_search_result(result, names, json)
 
 
 @cli.command(short_help="Work on a study that tuner search created (another box).")
@@ -146,7 +146,7 @@ def worker(
     gpus: str | None,
     trials_per_gpu: int,
     objective: str,
-    as_json: bool,
+    json: bool,
     quiet: bool,
     debug: bool,
 ) -> None:
@@ -157,15 +157,9 @@ def worker(
 
         cfg = joined_config(storage, study_name, overrides)
         names, reporter = _reporter(cfg, quiet)
-        result = join_study(
-            cfg,
-            storage,
-            study_name,
-            reporter,
-            factory=objective,
-            parallel=Parallel(workers, gpus, trials_per_gpu),
-        )
-        print_search_result(result, names, as_json)
+        parallel = Parallel(workers, gpus, trials_per_gpu)
+        result = join_study(cfg, storage, study_name, reporter, objective, parallel)
+        print_search_result(result, names, json)
 
 
 @cli.command(short_help="Score one point of a config's space.")
@@ -190,7 +184,7 @@ def evaluate(
     vector: str | None,
     assignments: tuple[str, ...],
     seed: int | None,
-    as_json: bool,
+    json: bool,
     quiet: bool,
     debug: bool,
 ) -> None:
@@ -210,13 +204,13 @@ def evaluate(
             stderr_console().print(f"evaluating {cfg.evaluation.splits} split(s)...")
         chosen = cfg.search.seed if seed is None else seed
         score, arch = evaluate_config(cfg, params, chosen, dataset)
-        print_score(score, params, arch.describe(), as_json)
+        print_score(score, params, arch.describe(), json)
 
 
-def _results(config: Path | None, storage: str | None, study_name: str | None) -> Any:
+def _results(config: Path | None, storage: str | None, study: str | None) -> Any:
     from tuner.study.results import load_results, study_location
 
-    return load_results(*study_location(config, storage, study_name))
+    return load_results(*study_location(config, storage, study))
 
 
 @cli.command(short_help="List every trial of a study.")
@@ -231,34 +225,29 @@ def _results(config: Path | None, storage: str | None, study_name: str | None) -
 )
 @options.combined(options.JSON, options.DEBUG)
 def trials(
-    config: Path | None,
-    storage: str | None,
-    study_name: str | None,
-    fmt: str,
-    as_json: bool,
-    debug: bool,
+    config: Path | None, storage: str | None, study: str | None, fmt: str, json: bool, debug: bool
 ) -> None:
     """Every trial of a study: state, parameters, loss, std, epochs, seconds, error."""
     with _handled(debug):
         from tuner.outputs.report import print_trials
 
-        print_trials(_results(config, storage, study_name), "json" if as_json else fmt)
+        print_trials(_results(config, storage, study), "json" if json else fmt)
 
 
 @cli.command(short_help="Show the best trial of a study.")
 @options.combined(options.STUDY_CONFIG, options.STORAGE, options.STUDY, options.JSON, options.DEBUG)
 def best(
-    config: Path | None, storage: str | None, study_name: str | None, as_json: bool, debug: bool
+    config: Path | None, storage: str | None, study: str | None, json: bool, debug: bool
 ) -> None:
     """The best completed trial of a study, with the network it decodes to."""
     with _handled(debug):
         from tuner.outputs.report import print_best
         from tuner.outputs.webpage import best_architecture
 
-        results = _results(config, storage, study_name)
+        results = _results(config, storage, study)
         results.best  # noqa: B018  (refuses a study without a completed trial)
         arch, note = best_architecture(results)
-        print_best(results, arch.describe() if arch else note, as_json)
+        print_best(results, arch.describe() if arch else note, json)
 
 
 @cli.command(short_help="Write an HTML report of a study, with PNG plots.")
@@ -272,22 +261,17 @@ def best(
 )
 @options.combined(options.JSON, options.DEBUG)
 def report(
-    config: Path | None,
-    storage: str | None,
-    study_name: str | None,
-    out: Path,
-    as_json: bool,
-    debug: bool,
+    config: Path | None, storage: str | None, study: str | None, out: Path, json: bool, debug: bool
 ) -> None:
     """One self-contained HTML page: convergence, parameters, splits, network, failures."""
     with _handled(debug):
         from tuner.outputs.report import print_written
         from tuner.outputs.webpage import write_report
 
-        written = write_report(_results(config, storage, study_name), out)
+        written = write_report(_results(config, storage, study), out)
         lines = [f"report  {written['html']} ({written['bytes']:,} bytes)"]
         lines += [f"plot    {p}" for p in written["plots"]]  # type: ignore[attr-defined]
-        print_written(written, lines, as_json)
+        print_written(written, lines, json)
 
 
 @cli.command(short_help="Refit the best trial on all the data; save the model.")
@@ -304,11 +288,11 @@ def report(
 def export(
     config: Path | None,
     storage: str | None,
-    study_name: str | None,
+    study: str | None,
     out: Path,
     seeds: int,
     force: bool,
-    as_json: bool,
+    json: bool,
     quiet: bool,
     debug: bool,
 ) -> None:
@@ -318,7 +302,7 @@ def export(
         from tuner.outputs.progress import stderr_console
         from tuner.outputs.report import print_written
 
-        results = _results(config, storage, study_name)
+        results = _results(config, storage, study)
         check_model_folder(out, force)
         if not quiet:
             stderr_console().print(f"refitting trial {results.best.number} with {seeds} seed(s)...")
@@ -332,7 +316,7 @@ def export(
             f"{score['epochs']} epochs; search loss {score['search_loss']:.4f})",
             f"seconds       {meta['seconds']:.1f}",
         ]
-        print_written(meta, lines, as_json)
+        print_written(meta, lines, json)
 
 
 @cli.command(short_help="Predict with an exported model.")
@@ -347,7 +331,7 @@ def export(
 @click.option("--id", "id_column", metavar="COLUMN", help="Column copied to the output as the id.")
 @options.combined(options.JSON, options.DEBUG)
 def predict(
-    model: Path, data: Path, out: Path, id_column: str | None, as_json: bool, debug: bool
+    model: Path, data: Path, out: Path, id_column: str | None, json: bool, debug: bool
 ) -> None:
     """Apply MODEL (a folder from `tuner export`) to the CSV file DATA."""
     with _handled(debug):
@@ -355,7 +339,7 @@ def predict(
         from tuner.outputs.report import print_written
 
         written = predict_file(model, data, out, id_column)
-        print_written(written, [f"predictions  {out} ({written['rows']} rows)"], as_json)
+        print_written(written, [f"predictions  {out} ({written['rows']} rows)"], json)
 
 
 @cli.command(short_help="Write a starter config for a CSV file.")

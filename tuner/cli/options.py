@@ -16,7 +16,7 @@ SET = click.option(
     metavar="KEY.PATH=VALUE",
     help="Override a config key, e.g. --set evaluation.splits=5 (repeatable).",
 )
-JSON = click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+JSON = click.option("--json", is_flag=True, help="Print the result as one JSON object.")
 QUIET = click.option("--quiet", "-q", is_flag=True, help="No progress output on stderr.")
 DEBUG = click.option("--debug", is_flag=True, help="Show the traceback of an error.")
 OBJECTIVE = click.option(
@@ -46,9 +46,7 @@ STUDY_CONFIG = click.argument(
 STORAGE = click.option(
     "--storage", metavar="URL", help="SQLAlchemy URL of the study database [default: the config's]."
 )
-STUDY = click.option(
-    "--study", "study_name", metavar="NAME", help="Study name [default: config name]."
-)
+STUDY = click.option("--study", metavar="NAME", help="Study name [default: config name].")
 
 
 def combined(*decorators: Callable[[Any], Any]) -> Callable[[Any], Any]:
