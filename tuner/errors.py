@@ -1,7 +1,5 @@
 """The tool's error types and the exit code each maps to."""
 
-from __future__ import annotations
-
 
 class TunerError(Exception):
     """Base of every error the tool raises on purpose; the message is for the user."""

@@ -1,7 +1,5 @@
 """The `tuner` command: parses arguments, calls the library, maps errors to exit codes."""
 
-from __future__ import annotations
-
 import os
 import sys
 from collections.abc import Iterator

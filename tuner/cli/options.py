@@ -1,7 +1,5 @@
 """The options and arguments the commands share, and the parsing of their values."""
 
-from __future__ import annotations
-
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any

@@ -1,7 +1,5 @@
 """Durations as a user writes them: seconds, or text such as `90s`, `10m`, `2h` or `1h30m`."""
 
-from __future__ import annotations
-
 import math
 import re
 from typing import Any

@@ -1,7 +1,5 @@
 """Named hyperparameters <-> the optimiser's coordinates (ranges scaled to [0, 1])."""
 
-from __future__ import annotations
-
 import json
 import math
 from collections.abc import Mapping, Sequence

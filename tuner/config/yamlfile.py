@@ -1,7 +1,5 @@
 """Strict YAML (no duplicate keys, aliases or deep nesting) and `--set KEY=VALUE` overrides."""
 
-from __future__ import annotations
-
 import copy
 from collections.abc import Hashable, Iterable
 from pathlib import Path

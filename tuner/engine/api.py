@@ -1,7 +1,5 @@
 """The library functions behind `tuner search`, `tuner worker` and `tuner evaluate`."""
 
-from __future__ import annotations
-
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace

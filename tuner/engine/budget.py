@@ -1,8 +1,6 @@
 """The time budget, and the search's end (final.py) cut to at most `search.final_share` of the
 run's wall time: fewer finalists, or fewer splits each."""
 
-from __future__ import annotations
-
 import math
 import time
 from collections.abc import Callable, Sequence

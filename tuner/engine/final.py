@@ -5,8 +5,6 @@ Chunk c of the re-score draws its seed from `SeedSequence([search.seed, FINAL_TA
 (CONFIRM_TAG for the confirmation); a seed `s` on `n` splits uses the seeds `s .. s+n-1`, and
 `fresh_seed` draws the next `attempt` until that range meets no seed the study used."""
 
-from __future__ import annotations
-
 import itertools
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial

@@ -1,7 +1,5 @@
 """The search loop: each slot (one here, several in threads) asks, scores, records a trial."""
 
-from __future__ import annotations
-
 import contextlib
 import threading
 import time

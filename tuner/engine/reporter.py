@@ -1,7 +1,5 @@
 """The hooks a search calls as it goes, each a no-op here: a reporter overrides those it needs."""
 
-from __future__ import annotations
-
 from collections.abc import Mapping, Sequence
 
 from tuner.study.store import TrialRecord

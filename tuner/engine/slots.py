@@ -1,7 +1,5 @@
 """The worker slots of one box, each pinned to a GPU or given its share of the cores."""
 
-from __future__ import annotations
-
 import os
 import shutil
 import subprocess

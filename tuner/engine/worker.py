@@ -1,7 +1,5 @@
 """Trials in a warm child process (one framework start per worker); a crash ends one trial."""
 
-from __future__ import annotations
-
 import contextlib
 import importlib
 import multiprocessing

@@ -1,8 +1,6 @@
 """Where to look next: a bayes_opt acquisition on a GP told each point's noise, proposing only
 allowed, unregistered points, found cheaply (random and local candidates, then a few polishes)."""
 
-from __future__ import annotations
-
 import warnings
 from collections.abc import Callable
 from typing import Any

@@ -1,7 +1,5 @@
 """What a worker is given when it asks for work: a queued retry, a new point, or nothing."""
 
-from __future__ import annotations
-
 from collections.abc import Mapping, Sequence
 
 import numpy as np

@@ -1,7 +1,5 @@
 """Proposing points with bayes_opt, rebuilt from the study's trials for every proposal."""
 
-from __future__ import annotations
-
 import math
 import statistics
 import warnings

@@ -1,7 +1,5 @@
 """Progress and logs of a search on stderr: a reporter is handed each event of the search."""
 
-from __future__ import annotations
-
 from collections.abc import Mapping, Sequence
 from typing import Any
 

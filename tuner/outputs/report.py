@@ -1,7 +1,5 @@
 """Results on stdout (tables, JSON, CSV) and error lines on stderr; progress is `progress`'s."""
 
-from __future__ import annotations
-
 import csv
 import json
 import sys

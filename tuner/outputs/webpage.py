@@ -1,7 +1,5 @@
 """`tuner report`: one self-contained HTML page about a study, its plots also as PNG files."""
 
-from __future__ import annotations
-
 import base64
 import html
 import statistics

@@ -1,7 +1,5 @@
 """Opening a study database: URLs, engines, the SQLite settings and the locks around it."""
 
-from __future__ import annotations
-
 import fcntl
 import threading
 from collections.abc import Iterator

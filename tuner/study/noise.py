@@ -1,7 +1,5 @@
 """The noise of a trial's mean loss: what the optimiser is told and how finalists are ranked."""
 
-from __future__ import annotations
-
 import math
 from collections.abc import Sequence
 

@@ -1,7 +1,5 @@
 """A study read back from its database: config, trials and the winner."""
 
-from __future__ import annotations
-
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path

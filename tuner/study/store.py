@@ -1,7 +1,5 @@
 """Studies and their trials through SQLAlchemy, each write one transaction."""
 
-from __future__ import annotations
-
 import json
 import os
 import socket

@@ -1,7 +1,5 @@
 """Warm start: the completed trials of another study of the same space, told first."""
 
-from __future__ import annotations
-
 from tuner.config.schema import Config, WarmStartConfig, space_differences, validate_stored
 from tuner.errors import ConfigError, StudyError
 from tuner.study.store import Storage, TrialRecord, TrialState, require_database

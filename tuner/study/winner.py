@@ -1,8 +1,6 @@
 """The trial a study reports, and its loss: the lowest of a few noisy means is biased low, so a
 winner reports its mean on confirmation splits that did not choose it, when it has one."""
 
-from __future__ import annotations
-
 import itertools
 import math
 from collections.abc import Sequence

@@ -1,7 +1,5 @@
 """Decode hyperparameters into a network architecture with the course's rule. Pure: no Keras."""
 
-from __future__ import annotations
-
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass

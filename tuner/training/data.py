@@ -1,7 +1,5 @@
 """Loading a tabular data set, splitting it, and the preprocessing pipeline. No Keras here."""
 
-from __future__ import annotations
-
 import csv
 import math
 import urllib.error

@@ -1,7 +1,5 @@
 """Score one point of the space by bootstrap: the same code for `search` and `evaluate`."""
 
-from __future__ import annotations
-
 import math
 import time
 from collections.abc import Callable, Mapping

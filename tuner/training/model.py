@@ -1,7 +1,5 @@
 """Keras networks trained with `fit` (for export, other backends, and to test the trainer)."""
 
-from __future__ import annotations
-
 import logging
 import math
 import os

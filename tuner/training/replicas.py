@@ -1,7 +1,5 @@
 """Bookkeeping for training one replica per split at once. Pure NumPy: no Keras here."""
 
-from __future__ import annotations
-
 import itertools
 import math
 from collections.abc import Sequence

@@ -1,7 +1,5 @@
 """The product's trainer: one replica per split, all in one compiled TensorFlow call an epoch."""
 
-from __future__ import annotations
-
 import logging
 import math
 import os
