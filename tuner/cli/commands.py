@@ -25,19 +25,13 @@ def _handled(debug: bool) -> Iterator[None]:
         os.environ["TUNER_DEBUG"] = "1"
     try:
         yield
-    except TunerError as exc:
-        if isinstance(exc, SearchInterrupted):
+    except (TunerError, KeyboardInterrupt) as exc:
+        if isinstance(exc, SearchInterrupted | KeyboardInterrupt):
             leave_on_next_signal()
         if debug:
             raise
-        print_error(str(exc))
-        raise SystemExit(exc.exit_code) from None
-    except KeyboardInterrupt:
-        leave_on_next_signal()
-        if debug:
-            raise
-        print_error("interrupted")
-        raise SystemExit(130) from None
+        print_error(str(exc) if isinstance(exc, TunerError) else "interrupted")
+        raise SystemExit(getattr(exc, "exit_code", 130)) from None
 
 
 def _reporter(config: Any, quiet: bool) -> tuple[tuple[str, ...], Any]:

@@ -1,10 +1,15 @@
 """The options and arguments the commands share, and the parsing of their values."""
 
+import functools
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
+
+from tuner.config.duration import parse_duration
+from tuner.errors import UsageError
 
 CONFIG = click.argument("config", type=click.Path(path_type=Path, dir_okay=True))
 SET = click.option(
@@ -49,37 +54,23 @@ STUDY = click.option("--study", metavar="NAME", help="Study name [default: confi
 
 def combined(*decorators: Callable[[Any], Any]) -> Callable[[Any], Any]:
     """One decorator applying `decorators` in the order given (the first is the outermost)."""
-
-    def apply(func: Any) -> Any:
-        for decorator in reversed(decorators):
-            func = decorator(func)
-        return func
-
-    return apply
+    return lambda func: functools.reduce(lambda f, d: d(f), reversed(decorators), func)
 
 
 def warm_overrides(url: str | None, study: str | None, own_study: str) -> list[str]:
     """`--warm-start URL [--warm-study NAME]` as search.warm_start overrides (JSON is YAML)."""
-    import json
-
     values = {"storage": url, "study": study or (own_study if url else None)}
     return [f"search.warm_start.{k}={json.dumps(v)}" for k, v in values.items() if v is not None]
 
 
 def budget_overrides(text: str | None) -> list[str]:
     """`--time-budget DURATION` as a search.time_budget override (none without it)."""
-    return [] if text is None else [f"search.time_budget={duration('--time-budget', text)}"]
-
-
-def duration(option: str, text: str) -> float:
-    """Seconds from a duration option's text; a one-line usage error naming the option."""
-    from tuner.config.duration import parse_duration
-    from tuner.errors import UsageError
-
+    if text is None:
+        return []
     try:
-        return parse_duration(text)
+        return [f"search.time_budget={parse_duration(text)}"]
     except ValueError as exc:
-        raise UsageError(f"{option}: {exc}") from None
+        raise UsageError(f"--time-budget: {exc}") from None
 
 
 # What every command that runs trials takes: `tuner search` and `tuner worker`.

@@ -60,9 +60,8 @@ def check_domain(name: str, param: Param, hp: Hyperparameter) -> None:
             raise ValueError(f"{where}: is a real number; remove `int: true`")
         _check_in_domain(where, "low", param.low, hp)
         _check_in_domain(where, "high", param.high, hp)
-        if hp.kind == "int" and not (
-            float(param.low).is_integer() and float(param.high).is_integer()
-        ):
+        whole = float(param.low).is_integer() and float(param.high).is_integer()
+        if hp.kind == "int" and not whole:
             raise ValueError(
                 f"{where}: bounds must be whole numbers (got low={param.low}, high={param.high})"
             )

@@ -68,11 +68,8 @@ class Dimension:
                     return allowed
             raise UsageError(f"{where}: must be one of {self.param.values} (got {value!r})")
         low, high = self.param.low, self.param.high
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, int | float)
-            or not math.isfinite(value)
-        ):
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if not number or not math.isfinite(value):
             raise UsageError(
                 f"{where}: must be a finite number between {low} and {high} (got {value!r})"
             )

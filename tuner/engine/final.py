@@ -109,16 +109,9 @@ def score_final(
         losses += score.split_losses
         epochs += score.epochs
         seconds += score.seconds
-    return FinalScore(
-        seeds=tuple(seeds),
-        sizes=tuple(sizes),
-        splits=splits,
-        loss=float(np.mean(losses)),
-        loss_std=float(np.std(losses, ddof=1)) if len(losses) > 1 else 0.0,
-        split_losses=tuple(losses),
-        epochs=tuple(epochs),
-        seconds=seconds,
-    )
+    std = float(np.std(losses, ddof=1)) if len(losses) > 1 else 0.0
+    scored = (float(np.mean(losses)), std, tuple(losses), tuple(epochs), seconds)
+    return FinalScore(tuple(seeds), splits, *scored, sizes=tuple(sizes))
 
 
 def holds(score: FinalScore | None, seeds: Sequence[int], splits: int) -> bool:

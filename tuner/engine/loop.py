@@ -1,6 +1,7 @@
 """The search loop: each slot (one here, several in threads) asks, scores, records a trial."""
 
 import contextlib
+import itertools
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -112,17 +113,13 @@ def run_trial(
 
 # Failures of a point, not of the setup; "died" counts: a setup that kills every worker must end
 # the search.
-_NOT_A_STREAK = frozenset({"too_large", "interrupted", "stale"})
+_NO_STREAK = frozenset({"too_large", "interrupted", "stale"})
 
 
 def check_failure_streak(trials: Sequence[TrialRecord], limit: int) -> None:
     """SearchFailed once the last `limit` ended trials all failed for a reason of the setup."""
-    streak: list[TrialRecord] = []
-    for trial in reversed(trials):
-        if trial.state == TrialState.COMPLETE:
-            break
-        if trial.state == TrialState.FAILED and trial.error_kind not in _NOT_A_STREAK:
-            streak.append(trial)
+    ended = itertools.takewhile(lambda t: t.state != TrialState.COMPLETE, reversed(trials))
+    streak = [t for t in ended if t.state == TrialState.FAILED and t.error_kind not in _NO_STREAK]
     if len(streak) < limit:
         return
     last = "; ".join(

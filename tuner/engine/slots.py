@@ -62,9 +62,8 @@ def plan_slots(workers: int | None, gpus: Sequence[str], per_gpu: int) -> list[S
         return [Slot(i, None, dict.fromkeys(_THREAD_VARIABLES, threads)) for i in range(count)]
     capacity = len(gpus) * per_gpu
     count = min(workers, capacity) if workers is not None else capacity
-    return [
-        Slot(i, gpus[i % len(gpus)], _gpu_env(gpus[i % len(gpus)], per_gpu)) for i in range(count)
-    ]
+    chosen = [gpus[i % len(gpus)] for i in range(count)]
+    return [Slot(i, gpu, _gpu_env(gpu, per_gpu)) for i, gpu in enumerate(chosen)]
 
 
 def _gpu_env(gpu: str, per_gpu: int) -> dict[str, str]:

@@ -69,11 +69,8 @@ def file_checksum(path: str) -> str | None:
     """sha256 of a local data file (None for a URL)."""
     if path.startswith(("http://", "https://")):
         return None
-    digest = hashlib.sha256()
     with Path(path).open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def _refit_once(

@@ -170,13 +170,9 @@ class Storage:
             if row is None or (completed and row.state != TrialState.COMPLETE.value):
                 state = "completed trial" if completed else "trial"
                 raise StudyError(f"trial {trial.number} is not a {state} of the study")
-            attrs = dict(row.attrs or {})
-            for key, value in _jsonable(dict(values)).items():
-                if value is None:
-                    attrs.pop(key, None)
-                else:
-                    attrs[key] = value
-            row.attrs = attrs  # {} rather than NULL: NULL would be copied from legacy again
+            attrs = {**(row.attrs or {}), **_jsonable(dict(values))}
+            # {} rather than NULL: NULL would be copied from legacy again
+            row.attrs = {k: v for k, v in attrs.items() if v is not None or k not in values}
             session.flush()
             return _record(row)
 
@@ -188,18 +184,18 @@ class Storage:
     def fail_running(self, study: StudyRecord, kind: str, message: str) -> int:
         """Mark every trial left running as failed; returns how many."""
         with self._session() as session:
-            result = session.execute(
-                update(_TrialRow)
-                .where(_TrialRow.study_id == study.id, _TrialRow.state == TrialState.RUNNING.value)
-                .values(**_failed(kind, message))
-            )
-            return int(result.rowcount or 0)
+            query = update(_TrialRow).where(*_running(study)).values(**_failed(kind, message))
+            return int(session.execute(query).rowcount or 0)
 
 
 def _owned(trial: TrialRecord) -> tuple[Any, ...]:
     """The condition that a trial is still running under the owner that started it."""
     owner = _TrialRow.owner.is_(None) if trial.owner is None else _TrialRow.owner == trial.owner
     return (_TrialRow.id == trial.id, _TrialRow.state == TrialState.RUNNING.value, owner)
+
+
+def _running(study: StudyRecord) -> tuple[Any, ...]:
+    return (_TrialRow.study_id == study.id, _TrialRow.state == TrialState.RUNNING.value)
 
 
 def _update_owned(session: Session, trials: Sequence[TrialRecord], **values: Any) -> int:
@@ -250,9 +246,9 @@ def _db_now(session: Session) -> datetime:
 
 def _fail_stale(session: Session, study: StudyRecord, cutoff: datetime) -> None:
     beat = func.coalesce(_TrialRow.heartbeat_at, _TrialRow.started_at)
-    running = (_TrialRow.study_id == study.id, _TrialRow.state == TrialState.RUNNING.value)
     message = "no heartbeat for search.grace seconds (its worker stopped or lost the database)"
-    query = update(_TrialRow).where(*running, beat < cutoff).values(**_failed("stale", message))
+    stale = _failed("stale", message)
+    query = update(_TrialRow).where(*_running(study), beat < cutoff).values(**stale)
     session.execute(query, execution_options=_NO_SYNC)
 
 

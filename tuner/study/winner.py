@@ -134,14 +134,6 @@ def winner(trials: Sequence[TrialRecord]) -> Winner | None:
     best = min(scored, key=lambda t: (t.final.loss, t.loss, t.number))  # type: ignore[union-attr]
     final, reported = best.final, reported_score(best)
     assert final is not None and reported is not None and best.loss is not None
-    return Winner(
-        trial=best,
-        loss=reported.loss,  # type: ignore[arg-type]
-        loss_std=reported.loss_std or 0.0,
-        loss_se=reported.loss_se,
-        search_loss=best.loss,
-        final_splits=final.splits,
-        final_candidates=len(group),
-        final_loss=final.loss,
-        confirm_splits=reported.splits if reported is best.confirm else 0,
-    )
+    loss = (reported.loss, reported.loss_std or 0.0, reported.loss_se, best.loss)
+    confirmed = reported.splits if reported is best.confirm else 0
+    return Winner(best, *loss, final.splits, len(group), final.loss, confirmed)  # type: ignore[arg-type]

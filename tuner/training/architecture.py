@@ -80,18 +80,12 @@ def decode(
     params: Mapping[str, Any], network: NetworkConfig, n_inputs: int, n_outputs: int, task: Task
 ) -> Architecture:
     """The network of one point (TrialFailed when the layers grow without bound)."""
-    neuron_pct = checked_number(params, "neuron_pct")
-    neuron_shrink = checked_number(params, "neuron_shrink")
-    return Architecture(
-        n_inputs=n_inputs,
-        n_outputs=n_outputs,
-        task=task,
-        hidden=hidden_layers(neuron_pct, neuron_shrink, network),
-        dropout=checked_number(params, "dropout"),
-        batch_norm=bool(params.get("batch_norm", False)),
-        activation=checked_choice(params, "activation", network.activation),
-        l2=checked_number(params, "l2"),
-    )
+    pct, shrink = checked_number(params, "neuron_pct"), checked_number(params, "neuron_shrink")
+    hidden = hidden_layers(pct, shrink, network)
+    dropout, batch_norm = checked_number(params, "dropout"), bool(params.get("batch_norm", False))
+    activation = checked_choice(params, "activation", network.activation)
+    l2 = checked_number(params, "l2")
+    return Architecture(n_inputs, n_outputs, task, hidden, dropout, batch_norm, activation, l2)
 
 
 @dataclass(frozen=True)
@@ -105,8 +99,5 @@ class Training:
 
 def training_of(params: Mapping[str, Any]) -> Training:
     """The training settings of a point; `optimizer` defaults to adam, `batch_size` to 32."""
-    return Training(
-        optimizer=checked_choice(params, "optimizer"),
-        learning_rate=checked_number(params, "learning_rate"),
-        batch_size=int(checked_number(params, "batch_size")),
-    )
+    optimizer, rate = checked_choice(params, "optimizer"), checked_number(params, "learning_rate")
+    return Training(optimizer, rate, int(checked_number(params, "batch_size")))

@@ -229,11 +229,9 @@ class _Stack:
             indices, weights = epoch_batches(rngs, self.data.x_train.shape[1], self.batch)
             active = stopping.active[self.ids]
             state, train_loss, val_loss = self.run_epoch(state, indices, weights, active)
-            for value in ops.convert_to_numpy(train_loss)[active]:
-                if not math.isfinite(value):
-                    raise TrialFailed(
-                        "diverged", f"training loss became {value} at epoch {epoch + 1}"
-                    )
+            bad = [v for v in ops.convert_to_numpy(train_loss)[active] if not math.isfinite(v)]
+            if bad:
+                raise TrialFailed("diverged", f"training loss became {bad[0]} at epoch {epoch + 1}")
             full = np.full(len(stopping.active), np.inf)
             full[self.ids] = ops.convert_to_numpy(val_loss)
             improved = stopping.update(epoch, full)
