@@ -294,9 +294,15 @@ def _key(part: object) -> str:
 def format_error(error: Mapping[str, Any]) -> str:
     """One pydantic error as `key.path: what is wrong (got value)`."""
     loc = tuple(_key(part) for part in error["loc"])
-    kind = error["type"]
-    if len(loc) > 1 and loc[-1] in _SCALAR_TAGS:
-        return _scalar_error(loc[:-1], error.get("input"))
+    kind, got = error["type"], error.get("input")
+    if len(loc) > 1 and loc[-1] in _SCALAR_TAGS:  # pydantic tags each type it tried
+        if loc[-2] == "value":
+            return (
+                f"{'.'.join(loc[:-2])}: must be a single value, {{low: .., high: ..}} or "
+                f"{{values: [..]}} (got {got!r}); write it in one of these forms"
+            )
+        where = ".".join(loc[:-1])
+        return f"{where}: must be true/false, a number or text (got {got!r}); use one of these"
     where = ".".join(loc)
     if kind == "value_error":
         message = str(error["ctx"]["error"])
@@ -311,10 +317,9 @@ def format_error(error: Mapping[str, Any]) -> str:
         return f"{where}: required key is missing; {hint}"
     if kind in ("model_type", "model_attributes_type", "dict_type"):
         return (
-            f"{where}: must be a section of `key: value` entries (got {error.get('input')!r}); "
+            f"{where}: must be a section of `key: value` entries (got {got!r}); "
             f"write its keys indented under `{loc[-1] if loc else where}:`"
         )
-    got = error.get("input")
     message = error["msg"][0].lower() + error["msg"][1:]
     hint = _HINTS.get(kind, "fix the value")
     return f"{where}: {message} (got {got!r}); {hint}"
@@ -341,16 +346,6 @@ _HINTS = {
 
 
 _SCALAR_TAGS = ("bool", "int", "float", "str")
-
-
-def _scalar_error(loc: tuple[str, ...], got: Any) -> str:
-    """A value that is none of true/false, a number or text (pydantic tags each try)."""
-    if loc[-1] == "value":
-        return (
-            f"{'.'.join(loc[:-1])}: must be a single value, {{low: .., high: ..}} or "
-            f"{{values: [..]}} (got {got!r}); write it in one of these forms"
-        )
-    return f"{'.'.join(loc)}: must be true/false, a number or text (got {got!r}); use one of these"
 
 
 def _allowed_keys(loc: tuple[str, ...]) -> list[str]:

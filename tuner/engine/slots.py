@@ -62,13 +62,9 @@ def plan_slots(workers: int | None, gpus: Sequence[str], per_gpu: int) -> list[S
         return [Slot(i, None, dict.fromkeys(_THREAD_VARIABLES, threads)) for i in range(count)]
     capacity = len(gpus) * per_gpu
     count = min(workers, capacity) if workers is not None else capacity
-    chosen = [gpus[i % len(gpus)] for i in range(count)]
-    return [Slot(i, gpu, _gpu_env(gpu, per_gpu)) for i, gpu in enumerate(chosen)]
-
-
-def _gpu_env(gpu: str, per_gpu: int) -> dict[str, str]:
-    env = {"CUDA_VISIBLE_DEVICES": gpu, "TF_FORCE_GPU_ALLOW_GROWTH": "true"}
+    shared = {"TF_FORCE_GPU_ALLOW_GROWTH": "true"}
     if per_gpu > 1:  # share the card: JAX preallocates 75% by default, cap each trial's part
-        env["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
-        env["XLA_PYTHON_CLIENT_MEM_FRACTION"] = f"{0.9 / per_gpu:.3f}"
-    return env
+        shared["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
+        shared["XLA_PYTHON_CLIENT_MEM_FRACTION"] = f"{0.9 / per_gpu:.3f}"
+    chosen = [gpus[i % len(gpus)] for i in range(count)]
+    return [Slot(i, gpu, {"CUDA_VISIBLE_DEVICES": gpu, **shared}) for i, gpu in enumerate(chosen)]

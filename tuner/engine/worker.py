@@ -71,9 +71,10 @@ def _objectives(factory: str, config: Config, dataset: Any) -> Callable[[int | N
 
     def objective_for(splits: int | None) -> Any:
         if splits not in built:
-            from tuner.training.evaluate import with_splits
-
-            changed = config if splits is None else with_splits(config, splits)
+            changed = config
+            if splits is not None:
+                evaluation = config.evaluation.model_copy(update={"splits": splits})
+                changed = config.model_copy(update={"evaluation": evaluation})
             built[splits] = load_factory(factory)(changed, dataset)
         return built[splits]
 
@@ -201,7 +202,9 @@ class Worker:
             self._process.join(timeout=5)
             code = self._process.exitcode
             self.close(kill=True)
-            return ("failed", *_death(code))
+            if code is not None and code == -signal.SIGKILL:
+                return ("failed", "died", "the worker process was killed (SIGKILL; out of memory?)")
+            return ("failed", "died", f"the worker process died (exit code {code})")
 
     def close(self, kill: bool = False) -> None:
         """Stop the child: politely, or with SIGKILL (before its pipe closes under it)."""
@@ -221,12 +224,6 @@ def _start(process: multiprocessing.process.BaseProcess) -> None:
     """Start the child with Ctrl-C and SIGTERM held back: one inside leaves it half-started."""
     with held_signals():
         process.start()
-
-
-def _death(code: int | None) -> tuple[str, str]:
-    if code is not None and code == -signal.SIGKILL:
-        return "died", "the worker process was killed (SIGKILL; out of memory?)"
-    return "died", f"the worker process died (exit code {code})"
 
 
 def _unpack(reply: tuple) -> Any:

@@ -39,12 +39,6 @@ def queued_retry(trials: Sequence[TrialRecord], max_retries: int) -> TrialRecord
     return None
 
 
-def budget_left(trials: Sequence[TrialRecord], budget: int) -> int:
-    """Trials that may still start: the budget less those that count and those running."""
-    running = sum(1 for t in trials if t.state == TrialState.RUNNING)
-    return budget - sum(1 for t in trials if t.counts) - running
-
-
 class Asker:
     """Chooses the next trial of a search from the study's trials."""
 
@@ -61,7 +55,8 @@ class Asker:
     def choose(self, trials: Sequence[TrialRecord]) -> NewTrial | None:
         """A queued retry, else the next proposal; None once the budget is taken."""
         search = self._config.search
-        if budget_left(trials, search.budget) <= 0:
+        taken = sum(1 for t in trials if t.counts or t.state == TrialState.RUNNING)
+        if taken >= search.budget:  # those that count and those running
             return None
         old = queued_retry(trials, search.max_retries)
         if old is not None:

@@ -30,11 +30,6 @@ def _png(figure: Figure) -> bytes:
     return buffer.getvalue()
 
 
-def _loss_label(results: StudyResults) -> str:
-    metric = "log loss" if results.config.data.task == "classification" else "RMSE"
-    return f"held-out {metric} (mean over splits)"
-
-
 def convergence(results: StudyResults) -> bytes:
     """Loss of each completed trial, the best so far, and failed trials marked at the bottom."""
     figure = Figure(figsize=(8, 4))
@@ -48,7 +43,8 @@ def convergence(results: StudyResults) -> bytes:
         low = min(t.loss or 0.0 for t in done)
         ax.scatter(failed, [low] * len(failed), marker="x", color=_FAILED, label="failed")
     ax.set_xlabel("trial")
-    ax.set_ylabel(_loss_label(results))
+    metric = "log loss" if results.config.data.task == "classification" else "RMSE"
+    ax.set_ylabel(f"held-out {metric} (mean over splits)")
     ax.set_title("convergence")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend(loc="best")

@@ -129,7 +129,8 @@ def print_trials(results: StudyResults, fmt: str) -> None:
         trials = [t.to_dict() for t in results.trials]
         print_json({"study": results.name, "storage": results.storage, "trials": trials})
         return
-    names = list(results.names) if fmt == "table" else _all_params(results)
+    every = dict.fromkeys(n for t in results.trials for n in t.params)
+    names = list(results.names) if fmt == "table" else list(every)
     header = ["trial", "state", *names, "loss", "loss_std", "epochs", "seconds", "error"]
     if fmt == "csv":
         writer = csv.writer(sys.stdout, lineterminator="\n")
@@ -143,13 +144,6 @@ def print_trials(results: StudyResults, fmt: str) -> None:
     for trial in results.trials:
         table.add_row(*_trial_row(trial, names))
     _stdout().print(table)
-
-
-def _all_params(results: StudyResults) -> list[str]:
-    names: list[str] = []
-    for trial in results.trials:
-        names += [n for n in trial.params if n not in names]
-    return names
 
 
 def print_best(results: StudyResults, architecture: str | None, as_json: bool) -> None:

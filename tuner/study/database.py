@@ -9,13 +9,7 @@ from typing import Any
 
 from sqlalchemy import JSON, Integer, column, create_engine, event, inspect, or_, table, text
 from sqlalchemy.engine import Connection, Engine, make_url
-from sqlalchemy.exc import (
-    ArgumentError,
-    DBAPIError,
-    IntegrityError,
-    OperationalError,
-    ProgrammingError,
-)
+from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, ProgrammingError
 
 from tuner.errors import StudyError
 from tuner.study.records import _LATER_COLUMNS, LEGACY_ATTRS, _Base
@@ -53,10 +47,14 @@ def require_database(
 
 def open_engine(url: str) -> Engine:
     """An engine on the database at `url`, its tables created or brought up to date."""
-    engine = _make_engine(url)
-    database = engine.url.database
+    try:
+        engine = create_engine(url)
+    except (ArgumentError, ImportError) as exc:
+        raise StudyError(f"--storage: cannot use {url!r} ({exc}); give a SQLAlchemy URL") from exc
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
     if _local_file(engine):
-        Path(database).parent.mkdir(parents=True, exist_ok=True)  # type: ignore[arg-type]
+        Path(engine.url.database).parent.mkdir(parents=True, exist_ok=True)  # type: ignore[arg-type]
     try:
         _create_tables(engine)
     except OperationalError as exc:
@@ -72,14 +70,9 @@ def _create_tables(engine: Engine) -> None:
             _add_later_columns(engine)
             return
         except (OperationalError, ProgrammingError, IntegrityError) as exc:
-            if attempt == RACE_RETRIES or not _created_meanwhile(exc):
+            meanwhile = ("already exists", "duplicate column", "duplicate key value")
+            if attempt == RACE_RETRIES or not any(w in str(exc.orig) for w in meanwhile):
                 raise
-
-
-def _created_meanwhile(exc: DBAPIError) -> bool:
-    """Whether another connection created the table or column first."""
-    text = str(exc.orig)
-    return any(s in text for s in ("already exists", "duplicate column", "duplicate key value"))
 
 
 @contextmanager
@@ -114,12 +107,10 @@ def _local_file(engine: Engine) -> bool:
     return engine.dialect.name == "sqlite" and bool(database) and database != ":memory:"
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
-    cursor.execute("PRAGMA foreign_keys=ON")
+def _sqlite_pragmas(connection: Any, _record: Any) -> None:
+    cursor = connection.cursor()
+    for name in ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=30000", "foreign_keys=ON"):
+        cursor.execute(f"PRAGMA {name}")
     cursor.close()
 
 
@@ -152,13 +143,3 @@ def _copy_legacy_attrs(connection: Connection, names: list[str]) -> int:
             .values(attrs=attrs)
         ).rowcount
     return copied
-
-
-def _make_engine(url: str) -> Engine:
-    try:
-        engine = create_engine(url)
-    except (ArgumentError, ImportError) as exc:
-        raise StudyError(f"--storage: cannot use {url!r} ({exc}); give a SQLAlchemy URL") from exc
-    if engine.dialect.name == "sqlite":
-        event.listen(engine, "connect", _sqlite_pragmas)
-    return engine

@@ -10,7 +10,12 @@ def warm_trials(config: Config) -> tuple[TrialRecord, ...]:
     warm = config.search.warm_start
     if warm is None:
         return ()
-    storage = _open(warm.storage)
+    key = "search.warm_start"
+    require_database(warm.storage, key, "check the URL (--warm-start)")
+    try:
+        storage = Storage(warm.storage)  # read only: a missing SQLite file is not created
+    except StudyError as exc:
+        raise StudyError(f"{key}: {str(exc).removeprefix('--storage: ')}") from exc
     try:
         study = storage.get_study(warm.study)
         if study is None:
@@ -23,16 +28,6 @@ def warm_trials(config: Config) -> tuple[TrialRecord, ...]:
         storage.close()
     _check_space(warm, study.config, config)
     return tuple(t for t in trials if t.state == TrialState.COMPLETE and t.loss is not None)
-
-
-def _open(url: str) -> Storage:
-    """The warm-start database; a SQLite file that is not there is not created."""
-    key = "search.warm_start"
-    require_database(url, key, "check the URL (--warm-start)")
-    try:
-        return Storage(url)
-    except StudyError as exc:
-        raise StudyError(f"{key}: {str(exc).removeprefix('--storage: ')}") from exc
 
 
 def _check_space(warm: WarmStartConfig, stored: dict, config: Config) -> None:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tuner.study.noise import mean_noise, pooled_variance
-from tuner.study.store import FinalScore, TrialRecord, TrialState
+from tuner.study.store import TrialRecord, TrialState
 
 # Standard errors added to a search-time mean to rank it for the final re-score: a mean on few
 # splits must be lower than a better-known one to rank as high.
@@ -108,20 +108,6 @@ def finalists(order: Sequence[TrialRecord]) -> list[TrialRecord]:
     return [] if first is None else list(itertools.takewhile(lambda t: splits(t) == first, order))
 
 
-def _search_time(trial: TrialRecord) -> Winner:
-    std = trial.loss_std or 0.0
-    se = std / math.sqrt(max(1, len(trial.split_losses)))
-    assert trial.loss is not None
-    return Winner(trial, trial.loss, std, se, trial.loss)
-
-
-def reported_score(trial: TrialRecord) -> FinalScore | None:
-    """A re-scored winner's score: its confirmation when that succeeded, else its re-score."""
-    if trial.confirm is not None and trial.confirm.ok:
-        return trial.confirm
-    return trial.final
-
-
 def winner(trials: Sequence[TrialRecord]) -> Winner | None:
     """The finalist with the lowest re-scored mean, else the first of `finalist_order`."""
     order = finalist_order(trials)
@@ -130,10 +116,13 @@ def winner(trials: Sequence[TrialRecord]) -> Winner | None:
     group = finalists(order)
     scored = [t for t in group if t.final is not None and t.final.ok]
     if not scored:
-        return _search_time(order[0])
+        trial, std = order[0], order[0].loss_std or 0.0
+        se = std / math.sqrt(max(1, len(trial.split_losses)))
+        return Winner(trial, trial.loss, std, se, trial.loss)  # type: ignore[arg-type]
     best = min(scored, key=lambda t: (t.final.loss, t.loss, t.number))  # type: ignore[union-attr]
-    final, reported = best.final, reported_score(best)
+    confirmed = best.confirm is not None and best.confirm.ok
+    final, reported = best.final, best.confirm if confirmed else best.final
     assert final is not None and reported is not None and best.loss is not None
     loss = (reported.loss, reported.loss_std or 0.0, reported.loss_se, best.loss)
-    confirmed = reported.splits if reported is best.confirm else 0
-    return Winner(best, *loss, final.splits, len(group), final.loss, confirmed)  # type: ignore[arg-type]
+    splits = reported.splits if confirmed else 0
+    return Winner(best, *loss, final.splits, len(group), final.loss, splits)  # type: ignore[arg-type]

@@ -89,12 +89,6 @@ def evaluate_point(
     return Score(loss, std, tuple(losses), epochs, time.perf_counter() - started)
 
 
-def with_splits(config: Config, splits: int) -> Config:
-    """The config with `evaluation.splits` replaced."""
-    changed = config.evaluation.model_copy(update={"splits": splits})
-    return config.model_copy(update={"evaluation": changed})
-
-
 def make_objective(
     config: Config, dataset: Dataset
 ) -> Callable[[Mapping[str, Scalar], int], Score]:
