@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from tuner.errors import (
     ConfigError,
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from tuner.training.evaluate import Score
 
 __version__ = "0.1.0"
+_Source: TypeAlias = "str | Path | Mapping[str, Any] | Config"  # a YAML file, a dict or a Config
 
 __all__ = [
     "ConfigError",
@@ -44,9 +45,7 @@ __all__ = [
 ]
 
 
-def load_config(
-    source: str | Path | Mapping[str, Any] | Config, overrides: Sequence[str] = ()
-) -> Config:
+def load_config(source: _Source, overrides: Sequence[str] = ()) -> Config:
     """A validated config from a YAML file, a dict (as the YAML would read) or a Config, with
     `--set`-style overrides (`"search.n_iter=5"`); ConfigError names the key and the fix."""
     from tuner.config.schema import Config, validate_config
@@ -61,7 +60,7 @@ def load_config(
 
 
 def search(
-    config: str | Path | Mapping[str, Any] | Config,
+    config: _Source,
     *,
     out: str | Path | None = None,
     storage: str | None = None,
@@ -93,11 +92,7 @@ def search(
     )
 
 
-def evaluate(
-    config: str | Path | Mapping[str, Any] | Config,
-    params: Mapping[str, Any],
-    seed: int | None = None,
-) -> Score:
+def evaluate(config: _Source, params: Mapping[str, Any], seed: int | None = None) -> Score:
     """Score one point by bootstrap, exactly as the search does (in a worker process)."""
     from tuner.engine.api import evaluate_config
 

@@ -348,7 +348,6 @@ def init(data: Path, target: str, debug: bool) -> None:
 
 
 def main() -> None:
-    """Console-script entry point."""
     cli(prog_name="tuner")
 
 

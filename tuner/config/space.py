@@ -101,7 +101,6 @@ class SearchSpace:
         return tuple(d.name for d in self.dimensions)
 
     def pbounds(self) -> dict[str, tuple[float, float] | tuple[str, ...]]:
-        """The bounds mapping that bayes_opt takes."""
         return {d.name: d.bounds for d in self.dimensions}
 
     def params(self, point: Mapping[str, Coordinate]) -> dict[str, Scalar]:

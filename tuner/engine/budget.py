@@ -37,7 +37,6 @@ class Deadline:
     reserve: Reserve | None = None
 
     def elapsed(self) -> float:
-        """Seconds since the run began."""
         return time.monotonic() - self.started
 
     def left(self) -> float | None:
@@ -74,7 +73,6 @@ class Pending:
 
     @property
     def seconds(self) -> float:
-        """Expected seconds of what is still to do."""
         return self.per * sum(self.undone) + self.confirm * self.slowest
 
 

@@ -49,12 +49,10 @@ def chunks(total: int, per: int) -> list[int]:
 
 
 def final_chunks(config: Config) -> list[int]:
-    """The split counts of the final re-score's calls."""
     return chunks(config.search.final_splits, config.evaluation.splits)
 
 
 def confirm_chunks(config: Config) -> list[int]:
-    """The split counts of the confirmation's calls."""
     return chunks(config.search.confirm_splits, config.evaluation.splits)
 
 

@@ -44,7 +44,6 @@ class SearchResult:
 
     @property
     def best(self) -> TrialRecord:
-        """The winning trial."""
         return self.winner.trial
 
     def to_dict(self) -> dict[str, Any]:

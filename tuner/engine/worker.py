@@ -35,8 +35,7 @@ def load_factory(path: str) -> Factory:
 def failure_kind(exc: BaseException) -> str:
     """`oom` for out-of-memory errors of Python or the framework, else `crashed`."""
     name = type(exc).__name__
-    text = str(exc)
-    if name in _OOM_NAMES and (name != "XlaRuntimeError" or "RESOURCE_EXHAUSTED" in text):
+    if name in _OOM_NAMES and (name != "XlaRuntimeError" or "RESOURCE_EXHAUSTED" in str(exc)):
         return "oom"
     return "crashed"
 
@@ -82,12 +81,8 @@ def _objectives(factory: str, config: Config, dataset: Any) -> Callable[[int | N
 
 
 def _quiet_native_stderr() -> None:
-    """Send this process's file descriptor 2 to /dev/null, unless `--debug` (TUNER_DEBUG).
-
-    The frameworks' C++ start-up lines (CUDA probing, oneDNN, absl) say nothing about a trial
-    and no environment variable silences all of them; a trial's failures come back through
-    the pipe, so nothing of the child's own is lost.
-    """
+    """Send file descriptor 2 to /dev/null unless `--debug`: no variable silences every C++
+    start-up line of the frameworks, and a trial's failures come back through the pipe."""
     if os.environ.get("TUNER_DEBUG"):
         return
     devnull = os.open(os.devnull, os.O_WRONLY)

@@ -186,11 +186,9 @@ class Acquisition(AcquisitionFunction):
         return x, float(self.score(x)[0])
 
     def get_acquisition_params(self) -> dict[str, Any]:
-        """The settings bayes_opt saves with its state."""
         return {"kind": self.kind, "kappa": self.kappa, "xi": self.xi}
 
     def set_acquisition_params(self, params: dict[str, Any]) -> None:
-        """Restore the settings that `get_acquisition_params` gave."""
         self.kind, self.kappa, self.xi = params["kind"], params["kappa"], params["xi"]
 
 

@@ -37,7 +37,6 @@ def _stdout() -> Console:
 
 
 def print_json(data: Mapping[str, Any]) -> None:
-    """One JSON object on stdout."""
     sys.stdout.write(json.dumps(data) + "\n")
     sys.stdout.flush()
 
@@ -84,7 +83,6 @@ def print_score(score: Score, params: Mapping[str, Any], architecture: str, as_j
 
 
 def print_error(message: str) -> None:
-    """A one-line error on stderr."""
     sys.stderr.write(f"error: {message}\n")
     sys.stderr.flush()
 
@@ -182,6 +180,5 @@ def print_written(summary: Mapping[str, Any], lines: Sequence[str], as_json: boo
 
 
 def print_text(text: str) -> None:
-    """Text as is on stdout (a starter config)."""
     sys.stdout.write(text)
     sys.stdout.flush()

@@ -135,7 +135,6 @@ def _image(name: str, png: bytes) -> str:
 
 
 def render(results: StudyResults, plots: dict[str, bytes]) -> str:
-    """The whole page as text."""
     config = yaml.safe_dump(results.config.to_dict(), sort_keys=False)
     images = {name: _image(name, png) for name, png in plots.items()}
     parts = [

@@ -21,7 +21,6 @@ _PROCESS_LOCKS_GUARD = threading.Lock()
 
 
 def sqlite_url(path: Path) -> str:
-    """The SQLAlchemy URL of a SQLite file."""
     return f"sqlite:///{path.resolve()}"
 
 

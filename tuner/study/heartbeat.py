@@ -26,7 +26,6 @@ class Heartbeat:
                 self._storage.beat(self.trials())
 
     def trials(self) -> list[TrialRecord]:
-        """The running trials of this process."""
         with self._lock:
             return list(self._trials.values())
 

@@ -114,7 +114,6 @@ class FinalScore:
 
     @property
     def loss_se(self) -> float:
-        """Standard error of the re-scored mean (0 with one split)."""
         return (self.loss_std or 0.0) / math.sqrt(max(1, len(self.split_losses)))
 
     def to_dict(self) -> dict[str, Any]:
@@ -168,7 +167,6 @@ class TrialRecord:
         return self.state == TrialState.FAILED and self.error_kind not in RERUN_KINDS
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
         return {
             "trial": self.number,
             "state": self.state.value,

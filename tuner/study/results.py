@@ -22,7 +22,6 @@ class StudyResults:
 
     @property
     def names(self) -> tuple[str, ...]:
-        """The searched hyperparameters, in the config's order."""
         return SearchSpace(self.config.space).names
 
     @property
@@ -42,15 +41,12 @@ class StudyResults:
 
     @property
     def best(self) -> TrialRecord:
-        """The winning trial (see `winner`); StudyError when there is none."""
         return self.winner.trial
 
     def ranked(self) -> list[TrialRecord]:
-        """Completed trials from the lowest loss up."""
         return sorted(self.completed, key=lambda t: (t.loss, t.number))
 
     def failures(self) -> dict[str, int]:
-        """Failed trials counted by kind."""
         return dict(
             Counter(t.error_kind or "unknown" for t in self.trials if t.state == TrialState.FAILED)
         )

@@ -55,7 +55,6 @@ class Storage:
             yield session
 
     def close(self) -> None:
-        """Release the database connections."""
         self._engine.dispose()
 
     def exclusive(self) -> AbstractContextManager[None]:
@@ -63,7 +62,6 @@ class Storage:
         return file_lock(self._engine)
 
     def get_study(self, name: str) -> StudyRecord | None:
-        """The study of that name, or None."""
         with self._session() as session:
             row = session.scalars(select(_StudyRow).where(_StudyRow.name == name)).first()
             return StudyRecord(row.id, row.name, dict(row.config)) if row else None
@@ -82,7 +80,6 @@ class Storage:
             return StudyRecord(row.id, row.name, dict(row.config))
 
     def trials(self, study: StudyRecord) -> list[TrialRecord]:
-        """Every trial of a study, by number."""
         with self._session() as session:
             return [_record(row) for row in _trial_rows(session, study)]
 

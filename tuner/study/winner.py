@@ -41,7 +41,6 @@ class Winner:
 
     @property
     def reported_splits(self) -> int:
-        """How many splits `loss` is the mean of."""
         if self.confirmed:
             return self.confirm_splits
         return self.final_splits if self.rescored else len(self.trial.split_losses)

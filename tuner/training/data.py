@@ -34,7 +34,6 @@ class Dataset:
 
     @property
     def n_outputs(self) -> int:
-        """Output units: one per class, or one value for regression."""
         return len(self.classes) if self.task == "classification" else 1
 
     def __len__(self) -> int:

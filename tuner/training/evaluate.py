@@ -26,7 +26,6 @@ class Score:
     seconds: float
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
         lists = {"split_losses": list(self.split_losses), "epochs": list(self.epochs)}
         return {**asdict(self), **lists}
 

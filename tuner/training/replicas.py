@@ -23,7 +23,6 @@ class StackedData:
 
 
 def take_replicas(data: StackedData, ids: np.ndarray) -> StackedData:
-    """The stack of only the replicas `ids`, in that order."""
     return StackedData(data.x_train[ids], data.y_train[ids], data.x_test[ids], data.y_test[ids])
 
 
@@ -62,7 +61,6 @@ class Piece:
 
     @property
     def size(self) -> int:
-        """Number of values per replica."""
         return math.prod(self.shape)
 
 

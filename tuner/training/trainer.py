@@ -263,7 +263,6 @@ def _rows(value: Any, keep: np.ndarray) -> Any:
 
 
 def _numpy(state: State) -> tuple[np.ndarray, list[np.ndarray]]:
-    """The weights and batch-norm statistics of a state, as NumPy arrays."""
     return ops.convert_to_numpy(state[0]), [ops.convert_to_numpy(s) for s in state[4]]
 
 
