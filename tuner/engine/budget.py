@@ -142,20 +142,15 @@ def fit_final(config: Config, trials: Sequence[TrialRecord], left: float) -> Con
     todo = pending(config, trials)
     if todo.slowest <= 0 or todo.seconds <= left or len(todo.undone) < todo.finalists:
         return config
-    count, each, confirm = plan(left, todo.undone, todo.per, todo.confirm, config.evaluation.splits)
-    return _cut(config, count, each, confirm)
+    return _cut(config, *plan(left, todo.undone, todo.per, todo.confirm, config.evaluation.splits))
 
 
 def _cut(config: Config, count: int, each: int, confirm: int) -> Config:
     search, splits = config.search, config.evaluation.splits
-    cut = search.model_copy(
-        update={
-            "final_candidates": count,
-            "final_splits": max(2, min(search.final_splits, each * splits)),
-            "confirm_splits": min(search.confirm_splits, confirm * splits),
-        }
-    )
-    return config.model_copy(update={"search": cut})
+    final = max(2, min(search.final_splits, each * splits))
+    confirmed = min(search.confirm_splits, confirm * splits)
+    cut = {"final_candidates": count, "final_splits": final, "confirm_splits": confirmed}
+    return config.model_copy(update={"search": search.model_copy(update=cut)})
 
 
 def planned_end(config: Config) -> Config:
@@ -166,10 +161,8 @@ def planned_end(config: Config) -> Config:
     calls = search.final_share / (1.0 - search.final_share) * search.budget
     per = len(final_chunks(config))
     confirm = len(confirm_chunks(config)) if search.confirm_splits > 0 else 0
-    count, each, confirmed = plan(
-        calls, [1.0] * search.final_candidates, per, confirm, config.evaluation.splits
-    )
-    return _cut(config, count, each, confirmed)
+    costs = [1.0] * search.final_candidates
+    return _cut(config, *plan(calls, costs, per, confirm, config.evaluation.splits))
 
 
 def describe_end(config: Config) -> str:

@@ -125,41 +125,26 @@ def rescore_final(
     reporter: Reporter,
     interrupted: Callable[[], bool] = lambda: False,
 ) -> None:
-    """Re-score the finalists not yet re-scored on these seeds, then confirm the winner."""
+    """Re-score the finalists not yet re-scored on these seeds; then confirm a winner chosen
+    among 2 or more on `search.confirm_splits` more splits, unless it holds that already."""
     trials = storage.trials(study)
     chosen = candidates(trials, config.search.final_candidates)
-    sizes = final_chunks(config)
-    seeds = final_seeds(config, trials)
+    sizes, seeds = final_chunks(config), final_seeds(config, trials)
     todo = [t for t in chosen if not holds(t.final, seeds, sum(sizes))]
     reporter.final_started(chosen, sum(sizes), len(todo))
     for trial in todo:
         final = score_final(objective, trial, seeds, sizes, interrupted)
-        stored = storage.record_final(trial, final)
-        reporter.final_scored(stored)
-    confirm_winner(config, storage, study, objective, reporter, interrupted)
-
-
-def confirm_winner(
-    config: Config,
-    storage: Storage,
-    study: StudyRecord,
-    objective: FinalObjective,
-    reporter: Reporter,
-    interrupted: Callable[[], bool] = lambda: False,
-) -> None:
-    """Score a winner chosen among 2 or more finalists on `search.confirm_splits` more splits."""
+        reporter.final_scored(storage.record_final(trial, final))
     trials = storage.trials(study)
     found = winner(trials)
     if config.search.confirm_splits <= 0 or found is None or found.final_candidates < 2:
         return
-    sizes = confirm_chunks(config)
-    seeds = confirm_seeds(config, trials)
+    sizes, seeds = confirm_chunks(config), confirm_seeds(config, trials)
     if holds(found.trial.confirm, seeds, sum(sizes)):
         return
     reporter.confirm_started(found.trial, sum(sizes))
     score = score_final(objective, found.trial, seeds, sizes, interrupted)
-    stored = storage.record_final(found.trial, score, confirm=True)
-    reporter.confirm_scored(stored)
+    reporter.confirm_scored(storage.record_final(found.trial, score, confirm=True))
 
 
 def rescore(

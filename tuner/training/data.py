@@ -102,15 +102,13 @@ def _refuse_duplicate_header(source: str, head: bytes) -> None:
     if b"\n" not in head:
         return  # a header longer than the sniffed bytes: pandas' renaming stands
     line = head.split(b"\n", 1)[0].decode("utf-8", errors="replace")
-    names = next(csv.reader([line], skipinitialspace=True), [])
-    seen: set[str] = set()
-    for name in (n.strip() for n in names):
-        if name and name in seen:
-            raise DataError(
-                f"data.path: {source} names the column {name!r} twice in its header; "
-                "rename one of them"
-            )
-        seen.add(name)
+    names = [n.strip() for n in next(csv.reader([line], skipinitialspace=True), [])]
+    repeated = [name for i, name in enumerate(names) if name and name in names[:i]]
+    if repeated:
+        raise DataError(
+            f"data.path: {source} names the column {repeated[0]!r} twice in its header; "
+            "rename one of them"
+        )
 
 
 def load_dataset(cfg: DataConfig) -> Dataset:
@@ -159,16 +157,11 @@ def _check_columns(columns: list[str], cfg: DataConfig) -> None:
 
 
 def _require_columns(columns: list[str], wanted: list[str], key: str) -> None:
-    for name in wanted:
-        if name not in columns:
-            shown = ", ".join(_show(c) for c in columns[:20]) + (", ..." if columns[20:] else "")
-            raise DataError(f"{key}: column {name!r} is not in the data; columns: {shown}")
-
-
-def _show(name: object) -> str:
-    """A column name as written, or quoted where it holds a line break or other control."""
-    text = str(name)
-    return text if text.isprintable() else repr(text)
+    missing = [name for name in wanted if name not in columns]
+    if missing:  # names as written, or quoted where they hold a line break or other control
+        names = [str(c) if str(c).isprintable() else repr(str(c)) for c in columns[:20]]
+        shown = ", ".join(names) + (", ..." if columns[20:] else "")
+        raise DataError(f"{key}: column {missing[0]!r} is not in the data; columns: {shown}")
 
 
 def _refuse_infinite(column: pd.Series, where: str) -> None:
@@ -243,11 +236,9 @@ def make_splits(
                 "are impossible; remove its rows or merge it with another class"
             )
         _check_split_sizes(len(dataset), len(dataset.classes), test_size)
-        splitter: ShuffleSplit = StratifiedShuffleSplit(
-            n_splits=n_splits, test_size=test_size, random_state=seed
-        )
-    else:
-        splitter = ShuffleSplit(n_splits=n_splits, test_size=test_size, random_state=seed)
+    stratified = dataset.task == "classification"
+    kind = StratifiedShuffleSplit if stratified else ShuffleSplit
+    splitter = kind(n_splits=n_splits, test_size=test_size, random_state=seed)
     try:
         return list(splitter.split(dataset.features, dataset.target))
     except ValueError as exc:
@@ -274,19 +265,12 @@ def _check_split_sizes(rows: int, classes: int, test_size: float) -> None:
 def make_preprocessor(dataset: Dataset) -> ColumnTransformer:
     """Median-fill and standardise numbers; most-frequent-fill and one-hot categories."""
     numeric = Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())])
-    categorical = Pipeline(
-        [
-            ("impute", SimpleImputer(strategy="most_frequent")),
-            ("onehot", OneHotEncoder(handle_unknown="ignore", sparse_output=False)),
-        ]
-    )
-    return ColumnTransformer(
-        [
-            ("numeric", numeric, list(dataset.numeric)),
-            ("categorical", categorical, list(dataset.categorical)),
-        ],
-        sparse_threshold=0.0,
-    )
+    frequent = SimpleImputer(strategy="most_frequent")
+    onehot = OneHotEncoder(handle_unknown="ignore", sparse_output=False)
+    categorical = Pipeline([("impute", frequent), ("onehot", onehot)])
+    parts = [("numeric", numeric, list(dataset.numeric))]
+    parts += [("categorical", categorical, list(dataset.categorical))]
+    return ColumnTransformer(parts, sparse_threshold=0.0)
 
 
 def prepare_split(dataset: Dataset, train: np.ndarray, test: np.ndarray) -> PreparedSplit:
