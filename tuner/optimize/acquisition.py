@@ -20,14 +20,10 @@ from tuner.config.schema import AcquisitionConfig
 
 # bayes_opt's own GP alpha: the least jitter on the diagonal, in normalised target units.
 MIN_ALPHA = 1e-6
-N_RANDOM = 1000
-N_POLISH = 3
-POLISH_STEPS = 30
-STEP = 1e-6
+# Random candidates, polishes from the best of them, steps of each, the finite-difference step.
+N_RANDOM, N_POLISH, POLISH_STEPS, STEP = 1000, 3, 30, 1e-6
 # Candidates around the best observed points: how many points, how many around each, how far.
-N_LOCAL_CENTRES = 5
-N_LOCAL_EACH = 40
-LOCAL_SPREAD = 0.05
+N_LOCAL_CENTRES, N_LOCAL_EACH, LOCAL_SPREAD = 5, 40, 0.05
 # Past this many points the kernel's length scale is fitted on a subset of them.
 HYPER_SUBSET = 100
 # Two points closer than this in every unit coordinate are the same point.

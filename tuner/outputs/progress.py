@@ -8,17 +8,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from tuner.engine.reporter import Reporter
-from tuner.outputs.report import format_params, format_value
+from tuner.outputs.report import format_params, format_value, plain_console
 from tuner.study.store import FinalScore, TrialRecord, TrialState
 from tuner.study.winner import Winner
 
 
 def stderr_console() -> Console:
-    """The console for progress and logs; plain lines when stderr is not a terminal."""
-    console = Console(stderr=True, soft_wrap=True, highlight=False)
-    if not console.is_terminal:
-        console.width = 160  # a log file has no width: do not squeeze the tables
-    return console
+    """The console for progress and logs."""
+    return plain_console(stderr=True)
 
 
 class QuietReporter(Reporter):

@@ -29,10 +29,11 @@ def format_params(params: Mapping[str, Any], names: Sequence[str] | None = None)
     return " ".join(f"{n}={format_value(params[n])}" for n in shown if n in params)
 
 
-def _stdout() -> Console:
-    console = Console(file=sys.stdout, soft_wrap=True, highlight=False)
+def plain_console(stderr: bool = False) -> Console:
+    """Rich's console on stdout (or stderr); plain lines when it is not a terminal."""
+    console = Console(stderr=stderr, soft_wrap=True, highlight=False)
     if not console.is_terminal:
-        console.width = 160
+        console.width = 160  # a log file has no width: do not squeeze the tables
     return console
 
 
@@ -50,7 +51,7 @@ def print_search_result(result: SearchResult, names: Sequence[str], as_json: boo
     for name, value in result.best.params.items():
         table.add_row(name, format_value(value))
     table.add_row("storage", result.storage)
-    _stdout().print(table)
+    plain_console().print(table)
 
 
 def _best_table(study: str, winner: Winner) -> Table:
@@ -73,7 +74,7 @@ def print_score(score: Score, params: Mapping[str, Any], architecture: str, as_j
     if as_json:
         print_json({**score.to_dict(), "params": dict(params), "architecture": architecture})
         return
-    out = _stdout()
+    out = plain_console()
     out.print(f"params        {format_params(params)}")
     out.print(f"architecture  {architecture}")
     out.print(f"loss          {score.loss:.4f} ± {score.loss_std:.4f}")
@@ -141,7 +142,7 @@ def print_trials(results: StudyResults, fmt: str) -> None:
         table.add_column(column, justify="left" if column in {"state", "error"} else "right")
     for trial in results.trials:
         table.add_row(*_trial_row(trial, names))
-    _stdout().print(table)
+    plain_console().print(table)
 
 
 def print_best(results: StudyResults, architecture: str | None, as_json: bool) -> None:
@@ -166,7 +167,7 @@ def print_best(results: StudyResults, architecture: str | None, as_json: bool) -
     if architecture:
         table.add_row("architecture", architecture)
     table.add_row("storage", results.storage)
-    _stdout().print(table)
+    plain_console().print(table)
 
 
 def print_written(summary: Mapping[str, Any], lines: Sequence[str], as_json: bool) -> None:
@@ -174,7 +175,7 @@ def print_written(summary: Mapping[str, Any], lines: Sequence[str], as_json: boo
     if as_json:
         print_json(summary)
         return
-    out = _stdout()
+    out = plain_console()
     for line in lines:
         out.print(line)
 

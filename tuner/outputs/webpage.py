@@ -33,18 +33,14 @@ _CAPTIONS = {
 
 
 def _table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
-    head = "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>"
-    head = head if any(header) else ""
-    body = []
-    for row in rows:
-        cells = []
-        for cell in row:
-            kind = "" if isinstance(cell, int | float) else ' class="text"'
-            text = f"{cell:.4g}" if isinstance(cell, float) else str(cell)
-            text = text.lower() if isinstance(cell, bool) else text
-            cells.append(f"<td{kind}>{html.escape(text)}</td>")
-        body.append("<tr>" + "".join(cells) + "</tr>")
-    return f"<table>{head}{''.join(body)}</table>"
+    def cell(value: object) -> str:
+        kind = "" if isinstance(value, int | float) else ' class="text"'
+        text = f"{value:.4g}" if isinstance(value, float) else str(value)
+        return f"<td{kind}>{html.escape(text.lower() if isinstance(value, bool) else text)}</td>"
+
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(cell(c) for c in row) + "</tr>" for row in rows)
+    return f"<table>{f'<tr>{head}</tr>' if any(header) else ''}{body}</table>"
 
 
 def best_architecture(results: StudyResults) -> tuple[Architecture | None, str]:
