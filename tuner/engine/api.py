@@ -6,6 +6,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from tuner.config.schema import Config, Scalar, validate_stored
+from tuner.config.yamlfile import apply_overrides
 from tuner.engine.budget import Deadline, end_room, final_reserve, fit_final
 from tuner.engine.final import rescore
 from tuner.engine.loop import SearchResult, open_study, run_trials, study_result
@@ -60,8 +61,6 @@ def search(
 
 def joined_config(storage_url: str, study_name: str, overrides: Sequence[str]) -> Config:
     """The config stored in a study, with `--set` overrides (e.g. this box's data.path)."""
-    from tuner.config.yamlfile import apply_overrides
-
     require_database(storage_url)
     storage = Storage(storage_url)
     try:

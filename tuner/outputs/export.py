@@ -12,20 +12,21 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import joblib
 import numpy as np
+import pandas as pd
+import sklearn
+from sklearn.compose import ColumnTransformer
 
 from tuner import __version__
+from tuner.config.schema import Config
 from tuner.errors import DataError, TunerError, UsageError
+from tuner.study.results import StudyResults
+from tuner.training.architecture import Architecture, decode
+from tuner.training.data import Dataset, load_dataset, make_preprocessor, make_splits, read_table
 
 if TYPE_CHECKING:
     import keras
-    import pandas as pd
-    from sklearn.compose import ColumnTransformer
-
-    from tuner.config.schema import Config
-    from tuner.study.results import StudyResults
-    from tuner.training.architecture import Architecture
-    from tuner.training.data import Dataset
 
 MODEL_FILE = "model.keras"
 PREPROCESSING_FILE = "preprocessing.joblib"
@@ -79,7 +80,6 @@ def _refit_once(
     """Train on all rows but a held-out part, early-stopped on it; score the best weights."""
     import keras
 
-    from tuner.training.data import make_splits
     from tuner.training.model import fit_model, held_out_loss
 
     train, test = make_splits(dataset, 1, config.evaluation.test_size, seed)[0]
@@ -94,7 +94,6 @@ def _refit_once(
 
 def _versions() -> dict[str, str]:
     import keras
-    import sklearn
     import tensorflow as tf
 
     return {
@@ -159,11 +158,6 @@ def export_model(
     results: StudyResults, out: Path, seeds: int = 3, force: bool = False
 ) -> ExportedModel:
     """Refit the best point with `seeds` seeds and write the best fit's folder; returns it."""
-    import joblib
-
-    from tuner.training.architecture import decode
-    from tuner.training.data import load_dataset, make_preprocessor, read_table
-
     if seeds < 1:
         raise UsageError(f"--seeds: must be at least 1 (got {seeds})")
     check_model_folder(out, force)
@@ -202,7 +196,6 @@ def read_meta(folder: Path) -> dict[str, Any]:
 
 def load_exported(folder: Path) -> ExportedModel:
     """Read a model folder that `export_model` wrote."""
-    import joblib
     import keras
 
     meta = read_meta(folder)
@@ -212,8 +205,6 @@ def load_exported(folder: Path) -> ExportedModel:
 
 def _features(meta: Mapping[str, Any], frame: pd.DataFrame, source: str) -> pd.DataFrame:
     """The model's feature columns, typed as in training; UsageError listing missing ones."""
-    import pandas as pd
-
     missing = [c for c in meta["feature_columns"] if c not in frame.columns]
     if missing:
         raise UsageError(
@@ -236,8 +227,6 @@ def predict_frame(
     exported: ExportedModel, frame: pd.DataFrame, source: str = "data", id_column: str | None = None
 ) -> pd.DataFrame:
     """Class probabilities and the predicted class (or the predicted value), id column first."""
-    import pandas as pd
-
     meta = exported.meta
     x = np.asarray(exported.preprocessor.transform(_features(meta, frame, source)), "float32")
     raw = np.asarray(exported.model.predict(x, verbose=0), dtype="float64")
@@ -259,8 +248,6 @@ def predict_frame(
 
 def predict_file(folder: Path, data: Path, out: Path, id_column: str | None = None) -> dict:
     """`tuner predict`: read a CSV, predict, write the predictions CSV; returns a summary."""
-    from tuner.training.data import read_table
-
     meta = read_meta(folder)
     try:
         frame = read_table(str(data))

@@ -1,15 +1,12 @@
 """`tuner init`: a commented starter config guessed from a CSV file."""
 
-from __future__ import annotations
-
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
+
+import pandas as pd
 
 from tuner.errors import DataError, UsageError
-
-if TYPE_CHECKING:
-    import pandas as pd
+from tuner.training.data import read_table
 
 # Above this many distinct numeric values (and not all whole numbers), a target is a quantity.
 _MAX_CLASSES = 20
@@ -18,8 +15,6 @@ _ID_NAMES = {"id", "key", "row_id", "index", "uuid"}
 
 def guess_task(column: pd.Series) -> str:
     """`regression` for a numeric target with many distinct or fractional values."""
-    import pandas as pd
-
     values = column.dropna()
     if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
         return "classification"
@@ -31,8 +26,6 @@ def guess_task(column: pd.Series) -> str:
 
 def _drop_reason(frame: pd.DataFrame, column: str) -> str | None:
     """Why a column should be left out of the features, or None to keep it."""
-    import pandas as pd
-
     values = frame[column].dropna()
     if values.empty:
         return "has no values"
@@ -49,8 +42,6 @@ def _drop_reason(frame: pd.DataFrame, column: str) -> str | None:
 
 
 def _data_section(path: Path, frame: pd.DataFrame, target: str) -> list[str]:
-    import pandas as pd
-
     task = guess_task(frame[target])
     classes = frame[target].dropna().nunique()
     drops = {c: r for c in frame.columns if c != target and (r := _drop_reason(frame, c))}
@@ -103,8 +94,6 @@ search: {init_points: 5, n_iter: 10, seed: 1}
 
 def starter_config(path: Path, target: str) -> str:
     """The text of a starter config for the CSV at `path` predicting `target`."""
-    from tuner.training.data import read_table
-
     try:
         frame = read_table(str(path))
     except DataError as exc:

@@ -14,6 +14,8 @@ from tuner.errors import DataError, UsageError
 from tuner.study.results import StudyResults
 from tuner.study.store import TrialState
 from tuner.training.architecture import Architecture, hidden_layers
+from tuner.training.data import load_dataset
+from tuner.training.evaluate import architecture_for
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1000px; color: #222; }
@@ -45,9 +47,6 @@ def _table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
 
 def best_architecture(results: StudyResults) -> tuple[Architecture | None, str]:
     """The best trial's network on the study's data, or None and why it could not be decoded."""
-    from tuner.training.data import load_dataset
-    from tuner.training.evaluate import architecture_for
-
     params, network = results.best.params, results.config.network
     try:
         dataset = load_dataset(results.config.data)

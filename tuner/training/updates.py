@@ -1,11 +1,12 @@
 """The optimisers: Keras's for `fit`, and the same updates on the stacked trainer's matrix."""
 
-from __future__ import annotations
+import os
+from typing import Any
 
-from typing import TYPE_CHECKING, Any
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before Keras: TensorFlow's start-up chatter
 
-if TYPE_CHECKING:
-    import keras
+import keras
+from keras import ops
 
 # keras.optimizers.Adam's defaults; `adam_step` is its update, written on the flat matrix.
 BETA_1, BETA_2, EPSILON = 0.9, 0.999, 1e-7
@@ -15,8 +16,6 @@ RHO, SGD_MOMENTUM = 0.9, 0.9
 
 def keras_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimizer:
     """adam, sgd (momentum 0.9) or rmsprop, with Keras's defaults otherwise."""
-    import keras
-
     if name == "sgd":
         return keras.optimizers.SGD(learning_rate=learning_rate, momentum=SGD_MOMENTUM)
     if name == "rmsprop":
@@ -28,8 +27,6 @@ def adam_step(
     flat: Any, m: Any, v: Any, steps: Any, grads: Any, active: Any, learning_rate: float
 ) -> tuple[Any, Any, Any, Any]:
     """keras.optimizers.Adam's update for each replica; a stopped replica is left as it is."""
-    from keras import ops
-
     on = ops.expand_dims(ops.cast(active, "float32"), 1)
     grads = ops.where(on > 0, grads, ops.zeros_like(grads))
     steps = steps + on
@@ -43,8 +40,6 @@ def sgd_step(
     flat: Any, m: Any, v: Any, steps: Any, grads: Any, active: Any, learning_rate: float
 ) -> tuple[Any, Any, Any, Any]:
     """keras.optimizers.SGD(momentum=0.9)'s update (m is the momentum); v is not used."""
-    from keras import ops
-
     on = ops.expand_dims(active, 1)
     m = ops.where(on, m * SGD_MOMENTUM - grads * learning_rate, m)
     return ops.where(on, flat + m, flat), m, v, steps + ops.cast(on, "float32")
@@ -54,8 +49,6 @@ def rmsprop_step(
     flat: Any, m: Any, v: Any, steps: Any, grads: Any, active: Any, learning_rate: float
 ) -> tuple[Any, Any, Any, Any]:
     """keras.optimizers.RMSprop's update with its defaults (v is the mean square); m is not used."""
-    from keras import ops
-
     on = ops.expand_dims(active, 1)
     v = ops.where(on, RHO * v + (1 - RHO) * ops.square(grads), v)
     increment = learning_rate * grads / ops.sqrt(v + EPSILON)
