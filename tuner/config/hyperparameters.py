@@ -1,7 +1,5 @@
 """The named hyperparameters a space may hold, what each may take, and the checks of a value."""
 
-from __future__ import annotations
-
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -45,7 +43,7 @@ HYPERPARAMETERS: dict[str, Hyperparameter] = {
 }
 
 
-def check_domain(name: str, param: Param, hp: Hyperparameter) -> None:
+def check_domain(name: str, param: "Param", hp: Hyperparameter) -> None:
     """Refuse a space entry whose form or values do not fit the hyperparameter (ValueError)."""
     where = f"space.{name}"
     if param.kind == "range":

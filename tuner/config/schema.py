@@ -1,10 +1,8 @@
 """The search config's rules: every error names the key path, the value and what is allowed."""
 
-from __future__ import annotations
-
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -36,7 +34,7 @@ class Param(_Section):
         return data if isinstance(data, Mapping) else {"value": data}
 
     @model_validator(mode="after")
-    def _one_form(self) -> Param:
+    def _one_form(self) -> Self:
         forms = [f for f, keys in _FORMS.items() if self.model_fields_set & keys]
         if len(forms) > 1:
             raise ValueError(
@@ -177,7 +175,7 @@ class SearchConfig(_Section):
     final_share: float = Field(0.2, ge=0.0, lt=1.0)
 
     @model_validator(mode="after")
-    def _budget(self) -> SearchConfig:
+    def _budget(self) -> Self:
         if self.init_points + self.n_iter < 1:
             raise ValueError(
                 f"init_points + n_iter must be at least 1 (got {self.init_points} + {self.n_iter})"
@@ -200,7 +198,7 @@ class Config(_Section):
     search: SearchConfig = SearchConfig()
 
     @model_validator(mode="after")
-    def _known_hyperparameters(self) -> Config:
+    def _known_hyperparameters(self) -> Self:
         for name, param in self.space.items():
             if name not in HYPERPARAMETERS:
                 known = ", ".join(HYPERPARAMETERS)

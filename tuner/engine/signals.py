@@ -1,14 +1,12 @@
 """Ctrl-C and SIGTERM while a search or a re-score runs: remembered, and raised once."""
 
-from __future__ import annotations
-
 import contextlib
 import os
 import signal
 import threading
 from collections.abc import Callable, Iterator
 from types import FrameType
-from typing import Any
+from typing import Any, Self
 
 from tuner.errors import SearchInterrupted
 
@@ -51,7 +49,7 @@ class Signals:
                 raise
             raise stop from exc
 
-    def __enter__(self) -> Signals:
+    def __enter__(self) -> Self:
         self._depth += 1
         if self._depth == 1:
             self._previous = _install(self._handle)

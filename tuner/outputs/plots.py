@@ -1,23 +1,18 @@
 """The report's figures as PNG bytes (matplotlib, imported only by the report)."""
 
-from __future__ import annotations
-
 import io
 import itertools
 import math
-from typing import TYPE_CHECKING
 
 import matplotlib
 
 matplotlib.use("Agg")
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from tuner.study.results import StudyResults
 from tuner.study.store import TrialState
-
-if TYPE_CHECKING:
-    from matplotlib.axes import Axes
 
 _DPI = 100
 _FAILED = "#c0392b"

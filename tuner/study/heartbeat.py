@@ -1,10 +1,9 @@
 """Heartbeats of this process's running trials (one older than `search.grace` goes stale)."""
 
-from __future__ import annotations
-
 import contextlib
 import threading
 from collections.abc import Iterator
+from typing import Self
 
 from tuner.study.store import Storage, TrialRecord
 
@@ -40,7 +39,7 @@ class Heartbeat:
             with self._lock:
                 self._trials.pop(trial.id, None)
 
-    def __enter__(self) -> Heartbeat:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 

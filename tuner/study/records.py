@@ -1,13 +1,11 @@
 """The study database's schema: its tables, and the frozen records that rows go out as."""
 
-from __future__ import annotations
-
 import enum
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
-from typing import Any
+from typing import Any, Self
 
 from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -124,7 +122,7 @@ class FinalScore:
         return data
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> FinalScore:
+    def from_dict(cls, data: Mapping[str, Any]) -> Self:
         """Back from the stored JSON; a later version's keys are ignored."""
         known = {f.name for f in fields(cls)}
         values = {key: value for key, value in data.items() if key in known}
