@@ -392,9 +392,12 @@ def test_the_frameworks_start_up_lines_stay_off_stderr_unless_debug(write_config
     config = write_config("quiet", search={"init_points": 1, "n_iter": 0, "final_candidates": 0})
     command = [sys.executable, "-m", "tuner.cli.commands", "search", str(config)]
 
+    # Not inherited from this process, where a CliRunner test with --debug may have set it.
+    env = {k: v for k, v in os.environ.items() if k != "TUNER_DEBUG"}
+
     def stderr(*extra: str) -> str:
         done = subprocess.run(
-            [*command, *extra], cwd=tmp_path, capture_output=True, text=True, timeout=300
+            [*command, *extra], cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env
         )
         assert done.returncode == 0, done.stderr
         return done.stderr
