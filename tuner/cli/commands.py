@@ -106,17 +106,9 @@ def search(
         cfg = tuner.load_config(config, [*overrides, *given])
         url = storage or sqlite_url((out or Path("runs") / config.stem) / "study.db")
         names, reporter = _reporter(cfg, quiet)
-        result = tuner.search(
-            cfg,
-            storage=url,
-            study=name,
-            resume=resume,
-            reporter=reporter,
-            workers=workers,
-            gpus=gpus,
-            trials_per_gpu=trials_per_gpu,
-            objective=objective,
-        )
+        parallel = {"workers": workers, "gpus": gpus, "trials_per_gpu": trials_per_gpu}
+        study = {"storage": url, "study": name, "resume": resume, "reporter": reporter}
+        result = tuner.search(cfg, objective=objective, **study, **parallel)
         if result.time_up and cfg.search.time_budget and not quiet:
             stderr_console().print(
                 f"time budget of {cfg.search.time_budget:g} s (search.time_budget) ended the "

@@ -325,21 +325,16 @@ def format_error(error: Mapping[str, Any]) -> str:
 
 # What to do, for pydantic's own error kinds (its message says the rule).
 _HINTS = {
-    "int_type": "write a whole number, e.g. 5",
-    "int_parsing": "write a whole number, e.g. 5",
-    "int_from_float": "write a whole number, e.g. 5",
-    "float_type": "write a number, e.g. 0.5",
-    "float_parsing": "write a number, e.g. 0.5",
+    **dict.fromkeys(["int_type", "int_parsing", "int_from_float"], "write a whole number, e.g. 5"),
+    **dict.fromkeys(["float_type", "float_parsing"], "write a number, e.g. 0.5"),
     "finite_number": "write a finite number",
     "bool_type": "write true or false",
     "string_type": "write it as text",
     "string_too_short": "give a non-empty value",
     "list_type": "write a list, e.g. [a, b]",
     "literal_error": "use one of these",
-    "greater_than": "raise the value",
-    "greater_than_equal": "raise the value",
-    "less_than": "lower the value",
-    "less_than_equal": "lower the value",
+    **dict.fromkeys(["greater_than", "greater_than_equal"], "raise the value"),
+    **dict.fromkeys(["less_than", "less_than_equal"], "lower the value"),
 }
 
 

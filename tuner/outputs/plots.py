@@ -37,10 +37,8 @@ def convergence(results: StudyResults) -> bytes:
     if failed and done:
         low = min(t.loss or 0.0 for t in done)
         ax.scatter(failed, [low] * len(failed), marker="x", color=_FAILED, label="failed")
-    ax.set_xlabel("trial")
     metric = "log loss" if results.config.data.task == "classification" else "RMSE"
-    ax.set_ylabel(f"held-out {metric} (mean over splits)")
-    ax.set_title("convergence")
+    ax.set(xlabel="trial", ylabel=f"held-out {metric} (mean over splits)", title="convergence")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend(loc="best")
     return _png(figure)
@@ -93,9 +91,8 @@ def split_spread(results: StudyResults, top: int = 5) -> bytes:
     ax.boxplot(data, tick_labels=[f"#{t.number}" for t in ranked])
     for position, losses in enumerate(data, start=1):
         ax.scatter([position] * len(losses), losses, color=_POINT, zorder=3)
-    ax.set_xlabel("trial (best first)")
-    ax.set_ylabel("held-out loss per split")
-    ax.set_title(f"spread of per-split losses, top {len(ranked)} trials")
+    title = f"spread of per-split losses, top {len(ranked)} trials"
+    ax.set(xlabel="trial (best first)", ylabel="held-out loss per split", title=title)
     return _png(figure)
 
 
@@ -106,9 +103,7 @@ def timings(results: StudyResults) -> bytes:
     trials = [t for t in results.trials if t.seconds is not None]
     colours = [_FAILED if t.state == TrialState.FAILED else _POINT for t in trials]
     ax.bar([t.number for t in trials], [t.seconds for t in trials], color=colours)
-    ax.set_xlabel("trial")
-    ax.set_ylabel("seconds")
-    ax.set_title("time per trial (failed in red)")
+    ax.set(xlabel="trial", ylabel="seconds", title="time per trial (failed in red)")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     return _png(figure)
 

@@ -59,9 +59,7 @@ class ConsoleReporter(Reporter):
             self._progress.advance(self._task)
 
     def slots_changed(self, running: Mapping[str, int | None]) -> None:
-        text = "  ".join(
-            f"{slot}: #{n}" if n is not None else f"{slot}: -" for slot, n in running.items()
-        )
+        text = "  ".join(f"{slot}: {'-' if n is None else f'#{n}'}" for slot, n in running.items())
         if self._progress is not None:
             self._progress.update(self._task, description=text)
 
@@ -94,10 +92,8 @@ class ConsoleReporter(Reporter):
 
     def confirm_scored(self, trial: TrialRecord) -> None:
         assert trial.confirm is not None
-        fallback = "its re-scored loss is reported"
-        self._console.print(
-            _scored_line(trial, trial.confirm, "confirmed", "confirmation", fallback)
-        )
+        kept = "its re-scored loss is reported"
+        self._console.print(_scored_line(trial, trial.confirm, "confirmed", "confirmation", kept))
 
     def final_finished(self, winner: Winner) -> None:
         self._console.print(f"winner: {winner.describe()}")
