@@ -10,6 +10,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before Keras: TensorFlow's
 
 import keras
 import numpy as np
+from sklearn.metrics import log_loss
 
 from tuner.config.schema import EvaluationConfig
 from tuner.errors import TrialFailed
@@ -57,11 +58,8 @@ def fit_model(
 
 
 def activation_layer(name: str) -> keras.layers.Layer:
-    if name == "prelu":
-        return keras.layers.PReLU()
-    if name == "leaky_relu":
-        return keras.layers.LeakyReLU()
-    return keras.layers.Activation(name)
+    own = {"prelu": keras.layers.PReLU, "leaky_relu": keras.layers.LeakyReLU}
+    return own[name]() if name in own else keras.layers.Activation(name)
 
 
 def build_model(arch: Architecture, learning_rate: float, optimizer: str = "adam") -> keras.Model:
@@ -79,12 +77,9 @@ def build_model(arch: Architecture, learning_rate: float, optimizer: str = "adam
             x = keras.layers.BatchNormalization()(x)
         x = activation_layer(arch.activation)(x)
         x = keras.layers.Dropout(arch.dropout)(x)
-    if arch.task == "classification":
-        outputs = dense(arch.n_outputs, activation="softmax")(x)
-        loss = "sparse_categorical_crossentropy"
-    else:
-        outputs = dense(1)(x)
-        loss = "mean_squared_error"
+    classify = arch.task == "classification"
+    outputs = dense(arch.n_outputs, activation="softmax")(x) if classify else dense(1)(x)
+    loss = "sparse_categorical_crossentropy" if classify else "mean_squared_error"
     model = keras.Model(inputs, outputs)
     model.compile(optimizer=keras_optimizer(optimizer, learning_rate), loss=loss)
     return model
@@ -114,8 +109,6 @@ def train_split(
 def held_out_loss(arch: Architecture, y_true: np.ndarray, predictions: np.ndarray) -> float:
     """Log loss over all classes (classification) or RMSE (regression)."""
     if arch.task == "classification":
-        from sklearn.metrics import log_loss
-
         probs = predictions.astype("float64")
         probs /= probs.sum(axis=1, keepdims=True)
         return float(log_loss(y_true, probs, labels=list(range(arch.n_outputs))))

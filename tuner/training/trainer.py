@@ -16,7 +16,7 @@ from keras import ops
 
 from tuner.config.schema import EvaluationConfig
 from tuner.errors import TrialFailed
-from tuner.training.architecture import Architecture, training_of
+from tuner.training.architecture import Architecture, Training, training_of
 from tuner.training.data import PreparedSplit
 from tuner.training.model import SplitResult, activation_layer, held_out_loss, train_split
 from tuner.training.replicas import (
@@ -36,6 +36,7 @@ BN_MOMENTUM, BN_EPSILON = 0.99, 1e-3
 # The state carried between epochs: weights, the optimiser's slots m and v, the steps per
 # replica, and the batch-norm moving statistics, (replicas, 2, units) per hidden layer.
 State = tuple[Any, Any, Any, Any, list[Any]]
+Weights = tuple[np.ndarray, list[np.ndarray]]  # flat weights and batch-norm statistics
 
 
 class StackedNet:
@@ -190,7 +191,7 @@ def train_splits(
     net = StackedNet(replace(arch, n_inputs=width), replicas, seed)
     state = net.initial_state([seed + i for i in range(replicas)])
     stopping = EarlyStopping(replicas, evaluation)
-    best = _Stack(net, data, params, seed).train(state, stopping, evaluation.epochs)
+    best = _Stack(net, data, training_of(params), seed).train(state, stopping, evaluation.epochs)
     predictions = net.predict(*best, data.x_test)
     if not np.all(np.isfinite(predictions)):
         raise TrialFailed("diverged", "the network predicts NaN or infinite values")
@@ -203,11 +204,8 @@ def train_splits(
 class _Stack:
     """The epoch loop of `train_splits`, narrowed to the active replicas when worth it."""
 
-    def __init__(
-        self, net: StackedNet, data: StackedData, params: dict[str, Any], seed: int
-    ) -> None:
-        self.net, self.data, self.seed = net, data, seed
-        self.training = training_of(params)
+    def __init__(self, net: StackedNet, data: StackedData, training: Training, seed: int) -> None:
+        self.net, self.data, self.seed, self.training = net, data, seed, training
         self.batch = min(self.training.batch_size, data.x_train.shape[1])
         self.rngs = [np.random.default_rng(seed + i) for i in range(net.replicas)]
         self.ids = np.arange(net.replicas)
@@ -218,9 +216,7 @@ class _Stack:
         lr, optimizer = self.training.learning_rate, self.training.optimizer
         return epoch_function(net, data, self.batch, lr, optimizer)
 
-    def train(
-        self, state: State, stopping: EarlyStopping, epochs: int
-    ) -> tuple[np.ndarray, list[np.ndarray]]:
+    def train(self, state: State, stopping: EarlyStopping, epochs: int) -> Weights:
         """Train until every replica has stopped; return the best weights and statistics."""
         best, times = _numpy(state), []
         for epoch in range(epochs):
@@ -262,13 +258,11 @@ def _rows(value: Any, keep: np.ndarray) -> Any:
     return ops.take(value, ops.convert_to_tensor(keep), axis=0)
 
 
-def _numpy(state: State) -> tuple[np.ndarray, list[np.ndarray]]:
+def _numpy(state: State) -> Weights:
     return ops.convert_to_numpy(state[0]), [ops.convert_to_numpy(s) for s in state[4]]
 
 
-def _keep_best(
-    best: tuple[np.ndarray, list[np.ndarray]], state: State, improved: np.ndarray, ids: np.ndarray
-) -> tuple[np.ndarray, list[np.ndarray]]:
+def _keep_best(best: Weights, state: State, improved: np.ndarray, ids: np.ndarray) -> Weights:
     """Copy the improved rows of `state` (the store's replicas `ids`) into the best weights."""
     if not improved.any():
         return best
