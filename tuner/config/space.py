@@ -86,11 +86,8 @@ class SearchSpace:
     """The searched dimensions in config order, and the fixed values."""
 
     def __init__(self, space: Mapping[str, Param]) -> None:
-        self.dimensions = tuple(
-            Dimension(name, param, HYPERPARAMETERS[name])
-            for name, param in space.items()
-            if param.kind != "fixed"
-        )
+        searched = {name: param for name, param in space.items() if param.kind != "fixed"}
+        self.dimensions = tuple(Dimension(n, p, HYPERPARAMETERS[n]) for n, p in searched.items())
         fixed = {name: hp.default for name, hp in HYPERPARAMETERS.items() if hp.default is not None}
         fixed.update({n: p.value for n, p in space.items() if p.kind == "fixed"})
         self.fixed: dict[str, Scalar] = {n: v for n, v in fixed.items() if n not in self.names}  # type: ignore[misc]

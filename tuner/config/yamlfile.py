@@ -37,17 +37,14 @@ class _StrictLoader(yaml.SafeLoader):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
         for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=True)
+            key, line = self.construct_object(key_node, deep=True), key_node.start_mark.line + 1
             if not isinstance(key, Hashable):
                 raise ConfigError(
-                    f"line {key_node.start_mark.line + 1}: a key must be a single value, not "
-                    f"a {type(key).__name__}; write the key as plain text"
+                    f"line {line}: a key must be a single value, not a {type(key).__name__}; "
+                    "write the key as plain text"
                 )
             if key in seen:
-                raise ConfigError(
-                    f"line {key_node.start_mark.line + 1}: duplicate key {key!r}; "
-                    "keep only one of them"
-                )
+                raise ConfigError(f"line {line}: duplicate key {key!r}; keep only one of them")
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
 

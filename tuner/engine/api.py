@@ -101,8 +101,7 @@ def evaluate_config(
     config: Config, params: Mapping[str, Scalar], seed: int, dataset: Any = None
 ) -> tuple[Score, Architecture]:
     """`tuner evaluate`: score one point in a worker process (the data loaded unless given)."""
-    if dataset is None:
-        dataset = load_for_scoring(config)
+    dataset = load_for_scoring(config) if dataset is None else dataset
     worker = Worker(config, dataset)
     try:
         score = worker(params, seed)

@@ -41,9 +41,7 @@ class Deadline:
 
     def left(self) -> float | None:
         """Seconds of the budget left (None without one)."""
-        if self.seconds is None:
-            return None
-        return max(0.0, self.seconds - self.elapsed())
+        return None if self.seconds is None else max(0.0, self.seconds - self.elapsed())
 
     def passed(self, trials: Sequence[TrialRecord] = ()) -> bool:
         """True once no trial should start (never without a budget)."""
@@ -56,9 +54,7 @@ class Deadline:
 
 def call_seconds(trial: TrialRecord, splits: int) -> float:
     """Seconds of one scoring call (`splits` splits) of `trial`, from its own; 0 if unknown."""
-    if not trial.seconds:
-        return 0.0
-    return trial.seconds / max(1, len(trial.split_losses)) * splits
+    return trial.seconds / max(1, len(trial.split_losses)) * splits if trial.seconds else 0.0
 
 
 @dataclass(frozen=True)

@@ -69,8 +69,7 @@ def open_study(storage: Storage, name: str, config: Config, resume: bool) -> Stu
             f"--study: study '{name}' already exists in {storage.url}; add --resume to continue "
             "it, or choose another --study (or --out folder)"
         )
-    stored = validate_stored(existing.config) if "space" in existing.config else None
-    old_space = stored.full_space() if stored else {}
+    old_space = validate_stored(existing.config).full_space() if "space" in existing.config else {}
     differing = space_differences(old_space, config.full_space())
     if differing:
         raise StudyError(

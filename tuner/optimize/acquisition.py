@@ -77,9 +77,7 @@ class Acquisition(AcquisitionFunction):
         std = np.maximum(std, 1e-12)
         margin = mean - (self.incumbent or 0.0) - self.xi
         z = margin / std
-        if self.kind == "ei":
-            return margin * norm.cdf(z) + std * norm.pdf(z)
-        return norm.cdf(z)
+        return margin * norm.cdf(z) + std * norm.pdf(z) if self.kind == "ei" else norm.cdf(z)
 
     def score(self, x: NDArray[Any]) -> NDArray[Any]:
         """The value to minimise at each row of x (bayes_opt arrays)."""

@@ -19,9 +19,7 @@ def guess_task(column: pd.Series) -> str:
     if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
         return "classification"
     whole = bool((values == values.round()).all())
-    if values.nunique() > _MAX_CLASSES or not whole:
-        return "regression"
-    return "classification"
+    return "regression" if values.nunique() > _MAX_CLASSES or not whole else "classification"
 
 
 def _drop_reason(frame: pd.DataFrame, column: str) -> str | None:
