@@ -174,14 +174,13 @@ def evaluate(
 ) -> None:
     """Score one point of CONFIG's space by bootstrap, exactly as the search does."""
     with _handled(debug):
-        from tuner.config.schema import load_config
         from tuner.config.space import SearchSpace
         from tuner.engine.api import evaluate_config
         from tuner.outputs.progress import stderr_console
         from tuner.outputs.report import print_score
         from tuner.training.evaluate import load_for_scoring
 
-        cfg = load_config(config, overrides)
+        cfg = tuner.load_config(config, overrides)
         params = SearchSpace(cfg.space).params_from_options(vector, assignments)
         dataset = load_for_scoring(cfg)  # data errors stay the only line on stderr
         if not quiet:

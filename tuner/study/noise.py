@@ -37,10 +37,7 @@ def pooled_variance(trials: Sequence[TrialRecord]) -> float | None:
 def mean_noise(trial: TrialRecord, pooled: float) -> float:
     """The noise variance of a trial's mean: its split variance moderated by the pooled one."""
     losses = finite_splits(trial)
-    n = len(losses)
+    n, moderated = len(losses), pooled
     if n >= 2:
-        own = variance(losses)
-        moderated = (PRIOR_DOF * pooled + (n - 1) * own) / (PRIOR_DOF + n - 1)
-    else:
-        moderated = pooled
+        moderated = (PRIOR_DOF * pooled + (n - 1) * variance(losses)) / (PRIOR_DOF + n - 1)
     return max(moderated / max(n, 1), NOISE_FLOOR)

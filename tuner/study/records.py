@@ -90,6 +90,9 @@ class StudyRecord:
     config: dict[str, Any]
 
 
+_SEQUENCES = ("seeds", "split_losses", "epochs", "sizes")  # FinalScore's tuples, lists in JSON
+
+
 @dataclass(frozen=True)
 class FinalScore:
     """A completed trial re-scored on `splits` fresh splits, drawn in chunks from `seeds`."""
@@ -116,19 +119,14 @@ class FinalScore:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (also how it is stored)."""
-        data = asdict(self)
-        for key in ("seeds", "split_losses", "epochs", "sizes"):
-            data[key] = list(data[key])
-        return data
+        return {**asdict(self), **{key: list(getattr(self, key)) for key in _SEQUENCES}}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Self:
         """Back from the stored JSON; a later version's keys are ignored."""
         known = {f.name for f in fields(cls)}
         values = {key: value for key, value in data.items() if key in known}
-        for key in ("seeds", "split_losses", "epochs", "sizes"):
-            values[key] = tuple(data.get(key) or ())
-        return cls(**values)
+        return cls(**values | {key: tuple(data.get(key) or ()) for key in _SEQUENCES})
 
 
 @dataclass(frozen=True)

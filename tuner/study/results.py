@@ -47,9 +47,8 @@ class StudyResults:
         return sorted(self.completed, key=lambda t: (t.loss, t.number))
 
     def failures(self) -> dict[str, int]:
-        return dict(
-            Counter(t.error_kind or "unknown" for t in self.trials if t.state == TrialState.FAILED)
-        )
+        failed = (t.error_kind or "unknown" for t in self.trials if t.state == TrialState.FAILED)
+        return dict(Counter(failed))
 
 
 def study_location(config: Path | None, storage: str | None, study: str | None) -> tuple[str, str]:
