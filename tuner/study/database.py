@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import JSON, Integer, column, create_engine, event, inspect, or_, table, text
-from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, ProgrammingError
 
 from tuner.errors import StudyError
@@ -114,31 +114,22 @@ def _sqlite_pragmas(connection: Any, _record: Any) -> None:
 
 
 def _add_later_columns(engine: Engine) -> None:
-    """Add the columns an older database lacks, then copy its legacy scores into `attrs`."""
+    """Add the columns an older database lacks, then copy its legacy score columns (kept for
+    older versions) into `attrs` of the rows without, each row once, a JSON null as absent."""
     present = {found["name"] for found in inspect(engine).get_columns("trials")}
     with engine.begin() as connection:
         for name, kind in _LATER_COLUMNS.items():
             if name not in present:
                 connection.execute(text(f"ALTER TABLE trials ADD COLUMN {name} {kind}"))
-    legacy = [name for name in LEGACY_ATTRS if name in present]
-    if legacy:
-        with engine.begin() as connection:
-            _copy_legacy_attrs(connection, legacy)
-
-
-def _copy_legacy_attrs(connection: Connection, names: list[str]) -> int:
-    """Copy the legacy score columns (kept for older versions) into `attrs` of rows without."""
-    trials = table(
-        "trials", column("id", Integer), column("attrs", JSON), *(column(n, JSON) for n in names)
-    )
-    held = or_(*(trials.c[name].is_not(None) for name in names))
-    query = trials.select().where(trials.c.attrs.is_(None), held)
-    copied = 0
-    for row in connection.execute(query).mappings().all():
-        attrs = {name: row[name] for name in names if row[name] is not None}
-        copied += connection.execute(
-            trials.update()
-            .where(trials.c.id == row["id"], trials.c.attrs.is_(None))
-            .values(attrs=attrs)
-        ).rowcount
-    return copied
+    names = [name for name in LEGACY_ATTRS if name in present]
+    if not names:
+        return
+    legacy = (column(name, JSON) for name in names)
+    trials = table("trials", column("id", Integer), column("attrs", JSON), *legacy)
+    held, unset = or_(*(trials.c[name].is_not(None) for name in names)), trials.c.attrs.is_(None)
+    with engine.begin() as connection:
+        for row in connection.execute(trials.select().where(unset, held)).mappings().all():
+            attrs = {name: row[name] for name in names if row[name] is not None}
+            connection.execute(
+                trials.update().where(trials.c.id == row["id"], unset).values(attrs=attrs)
+            )
