@@ -101,7 +101,10 @@ class Storage:
         with process_lock(self.url), self._session() as session:
             self._lock(session, study)
             now = _db_now(session)
-            _fail_stale(session, study, now - timedelta(seconds=grace))
+            beat = func.coalesce(_TrialRow.heartbeat_at, _TrialRow.started_at)
+            lost = "no heartbeat for search.grace seconds (its worker stopped or lost the database)"
+            stale = update(_TrialRow).where(*_running(study), beat < now - timedelta(seconds=grace))
+            session.execute(stale.values(**_failed("stale", lost)), execution_options=_NO_SYNC)
             trials = tuple(_record(row) for row in _trial_rows(session, study))
             chosen = choose(trials)
             started = _insert(session, study, chosen, now) if chosen is not None else None
@@ -185,21 +188,17 @@ class Storage:
             return int(session.execute(query).rowcount or 0)
 
 
-def _owned(trial: TrialRecord) -> tuple[Any, ...]:
-    """The condition that a trial is still running under the owner that started it."""
-    owner = _TrialRow.owner.is_(None) if trial.owner is None else _TrialRow.owner == trial.owner
-    return (_TrialRow.id == trial.id, _TrialRow.state == TrialState.RUNNING.value, owner)
-
-
 def _running(study: StudyRecord) -> tuple[Any, ...]:
     return (_TrialRow.study_id == study.id, _TrialRow.state == TrialState.RUNNING.value)
 
 
 def _update_owned(session: Session, trials: Sequence[TrialRecord], **values: Any) -> int:
-    """Update the trials still running under their owner; returns how many."""
+    """Update the trials still running under the owner that started them; returns how many."""
     count = 0
     for trial in trials:
-        query = update(_TrialRow).where(*_owned(trial)).values(**values)
+        owner = _TrialRow.owner.is_(None) if trial.owner is None else _TrialRow.owner == trial.owner
+        owned = (_TrialRow.id == trial.id, _TrialRow.state == TrialState.RUNNING.value, owner)
+        query = update(_TrialRow).where(*owned).values(**values)
         count += int(session.execute(query, execution_options=_NO_SYNC).rowcount or 0)
     return count
 
@@ -239,14 +238,6 @@ def _db_now(session: Session) -> datetime:
     if session.bind is None or session.bind.dialect.name == "sqlite":
         return _now()
     return session.scalar(select(func.clock_timestamp()))  # type: ignore[return-value]
-
-
-def _fail_stale(session: Session, study: StudyRecord, cutoff: datetime) -> None:
-    beat = func.coalesce(_TrialRow.heartbeat_at, _TrialRow.started_at)
-    message = "no heartbeat for search.grace seconds (its worker stopped or lost the database)"
-    stale = _failed("stale", message)
-    query = update(_TrialRow).where(*_running(study), beat < cutoff).values(**stale)
-    session.execute(query, execution_options=_NO_SYNC)
 
 
 def _jsonable(value: Any) -> Any:

@@ -1,6 +1,6 @@
 """Warm start: the completed trials of another study of the same space, told first."""
 
-from tuner.config.schema import Config, WarmStartConfig, space_differences, validate_stored
+from tuner.config.schema import Config, space_differences, validate_stored
 from tuner.errors import ConfigError, StudyError
 from tuner.study.store import Storage, TrialRecord, TrialState, require_database
 
@@ -26,13 +26,8 @@ def warm_trials(config: Config) -> tuple[TrialRecord, ...]:
         trials = storage.trials(study)
     finally:
         storage.close()
-    _check_space(warm, study.config, config)
-    return tuple(t for t in trials if t.state == TrialState.COMPLETE and t.loss is not None)
-
-
-def _check_space(warm: WarmStartConfig, stored: dict, config: Config) -> None:
     try:
-        theirs = validate_stored(stored).full_space()
+        theirs = validate_stored(study.config).full_space()
     except ConfigError as exc:
         raise StudyError(
             f"search.warm_start: the config of study '{warm.study}' cannot be read ({exc})"
@@ -43,3 +38,4 @@ def _check_space(warm: WarmStartConfig, stored: dict, config: Config) -> None:
             f"search.warm_start: study '{warm.study}' searched another space (differs in "
             f"{', '.join(differing)}); warm-start from a study of the same space"
         )
+    return tuple(t for t in trials if t.state == TrialState.COMPLETE and t.loss is not None)
