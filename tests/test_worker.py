@@ -228,7 +228,7 @@ def test_a_child_whose_search_closed_the_pipe_mid_trial_ends_quietly(tmp_path, c
     process.start()
     child.close()
     assert parent.recv() == ("ready",)
-    parent.send((PARAMS, 1, None))
+    parent.send((PARAMS, 1, None, {}))
     parent.close()  # mid-trial: the child sleeps 1 s before its reply
     process.join(timeout=60)
     assert process.exitcode == 0

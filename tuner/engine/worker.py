@@ -8,12 +8,14 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Mapping
+from functools import partial
 from multiprocessing.connection import Connection
 from typing import Any
 
 from tuner.config.schema import Config, Scalar, validate_config
 from tuner.engine.signals import held_signals
 from tuner.errors import TrialFailed, UsageError
+from tuner.training.progress import EpochHook, set_epoch_hook
 
 Factory = Callable[[Config, Any], Callable[[Mapping[str, Scalar], int], Any]]
 DEFAULT_FACTORY = "tuner.training.evaluate:make_objective"
@@ -118,6 +120,7 @@ def _serve(conn: Connection, factory: str, config: dict[str, Any], dataset: Any)
         conn.send(_failure(exc))
         return
     conn.send(("ready",))
+    set_epoch_hook(_epoch_sender(conn))
     while True:
         try:
             request = conn.recv()
@@ -125,13 +128,25 @@ def _serve(conn: Connection, factory: str, config: dict[str, Any], dataset: Any)
             return
         if request is None:
             return
-        params, seed, splits = request
+        params, seed, splits, options = request
         try:
             objective = objective_for(splits)
         except Exception as exc:
             conn.send(_failure(exc))
             continue
-        conn.send(attempt(objective, params, seed))
+        conn.send(attempt(partial(objective, **options) if options else objective, params, seed))
+
+
+def _epoch_sender(conn: Connection, every: float = 0.5) -> EpochHook:
+    """Send ("epoch", epoch, loss) up the pipe, at most every `every` seconds."""
+    last = [0.0]
+
+    def send(epoch: int, loss: float) -> None:
+        if time.monotonic() - last[0] >= every:
+            last[0] = time.monotonic()
+            conn.send(("epoch", epoch, loss))
+
+    return send
 
 
 class Worker:
@@ -152,24 +167,45 @@ class Worker:
         self._conn: Connection | None = None
         self._trials = 0
 
-    def __call__(self, params: Mapping[str, Scalar], seed: int, splits: int | None = None) -> Any:
-        """Run one trial in the child; TrialFailed for every way it can fail."""
+    def __call__(
+        self,
+        params: Mapping[str, Scalar],
+        seed: int,
+        splits: int | None = None,
+        on_epoch: EpochHook | None = None,
+        **options: Any,
+    ) -> Any:
+        """Run one trial in the child (`options` are the objective's keywords); `on_epoch` hears
+        each epoch's held-out loss; TrialFailed for every way it can fail."""
         conn = self._ensure_started()
-        conn.send((dict(params), seed, splits))
+        conn.send((dict(params), seed, splits, options))
         self._trials += 1
-        timeout = self._config.evaluation.timeout
-        try:
-            ready = conn.poll(timeout)
-        except BaseException:
-            self.close(kill=True)  # Ctrl-C or a signal: free the child's memory at once
-            raise
-        if not ready:
-            self.close(kill=True)
-            raise TrialFailed("timed_out", f"ran longer than evaluation.timeout ({timeout:g} s)")
-        reply = self._receive()
+        reply = self._wait(conn, on_epoch)
         if self._trials >= self._config.evaluation.worker_trials:
             self.close()
         return _unpack(reply)
+
+    def _wait(self, conn: Connection, on_epoch: EpochHook | None) -> tuple:
+        """The trial's reply, passing its epoch messages on; within `evaluation.timeout`."""
+        timeout = self._config.evaluation.timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                ready = conn.poll(left)
+            except BaseException:
+                self.close(kill=True)  # Ctrl-C or a signal: free the child's memory at once
+                raise
+            if not ready:
+                self.close(kill=True)
+                raise TrialFailed(
+                    "timed_out", f"ran longer than evaluation.timeout ({timeout:g} s)"
+                )
+            reply = self._receive()
+            if reply[0] != "epoch":
+                return reply
+            if on_epoch is not None:
+                on_epoch(reply[1], reply[2])
 
     def _ensure_started(self) -> Connection:
         if self._process is not None and self._process.is_alive() and self._conn is not None:

@@ -19,6 +19,7 @@ from tuner.errors import TrialFailed
 from tuner.training.architecture import Architecture, Training, training_of
 from tuner.training.data import PreparedSplit
 from tuner.training.model import SplitResult, activation_layer, held_out_loss, train_split
+from tuner.training.progress import epoch_done
 from tuner.training.replicas import (
     EarlyStopping,
     StackedData,
@@ -231,6 +232,7 @@ class _Stack:
             full = np.full(len(stopping.active), np.inf)
             full[self.ids] = ops.convert_to_numpy(val_loss)
             improved = stopping.update(epoch, full)
+            epoch_done(epoch + 1, float(np.mean(stopping.best)))
             best = _keep_best(best, state, improved[self.ids], self.ids)
             if not stopping.active.any():
                 break
