@@ -256,6 +256,33 @@ def test_a_final_rescore_is_stored_on_a_completed_trial_only(storage):
     assert storage.trials(study)[0] == replaced
 
 
+def test_a_trials_metrics_are_kept_in_its_attrs(storage):
+    study = storage.create_study("s", {})
+    running = storage.start_trial(study, {}, {}, seed=1)
+    assert running.metrics == {} and running.to_dict()["metrics"] == {}
+    storage.set_attrs(running, {"queued": True})
+    metrics = {"accuracy": np.float64(0.75), "roc_auc": float("nan")}
+    done = storage.finish_trial(running, state="complete", loss=0.4, metrics=metrics)
+    (stored,) = storage.trials(study)
+    # NaN (an undefined metric) is stored as null, which PostgreSQL's JSON accepts
+    assert stored.attrs == {"queued": True, "metrics": {"accuracy": 0.75, "roc_auc": None}}
+    assert stored.metrics["accuracy"] == 0.75 and np.isnan(stored.metrics["roc_auc"])
+    assert done.attrs == stored.attrs and stored.loss == 0.4
+    assert stored.to_dict()["metrics"] == {"accuracy": 0.75, "roc_auc": None}
+
+
+def test_a_final_scores_metrics_round_trip_and_older_ones_have_none(storage):
+    final = FinalScore(seeds=(5,), splits=2, loss=0.3, metrics={"r2": 0.5, "rmse": float("nan")})
+    assert final.to_dict()["metrics"] == {"r2": 0.5, "rmse": None}
+    back = FinalScore.from_dict(final.to_dict())
+    assert back.metrics["r2"] == 0.5 and np.isnan(back.metrics["rmse"])
+    older = {k: v for k, v in final.to_dict().items() if k != "metrics"}
+    assert FinalScore.from_dict(older).metrics == {}
+    study = storage.create_study("s", {})
+    done = storage.finish_trial(storage.start_trial(study, {}, {}, seed=1), state="complete")
+    assert storage.record_final(done, final, confirm=True).confirm.metrics["r2"] == 0.5
+
+
 def test_attrs_are_merged_and_other_keys_kept(storage):
     study = storage.create_study("s", {})
     trial = storage.finish_trial(

@@ -93,6 +93,19 @@ class StudyRecord:
 _SEQUENCES = ("seeds", "split_losses", "epochs", "sizes")  # FinalScore's tuples, lists in JSON
 
 
+def stored_metrics(values: Mapping[str, Any] | None) -> dict[str, float | None]:
+    """Metrics as stored: an undefined one (NaN) as null, which PostgreSQL's JSON accepts."""
+    floats = {name: float(value) for name, value in (values or {}).items() if value is not None}
+    return {name: value if math.isfinite(value) else None for name, value in floats.items()}
+
+
+def read_metrics(values: Any) -> dict[str, float]:
+    """Metrics read back: null as NaN; `{}` when absent (a study stored before metrics)."""
+    if not isinstance(values, Mapping):
+        return {}
+    return {name: math.nan if value is None else float(value) for name, value in values.items()}
+
+
 @dataclass(frozen=True)
 class FinalScore:
     """A completed trial re-scored on `splits` fresh splits, drawn in chunks from `seeds`."""
@@ -107,6 +120,7 @@ class FinalScore:
     error_kind: str | None = None
     error: str | None = None
     sizes: tuple[int, ...] = ()  # splits of each chunk (empty when stored before they were)
+    metrics: dict[str, float] = field(default_factory=dict)  # over all its splits' predictions
 
     @property
     def ok(self) -> bool:
@@ -119,14 +133,16 @@ class FinalScore:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (also how it is stored)."""
-        return {**asdict(self), **{key: list(getattr(self, key)) for key in _SEQUENCES}}
+        lists = {key: list(getattr(self, key)) for key in _SEQUENCES}
+        return {**asdict(self), **lists, "metrics": stored_metrics(self.metrics)}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Self:
         """Back from the stored JSON; a later version's keys are ignored."""
         known = {f.name for f in fields(cls)}
         values = {key: value for key, value in data.items() if key in known}
-        return cls(**values | {key: tuple(data.get(key) or ()) for key in _SEQUENCES})
+        values |= {key: tuple(data.get(key) or ()) for key in _SEQUENCES}
+        return cls(**values | {"metrics": read_metrics(data.get("metrics"))})
 
 
 @dataclass(frozen=True)
@@ -156,6 +172,11 @@ class TrialRecord:
     attrs: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def metrics(self) -> dict[str, float]:
+        """Its search-time metrics (`training.metrics`); `{}` when stored before there were."""
+        return read_metrics(self.attrs.get("metrics"))
+
+    @property
     def counts(self) -> bool:
         """True when the trial ended in a way that spends budget (not interrupted or running)."""
         if self.state == TrialState.COMPLETE:
@@ -175,6 +196,7 @@ class TrialRecord:
             "error_kind": self.error_kind,
             "error": self.error,
             "seed": self.seed,
+            "metrics": stored_metrics(self.metrics),
             "final": self.final.to_dict() if self.final is not None else None,
             "confirm": self.confirm.to_dict() if self.confirm is not None else None,
         }

@@ -29,6 +29,7 @@ from tuner.study.records import (
     _record,
     _StudyRow,
     _TrialRow,
+    stored_metrics,
 )
 
 _NO_SYNC = {"synchronize_session": False}
@@ -36,6 +37,8 @@ _NO_SYNC = {"synchronize_session": False}
 RESULT_FIELDS = frozenset(
     {"state", "loss", "loss_std", "split_losses", "epochs", "seconds", "error_kind", "error"}
 )
+# What finish_trial keeps in the trial's `attrs` rather than a column of its own.
+RESULT_ATTRS = frozenset({"metrics"})
 
 
 def _now() -> datetime:
@@ -130,12 +133,15 @@ class Storage:
 
     def finish_trial(self, trial: TrialRecord, **values: Any) -> TrialRecord:
         """Record how a trial ended; TrialRejected when this owner no longer runs it."""
-        unknown = sorted(set(values) - RESULT_FIELDS)
+        unknown = sorted(set(values) - RESULT_FIELDS - RESULT_ATTRS)
         if unknown:
             raise TypeError(f"finish_trial: no trial field {', '.join(unknown)}")
+        extras = {k: values.pop(k) for k in RESULT_ATTRS & set(values)}
         values = {k: _jsonable(v) for k, v in values.items()}
         values["state"] = TrialState(values["state"]).value
         with self._session() as session:
+            if extras:
+                values["attrs"] = _with_result_attrs(session, trial, extras)
             updated = _update_owned(session, [trial], **values, finished_at=_now())
             row = session.get(_TrialRow, trial.id)
             if row is None:
@@ -201,6 +207,18 @@ def _update_owned(session: Session, trials: Sequence[TrialRecord], **values: Any
         query = update(_TrialRow).where(*owned).values(**values)
         count += int(session.execute(query, execution_options=_NO_SYNC).rowcount or 0)
     return count
+
+
+def _with_result_attrs(
+    session: Session, trial: TrialRecord, extras: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The trial's `attrs` with a result's extras merged in (read without loading the row, so
+    that the row finish_trial returns is read after its update)."""
+    current = session.scalar(select(_TrialRow.attrs).where(_TrialRow.id == trial.id)) or {}
+    merged = {**current, **extras}
+    if "metrics" in extras:
+        merged["metrics"] = stored_metrics(extras["metrics"])
+    return _jsonable(merged)
 
 
 def _failed(kind: str, message: str) -> dict[str, Any]:
