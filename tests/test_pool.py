@@ -73,6 +73,48 @@ def _overlaps(intervals: list[tuple[float, float]]) -> int:
     return most
 
 
+def test_gpus_all_are_those_cuda_visible_devices_leaves_visible(monkeypatch):
+    from tuner.engine.slots import cuda_visible, visible_gpus
+
+    assert cuda_visible(None) is None
+    assert cuda_visible("2,3") == ["2", "3"]
+    assert cuda_visible("GPU-5f2c,1") == ["GPU-5f2c", "1"]
+    assert cuda_visible("-1") == [] and cuda_visible("") == []
+    assert cuda_visible("1,-1,2") == ["1"], "CUDA stops at the first invalid entry"
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
+    assert visible_gpus() == ["2", "3"]
+    assert parse_gpus("all") == ["2", "3"]
+    # A list numbers the visible GPUs, as a CUDA program sees them: 1 is the box's GPU 3.
+    assert parse_gpus("1") == ["3"]
+    with pytest.raises(UsageError, match="leaves 2 GPU\\(s\\) visible, numbered 0 to 1; got 2"):
+        parse_gpus("0,2")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")
+    with pytest.raises(UsageError, match="no GPU found"):
+        parse_gpus("all")
+
+
+def test_a_shared_card_caps_each_trials_memory_for_every_backend():
+    from tuner.engine.slots import MEMORY_SHARE
+    from tuner.training.devices import MEMORY_VARIABLE, cap_gpu_memory
+
+    env = plan_slots(None, ["0"], 4)[0].env
+    assert float(env[MEMORY_VARIABLE]) == pytest.approx(MEMORY_SHARE / 4, abs=1e-3)
+    assert env["XLA_PYTHON_CLIENT_MEM_FRACTION"] == env[MEMORY_VARIABLE]
+    assert MEMORY_VARIABLE not in plan_slots(None, ["0"], 1)[0].env
+    assert cap_gpu_memory() is None, "nothing to cap without the variable"
+
+
+def test_oom_errors_of_every_backend_are_named_oom():
+    from tuner.engine.worker import failure_kind
+
+    runtime = type("JaxRuntimeError", (RuntimeError,), {})
+    assert failure_kind(runtime("RESOURCE_EXHAUSTED: Out of memory allocating 4 GiB")) == "oom"
+    assert failure_kind(runtime("INTERNAL: something else")) == "crashed"
+    assert (
+        failure_kind(type("OutOfMemoryError", (RuntimeError,), {})("CUDA out of memory")) == "oom"
+    )
+
+
 def test_each_trial_sees_its_gpu_and_no_gpu_holds_more_than_k(tmp_path, write_config):
     # No final re-scores: the log has a line per trial.
     search = {"init_points": 6, "n_iter": 6, "seed": 2, "final_candidates": 0}

@@ -15,12 +15,15 @@ from typing import Any
 from tuner.config.schema import Config, Scalar, validate_config
 from tuner.engine.signals import held_signals
 from tuner.errors import TrialFailed, UsageError
+from tuner.training.devices import cap_gpu_memory
 from tuner.training.progress import EpochHook, set_epoch_hook
 
 Factory = Callable[[Config, Any], Callable[[Mapping[str, Scalar], int], Any]]
 DEFAULT_FACTORY = "tuner.training.evaluate:make_objective"
 # Exception class names that mean the trial ran out of memory, whatever the backend.
-_OOM_NAMES = {"MemoryError", "ResourceExhaustedError", "OutOfMemoryError", "XlaRuntimeError"}
+_OOM_NAMES = {"MemoryError", "ResourceExhaustedError", "OutOfMemoryError"}
+# JAX raises one class for every runtime error; its message says which.
+_JAX_ERRORS = {"XlaRuntimeError", "JaxRuntimeError"}
 
 
 def load_factory(path: str) -> Factory:
@@ -37,7 +40,7 @@ def load_factory(path: str) -> Factory:
 def failure_kind(exc: BaseException) -> str:
     """`oom` for out-of-memory errors of Python or the framework, else `crashed`."""
     name = type(exc).__name__
-    if name in _OOM_NAMES and (name != "XlaRuntimeError" or "RESOURCE_EXHAUSTED" in str(exc)):
+    if name in _OOM_NAMES or (name in _JAX_ERRORS and "RESOURCE_EXHAUSTED" in str(exc)):
         return "oom"
     return "crashed"
 
@@ -101,6 +104,7 @@ def _child_main(
 ) -> None:
     os.environ.update(env or {})  # before the factory imports a framework: GPUs, threads
     _quiet_native_stderr()
+    cap_gpu_memory()  # before the framework first touches the GPU
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the search decides what Ctrl-C means
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     # The search closed the pipe (Ctrl-C, or it stopped): nobody wants the reply any more.
