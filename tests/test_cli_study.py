@@ -5,7 +5,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +16,8 @@ import pytest
 from click.testing import CliRunner
 
 from tuner.cli.commands import cli
+from tuner.study.results import load_results
+from tuner.study.store import Storage, sqlite_url
 
 from .conftest import tree_digest
 
@@ -92,6 +96,100 @@ def test_best_is_the_lowest_rescored_loss(run):
     assert f"{best['confirm']['split_losses'][0]:.4f}" in confirmed
 
 
+BASELINES = {
+    "prior": {
+        "name": "class frequencies",
+        "loss": 1.0986,
+        "loss_se": 0.0012,
+        "splits": 2,
+        "metrics": {"accuracy": 0.3333, "balanced_accuracy": 0.3333, "roc_auc": 0.5},
+    },
+    "linear": {
+        "name": "logistic regression",
+        "loss": 0.7777,
+        "loss_se": 0.0321,
+        "splits": 2,
+        "metrics": {"accuracy": 0.6111, "balanced_accuracy": 0.6, "roc_auc": None},
+    },
+}
+
+
+@pytest.fixture
+def annotated(finished_study, tmp_path, monkeypatch):
+    """A copy of the finished study with metrics and baselines set by hand, and a `tuner`
+    invoker in its folder: search-time metrics on every completed trial (accuracy 0.5 + its
+    number / 100), the winner's confirmation metrics, and its baselines."""
+    folder = tmp_path / "annotated"
+    shutil.copytree(finished_study.folder, folder)
+    url = sqlite_url(folder / "runs" / "tiny" / "study.db")
+    winner = load_results(url, "tiny").winner
+    storage = Storage(url)
+    try:
+        study = storage.get_study("tiny")
+        for trial in storage.trials(study):
+            if trial.loss is not None:
+                accuracy = 0.5 + trial.number / 100
+                storage.set_attrs(trial, {"metrics": {"accuracy": accuracy, "roc_auc": 0.7}})
+        confirm = {**winner.trial.confirm.to_dict(), "metrics": {"accuracy": 0.9, "roc_auc": None}}
+        storage.set_attrs(winner.trial, {"confirm": confirm, "baselines": BASELINES})
+    finally:
+        storage.close()
+    monkeypatch.chdir(folder)
+    return lambda *args: CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def test_trials_show_search_time_metrics_and_top_n(annotated):
+    rows = list(
+        csv.DictReader(io.StringIO(annotated("trials", "tiny.yaml", "--format", "csv").stdout))
+    )
+    assert {"accuracy", "balanced_accuracy", "roc_auc"} <= set(rows[0])
+    assert float(rows[1]["accuracy"]) == 0.51 and rows[3]["accuracy"] == "", "failed: none"
+    as_json = json.loads(annotated("trials", "tiny.yaml", "--json").stdout)["trials"]
+    assert as_json[2]["metrics"] == {"accuracy": 0.52, "roc_auc": 0.7}
+    table = annotated("trials", "tiny.yaml").stdout
+    assert "accuracy" in table and "ROC AUC" in table and "balanced" not in table
+    assert "0.5200" in table and "0.7000" in table
+    top = json.loads(annotated("trials", "tiny.yaml", "--top", "2", "--json").stdout)["trials"]
+    by_loss = sorted((t for t in as_json if t["loss"] is not None), key=lambda t: t["loss"])
+    assert [t["trial"] for t in top] == [t["trial"] for t in by_loss[:2]]
+    assert "the best 1" in annotated("trials", "tiny.yaml", "--top", "1").stdout
+    refused = annotated("trials", "tiny.yaml", "--top", "0")
+    assert refused.exit_code == 2 and "--top" in refused.stderr
+
+
+def test_best_shows_the_reported_metrics_and_the_baselines(annotated):
+    best = json.loads(annotated("best", "tiny.yaml", "--json").stdout)
+    assert best["metrics_from"] == "confirmation"
+    assert best["metrics"] == {"accuracy": 0.9, "roc_auc": None}, "undefined: null in JSON"
+    assert best["search_metrics"]["accuracy"] == 0.5 + best["trial"] / 100
+    assert best["baselines"] == BASELINES
+    text = annotated("best", "tiny.yaml").stdout
+    assert "0.9000" in text.split("accuracy")[1] and "n/a" in text.split("ROC AUC")[1]
+    against = text.split("against baselines")[1]
+    lines = [line for line in against.splitlines() if "regression" in line or "frequen" in line]
+    assert "0.7777 ± 0.0321" in lines[0] and "0.6111" in lines[0] and "n/a" in lines[0]
+    assert "class frequencies" in lines[1] and "1.0986 ± 0.0012" in lines[1]
+    assert f"tuner's network (#{best['trial']})" in against
+    assert f"{best['loss']:.4f} ± {best['loss_se']:.4f}" in against
+
+
+def test_the_report_shows_metrics_and_baselines(annotated):
+    assert annotated("report", "tiny.yaml", "--out", "study.html").exit_code == 0
+    page = Path("study.html").read_text()
+    assert "Against baselines" in page and "logistic regression" in page
+    assert "best ROC AUC" in page and "0.9000" in page
+    assert "<th>accuracy</th>" in page and "0.5100" in page
+
+
+def test_a_study_without_metrics_or_baselines_shows_none(run):
+    best = json.loads(run("best", "tiny.yaml", "--json").stdout)
+    assert best["baselines"] is None
+    assert "against baselines" not in run("best", "tiny.yaml").stdout
+    assert run("report", "tiny.yaml", "--out", "plain.html").exit_code == 0
+    assert "Against baselines" not in (Path.cwd() / "plain.html").read_text()
+    assert not math.isnan(best["loss"])
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -131,7 +229,7 @@ def test_report_writes_a_page_and_pngs(run, finished_study):
 
 def test_export_then_predict_round_trip(run, finished_study, tmp_path):
     out = tmp_path / "model"
-    result = run("export", "tiny.yaml", "--out", out, "--seeds", "2", "--json", "--quiet")
+    result = run("export", "tiny.yaml", "--out", out, "--json", "--quiet")
     assert result.exit_code == 0, result.output
     meta = json.loads(result.stdout)
     assert sorted(p.name for p in out.iterdir()) == [
@@ -143,8 +241,10 @@ def test_export_then_predict_round_trip(run, finished_study, tmp_path):
     assert stored["classes"] == ["a", "b", "c"] and stored["id_column"] == "id"
     assert stored["feature_columns"] == ["x1", "x2", "colour"]
     assert set(stored["versions"]) == {"python", "tensorflow", "keras", "scikit-learn", "tuner"}
-    assert len(stored["data"]["sha256"]) == 64 and len(stored["score"]["refits"]) == 2
-    assert meta["trial"] == json.loads(run("best", "tiny.yaml", "--json").stdout)["trial"]
+    assert len(stored["data"]["sha256"]) == 64 and stored["architecture"]["members"] == 2
+    best = json.loads(run("best", "tiny.yaml", "--json").stdout)
+    assert meta["trial"] == best["trial"] and stored["score"]["loss"] == best["loss"]
+    assert run("export", "tiny.yaml", "--out", out, "--seeds", "2").exit_code == 2, "gone"
 
     again = run("export", "tiny.yaml", "--out", out)
     assert again.exit_code == 2 and "exists and is not empty" in again.stderr

@@ -206,15 +206,27 @@ def _results(config: Path | None, storage: str | None, study: str | None) -> Any
     show_default=True,
     help="Output format.",
 )
+@click.option(
+    "--top",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Only the N best trials by search-time loss, best first [default: every trial].",
+)
 @options.combined(options.JSON, options.DEBUG)
 def trials(
-    config: Path | None, storage: str | None, study: str | None, fmt: str, json: bool, debug: bool
+    config: Path | None,
+    storage: str | None,
+    study: str | None,
+    fmt: str,
+    top: int | None,
+    json: bool,
+    debug: bool,
 ) -> None:
-    """Every trial of a study: state, parameters, loss, std, epochs, seconds, error."""
+    """Every trial of a study: state, parameters, loss, std, metrics, epochs, seconds, error."""
     with _handled(debug):
         from tuner.outputs.report import print_trials
 
-        print_trials(_results(config, storage, study), "json" if json else fmt)
+        print_trials(_results(config, storage, study), "json" if json else fmt, top)
 
 
 @cli.command(short_help="Show the best trial of a study.")

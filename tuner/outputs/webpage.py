@@ -11,6 +11,16 @@ import yaml
 
 from tuner import __version__
 from tuner.errors import DataError, UsageError
+from tuner.outputs.report import (
+    METRIC_LABELS,
+    all_metrics,
+    baseline_rows,
+    baselines_of,
+    format_metric,
+    main_metrics,
+    reported_source,
+    winner_metrics,
+)
 from tuner.study.results import StudyResults
 from tuner.study.store import TrialState
 from tuner.training.architecture import Architecture, hidden_layers
@@ -75,28 +85,47 @@ def _summary(results: StudyResults) -> str:
         ("trials", f"{len(states)} ({counts})"),
     ]
     if results.completed:
-        best = results.best
-        rows.append(("best trial", results.winner.describe()))
-        rows += [(f"best {k}", v) for k, v in best.params.items()]
+        winner = results.winner
+        rows.append(("best trial", winner.describe()))
+        source, found = winner_metrics(winner)
+        note = "" if source == reported_source(winner) else " (search-time)"
+        for name in all_metrics(results.config.data.task):
+            if name in found:
+                rows.append((f"best {METRIC_LABELS[name]}", format_metric(found[name]) + note))
+        rows += [(f"best {k}", v) for k, v in winner.trial.params.items()]
     else:
         rows.append(("best trial", "none: no trial completed"))
     return _table(["", ""], rows)
 
 
+def _baselines(results: StudyResults) -> str:
+    """The winner beside the baselines on the same splits; nothing for older studies."""
+    if not results.completed or not baselines_of(results.winner):
+        return ""
+    task = results.config.data.task
+    header = ["model", "loss ± se", *(METRIC_LABELS[m] for m in main_metrics(task))]
+    intro = "<p>Scored on the same splits as the winner's confirmation.</p>"
+    return (
+        "<h2>Against baselines</h2>" + intro + _table(header, baseline_rows(results.winner, task))
+    )
+
+
 def _top_trials(results: StudyResults, top: int = 10) -> str:
-    names = results.names
+    names, metrics = results.names, main_metrics(results.config.data.task)
     rows = [
         (
             t.number,
             *(t.params.get(n) for n in names),
             t.loss,
             t.loss_std or 0.0,
+            *(format_metric(t.metrics.get(m)) for m in metrics),
             ", ".join(f"{x:.4f}" for x in t.split_losses),
             t.seconds or 0.0,
         )
         for t in results.ranked()[:top]
     ]
-    return _table(["trial", *names, "loss", "std", "split losses", "seconds"], rows)
+    labels = [METRIC_LABELS[m] for m in metrics]
+    return _table(["trial", *names, "loss", "std", *labels, "split losses", "seconds"], rows)
 
 
 def _failures(results: StudyResults) -> str:
@@ -139,6 +168,7 @@ def render(results: StudyResults, plots: dict[str, bytes]) -> str:
         f"<style>{_STYLE}</style></head><body>",
         f"<h1>Study {html.escape(results.name)}</h1>",
         _summary(results),
+        _baselines(results),
         "<h2>Convergence</h2>",
         images.get("convergence", ""),
         "<h2>Hyperparameters</h2>",
