@@ -1,6 +1,6 @@
 """Speed of tuner's evaluator against the course's reference evaluation, interleaved.
 
-    python benchmarks/evaluate_speed.py [--points 8] [--reps 3] [--data PATH]
+    python benchmarks/evaluate_speed.py [--points 8] [--reps 3] [--data PATH] [--backend jax]
 
 Both score the same points on the same splits (tuner's preprocessing for both), A B A B...,
 in one process. The reference is the course's code: a Sequential stack of Dense + PReLU +
@@ -24,6 +24,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+if "--backend" in sys.argv:  # before Keras is imported: it reads KERAS_BACKEND once
+    os.environ["KERAS_BACKEND"] = sys.argv[sys.argv.index("--backend") + 1]
 
 import tuner.training.trainer  # noqa: E402
 from tuner.config.schema import Config, validate_config  # noqa: E402
@@ -181,8 +183,11 @@ def child(*args: str) -> tuple[str, float]:
 
 
 def fixed_costs(data: Path) -> None:
-    _, seconds = child("-c", "import keras, tensorflow")
-    print(f"process start with TensorFlow (python -c 'import keras, tensorflow'): {seconds:.1f} s")
+    import keras
+
+    backend = keras.backend.backend()
+    _, seconds = child("-c", f"import keras, {backend}")
+    print(f"process start with Keras on {backend}: {seconds:.1f} s")
     for kind in ("reference", "fast"):
         out, _ = child(__file__, "--memory-child", kind, "--data", str(data))
         peak, above = out.split()
@@ -248,11 +253,18 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--memory-child", choices=["reference", "fast"])
+    parser.add_argument(
+        "--backend", choices=["tensorflow", "jax", "torch"], help="KERAS_BACKEND for both sides"
+    )
     args = parser.parse_args()
     if args.memory_child:
         peak_memory_child(args.memory_child, args.data)
         return
-    print(f"{os.cpu_count()} CPUs ({platform.machine()}), data {args.data}")
+    import keras
+
+    print(
+        f"{os.cpu_count()} CPUs ({platform.machine()}), data {args.data}, Keras on {keras.backend.backend()}"
+    )
     fixed_costs(args.data)
     run(args)
 
