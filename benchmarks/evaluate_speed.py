@@ -262,9 +262,8 @@ def main() -> None:
         return
     import keras
 
-    print(
-        f"{os.cpu_count()} CPUs ({platform.machine()}), data {args.data}, Keras on {keras.backend.backend()}"
-    )
+    backend = keras.backend.backend()
+    print(f"{os.cpu_count()} CPUs ({platform.machine()}), data {args.data}, Keras on {backend}")
     fixed_costs(args.data)
     run(args)
 
