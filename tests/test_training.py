@@ -9,7 +9,8 @@ from tuner.config.schema import EvaluationConfig, NetworkConfig
 from tuner.errors import TrialFailed
 from tuner.training.architecture import decode
 from tuner.training.data import PreparedSplit
-from tuner.training.model import build_model, train_split
+from tuner.training.evaluate import mean_metrics
+from tuner.training.model import build_model, fit_keras_replicas, load_replica, train_split
 from tuner.training.replicas import (
     EarlyStopping,
     epoch_batches,
@@ -17,7 +18,7 @@ from tuner.training.replicas import (
     stack_splits,
     worth_narrowing,
 )
-from tuner.training.trainer import StackedNet, epoch_function, train_splits
+from tuner.training.trainer import StackedNet, epoch_function, fit_replicas, train_splits
 from tuner.training.updates import STEPS
 
 
@@ -108,26 +109,14 @@ def test_each_update_is_its_keras_optimizer(name):
     )
 
 
-def _keras_weights_from(model, net, flat, stats=()):
-    """Load the stacked replica 0's weights into a Keras model built for the same network."""
+def _load_replica_0(model, net, state):
+    """Load the stacked replica 0's weights and statistics into a Keras model."""
     import keras
 
-    pieces = {}
-    for piece, value in zip(
-        net.pieces, net.unflatten(keras.ops.convert_to_tensor(flat)), strict=True
-    ):
-        pieces[(piece.layer, piece.name)] = keras.ops.convert_to_numpy(value)[0]
+    flat = keras.ops.convert_to_numpy(state[0])[0]
+    load_replica(model, net.arch, flat, [keras.ops.convert_to_numpy(s)[0] for s in state[4]])
     dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
     prelu = [layer for layer in model.layers if isinstance(layer, keras.layers.PReLU)]
-    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
-    for index, layer in enumerate(dense):
-        layer.set_weights([pieces[(index, "kernel")], pieces[(index, "bias")].reshape(-1)])
-    for index, layer in enumerate(prelu):
-        layer.set_weights([pieces[(index, "alpha")].reshape(-1)])
-    for index, layer in enumerate(norms):
-        gamma, beta = pieces[(index, "gamma")].reshape(-1), pieces[(index, "beta")].reshape(-1)
-        moving = stats[index] if stats else (np.zeros_like(gamma), np.ones_like(gamma))
-        layer.set_weights([gamma, beta, *moving])
     return dense, prelu
 
 
@@ -158,7 +147,7 @@ def test_stacked_steps_are_keras_training_steps(optimizer, activation, l2, batch
     state = net.initial_state([9])
     keras.backend.clear_session()
     model = build_model(arch, 0.02, optimizer)
-    _keras_weights_from(model, net, keras.ops.convert_to_numpy(state[0]))
+    _load_replica_0(model, net, state)
     run = epoch_function(net, data, rows, 0.02, optimizer)
     indices, weights = np.arange(rows, dtype="int32")[None], np.ones((1, rows), "float32")
     for _ in range(3):
@@ -169,8 +158,7 @@ def test_stacked_steps_are_keras_training_steps(optimizer, activation, l2, batch
     keras_val = model.evaluate(split.x_test, split.y_test, verbose=0)
     assert float(val_loss[0]) == pytest.approx(float(keras_val), rel=1e-4)
     check = build_model(arch, 0.02, optimizer)
-    stats = [keras.ops.convert_to_numpy(s)[0] for s in state[4]]
-    dense, prelu = _keras_weights_from(check, net, keras.ops.convert_to_numpy(state[0]), stats)
+    dense, prelu = _load_replica_0(check, net, state)
     for ours, theirs in zip(check.get_weights(), model.get_weights(), strict=True):
         np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-6)
     assert bool(prelu) == (activation == "prelu")
@@ -293,3 +281,70 @@ def test_the_stack_narrows_when_the_epochs_left_save_more_than_a_trace():
     two_left = np.array([True, True, True, False])
     assert not worth_narrowing(two_left, wait, 10, 0.1, 0.0), "does not halve the stack"
     assert not worth_narrowing(np.zeros(4, dtype=bool), wait, 10, 0.1, 0.0), "none left"
+
+
+def waves(seed=0, rows=100, scale=1000.0):
+    """A learnable regression target far from zero and unit scale."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(rows, 4)).astype("float32")
+    y = scale * (4 + x[:, 0] - 0.5 * x[:, 1] ** 2 + rng.normal(0, 0.1, rows))
+    cut = int(rows * 0.8)
+    y = y.astype("float32")
+    return PreparedSplit(x[:cut], y[:cut], x[cut:], y[cut:])
+
+
+@pytest.mark.parametrize(
+    ("task", "activation", "batch_norm"),
+    [
+        ("classification", "prelu", False),
+        ("classification", "relu", True),
+        ("regression", "prelu", True),
+        ("regression", "elu", False),
+    ],
+)
+def test_a_replicas_keras_model_predicts_as_the_stack_does(task, activation, batch_norm):
+    classify = task == "classification"
+    params = {"dropout": 0.1, "neuron_pct": 0.004, "neuron_shrink": 0.5}
+    params |= {"activation": activation, "batch_norm": batch_norm}
+    arch = decode(params, NetworkConfig(min_neurons=5), 4, 3 if classify else 1, task)
+    splits = [blobs(1), blobs(2)] if classify else [waves(1), waves(2)]
+    training = {"learning_rate": 0.01, "batch_size": 32}
+    replicas = fit_replicas(arch, training, splits, EvaluationConfig(epochs=4), seed=3)
+    assert replicas.arch.n_inputs == 4 and len(replicas.epochs) == 2
+    x = splits[1].x_test
+    shared = replicas.predict(x)
+    assert shared.shape == (2, len(x), 3 if classify else 1)
+    each = replicas.predict(np.stack([s.x_test for s in splits]))
+    np.testing.assert_allclose(each[1], shared[1], rtol=1e-6)
+    for i in range(2):
+        model = replicas.keras_model(i)
+        np.testing.assert_allclose(model.predict(x, verbose=0), shared[i], rtol=1e-5, atol=1e-5)
+    if not classify:  # in the target's units, not the standardised ones it trained on
+        assert abs(float(shared.mean()) - float(splits[1].y_test.mean())) < splits[1].y_test.std()
+
+
+def test_the_keras_fallback_replicas_predict_in_target_units_and_save(tmp_path):
+    import keras
+
+    params = {"dropout": 0.0, "neuron_pct": 0.004, "neuron_shrink": 0.5, "batch_norm": True}
+    arch = decode(params, NetworkConfig(min_neurons=5), 4, 1, "regression")
+    splits = [waves(1), waves(2)]
+    training = {"learning_rate": 0.01, "batch_size": 32}
+    replicas = fit_keras_replicas(arch, training, splits, EvaluationConfig(epochs=3), seed=3)
+    assert len(replicas.epochs) == 2
+    x = splits[0].x_test
+    shared = replicas.predict(x)
+    assert abs(float(shared.mean()) - float(splits[0].y_test.mean())) < splits[0].y_test.std()
+    replicas.keras_model(0).save(tmp_path / "replica.keras")
+    loaded = keras.models.load_model(tmp_path / "replica.keras")
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), shared[0], rtol=1e-5)
+
+
+def test_each_split_has_its_metrics_and_a_score_their_mean_where_defined():
+    training = {"learning_rate": 0.01, "batch_size": 32}
+    results = train_splits(small(), training, [blobs(1), blobs(2)], EvaluationConfig(epochs=3), 0)
+    assert all(set(r.metrics) == {"accuracy", "balanced_accuracy", "roc_auc"} for r in results)
+    assert all(0 <= r.metrics["accuracy"] <= 1 for r in results)
+    per_split = [{"roc_auc": float("nan"), "accuracy": 0.5}, {"roc_auc": 0.8, "accuracy": 0.7}]
+    assert mean_metrics(per_split) == pytest.approx({"roc_auc": 0.8, "accuracy": 0.6})
+    assert np.isnan(mean_metrics([{"roc_auc": float("nan")}])["roc_auc"])

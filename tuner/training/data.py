@@ -50,6 +50,43 @@ class PreparedSplit:
     y_test: np.ndarray
 
 
+@dataclass(frozen=True)
+class TargetScale:
+    """How a regression target trains: standardised, `(y - mean) / std`, on its training part."""
+
+    mean: float = 0.0
+    std: float = 1.0
+
+    @property
+    def identity(self) -> bool:
+        return self.mean == 0.0 and self.std == 1.0
+
+    def forward(self, y: np.ndarray) -> np.ndarray:
+        """The standardised target (class codes and unscaled targets as they are)."""
+        return y if self.identity else ((y - self.mean) / self.std).astype("float32")
+
+    def inverse(self, values: np.ndarray) -> np.ndarray:
+        """Values the network predicts, back in the target's units."""
+        return values if self.identity else values * self.std + self.mean
+
+    def apply(self, split: PreparedSplit) -> PreparedSplit:
+        """The split with both parts' targets standardised by this (training part's) scale."""
+        if self.identity:
+            return split
+        y_train, y_test = self.forward(split.y_train), self.forward(split.y_test)
+        return PreparedSplit(split.x_train, y_train, split.x_test, y_test)
+
+
+def target_scale(task: Task, y_train: np.ndarray) -> TargetScale:
+    """The scale of a training part's target: its mean and standard deviation (0 counts as 1),
+    so that learning rates and `min_delta` mean the same whatever the target's units."""
+    if task != "regression":
+        return TargetScale()
+    values = y_train.astype("float64")
+    std = float(np.std(values))
+    return TargetScale(float(np.mean(values)), std if std > 0 else 1.0)
+
+
 def read_table(source: str) -> pd.DataFrame:
     """Read a CSV from a path or an http(s) URL, with one-line errors naming the file."""
     empty = f"data.path: {source} is empty; it needs a header row and data rows"

@@ -2,8 +2,8 @@
 
 import math
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from functools import partial
 from typing import Any
 
@@ -24,6 +24,8 @@ class Score:
     split_losses: tuple[float, ...]
     epochs: tuple[int, ...]
     seconds: float
+    # The task's metrics on the same held-out parts, each the mean over the splits.
+    metrics: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         lists = {"split_losses": list(self.split_losses), "epochs": list(self.epochs)}
@@ -59,9 +61,19 @@ def size_limit(config: Config, dataset: Dataset) -> Callable[[Mapping[str, Scala
 
 
 def evaluate_point(
-    config: Config, dataset: Dataset, params: Mapping[str, Scalar], seed: int
+    config: Config,
+    dataset: Dataset,
+    params: Mapping[str, Scalar],
+    seed: int,
+    *,
+    members: int = 1,
 ) -> Score:
-    """The mean held-out loss on `evaluation.splits` resampled splits (TrialFailed: diverged)."""
+    """The mean held-out loss on `evaluation.splits` resampled splits (TrialFailed: diverged);
+    with `members` > 1, the loss of the averaged ensemble of that many networks instead."""
+    if members > 1:
+        from tuner.training.ensemble import evaluate_ensemble  # Keras only when it trains
+
+        return evaluate_ensemble(config, dataset, params, seed, members)
     started = time.perf_counter()
     evaluation = config.evaluation
     planned = architecture_for(config, dataset, params)
@@ -85,7 +97,20 @@ def evaluate_point(
         raise TrialFailed("diverged", f"held-out loss is {loss}")
     std = float(np.std(losses, ddof=1)) if len(losses) > 1 else 0.0
     epochs = tuple(result.epochs for result in results)
-    return Score(loss, std, tuple(losses), epochs, time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    found = mean_metrics([result.metrics for result in results])
+    return Score(loss, std, tuple(losses), epochs, seconds, found)
+
+
+def mean_metrics(per_split: Sequence[Mapping[str, float]]) -> dict[str, float]:
+    """Each metric's mean over the splits where it is defined (an AUC is not on a part that
+    lacks a class); NaN where it is defined on none."""
+    names = dict.fromkeys(name for split in per_split for name in split)
+    means = {}
+    for name in names:
+        values = [split[name] for split in per_split if math.isfinite(split.get(name, math.nan))]
+        means[name] = float(np.mean(values)) if values else math.nan
+    return means
 
 
 def make_objective(

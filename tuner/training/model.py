@@ -3,7 +3,8 @@
 import logging
 import math
 import os
-from dataclasses import dataclass
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
 from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before Keras: TensorFlow's start-up chatter
@@ -15,16 +16,58 @@ from sklearn.metrics import log_loss
 from tuner.config.schema import EvaluationConfig
 from tuner.errors import TrialFailed
 from tuner.training.architecture import Architecture, training_of
-from tuner.training.data import PreparedSplit
+from tuner.training.data import PreparedSplit, TargetScale, target_scale
+from tuner.training.metrics import metrics
+from tuner.training.replicas import layout
 from tuner.training.updates import keras_optimizer
 
 
 @dataclass(frozen=True)
 class SplitResult:
-    """Held-out loss of one split after early stopping, and the epochs it trained."""
+    """Held-out loss of one split after early stopping, the epochs it trained, and the task's
+    metrics on the same held-out rows."""
 
     loss: float
     epochs: int
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+class Replicas(ABC):
+    """Networks trained on a stack of splits, one replica per split, each with its best weights.
+
+    `arch.n_inputs` is the stack's width: narrower splits were padded with zero columns."""
+
+    def __init__(self, arch: Architecture, epochs: tuple[int, ...]) -> None:
+        self.arch, self.epochs = arch, epochs
+
+    @abstractmethod
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Probabilities or values (replicas, rows, outputs) in the target's units, from x of
+        (rows, width), shared by every replica, or (replicas, rows, width)."""
+
+    @abstractmethod
+    def keras_model(self, i: int) -> keras.Model:
+        """A Keras model that predicts as replica i does, in the target's units."""
+
+    def per_replica(self, x: np.ndarray) -> np.ndarray:
+        """x as (replicas, rows, width), float32."""
+        x = np.asarray(x, dtype="float32")
+        return np.broadcast_to(x, (len(self.epochs), *x.shape)) if x.ndim == 2 else x
+
+
+class KerasReplicas(Replicas):
+    """Replicas trained one after another with Keras `fit` (any backend)."""
+
+    def __init__(self, arch: Architecture, epochs: tuple[int, ...], models: list) -> None:
+        super().__init__(arch, epochs)
+        self.models = models
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        parts = zip(self.models, self.per_replica(x), strict=True)
+        return np.stack([keras.ops.convert_to_numpy(m(xi, training=False)) for m, xi in parts])
+
+    def keras_model(self, i: int) -> keras.Model:
+        return self.models[i]
 
 
 class _StopOnNaN(keras.callbacks.Callback):
@@ -39,21 +82,27 @@ class _StopOnNaN(keras.callbacks.Callback):
 def fit_model(
     arch: Architecture, params: dict[str, Any], evaluation: EvaluationConfig, seed: int, *data: Any
 ) -> tuple[keras.Model, list[float]]:
-    """A model trained as a trial trains on (x, y, x_held_out, y_held_out), and its losses."""
+    """A model trained as a trial trains on (x, y, x_held_out, y_held_out), and its training
+    losses. A regression target trains standardised; the model returned predicts in its units."""
     keras.utils.set_random_seed(seed % 2**31)
     training = training_of(params)
+    scale = target_scale(arch.task, data[1])
     model = build_model(arch, training.learning_rate, training.optimizer)
     stop = keras.callbacks.EarlyStopping(
         min_delta=evaluation.min_delta, patience=evaluation.patience, restore_best_weights=True
     )
     history = model.fit(
-        *data[:2],
-        validation_data=data[2:],
+        data[0],
+        scale.forward(data[1]),
+        validation_data=(data[2], scale.forward(data[3])),
         epochs=evaluation.epochs,
         batch_size=training.batch_size,
         callbacks=[stop, _StopOnNaN()],
         verbose=0,
     )
+    if not scale.identity:
+        trained, model = model, network(arch, scale)
+        model.set_weights(trained.get_weights())  # the rescaling layer has no weights
     return model, history.history.get("loss", [])
 
 
@@ -63,7 +112,18 @@ def activation_layer(name: str) -> keras.layers.Layer:
 
 
 def build_model(arch: Architecture, learning_rate: float, optimizer: str = "adam") -> keras.Model:
-    """A compiled Keras model: dense blocks (with `arch.l2`, L2 on each kernel), then the output."""
+    """`network(arch)`, compiled with its loss and optimiser, to train with `fit`."""
+    model = network(arch)
+    classify = arch.task == "classification"
+    loss = "sparse_categorical_crossentropy" if classify else "mean_squared_error"
+    model.compile(optimizer=keras_optimizer(optimizer, learning_rate), loss=loss)
+    return model
+
+
+def network(arch: Architecture, scale: TargetScale | None = None) -> keras.Model:
+    """The Keras model of `arch`: dense blocks (with `arch.l2`, L2 on each kernel), then the
+    output, then, with a `scale`, the standardised output taken back to the target's units.
+    Not compiled: a model to predict with and save carries no unbuilt optimiser."""
 
     def dense(units: int, **kwargs: Any) -> keras.layers.Dense:
         decay = keras.regularizers.L2(arch.l2) if arch.l2 > 0 else None
@@ -79,10 +139,49 @@ def build_model(arch: Architecture, learning_rate: float, optimizer: str = "adam
         x = keras.layers.Dropout(arch.dropout)(x)
     classify = arch.task == "classification"
     outputs = dense(arch.n_outputs, activation="softmax")(x) if classify else dense(1)(x)
-    loss = "sparse_categorical_crossentropy" if classify else "mean_squared_error"
-    model = keras.Model(inputs, outputs)
-    model.compile(optimizer=keras_optimizer(optimizer, learning_rate), loss=loss)
+    if scale is not None and not scale.identity:
+        outputs = keras.layers.Rescaling(scale.std, scale.mean, name="target_units")(outputs)
+    return keras.Model(inputs, outputs)
+
+
+def load_replica(
+    model: keras.Model, arch: Architecture, flat: np.ndarray, stats: list[np.ndarray]
+) -> keras.Model:
+    """Put one stacked replica's weights (its flat row) and batch-norm statistics, (2, units)
+    per hidden layer, into a model that `network` or `build_model` built for `arch`."""
+    pieces = {(p.layer, p.name): flat[p.offset : p.offset + p.size] for p in layout(arch)}
+    kinds = (keras.layers.Dense, keras.layers.PReLU, keras.layers.BatchNormalization)
+    dense, prelu, norms = ([x for x in model.layers if isinstance(x, k)] for k in kinds)
+    for index, layer in enumerate(dense):
+        kernel = pieces[(index, "kernel")].reshape(layer.kernel.shape)
+        layer.set_weights([kernel, pieces[(index, "bias")]])
+    for index, layer in enumerate(prelu):
+        layer.set_weights([pieces[(index, "alpha")]])
+    for index, layer in enumerate(norms):
+        layer.set_weights([pieces[(index, "gamma")], pieces[(index, "beta")], *stats[index]])
     return model
+
+
+def fit_keras_replicas(
+    arch: Architecture,
+    params: dict[str, Any],
+    splits: list[PreparedSplit],
+    evaluation: EvaluationConfig,
+    seed: int,
+) -> KerasReplicas:
+    """One Keras model per split, one after another; split i's starts from seed + i."""
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)  # its retracing notices
+    keras.backend.clear_session()
+    models, epochs = [], []
+    for i, split in enumerate(splits):
+        data = (split.x_train, split.y_train, split.x_test, split.y_test)
+        model, train_losses = fit_model(arch, params, evaluation, seed + i, *data)
+        for epoch, value in enumerate(train_losses, start=1):
+            if not math.isfinite(value):
+                raise TrialFailed("diverged", f"training loss became {value} at epoch {epoch}")
+        models.append(model)
+        epochs.append(len(train_losses))
+    return KerasReplicas(arch, tuple(epochs), models)
 
 
 def train_split(
@@ -93,21 +192,25 @@ def train_split(
     seed: int,
 ) -> SplitResult:
     """Train on one split with early stopping on its held-out part; score the best weights."""
-    logging.getLogger("tensorflow").setLevel(logging.ERROR)  # its retracing notices
-    keras.backend.clear_session()
-    data = (split.x_train, split.y_train, split.x_test, split.y_test)
-    model, train_losses = fit_model(arch, params, evaluation, seed, *data)
-    for epoch, value in enumerate(train_losses, start=1):
-        if not math.isfinite(value):
-            raise TrialFailed("diverged", f"training loss became {value} at epoch {epoch}")
-    predictions = keras.ops.convert_to_numpy(model(split.x_test, training=False))
+    replicas = fit_keras_replicas(arch, params, [split], evaluation, seed)
+    predictions = replicas.predict(split.x_test)[0]
+    return score_split(arch, split.y_test, predictions, replicas.epochs[0])
+
+
+def score_split(
+    arch: Architecture, y_true: np.ndarray, predictions: np.ndarray, epochs: int
+) -> SplitResult:
+    """The held-out loss and metrics of one split's predictions (TrialFailed: diverged)."""
     if not np.all(np.isfinite(predictions)):
         raise TrialFailed("diverged", "the network predicts NaN or infinite values")
-    return SplitResult(held_out_loss(arch, split.y_test, predictions), len(train_losses))
+    classify = arch.task == "classification"
+    values = predictions if classify else predictions.reshape(-1)
+    found = metrics(arch.task, y_true, values, arch.n_outputs)
+    return SplitResult(held_out_loss(arch, y_true, predictions), epochs, found)
 
 
 def held_out_loss(arch: Architecture, y_true: np.ndarray, predictions: np.ndarray) -> float:
-    """Log loss over all classes (classification) or RMSE (regression)."""
+    """Log loss over all classes (classification) or RMSE (regression), in the target's units."""
     if arch.task == "classification":
         probs = predictions.astype("float64")
         probs /= probs.sum(axis=1, keepdims=True)

@@ -37,16 +37,21 @@ def worth_narrowing(
     return epoch_s * (1 - left / len(active)) * epochs_left > trace_s
 
 
-def stack_splits(splits: Sequence[PreparedSplit]) -> StackedData:
-    """Stack splits of equal row counts; a narrower split gets zero columns on the right."""
+def pad_splits(splits: Sequence[PreparedSplit]) -> list[PreparedSplit]:
+    """The splits at one width: a narrower split gets zero columns on the right."""
     width = max(split.x_train.shape[1] for split in splits)
-    if len({(len(s.y_train), len(s.y_test)) for s in splits}) != 1:
-        raise ValueError("stacked splits must have the same numbers of training and test rows")
 
     def pad(x: np.ndarray) -> np.ndarray:
         return np.pad(x, ((0, 0), (0, width - x.shape[1])))
 
-    parts = [(pad(s.x_train), s.y_train, pad(s.x_test), s.y_test) for s in splits]
+    return [PreparedSplit(pad(s.x_train), s.y_train, pad(s.x_test), s.y_test) for s in splits]
+
+
+def stack_splits(splits: Sequence[PreparedSplit]) -> StackedData:
+    """Stack splits of equal row counts, padded to one width."""
+    if len({(len(s.y_train), len(s.y_test)) for s in splits}) != 1:
+        raise ValueError("stacked splits must have the same numbers of training and test rows")
+    parts = [(s.x_train, s.y_train, s.x_test, s.y_test) for s in pad_splits(splits)]
     return StackedData(*(np.stack(part) for part in zip(*parts, strict=True)))
 
 

@@ -17,8 +17,16 @@ from keras import ops
 from tuner.config.schema import EvaluationConfig
 from tuner.errors import TrialFailed
 from tuner.training.architecture import Architecture, Training, training_of
-from tuner.training.data import PreparedSplit
-from tuner.training.model import SplitResult, activation_layer, held_out_loss, train_split
+from tuner.training.data import PreparedSplit, TargetScale, target_scale
+from tuner.training.model import (
+    Replicas,
+    SplitResult,
+    activation_layer,
+    fit_keras_replicas,
+    load_replica,
+    network,
+    score_split,
+)
 from tuner.training.progress import epoch_done
 from tuner.training.replicas import (
     EarlyStopping,
@@ -26,6 +34,7 @@ from tuner.training.replicas import (
     epoch_batches,
     initial_weights,
     layout,
+    pad_splits,
     stack_splits,
     take_replicas,
     worth_narrowing,
@@ -175,6 +184,54 @@ def epoch_function(
     return tf.function(epoch, autograph=False)
 
 
+class StackedReplicas(Replicas):
+    """The stacked trainer's replicas: their best weights, and each training part's scale."""
+
+    def __init__(
+        self,
+        net: StackedNet,
+        epochs: tuple[int, ...],
+        best: Weights,
+        scales: Sequence[TargetScale],
+    ) -> None:
+        super().__init__(net.arch, epochs)
+        self.net, self.best, self.scales = net, best, tuple(scales)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        out = self.net.predict(*self.best, self.per_replica(x))
+        return np.stack([scale.inverse(o) for scale, o in zip(self.scales, out, strict=True)])
+
+    def keras_model(self, i: int) -> keras.Model:
+        model = network(self.arch, self.scales[i])
+        return load_replica(model, self.arch, self.best[0][i], [s[i] for s in self.best[1]])
+
+
+def fit_replicas(
+    arch: Architecture,
+    params: dict[str, Any],
+    splits: Sequence[PreparedSplit],
+    evaluation: EvaluationConfig,
+    seed: int,
+) -> Replicas:
+    """Train one replica per split, all at once; replica i starts from seed + i's weights.
+    A regression target trains standardised on each training part (TrialFailed: diverged)."""
+    padded = pad_splits(splits)
+    arch = replace(arch, n_inputs=padded[0].x_train.shape[1])
+    if keras.backend.backend() != "tensorflow":  # the compiled loop is TensorFlow's
+        return fit_keras_replicas(arch, params, padded, evaluation, seed)
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    keras.backend.clear_session()
+    scales = [target_scale(arch.task, split.y_train) for split in padded]
+    data = stack_splits([scale.apply(s) for scale, s in zip(scales, padded, strict=True)])
+    net = StackedNet(arch, len(padded), seed)
+    state = net.initial_state([seed + i for i in range(len(padded))])
+    stopping = EarlyStopping(len(padded), evaluation)
+    best = _Stack(net, data, training_of(params), seed, scales).train(
+        state, stopping, evaluation.epochs
+    )
+    return StackedReplicas(net, tuple(int(n) for n in stopping.epochs), best, scales)
+
+
 def train_splits(
     arch: Architecture,
     params: dict[str, Any],
@@ -182,31 +239,28 @@ def train_splits(
     evaluation: EvaluationConfig,
     seed: int,
 ) -> list[SplitResult]:
-    """Train one replica per split, all at once; replica i starts from seed + i's weights."""
-    if keras.backend.backend() != "tensorflow":  # the compiled loop is TensorFlow's
-        return [train_split(arch, params, s, evaluation, seed + i) for i, s in enumerate(splits)]
-    logging.getLogger("tensorflow").setLevel(logging.ERROR)
-    keras.backend.clear_session()
-    data = stack_splits(splits)
-    replicas, _, width = data.x_train.shape
-    net = StackedNet(replace(arch, n_inputs=width), replicas, seed)
-    state = net.initial_state([seed + i for i in range(replicas)])
-    stopping = EarlyStopping(replicas, evaluation)
-    best = _Stack(net, data, training_of(params), seed).train(state, stopping, evaluation.epochs)
-    predictions = net.predict(*best, data.x_test)
-    if not np.all(np.isfinite(predictions)):
-        raise TrialFailed("diverged", "the network predicts NaN or infinite values")
+    """`fit_replicas`, then each split's held-out loss and metrics in the target's units."""
+    replicas = fit_replicas(arch, params, splits, evaluation, seed)
+    predictions = replicas.predict(np.stack([s.x_test for s in pad_splits(splits)]))
     return [
-        SplitResult(loss=held_out_loss(net.arch, y, p), epochs=int(n))
-        for y, p, n in zip(data.y_test, predictions, stopping.epochs, strict=True)
+        score_split(replicas.arch, split.y_test, p, n)
+        for split, p, n in zip(splits, predictions, replicas.epochs, strict=True)
     ]
 
 
 class _Stack:
-    """The epoch loop of `train_splits`, narrowed to the active replicas when worth it."""
+    """The epoch loop of `fit_replicas`, narrowed to the active replicas when worth it."""
 
-    def __init__(self, net: StackedNet, data: StackedData, training: Training, seed: int) -> None:
+    def __init__(
+        self,
+        net: StackedNet,
+        data: StackedData,
+        training: Training,
+        seed: int,
+        scales: Sequence[TargetScale],
+    ) -> None:
         self.net, self.data, self.seed, self.training = net, data, seed, training
+        self.stds = np.array([scale.std for scale in scales])
         self.batch = min(self.training.batch_size, data.x_train.shape[1])
         self.rngs = [np.random.default_rng(seed + i) for i in range(net.replicas)]
         self.ids = np.arange(net.replicas)
@@ -232,13 +286,20 @@ class _Stack:
             full = np.full(len(stopping.active), np.inf)
             full[self.ids] = ops.convert_to_numpy(val_loss)
             improved = stopping.update(epoch, full)
-            epoch_done(epoch + 1, float(np.mean(stopping.best)))
+            epoch_done(epoch + 1, self._watched(stopping.best))
             best = _keep_best(best, state, improved[self.ids], self.ids)
             if not stopping.active.any():
                 break
             times.append(time.perf_counter() - started)
             state = self._narrow(state, stopping, times)
         return best
+
+    def _watched(self, best: np.ndarray) -> float:
+        """The mean best held-out loss in the score's units: RMSE in the target's for regression
+        (the stack's losses are mean squares of the standardised target)."""
+        if self.net.arch.task == "classification":
+            return float(np.mean(best))
+        return float(np.mean(np.sqrt(best) * self.stds))
 
     def _narrow(self, state: State, stopping: EarlyStopping, times: list[float]) -> State:
         """The state of the active replicas alone, retraced, when worth it; else `state`."""
