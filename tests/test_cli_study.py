@@ -14,8 +14,12 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from matplotlib.figure import Figure
 
 from tuner.cli.commands import cli
+from tuner.engine.loop import SearchResult
+from tuner.outputs.plots import _baseline_lines
+from tuner.outputs.report import print_search_result
 from tuner.study.results import load_results
 from tuner.study.store import Storage, sqlite_url
 
@@ -106,7 +110,7 @@ BASELINES = {
     },
     "linear": {
         "name": "logistic regression",
-        "loss": 0.7777,
+        "loss": 0.0777,  # under every trial: drawn on the convergence plot
         "loss_se": 0.0321,
         "splits": 2,
         "metrics": {"accuracy": 0.6111, "balanced_accuracy": 0.6, "roc_auc": None},
@@ -167,7 +171,7 @@ def test_best_shows_the_reported_metrics_and_the_baselines(annotated):
     assert "0.9000" in text.split("accuracy")[1] and "n/a" in text.split("ROC AUC")[1]
     against = text.split("against baselines")[1]
     lines = [line for line in against.splitlines() if "regression" in line or "frequen" in line]
-    assert "0.7777 ± 0.0321" in lines[0] and "0.6111" in lines[0] and "n/a" in lines[0]
+    assert "0.0777 ± 0.0321" in lines[0] and "0.6111" in lines[0] and "n/a" in lines[0]
     assert "class frequencies" in lines[1] and "1.0986 ± 0.0012" in lines[1]
     assert f"tuner's network (#{best['trial']})" in against
     assert f"{best['loss']:.4f} ± {best['loss_se']:.4f}" in against
@@ -179,6 +183,22 @@ def test_the_report_shows_metrics_and_baselines(annotated):
     assert "Against baselines" in page and "logistic regression" in page
     assert "best ROC AUC" in page and "0.9000" in page
     assert "<th>accuracy</th>" in page and "0.5100" in page
+    results = load_results(sqlite_url(Path("runs/tiny/study.db").resolve()), "tiny")
+    axes = Figure().subplots()
+    _baseline_lines(axes, results)
+    highest = max(t.loss for t in results.completed)
+    drawn = [b["name"] for b in BASELINES.values() if b["loss"] <= highest]
+    assert "logistic regression" in drawn
+    assert sorted(line.get_label() for line in axes.get_lines()) == sorted(drawn)
+
+
+def test_a_search_result_shows_the_winners_metrics_and_baselines(annotated, capsys):
+    results = load_results(sqlite_url(Path("runs/tiny/study.db").resolve()), "tiny")
+    found = SearchResult("tiny", results.storage, results.winner, results.trials)
+    print_search_result(found, results.names, as_json=False)
+    out = capsys.readouterr().out
+    assert "0.9000" in out.split("accuracy")[1], "the confirmation's accuracy"
+    assert "logistic regression" in out.split("against baselines")[1] and "ROC AUC" in out
 
 
 def test_a_study_without_metrics_or_baselines_shows_none(run):

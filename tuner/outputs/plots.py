@@ -11,6 +11,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from tuner.outputs.report import baselines_of
 from tuner.study.results import StudyResults
 from tuner.study.store import TrialState
 
@@ -37,11 +38,23 @@ def convergence(results: StudyResults) -> bytes:
     if failed and done:
         low = min(t.loss or 0.0 for t in done)
         ax.scatter(failed, [low] * len(failed), marker="x", color=_FAILED, label="failed")
+    if done:
+        _baseline_lines(ax, results)
     metric = "log loss" if results.config.data.task == "classification" else "RMSE"
     ax.set(xlabel="trial", ylabel=f"held-out {metric} (mean over splits)", title="convergence")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend(loc="best")
     return _png(figure)
+
+
+def _baseline_lines(ax: Axes, results: StudyResults) -> None:
+    """The winner's baselines as horizontal lines, those under the worst trial's loss only: one
+    far above would squeeze the trials into a band (the report's table has every one)."""
+    highest = max(float(t.loss or 0.0) for t in results.completed)
+    for style, baseline in zip(("--", ":"), baselines_of(results.winner).values(), strict=False):
+        loss = float(baseline["loss"])
+        if loss <= highest:
+            ax.axhline(loss, color="grey", linestyle=style, label=str(baseline.get("name", "")))
 
 
 def _param_axis(ax: Axes, results: StudyResults, name: str) -> None:

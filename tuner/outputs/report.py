@@ -134,11 +134,22 @@ def print_search_result(result: SearchResult, names: Sequence[str], as_json: boo
     for name, value in result.best.params.items():
         table.add_row(name, format_value(value))
     table.add_row("storage", result.storage)
-    plain_console().print(table)
+    out = plain_console()
+    out.print(table)
+    if baselines_of(result.winner):
+        out.print(_baseline_table(result.winner, measured_task(result.winner)))
+
+
+def measured_task(winner: Winner) -> str:
+    """The task, from the metrics the winner's baselines measured (a search result carries no
+    config)."""
+    found = {name for b in baselines_of(winner).values() for name in b.get("metrics") or {}}
+    return "regression" if "r2" in found else "classification"
 
 
 def _best_table(study: str, winner: Winner) -> Table:
-    """The winner's number, its reported loss and standard error, and apart its search loss."""
+    """The winner's number, its reported loss and standard error, apart its search loss, and its
+    metrics (marked where they are not of the score its loss is reported from)."""
     table = Table(title=f"best of study {study}", title_justify="left", show_header=False)
     table.add_column("key")
     table.add_column("value")
@@ -149,6 +160,11 @@ def _best_table(study: str, winner: Winner) -> Table:
     if winner.rescored:
         splits = len(winner.trial.split_losses)
         table.add_row("search loss", f"{winner.search_loss:.4f} ({splits} splits)")
+    source, found = winner_metrics(winner)
+    note = "" if source == reported_source(winner) else " (search-time)"
+    for name, label in METRIC_LABELS.items():
+        if name in found:
+            table.add_row(label, format_metric(found[name]) + note)
     return table
 
 
@@ -252,11 +268,6 @@ def print_best(results: StudyResults, architecture: str | None, as_json: bool) -
         print_json({**best.to_dict(), **winner.to_dict(), **_metrics_json(winner), **extra})
         return
     table = _best_table(results.name, winner)
-    source, found = winner_metrics(winner)
-    note = "" if source == reported_source(winner) else " (search-time)"
-    for name in all_metrics(task):
-        if name in found:
-            table.add_row(METRIC_LABELS[name], format_metric(found[name]) + note)
     table.add_row("split losses", ", ".join(f"{x:.4f}" for x in best.split_losses))
     if winner.rescored and best.final is not None:
         table.add_row("fresh splits", ", ".join(f"{x:.4f}" for x in best.final.split_losses))
