@@ -21,6 +21,7 @@ def _handled(debug: bool) -> Iterator[None]:
     """Turn the tool's errors into a one-line message and an exit code."""
     from tuner.outputs.report import print_error
 
+    previous = os.environ.get("TUNER_DEBUG")
     if debug:  # worker processes inherit it: they keep the frameworks' own stderr lines
         os.environ["TUNER_DEBUG"] = "1"
     try:
@@ -32,15 +33,42 @@ def _handled(debug: bool) -> Iterator[None]:
             raise
         print_error(str(exc) if isinstance(exc, TunerError) else "interrupted")
         raise SystemExit(getattr(exc, "exit_code", 130)) from None
+    finally:  # a caller in this process (a test, a notebook) keeps its own setting
+        if previous is None:
+            os.environ.pop("TUNER_DEBUG", None)
+        else:
+            os.environ["TUNER_DEBUG"] = previous
 
 
-def _reporter(config: Any, quiet: bool) -> tuple[tuple[str, ...], Any]:
-    """The searched names and the progress reporter of a search or worker command."""
+def _start_frameworks_quietly(debug: bool) -> None:
+    """Import Keras and run its first operation with file descriptor 2 on /dev/null unless
+    --debug: TensorFlow prints its C++ start-up lines (absl, CUDA probing, CPU features) there
+    and no variable silences them all. fd 2 comes back after, for our own messages."""
+    if debug:
+        return
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        import keras
+
+        keras.ops.zeros(1)  # the first operation probes the devices, which prints too
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def _reporter(config: Any, quiet: bool, events: Any = None) -> tuple[tuple[str, ...], Any]:
+    """The searched names and the reporter of a search or worker command: progress on stderr
+    (none with --quiet), and the --events file's."""
     from tuner.config.space import SearchSpace
+    from tuner.engine.reporter import Tee
     from tuner.outputs.progress import ConsoleReporter, QuietReporter, stderr_console
 
     names = SearchSpace(config.space).names
-    return names, QuietReporter() if quiet else ConsoleReporter(stderr_console(), names)
+    shown = QuietReporter() if quiet else ConsoleReporter(stderr_console(), names)
+    return names, shown if events is None else Tee(shown, events)
 
 
 @click.group(name="tuner", context_settings={"help_option_names": ["-h", "--help"]})
@@ -89,6 +117,7 @@ def search(
     workers: int | None,
     gpus: str | None,
     trials_per_gpu: int,
+    events: Path | None,
     objective: str,
     json: bool,
     quiet: bool,
@@ -96,6 +125,7 @@ def search(
 ) -> None:
     """Search the space of CONFIG with Bayesian optimisation; print the best trial."""
     with _handled(debug):
+        from tuner.outputs.events import following
         from tuner.outputs.progress import stderr_console
         from tuner.outputs.report import print_search_result
         from tuner.study.store import sqlite_url
@@ -105,10 +135,13 @@ def search(
         given += options.budget_overrides(time_budget)
         cfg = tuner.load_config(config, [*overrides, *given])
         url = storage or sqlite_url((out or Path("runs") / config.stem) / "study.db")
-        names, reporter = _reporter(cfg, quiet)
-        parallel = {"workers": workers, "gpus": gpus, "trials_per_gpu": trials_per_gpu}
-        study = {"storage": url, "study": name, "resume": resume, "reporter": reporter}
-        result = tuner.search(cfg, objective=objective, **study, **parallel)
+        with following(events) as follower:
+            names, reporter = _reporter(cfg, quiet, follower)
+            parallel = {"workers": workers, "gpus": gpus, "trials_per_gpu": trials_per_gpu}
+            study = {"storage": url, "study": name, "resume": resume, "reporter": reporter}
+            result = tuner.search(cfg, objective=objective, **study, **parallel)
+            if follower is not None:
+                follower.done(result.to_dict())
         if result.time_up and cfg.search.time_budget and not quiet:
             stderr_console().print(
                 f"time budget of {cfg.search.time_budget:g} s (search.time_budget) ended the "
@@ -129,6 +162,7 @@ def worker(
     workers: int | None,
     gpus: str | None,
     trials_per_gpu: int,
+    events: Path | None,
     objective: str,
     json: bool,
     quiet: bool,
@@ -137,12 +171,16 @@ def worker(
     """Join a study: read its config from the database and run trials until its budget is spent."""
     with _handled(debug):
         from tuner.engine.api import Parallel, join_study, joined_config
+        from tuner.outputs.events import following
         from tuner.outputs.report import print_search_result
 
         cfg = joined_config(storage, study_name, overrides)
-        names, reporter = _reporter(cfg, quiet)
-        parallel = Parallel(workers, gpus, trials_per_gpu)
-        result = join_study(cfg, storage, study_name, reporter, objective, parallel)
+        with following(events) as follower:
+            names, reporter = _reporter(cfg, quiet, follower)
+            parallel = Parallel(workers, gpus, trials_per_gpu)
+            result = join_study(cfg, storage, study_name, reporter, objective, parallel)
+            if follower is not None:
+                follower.done(result.to_dict())
         print_search_result(result, names, json)
 
 
@@ -299,6 +337,7 @@ def export(
 
         results = _results(config, storage, study)
         check_model_folder(out, force)
+        _start_frameworks_quietly(debug)
         if not quiet:
             stderr_console().print(f"refitting trial {results.best.number} with {seeds} seed(s)...")
         meta = export_model(results, out, seeds=seeds, force=force).meta
@@ -333,6 +372,7 @@ def predict(
         from tuner.outputs.export import predict_file
         from tuner.outputs.report import print_written
 
+        _start_frameworks_quietly(debug)
         written = predict_file(model, data, out, id_column)
         print_written(written, [f"predictions  {out} ({written['rows']} rows)"], json)
 

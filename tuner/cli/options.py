@@ -41,6 +41,13 @@ PER_GPU = click.option(
     show_default=True,
     help="Trials at once on one GPU (with --gpus).",
 )
+EVENTS = click.option(
+    "--events",
+    type=click.Path(path_type=Path),
+    metavar="FILE",
+    help="Also write each event of the search to FILE as one JSON object per line (appended "
+    "to an existing file; each line flushed).",
+)
 
 
 STUDY_CONFIG = click.argument(
@@ -74,4 +81,4 @@ def budget_overrides(text: str | None) -> list[str]:
 
 
 # What every command that runs trials takes: `tuner search` and `tuner worker`.
-TRIAL_RUNNING = combined(WORKERS, GPUS, PER_GPU, OBJECTIVE, JSON, QUIET, DEBUG)
+TRIAL_RUNNING = combined(WORKERS, GPUS, PER_GPU, EVENTS, OBJECTIVE, JSON, QUIET, DEBUG)

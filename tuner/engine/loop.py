@@ -1,6 +1,8 @@
 """The search loop: each slot (one here, several in threads) asks, scores, records a trial."""
 
 import contextlib
+import functools
+import inspect
 import itertools
 import threading
 import time
@@ -8,8 +10,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from tuner.config.schema import Config, Scalar, space_differences, validate_stored
-from tuner.engine.budget import Deadline, describe_end
+from tuner.engine.budget import Deadline, describe_end, pending
 from tuner.engine.reporter import Reporter
 from tuner.engine.signals import Signals
 from tuner.errors import (
@@ -154,6 +158,22 @@ class _Loop:
     lock: threading.Lock = field(default_factory=threading.Lock)
     errors: list[BaseException] = field(default_factory=list)
     running: dict[str, int | None] = field(default_factory=dict)
+    slots: int = 1
+    walls: list[float] = field(default_factory=list)  # wall seconds of this run's trials
+
+    def progress(self, trial: TrialRecord, epoch: int, loss: float) -> None:
+        """Tell the reporter a running trial's epoch (from any slot's thread)."""
+        with self.lock:
+            self.reporter.trial_progress(trial, epoch, loss)
+
+    def finished(self, trial: TrialRecord, seconds: float, trials: Sequence[TrialRecord]) -> None:
+        """Tell the reporter a trial ended, after the search's new estimate of the time left."""
+        best = next(iter(ranked(trials)), None)
+        with self.lock:
+            if trial.counts:
+                self.walls.append(seconds)
+            self.reporter.eta_changed(estimate_left(self, trials))
+            self.reporter.trial_finished(trial, best)
 
     def show(self, label: str | None, trial: TrialRecord | None) -> None:
         """Tell the reporter a trial starts, or (None) a slot went idle."""
@@ -173,6 +193,37 @@ class _Loop:
         return self.time_up
 
 
+def estimate_left(loop: _Loop, trials: Sequence[TrialRecord]) -> float | None:
+    """Seconds left: the trials still to run at a typical trial's wall time, `loop.slots` at a
+    time, then the end within its share of the run; at most the time budget's rest. None until
+    a trial has completed."""
+    stored = [t.seconds for t in trials if t.state == TrialState.COMPLETE and t.seconds]
+    if not (loop.walls or stored):
+        return None
+    # This run's wall times include the worker's start and the asking; a resumed search has
+    # only the stored training seconds until its first trial ends.
+    typical, config = float(np.median(loop.walls or stored)), loop.config
+    left = max(0, config.search.budget - sum(t.counts for t in trials))
+    seconds = left * typical / loop.slots
+    if loop.deadline.reserve is not None:  # only a search that runs an end keeps room for it
+        share = config.search.final_share
+        room = share / (1.0 - share) * (loop.deadline.elapsed() + seconds)
+        seconds += min(pending(config, trials).seconds, room)
+    budget_left = loop.deadline.left()
+    return seconds if budget_left is None else min(seconds, budget_left)
+
+
+def _watched(objective: Objective, loop: _Loop, trial: TrialRecord) -> Objective:
+    """The objective, telling the loop each epoch of `trial` when it takes `on_epoch` (a Worker
+    does; a plain function need not)."""
+    try:
+        takes = "on_epoch" in inspect.signature(objective).parameters
+    except (TypeError, ValueError):  # a callable without a signature Python can read
+        takes = False
+    hook = functools.partial(loop.progress, trial)
+    return functools.partial(objective, on_epoch=hook) if takes else objective
+
+
 def _next(loop: _Loop) -> TrialRecord | None:
     """The next trial for a slot, waiting while others run; None once the budget is spent."""
     search = loop.config.search
@@ -190,11 +241,10 @@ def _slot(loop: _Loop, label: str | None, objective: Objective) -> None:
     """One slot: ask, run, tell, until the budget or the time is spent."""
     while (trial := _next(loop)) is not None:
         loop.show(label, trial)
+        started, watched = time.monotonic(), _watched(objective, loop, trial)
         with loop.heartbeat.running(trial), contextlib.suppress(TrialRejected):
-            finished = run_trial(loop.storage, trial, objective, loop.signals)
-            best = next(iter(ranked(loop.storage.trials(loop.study))), None)
-            with loop.lock:
-                loop.reporter.trial_finished(finished, best)
+            finished = run_trial(loop.storage, trial, watched, loop.signals)
+            loop.finished(finished, time.monotonic() - started, loop.storage.trials(loop.study))
         loop.show(label, None)
         trials = loop.storage.trials(loop.study)
         check_failure_streak(trials, loop.config.search.max_consecutive_failures)
@@ -247,11 +297,13 @@ def run_trials(
     deadline = deadline or Deadline(config.search.time_budget)
     asker = asker or Asker(config, warm_trials(config))
     loop = _Loop(config, storage, study, reporter, deadline, asker, heartbeat, signals)
+    loop.slots = len(slots)  # the trials that run at once, for the estimate of the time left
     trials = storage.trials(study)
     retried = {t.retry_of for t in trials}
     rerun = sum(1 for t in trials if t.error_kind in RERUN_KINDS and t.number not in retried)
     done = sum(t.counts for t in trials)
     reporter.search_started(study.name, config.search.budget, done, rerun, describe_end(config))
+    reporter.eta_changed(estimate_left(loop, trials))
 
     def interrupted(_stop: SearchInterrupted) -> None:
         loop.stop.set()
