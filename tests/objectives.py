@@ -1,4 +1,6 @@
-"""Cheap objectives for tests: a known function instead of training, run in worker processes."""
+"""Cheap objectives for tests: a known function instead of training, run in worker processes.
+Each takes the keyword options the end of a search passes (`members=K` for the winner's
+confirmation) and ignores them."""
 
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ def bowl(_config: Any, _dataset: Any) -> Callable[[Mapping[str, Any], int], Scor
     """The bowl, after a short sleep (TUNER_TEST_SLEEP seconds, default 0.05)."""
     pause = float(os.environ.get("TUNER_TEST_SLEEP", "0.05"))
 
-    def objective(params: Mapping[str, Any], _seed: int) -> Score:
+    def objective(params: Mapping[str, Any], _seed: int, **_options: Any) -> Score:
         time.sleep(pause)
         return _score(bowl_loss(params))
 
@@ -41,7 +43,7 @@ def timed_bowl(_config: Any, _dataset: Any) -> Callable[[Mapping[str, Any], int]
     """The bowl after TUNER_TEST_SLEEP seconds, which it reports as the trial's seconds."""
     pause = float(os.environ.get("TUNER_TEST_SLEEP", "0.05"))
 
-    def objective(params: Mapping[str, Any], _seed: int) -> Score:
+    def objective(params: Mapping[str, Any], _seed: int, **_options: Any) -> Score:
         time.sleep(pause)
         loss = bowl_loss(params)
         return replace(_score(loss), seconds=pause)
@@ -52,7 +54,7 @@ def timed_bowl(_config: Any, _dataset: Any) -> Callable[[Mapping[str, Any], int]
 def misbehaving(_config: Any, _dataset: Any) -> Callable[[Mapping[str, Any], int], Score]:
     """Fails in a different way depending on dropout (0-0.1 hangs, then crashes, dies, OOMs)."""
 
-    def objective(params: Mapping[str, Any], _seed: int) -> Score:
+    def objective(params: Mapping[str, Any], _seed: int, **_options: Any) -> Score:
         dropout = params["dropout"]
         if dropout < 0.05:
             time.sleep(60)
@@ -75,7 +77,7 @@ def probe(_config: Any, _dataset: Any) -> Callable[[Mapping[str, Any], int], Sco
     pause = float(os.environ.get("TUNER_TEST_SLEEP", "0.05"))
     log = os.environ["TUNER_TEST_LOG"]
 
-    def objective(params: Mapping[str, Any], _seed: int) -> Score:
+    def objective(params: Mapping[str, Any], _seed: int, **_options: Any) -> Score:
         started = time.time()
         time.sleep(pause)
         device = os.environ.get("CUDA_VISIBLE_DEVICES", "-")
@@ -93,7 +95,7 @@ def dies_once(_config: Any, _dataset: Any) -> Callable[[Mapping[str, Any], int],
     as files in the folder TUNER_TEST_MARKS."""
     marks = Path(os.environ["TUNER_TEST_MARKS"])
 
-    def objective(params: Mapping[str, Any], seed: int) -> Score:
+    def objective(params: Mapping[str, Any], seed: int, **_options: Any) -> Score:
         mark = marks / f"{params['dropout']:.12f}-{seed}"
         if params["dropout"] < 0.25 and not mark.exists():
             mark.touch()
@@ -108,7 +110,7 @@ def noisy_bowl(config: Any, _dataset: Any) -> Callable[[Mapping[str, Any], int],
     fixed by the seed. More splits, less noise; another seed, other noise."""
     splits = config.evaluation.splits
 
-    def objective(params: Mapping[str, Any], seed: int) -> Score:
+    def objective(params: Mapping[str, Any], seed: int, **_options: Any) -> Score:
         noise = np.random.default_rng(seed).normal(0.0, 0.05, splits)
         losses = tuple(float(bowl_loss(params) + n) for n in noise)
         spread = float(np.std(losses, ddof=1)) if splits > 1 else 0.0
@@ -139,7 +141,7 @@ def noisy(config: Any, _dataset: Any) -> Callable[[Mapping[str, Any], int], Scor
     fail_repeat = bool(os.environ.get("TUNER_TEST_FAIL_REPEAT"))
     log = os.environ.get("TUNER_TEST_LOG")
 
-    def objective(params: Mapping[str, Any], seed: int) -> Score:
+    def objective(params: Mapping[str, Any], seed: int, **_options: Any) -> Score:
         if log:
             with open(log, "a") as handle:  # noqa: PTH123
                 handle.write(f"{os.getppid()} {seed} {splits}\n")

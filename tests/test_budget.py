@@ -53,10 +53,12 @@ TRIALS = [done(0, 0.5, 2.0), done(1, 0.4, 4.0), done(2, 0.6, 1.0), done(3, 0.9, 
 
 @pytest.mark.parametrize(
     ("calls", "expected"),
-    [(20, (3, 5, 5)), (19, (3, 4, 5)), (8, (3, 2, 2)), (7, (2, 2, 3)), (5, (1, 5, 0)),
-     (1, (1, 1, 0)), (0, (0, 0, 0))],
+    [(20, (3, 5, 5)), (19, (3, 4, 5)), (8, (3, 2, 2)), (7, (2, 2, 3)), (5, (1, 2, 3)),
+     (3, (1, 1, 2)), (2, (1, 2, 0)), (1, (1, 1, 0)), (0, (0, 0, 0))],
 )  # fmt: skip
 def test_the_plan_drops_finalists_before_going_under_four_splits_each(calls, expected):
+    # The winner's confirmation (an ensemble, a call an outer split) is planned with one
+    # finalist too; under 2 calls it is none, its loss would have no standard error.
     assert plan(calls * 2.0, (2.0, 2.0, 2.0), 5, 5, splits=2) == expected
 
 
@@ -68,6 +70,7 @@ def test_the_plan_in_other_shapes():
     assert plan(12, same, 10, 10, splits=1) == (2, 4, 4), "4 splits of 1"
     assert plan(1, same, 10, 10, splits=1) == (0, 0, 0), "a re-score on 1 split is none"
     assert plan(2, same, 10, 10, splits=1) == (1, 2, 0)
+    assert plan(4, same, 10, 10, splits=1) == (1, 2, 2)
     assert plan(5, (), 5, 5, splits=2) == (0, 0, 0), "no finalists"
 
 
@@ -76,8 +79,10 @@ def test_the_plan_counts_each_finalists_own_seconds():
     # 2 would fit on 4 splits each; at their own seconds all 3 get 2 calls (14 s), and the
     # confirmation the 16 s left, at the slowest's 4 s a call.
     assert plan(30.0, (4.0, 2.0, 1.0), 5, 5, splits=2) == (3, 2, 4)
-    # Cheap finalists behind a slow best one: it alone is kept when the rest cannot be paid.
+    # Cheap finalists behind a slow best one: it alone is kept when the rest cannot be paid,
+    # its confirmation first when 2 calls of it fit.
     assert plan(10.0, (4.0, 0.5, 0.5), 5, 5, splits=2) == (1, 2, 0)
+    assert plan(12.0, (4.0, 0.5, 0.5), 5, 5, splits=2) == (1, 1, 2)
     assert plan(20.0, (4.0, 0.5, 0.5), 5, 5, splits=2) == (3, 2, 2)
 
 
@@ -89,13 +94,13 @@ def test_a_call_costs_its_trials_seconds_per_split():
 
 def test_the_reserve_is_the_finalists_expected_time_capped_by_the_share():
     # The finalists are trials 1, 0, 2 (by loss), 4, 2 and 1 s a call; each gets 5 calls (10
-    # splits of 2): 35 s; the confirmation 5 more at the slowest's 4 s: 20 s. A typical trial
-    # (the median, 3 s) is kept too.
-    assert final_reserve(config(time_budget=1000), TRIALS) == pytest.approx(55.0 + 3)
+    # splits of 2): 35 s; the confirmation 10 calls (an outer split of 2 networks each) at the
+    # slowest's 4 s: 40 s. A typical trial (the median, 3 s) is kept too.
+    assert final_reserve(config(time_budget=1000), TRIALS) == pytest.approx(75.0 + 3)
     assert final_reserve(config(time_budget=100), TRIALS) == pytest.approx(20.0 + 3)
     share = config(time_budget=100, final_share=0.5)
     assert final_reserve(share, TRIALS) == pytest.approx(50.0 + 3)
-    assert final_reserve(config(time_budget=1000, final_candidates=1), TRIALS) == 20.0 + 3
+    assert final_reserve(config(time_budget=1000, final_candidates=1), TRIALS) == 60.0 + 3
     assert final_reserve(config(), TRIALS) == 0.0, "no budget, nothing kept"
     assert final_reserve(config(time_budget=100), []) == 0.0
     assert final_reserve(config(time_budget=100, final_share=0), TRIALS) == 3.0, (
@@ -124,9 +129,9 @@ def test_the_ends_room_is_the_budgets_rest_or_its_share_of_the_run():
 
 def test_the_end_is_kept_whole_when_it_fits_and_cut_when_not():
     whole = config(time_budget=600)
-    assert fit_final(whole, TRIALS, 55.0) is whole
+    assert fit_final(whole, TRIALS, 75.0) is whole
     cut = fit_final(whole, TRIALS, 30.0).search  # 3 finalists of 4, 2, 1 s: 2 calls each
-    assert (cut.final_candidates, cut.final_splits, cut.confirm_splits) == (3, 4, 8)
+    assert (cut.final_candidates, cut.final_splits, cut.confirm_splits) == (3, 4, 4)
     assert cut.time_budget == 600
     assert fit_final(whole, TRIALS, 3.0).search.final_candidates == 0, "nothing fits"
     alone = fit_final(whole, TRIALS, 10.0).search  # 4 s a call: the best one alone, 2 calls
@@ -135,17 +140,20 @@ def test_the_end_is_kept_whole_when_it_fits_and_cut_when_not():
 
 def test_the_plan_said_at_the_start_fits_the_share_of_a_trial_budget():
     # 15 trials of one call each: the end may take 3.75 calls (20% of the run), so the best
-    # trial alone on 3 calls (6 fresh splits), which needs no confirmation.
+    # trial alone on 1 call (2 fresh splits), and its ensemble confirmed in 2 calls.
     default = config(init_points=5, n_iter=10)
     planned = planned_end(default).search
-    assert (planned.final_candidates, planned.final_splits, planned.confirm_splits) == (1, 6, 0)
+    assert (planned.final_candidates, planned.final_splits, planned.confirm_splits) == (1, 2, 2)
     assert describe_end(default) == (
-        "end: 1 finalist(s) re-scored on fresh splits (6 each); at most 20% of the run"
+        "end: 1 finalist(s) re-scored on fresh splits (2 each), the winner (as exported: an "
+        "ensemble of 2 networks) confirmed on 2 more; at most 20% of the run"
     )
-    # 30 trials: 7.5 calls, 2 finalists on 4 splits and the winner confirmed on 6.
+    # 30 trials: 7.5 calls, 2 finalists on 4 splits (4 calls) and the winner confirmed on 3.
     course = planned_end(config(init_points=10, n_iter=20)).search
-    assert (course.final_candidates, course.final_splits, course.confirm_splits) == (2, 4, 6)
-    assert "the winner confirmed on 6 more" in describe_end(config(init_points=10, n_iter=20))
+    assert (course.final_candidates, course.final_splits, course.confirm_splits) == (2, 4, 3)
+    assert "networks) confirmed on 3 more" in describe_end(config(init_points=10, n_iter=20))
+    single = validate_config({"data": NO_DATA, "space": BOWL_SPACE, "evaluation": {"splits": 1}})
+    assert "the winner (as exported: a network) confirmed on" in describe_end(single)
     budget = config(time_budget=600)
     assert planned_end(budget) is budget, "with a time budget, cut at the end to the time left"
     assert describe_end(budget).startswith("end: up to 3 finalist(s)")
@@ -166,22 +174,23 @@ def test_a_resumed_search_keeps_the_rescores_it_holds(tmp_path):
                 seconds=t.seconds,
             )  # fmt: skip
         trials = storage.trials(study)
-        assert pending(whole, trials).seconds == 55.0
+        assert pending(whole, trials).seconds == 75.0
         seeds = final_seeds(whole, trials)
         for trial in candidates(trials, 3):
             score = FinalScore(tuple(seeds), 10, trial.loss, 0.01, (trial.loss,) * 10)
             storage.record_final(trial, score)
         trials = storage.trials(study)
-        assert (pending(whole, trials).undone, pending(whole, trials).confirm) == ((), 5)
+        assert (pending(whole, trials).undone, pending(whole, trials).confirm) == ((), 10)
         assert fit_final(whole, trials, 1.0) is whole
-        assert final_reserve(whole, trials) == pytest.approx(5 * 4.0 + 3.0)
+        assert final_reserve(whole, trials) == pytest.approx(10 * 4.0 + 3.0)
     finally:
         storage.close()
 
 
 def end_calls(found: dict) -> int:
-    """Scoring calls (of 2 splits) the end of a search made, from its --json."""
-    return found["final_candidates"] * found["final_splits"] // 2 + found["confirm_splits"] // 2
+    """Scoring calls the end of a search made, from its --json: the finalists' of 2 splits, the
+    confirmation's of one outer split of 2 networks, each about a trial's cost."""
+    return found["final_candidates"] * found["final_splits"] // 2 + found["confirm_splits"]
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])

@@ -159,14 +159,14 @@ def test_search_end_to_end_then_resume_adds_only_the_new_budget(run, write_confi
     # The plan for the end is announced before the first trial.
     end = [line for line in result.stderr.splitlines() if line.startswith("end: ")]
     assert end == [
-        "end: 2 finalist(s) re-scored on fresh splits (4 each), the winner confirmed on 2 more; "
-        "at most 90% of the run"
+        "end: 2 finalist(s) re-scored on fresh splits (4 each), the winner (as exported: an "
+        "ensemble of 2 networks) confirmed on 2 more; at most 90% of the run"
     ]
     assert result.stderr.index("end: ") < result.stderr.index("trial   0")
     assert "re-scoring the best 2 trial(s) on 4 fresh splits" in result.stderr
     assert f"confirming the winner #{best['trial']} on 2 other fresh splits" in result.stderr
     assert f"winner: #{best['trial']}: loss {best['loss']:.4f} ± " in result.stderr
-    assert "on 2 fresh splits" in result.stderr
+    assert "an ensemble of 2 networks on 2 fresh splits" in result.stderr
 
     again = run("search", config)
     assert again.exit_code == 2 and "add --resume to continue it" in again.stderr

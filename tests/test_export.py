@@ -1,4 +1,5 @@
-"""Export and predict: the saved model predicts as the one in memory did."""
+"""Export and predict: the saved model (the winner's ensemble) predicts as the one in memory
+did, and model.json states the loss the study reports for it."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from tuner.study.results import load_results
 
 def test_saved_model_predicts_like_the_model_in_memory(finished_study, tmp_path):
     results = load_results(finished_study.url, "tiny")
-    in_memory = export_model(results, tmp_path / "model", seeds=1)
+    in_memory = export_model(results, tmp_path / "model")
     loaded = load_exported(tmp_path / "model")
     frame = pd.read_csv(finished_study.csv)
     expected = predict_frame(in_memory, frame)
@@ -25,7 +26,18 @@ def test_saved_model_predicts_like_the_model_in_memory(finished_study, tmp_path)
     assert (got["prediction"] == expected["prediction"]).all()
     np.testing.assert_allclose(got[["p_a", "p_b", "p_c"]].sum(axis=1), 1.0, rtol=1e-5)
     assert loaded.meta["trial"] == results.best.number
-    assert loaded.meta["score"]["held_out_loss"] == in_memory.meta["score"]["held_out_loss"]
+    score, found = loaded.meta["score"], results.winner
+    assert score == in_memory.meta["score"]
+    assert (score["loss"], score["loss_se"], score["splits"]) == (
+        found.loss,
+        found.loss_se,
+        found.confirm_splits,
+    ), "the estimate `tuner best` reports"
+    assert score["members"] == loaded.meta["architecture"]["members"] == 2 == found.members
+    assert score["estimate"].endswith("an ensemble of 2 networks on 2 fresh splits")
+    assert score["search_loss"] == results.best.loss and "held_out_loss" not in score
+    assert set(score["metrics"]) == {"accuracy", "balanced_accuracy", "roc_auc"}
+    assert len(loaded.model.layers) == 2 + 2, "input, 2 networks, their average"
 
 
 def test_the_model_folder_is_never_overwritten_unasked(tmp_path):
@@ -68,9 +80,10 @@ def test_regression_round_trip(tmp_path):
         resume=False,
         reporter=QuietReporter(),
     )
-    in_memory = export_model(load_results(url, "reg"), tmp_path / "model", seeds=1)
+    in_memory = export_model(load_results(url, "reg"), tmp_path / "model")
     loaded = load_exported(tmp_path / "model")
     expected, got = predict_frame(in_memory, frame), predict_frame(loaded, frame)
     assert list(got.columns) == ["id", "prediction"]
     np.testing.assert_allclose(got["prediction"], expected["prediction"], rtol=1e-5, atol=1e-6)
     assert loaded.meta["score"]["metric"] == "rmse" and loaded.meta["classes"] == []
+    assert loaded.meta["score"]["members"] == 1, "evaluation.splits 1: a single network"

@@ -55,10 +55,12 @@ class Noisy:
     def __init__(self, splits: int, sd: float = 0.05, fail_if=None, on_call=None):
         self.splits, self.sd = splits, sd
         self.calls: list[tuple[int, dict]] = []
+        self.members: list[int] = []  # each call's ensemble size (1: single networks)
         self.fail_if, self.on_call = fail_if, on_call
 
-    def __call__(self, params, seed, splits=None):
+    def __call__(self, params, seed, splits=None, members=1):
         self.calls.append((seed, dict(params)))
+        self.members.append(members)
         if self.on_call:
             self.on_call(len(self.calls))
         if self.fail_if and self.fail_if(params, seed):
@@ -219,12 +221,13 @@ def test_the_winner_is_confirmed_on_splits_the_search_and_the_finalists_never_us
     seeds = confirm_seeds(cfg, trials)
     result = study_result(storage, study)
     best = result.best
-    # 3 finalists on 3 chunks, then the winner alone on 2 chunks (2 + 1 splits).
-    assert len(seeds) == 2 and scorer.calls[9:] == [(s, best.params) for s in seeds]
-    assert len(scorer.calls) == 11
+    # 3 finalists on 3 chunks of single networks, then the winner alone as an ensemble of 2
+    # networks on 3 chunks of one outer split each.
+    assert len(seeds) == 3 and scorer.calls[9:] == [(s, best.params) for s in seeds]
+    assert scorer.members == [1] * 9 + [2] * 3
     used = trial_ranges(trials, 2) + [(s, s + n) for s, n in zip(finals, (2, 2, 1), strict=True)]
-    for seed, size in zip(seeds, (2, 1), strict=True):
-        assert not any(overlaps((seed, seed + size), r) for r in used)
+    for seed in seeds:  # an outer split of 2 networks uses 2 seeds
+        assert not any(overlaps((seed, seed + 2), r) for r in used)
     assert not set(seeds) & {s for s, _ in search_objective.calls}
     assert best.number == min(candidates(trials, 3), key=lambda t: t.final.loss).number
     assert best.confirm.seeds == tuple(seeds) and best.confirm.splits == 3
@@ -232,23 +235,26 @@ def test_the_winner_is_confirmed_on_splits_the_search_and_the_finalists_never_us
     assert data["loss"] == best.confirm.loss != best.final.loss
     assert data["loss_se"] == pytest.approx(np.std(best.confirm.split_losses, ddof=1) / 3**0.5)
     assert data["final_loss"] == best.final.loss and data["search_loss"] == best.loss
-    assert data["confirm_splits"] == 3 and data["final_splits"] == 5
+    assert data["confirm_splits"] == 3 and data["final_splits"] == 5 and data["members"] == 2
+    assert result.winner.describe().endswith(", an ensemble of 2 networks on 3 fresh splits")
     again = Noisy(2)
     rescore_final(cfg, storage, study, again, QuietReporter())
     assert again.calls == [], "a resumed search does not confirm again"
 
 
-def test_one_finalist_or_confirm_splits_0_is_not_confirmed(storage):
-    study, _ = searched(storage, config(final_candidates=1, confirm_splits=4))
+def test_one_finalist_is_confirmed_too_and_confirm_splits_0_is_not(storage):
+    study, _ = searched(storage, config(final_candidates=2))
     scorer = Noisy(2)
-    rescore_final(
-        config(final_candidates=1, confirm_splits=4), storage, study, scorer, QuietReporter()
-    )
-    assert len(scorer.calls) == 3, "one finalist is not chosen on its re-score: no bias to undo"
-    found = study_result(storage, study).winner
-    assert not found.confirmed and found.loss == found.final_loss
     rescore_final(config(final_candidates=2), storage, study, scorer, QuietReporter())
-    assert len(scorer.calls) == 6 and not study_result(storage, study).winner.confirmed
+    found = study_result(storage, study).winner
+    assert len(scorer.calls) == 6 and not found.confirmed and found.loss == found.final_loss
+    assert "(a single network's)" in found.describe()
+    # One finalist: its re-score chose nothing, but the ensemble is what is exported.
+    alone = config(final_candidates=1, confirm_splits=4)
+    rescore_final(alone, storage, study, scorer, QuietReporter())
+    found = study_result(storage, study).winner
+    assert len(scorer.calls) == 10 and scorer.members[6:] == [2] * 4, "its final score is kept"
+    assert found.confirmed and found.members == 2 and found.loss == found.trial.confirm.loss
 
 
 def test_a_failed_confirmation_reports_the_rescored_loss(storage):
@@ -266,7 +272,7 @@ def test_a_failed_confirmation_reports_the_rescored_loss(storage):
 class Flat(Noisy):
     """Every point has the same true loss, 0.5: any difference between means is noise."""
 
-    def __call__(self, params, seed, splits=None):
+    def __call__(self, params, seed, splits=None, members=1):
         n = splits or self.splits
         point = int(params["dropout"] * 1e9)
         losses = 0.5 + np.random.default_rng([seed, point]).normal(0.0, self.sd, n)
@@ -373,7 +379,8 @@ NOISY = ("--objective", "tests.objectives:noisy")
 
 
 def test_search_json_best_and_trials_report_the_rescored_winner(cli, write_config, tmp_path):
-    # conftest's tiny end: 2 finalists on 4 fresh splits, the winner confirmed on 2 more.
+    # conftest's tiny end: 2 finalists on 4 fresh splits, the winner's ensemble of 2 networks
+    # confirmed on 2 more (a call each).
     config = write_config("n", search={"init_points": 4, "n_iter": 4, "seed": 3})
     result = cli("search", config, *NOISY, "--json")
     assert result.exit_code == 0, result.output
@@ -385,6 +392,7 @@ def test_search_json_best_and_trials_report_the_rescored_winner(cli, write_confi
     assert found["final_loss"] == min(f["loss"] for f in finals.values())
     confirm = trials[found["trial"]]["confirm"]
     assert found["confirm_splits"] == confirm["splits"] == found["loss_splits"] == 2
+    assert found["members"] == 2 and len(confirm["seeds"]) == 2
     assert found["loss"] == confirm["loss"], "reported on splits that did not choose it"
     assert found["loss_se"] == pytest.approx(confirm["loss_std"] / 2**0.5)
     assert sum(t["confirm"] is not None for t in trials) == 1, "the winner only"
@@ -402,8 +410,9 @@ def test_search_json_best_and_trials_report_the_rescored_winner(cli, write_confi
     assert len(searched) == 8
     expected = [*searched, *list(final_seeds) * 2, *confirm_seeds]
     assert sorted(s for _, s, _ in logged) == sorted(expected)
+    assert sorted(n for _, s, n in logged if s in confirm_seeds) == [1, 1], "an outer split a call"
     fresh = final_seeds | confirm_seeds
-    assert len(fresh) == 3 and all(s + 2 <= f or f + 2 <= s for s in searched for f in fresh)
+    assert len(fresh) == 4 and all(s + 2 <= f or f + 2 <= s for s in searched for f in fresh)
     # A resumed search with nothing left to do re-scores nothing.
     again = cli("search", config, *NOISY, "--resume", "--json")
     assert again.exit_code == 0

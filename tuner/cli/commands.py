@@ -307,7 +307,7 @@ def report(
         print_written(written, lines, json)
 
 
-@cli.command(short_help="Refit the best trial on all the data; save the model.")
+@cli.command(short_help="Train the winner's ensemble on all the data; save the model.")
 @options.combined(options.STUDY_CONFIG, options.STORAGE, options.STUDY)
 @click.option(
     "--out",
@@ -315,7 +315,6 @@ def report(
     required=True,
     help="Model folder to write (refused when it exists and is not empty, unless --force).",
 )
-@click.option("--seeds", type=int, default=3, show_default=True, help="Refits; the best is kept.")
 @click.option("--force", is_flag=True, help="Write into a non-empty --out folder.")
 @options.combined(options.JSON, options.QUIET, options.DEBUG)
 def export(
@@ -323,13 +322,14 @@ def export(
     storage: str | None,
     study: str | None,
     out: Path,
-    seeds: int,
     force: bool,
     json: bool,
     quiet: bool,
     debug: bool,
 ) -> None:
-    """Refit the best configuration (several seeds, keeping the best) and save it to --out."""
+    """Train the winner's evaluation.splits networks on all the data, each as a trial trains
+    on a split of it, and save the model averaging them to --out: the procedure whose loss
+    `tuner best` reports (this replaces --seeds, which kept the best of several refits)."""
     with _handled(debug):
         from tuner.outputs.export import check_model_folder, export_model
         from tuner.outputs.progress import stderr_console
@@ -339,15 +339,17 @@ def export(
         check_model_folder(out, force)
         _start_frameworks_quietly(debug)
         if not quiet:
-            stderr_console().print(f"refitting trial {results.best.number} with {seeds} seed(s)...")
-        meta = export_model(results, out, seeds=seeds, force=force).meta
+            members = results.config.evaluation.splits
+            trial = results.best.number
+            stderr_console().print(f"training trial {trial}'s {members} network(s) on all rows...")
+        meta = export_model(results, out, force=force).meta
         score = meta["score"]
         lines = [
             f"model         {out}",
             f"trial         {meta['trial']}",
             f"architecture  {meta['architecture']['description']}",
-            f"held-out      {score['held_out_loss']:.4f} (seed {score['seed']}, "
-            f"{score['epochs']} epochs; search loss {score['search_loss']:.4f})",
+            f"networks      {meta['architecture']['members']}, averaged",
+            f"loss          {score['estimate']} (search loss {score['search_loss']:.4f})",
             f"seconds       {meta['seconds']:.1f}",
         ]
         print_written(meta, lines, json)

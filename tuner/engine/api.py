@@ -150,8 +150,10 @@ def _end(
     """The end of the search in `worker`'s warm process, sized to its share of the run."""
     started, own = time.monotonic(), config.evaluation.splits
 
-    def objective(params: Mapping[str, Scalar], seed: int, splits: int) -> Score:
-        return worker(params, seed, None if splits == own else splits)  # type: ignore[no-any-return]
+    def objective(params: Mapping[str, Scalar], seed: int, splits: int, **options: Any) -> Score:
+        # options: members=K for the winner's confirmation, an ensemble of K networks a split
+        chosen = None if splits == own else splits
+        return worker(params, seed, chosen, **options)  # type: ignore[no-any-return]
 
     fitted = fit_final(config, storage.trials(study), end_room(config, run.deadline))
     if fitted.search.final_candidates > 0:

@@ -23,6 +23,8 @@ from tuner.study.winner import winner
 # Fewer fresh splits per finalist than this and the end drops finalists instead: a mean on 2
 # fresh splits chooses worse than the search did.
 MIN_SPLITS = 4
+# The fewest confirmation splits worth a call: one split gives a loss but no standard error.
+MIN_CONFIRM = 2
 
 Reserve = Callable[[Sequence[TrialRecord]], float]
 
@@ -64,7 +66,7 @@ class Pending:
     finalists: int  # the finalists there are
     undone: tuple[float, ...]  # of them, those not yet re-scored: seconds of one call each
     per: int  # calls per finalist
-    confirm: int  # calls of the confirmation still to do
+    confirm: int  # calls of the confirmation still to do (one outer split of an ensemble each)
     slowest: float  # seconds of one call of the slowest finalist (the winner may be it)
 
     @property
@@ -81,7 +83,7 @@ def pending(config: Config, trials: Sequence[TrialRecord]) -> Pending:
     splits = config.evaluation.splits
     slowest = max((call_seconds(t, splits) for t in chosen), default=0.0)
     undone = [t for t in chosen if not holds(t.final, seeds, sum(sizes))]
-    confirm = len(confirm_chunks(config)) if search.confirm_splits > 0 and len(chosen) > 1 else 0
+    confirm = len(confirm_chunks(config)) if chosen else 0
     if confirm and not undone:
         found = winner(trials)
         seeds = confirm_seeds(config, trials)
@@ -115,22 +117,32 @@ def plan(
     left: float, costs: Sequence[float], per: int, confirm: int, splits: int
 ) -> tuple[int, int, int]:
     """(finalists, calls each, confirmation calls) that fit in `left` seconds, for finalists
-    whose call costs `costs` (best first), at most `per` calls each and `confirm` calls (at the
-    slowest's cost) when two or more compete: all of them while each keeps `MIN_SPLITS` fresh
-    splits, else fewer, else the best alone on 2 splits or more, else none."""
+    whose call costs `costs` (best first), at most `per` calls each, and at most `confirm`
+    calls of the winner's confirmation (at the slowest's cost): all finalists while each keeps
+    `MIN_SPLITS` fresh splits and the confirmation as many calls as a finalist, else fewer,
+    else the best alone on 2 splits or more; the calls left go to the confirmation, which
+    gets `MIN_CONFIRM` calls or none."""
 
     def cost(n: int, each: int) -> float:
-        confirmed = min(confirm, each) * max(costs[:n]) if n > 1 else 0.0
-        return each * sum(costs[:n]) + confirmed
+        return each * sum(costs[:n]) + min(confirm, each) * max(costs[:n])
+
+    def confirmed(n: int, each: int) -> int:
+        calls = min(confirm, int((left - each * sum(costs[:n])) // max(costs[:n])))
+        return calls if calls >= min(confirm, MIN_CONFIRM) else 0
 
     least = min(per, math.ceil(MIN_SPLITS / splits))
     for n in range(len(costs), 0, -1):
         each = max((e for e in range(1, per + 1) if cost(n, e) <= left), default=0)
         if each >= least:
-            rest = left - each * sum(costs[:n])
-            return n, each, (min(confirm, int(rest // max(costs[:n]))) if n > 1 else 0)
-    each = min(per, int(left // costs[0])) if costs else 0
-    return (1, each, 0) if each * splits >= 2 else (0, 0, 0)
+            return n, each, confirmed(n, each)
+    # The best alone: its fresh splits choose nothing, but are its loss should the
+    # confirmation fail; the confirmation, the loss it reports, comes first.
+    alone = math.ceil(2 / splits)
+    if not costs or alone > per or alone * costs[0] > left:
+        return 0, 0, 0
+    if confirmed(1, alone):
+        return 1, alone, confirmed(1, alone)
+    return 1, min(per, int(left // costs[0])), 0
 
 
 def fit_final(config: Config, trials: Sequence[TrialRecord], left: float) -> Config:
@@ -144,7 +156,7 @@ def fit_final(config: Config, trials: Sequence[TrialRecord], left: float) -> Con
 def _cut(config: Config, count: int, each: int, confirm: int) -> Config:
     search, splits = config.search, config.evaluation.splits
     final = max(2, min(search.final_splits, each * splits))
-    confirmed = min(search.confirm_splits, confirm * splits)
+    confirmed = min(search.confirm_splits, confirm)  # one outer split a call
     cut = {"final_candidates": count, "final_splits": final, "confirm_splits": confirmed}
     return config.model_copy(update={"search": search.model_copy(update=cut)})
 
@@ -155,8 +167,7 @@ def planned_end(config: Config) -> Config:
     if search.time_budget is not None or search.final_candidates == 0:
         return config
     calls = search.final_share / (1.0 - search.final_share) * search.budget
-    per = len(final_chunks(config))
-    confirm = len(confirm_chunks(config)) if search.confirm_splits > 0 else 0
+    per, confirm = len(final_chunks(config)), len(confirm_chunks(config))
     costs = [1.0] * search.final_candidates
     return _cut(config, *plan(calls, costs, per, confirm, config.evaluation.splits))
 
@@ -170,6 +181,9 @@ def describe_end(config: Config) -> str:
     upto = "up to " if search.time_budget is not None else ""
     text = f"end: {upto}{planned.final_candidates} finalist(s) re-scored on fresh splits"
     text += f" ({upto}{planned.final_splits} each)"
-    if planned.final_candidates > 1 and planned.confirm_splits > 0:
-        text += f", the winner confirmed on {upto}{planned.confirm_splits} more"
+    members = config.evaluation.splits
+    if planned.confirm_splits > 0:
+        what = f"an ensemble of {members} networks" if members > 1 else "a network"
+        text += f", the winner (as exported: {what}) confirmed on {upto}"
+        text += f"{planned.confirm_splits} more"
     return f"{text}; {share}"

@@ -1,28 +1,32 @@
-"""The end of a search: the finalists re-scored on fresh splits, then the winner on confirmation
-splits, so that the loss reported is a mean on splits that did not choose it.
+"""The end of a search: the finalists re-scored on fresh splits (single networks, as trials
+score them), then the winner confirmed on other fresh splits as what `tuner export` saves: an
+ensemble of `evaluation.splits` networks (training/ensemble.py). The loss reported is that
+confirmation's mean, on splits that did not choose the winner.
 
 Chunk c of the re-score draws its seed from `SeedSequence([search.seed, FINAL_TAG, c, attempt])`
-(CONFIRM_TAG for the confirmation); a seed `s` on `n` splits uses the seeds `s .. s+n-1`, and
+(CONFIRM_TAG for the confirmation); a seed `s` on `n` splits uses the seeds `s .. s+n-1` (a
+confirmation chunk, one outer split of `evaluation.splits` networks, those of its networks), and
 `fresh_seed` draws the next `attempt` until that range meets no seed the study used."""
 
 import itertools
-from collections.abc import Callable, Mapping, Sequence
-from functools import partial
+import math
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from tuner.config.schema import Config, Scalar
+from tuner.config.schema import Config
 from tuner.engine.reporter import Reporter
 from tuner.engine.signals import Signals
 from tuner.errors import SearchInterrupted, TrialFailed, UsageError
 from tuner.study.store import FinalScore, Storage, StudyRecord, TrialRecord
-from tuner.study.winner import finalist_order, winner
+from tuner.study.winner import confirm_members, finalist_order, winner
 from tuner.training.evaluate import Score
 
 FINAL_TAG = 0x66696E61  # "fina"
 CONFIRM_TAG = 0x636F6E66  # "conf"
 
-FinalObjective = Callable[[Mapping[str, Scalar], int, int], Score]  # params, seed, splits
+# (params, seed, splits, **options): options `members=K` scores an ensemble of K networks
+FinalObjective = Callable[..., Score]
 SeedRange = tuple[int, int]  # [first, last + 1) of the seeds a scoring used
 
 
@@ -53,15 +57,20 @@ def final_chunks(config: Config) -> list[int]:
 
 
 def confirm_chunks(config: Config) -> list[int]:
-    return chunks(config.search.confirm_splits, config.evaluation.splits)
+    """One outer split a call: its `evaluation.splits` networks cost about one trial call."""
+    return chunks(config.search.confirm_splits, 1)
 
 
-def _chunk_seeds(entropy: Sequence[int], sizes: Sequence[int], used: list[SeedRange]) -> list[int]:
-    """Fresh seeds for chunks of `sizes` splits; their ranges are added to `used`."""
+def _chunk_seeds(
+    entropy: Sequence[int], sizes: Sequence[int], used: list[SeedRange], least: int = 1
+) -> list[int]:
+    """Fresh seeds for chunks of `sizes` splits (of at least `least` seeds each); their ranges
+    are added to `used`."""
     seeds: list[int] = []
     for c, size in enumerate(sizes):
-        seeds.append(fresh_seed([*entropy, c], size, used))
-        used.append((seeds[-1], seeds[-1] + size))
+        width = max(size, least)
+        seeds.append(fresh_seed([*entropy, c], width, used))
+        used.append((seeds[-1], seeds[-1] + width))
     return seeds
 
 
@@ -75,7 +84,8 @@ def confirm_seeds(config: Config, trials: Sequence[TrialRecord]) -> list[int]:
     """The seeds of the confirmation's chunks: apart from the search's and the final ones."""
     used = trial_ranges(trials, config.evaluation.splits)
     _chunk_seeds([config.search.seed, FINAL_TAG], final_chunks(config), used)
-    return _chunk_seeds([config.search.seed, CONFIRM_TAG], confirm_chunks(config), used)
+    members = config.evaluation.splits
+    return _chunk_seeds([config.search.seed, CONFIRM_TAG], confirm_chunks(config), used, members)
 
 
 def candidates(trials: Sequence[TrialRecord], count: int) -> list[TrialRecord]:
@@ -89,27 +99,43 @@ def score_final(
     seeds: Sequence[int],
     sizes: Sequence[int],
     interrupted: Callable[[], bool] = lambda: False,
+    members: int = 1,
 ) -> FinalScore:
-    """Score a trial's point on fresh splits, chunk by chunk; a failure is recorded."""
-    splits, losses, epochs, seconds = sum(sizes), [], [], 0.0
-    failed = partial(FinalScore, tuple(seeds), splits)
+    """Score a trial's point on fresh splits, chunk by chunk (an ensemble of `members`
+    networks on each when more than 1); a failure is recorded."""
+    splits, scores = sum(sizes), []
+    options = {"members": members} if members > 1 else {}
     for seed, size in zip(seeds, sizes, strict=True):
         try:
-            score = objective(trial.params, seed, size)
+            scores.append(objective(trial.params, seed, size, **options))
         except TrialFailed as exc:
-            return failed(error_kind=exc.kind, error=exc.message)
+            return FinalScore(tuple(seeds), splits, error_kind=exc.kind, error=exc.message)
         except UsageError:
             raise
         except Exception as exc:  # a bug in one re-score must not lose the search's result
             if interrupted():
                 raise
-            return failed(error_kind="crashed", error=f"{type(exc).__name__}: {exc}")
-        losses += score.split_losses
-        epochs += score.epochs
-        seconds += score.seconds
+            error = f"{type(exc).__name__}: {exc}"
+            return FinalScore(tuple(seeds), splits, error_kind="crashed", error=error)
+    losses = [loss for score in scores for loss in score.split_losses]
+    epochs = [epoch for score in scores for epoch in score.epochs]
     std = float(np.std(losses, ddof=1)) if len(losses) > 1 else 0.0
-    scored = (float(np.mean(losses)), std, tuple(losses), tuple(epochs), seconds)
-    return FinalScore(tuple(seeds), splits, *scored, sizes=tuple(sizes))
+    scored = (float(np.mean(losses)), std, tuple(losses), tuple(epochs))
+    seconds = sum(score.seconds for score in scores)
+    found = pooled_metrics(scores)
+    return FinalScore(tuple(seeds), splits, *scored, seconds, sizes=tuple(sizes), metrics=found)
+
+
+def pooled_metrics(scores: Sequence[Score]) -> dict[str, float]:
+    """Each metric's mean over the chunks' splits (a chunk weighted by its splits), over the
+    chunks where it is defined."""
+    pooled: dict[str, float] = {}
+    for name in {name for score in scores for name in score.metrics}:
+        pairs = [(len(s.split_losses), s.metrics.get(name, math.nan)) for s in scores]
+        defined = [(weight, value) for weight, value in pairs if math.isfinite(value)]
+        total = sum(weight for weight, _ in defined)
+        pooled[name] = sum(w * v for w, v in defined) / total if total else math.nan
+    return pooled
 
 
 def holds(score: FinalScore | None, seeds: Sequence[int], splits: int) -> bool:
@@ -125,8 +151,9 @@ def rescore_final(
     reporter: Reporter,
     interrupted: Callable[[], bool] = lambda: False,
 ) -> None:
-    """Re-score the finalists not yet re-scored on these seeds; then confirm a winner chosen
-    among 2 or more on `search.confirm_splits` more splits, unless it holds that already."""
+    """Re-score the finalists not yet re-scored on these seeds; then confirm the winner, as an
+    ensemble of `evaluation.splits` networks, on `search.confirm_splits` more splits, unless it
+    holds that already."""
     trials = storage.trials(study)
     chosen = candidates(trials, config.search.final_candidates)
     sizes, seeds = final_chunks(config), final_seeds(config, trials)
@@ -137,14 +164,17 @@ def rescore_final(
         reporter.final_scored(storage.record_final(trial, final))
     trials = storage.trials(study)
     found = winner(trials)
-    if config.search.confirm_splits <= 0 or found is None or found.final_candidates < 2:
+    if config.search.confirm_splits <= 0 or found is None or not found.rescored:
         return
     sizes, seeds = confirm_chunks(config), confirm_seeds(config, trials)
-    if holds(found.trial.confirm, seeds, sum(sizes)):
+    members = config.evaluation.splits
+    if holds(found.trial.confirm, seeds, sum(sizes)) and confirm_members(found.trial) == members:
         return
     reporter.confirm_started(found.trial, sum(sizes))
-    score = score_final(objective, found.trial, seeds, sizes, interrupted)
-    reporter.confirm_scored(storage.record_final(found.trial, score, confirm=True))
+    score = score_final(objective, found.trial, seeds, sizes, interrupted, members)
+    # The members beside the score, in one write: the winner says what its loss is of.
+    stored = {"confirm": {**score.to_dict(), "members": members}}
+    reporter.confirm_scored(storage.set_attrs(found.trial, stored))
 
 
 def rescore(

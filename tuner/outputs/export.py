@@ -1,4 +1,6 @@
-"""A deployable model: the best point refitted on all the data, saved as a folder."""
+"""A deployable model, saved as a folder: the procedure whose loss the study reports, run on
+all the data: `evaluation.splits` networks of the winning point, each trained as a trial trains
+on a split of the rows, averaged in one Keras model (training/ensemble.py)."""
 
 from __future__ import annotations
 
@@ -19,11 +21,10 @@ import sklearn
 from sklearn.compose import ColumnTransformer
 
 from tuner import __version__
-from tuner.config.schema import Config
-from tuner.errors import DataError, TunerError, UsageError
+from tuner.errors import DataError, TrialFailed, TunerError, UsageError
 from tuner.study.results import StudyResults
-from tuner.training.architecture import Architecture, decode
-from tuner.training.data import Dataset, load_dataset, make_preprocessor, make_splits, read_table
+from tuner.training.architecture import Architecture
+from tuner.training.data import Dataset, load_dataset, read_table
 
 if TYPE_CHECKING:
     import keras
@@ -31,16 +32,6 @@ if TYPE_CHECKING:
 MODEL_FILE = "model.keras"
 PREPROCESSING_FILE = "preprocessing.joblib"
 META_FILE = "model.json"
-
-
-@dataclass(frozen=True)
-class Fit:
-    """One refit: the trained network, its held-out loss, epochs and seed."""
-
-    model: keras.Model
-    loss: float
-    epochs: int
-    seed: int
 
 
 @dataclass(frozen=True)
@@ -74,24 +65,6 @@ def file_checksum(path: str) -> str | None:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
-def _refit_once(
-    config: Config, dataset: Dataset, x: np.ndarray, arch: Architecture, params: Mapping, seed: int
-) -> Fit:
-    """Train on all rows but a held-out part, early-stopped on it; score the best weights."""
-    import keras
-
-    from tuner.training.model import fit_model, held_out_loss
-
-    train, test = make_splits(dataset, 1, config.evaluation.test_size, seed)[0]
-    y = dataset.target
-    model, losses = fit_model(
-        arch, dict(params), config.evaluation, seed, x[train], y[train], x[test], y[test]
-    )
-    predictions = keras.ops.convert_to_numpy(model(x[test], training=False))
-    loss = held_out_loss(arch, y[test], predictions)
-    return Fit(model, loss if np.isfinite(loss) else float("inf"), len(losses), seed)
-
-
 def _versions() -> dict[str, str]:
     import keras
     import tensorflow as tf
@@ -114,9 +87,26 @@ def _id_column(frame: pd.DataFrame, dropped: list[str]) -> str | None:
     return next((c for c in present if frame[c].is_unique), None)
 
 
-def _metadata(results: StudyResults, dataset: Dataset, arch: Architecture, fits: list[Fit]) -> dict:
-    best, kept = results.best, min(fits, key=lambda f: f.loss)
-    data = results.config.data
+def _score(results: StudyResults, task: str) -> dict[str, Any]:
+    """The estimate the study reports for what is exported, and the search-time loss apart."""
+    found, best = results.winner, results.best
+    reported = best.confirm if found.confirmed else best.final if found.rescored else None
+    return {
+        "loss": found.loss,
+        "loss_se": found.loss_se,
+        "loss_std": found.loss_std,
+        "splits": found.reported_splits,
+        "members": found.members,
+        "estimate": found.describe(),
+        "search_loss": best.loss,
+        "search_loss_std": best.loss_std,
+        "metric": "log_loss" if task == "classification" else "rmse",
+        "metrics": dict(reported.metrics if reported is not None else best.metrics),
+    }
+
+
+def _metadata(results: StudyResults, dataset: Dataset, arch: Architecture, members: int) -> dict:
+    best, data = results.best, results.config.data
     return {
         "study": results.name,
         "storage": results.storage,
@@ -138,47 +128,41 @@ def _metadata(results: StudyResults, dataset: Dataset, arch: Architecture, fits:
             "batch_norm": arch.batch_norm,
             "l2": arch.l2,
             "n_params": arch.n_params,
+            "members": members,
         },
-        "score": {
-            "search_loss": best.loss,
-            "search_loss_std": best.loss_std,
-            "held_out_loss": kept.loss,
-            "seed": kept.seed,
-            "epochs": kept.epochs,
-            "refits": [{"seed": f.seed, "loss": f.loss, "epochs": f.epochs} for f in fits],
-            "metric": "log_loss" if dataset.task == "classification" else "rmse",
-        },
+        "score": _score(results, dataset.task),
         "data": {"path": data.path, "sha256": file_checksum(data.path), "rows": len(dataset)},
         "versions": _versions(),
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
 
 
-def export_model(
-    results: StudyResults, out: Path, seeds: int = 3, force: bool = False
-) -> ExportedModel:
-    """Refit the best point with `seeds` seeds and write the best fit's folder; returns it."""
-    if seeds < 1:
-        raise UsageError(f"--seeds: must be at least 1 (got {seeds})")
+def export_model(results: StudyResults, out: Path, force: bool = False) -> ExportedModel:
+    """Train the winner's `evaluation.splits` networks on all the rows (each on a split of
+    them, early-stopped on its held-out part, as a trial trains) and write the folder of the
+    model that averages them; returns it."""
     check_model_folder(out, force)
     started = time.perf_counter()
     best, config = results.best, results.config
     dataset = load_dataset(config.data)
-    preprocessor = make_preprocessor(dataset)
-    x = np.asarray(preprocessor.fit_transform(dataset.features), dtype="float32")
-    arch = decode(best.params, config.network, x.shape[1], dataset.n_outputs, dataset.task)
-    fits = [_refit_once(config, dataset, x, arch, best.params, best.seed + i) for i in range(seeds)]
-    kept = min(fits, key=lambda f: f.loss)
-    if not np.isfinite(kept.loss):
-        raise TunerError(f"every refit of trial {best.number} diverged; nothing was written")
-    meta = _metadata(results, dataset, arch, fits)
+    members = config.evaluation.splits
+    from tuner.training.ensemble import averaged_model, train_members  # Keras, when exporting
+
+    try:
+        preprocessor, replicas = train_members(config, dataset, best.params, best.seed, members)
+    except TrialFailed as exc:
+        raise TunerError(
+            f"trial {best.number}'s networks failed on all the rows ({exc}); nothing was written"
+        ) from exc
+    model = averaged_model(replicas, members)
+    meta = _metadata(results, dataset, replicas.arch, members)
     meta["id_column"] = _id_column(read_table(config.data.path), config.data.drop)
     out.mkdir(parents=True, exist_ok=True)
-    kept.model.save(out / MODEL_FILE)
+    model.save(out / MODEL_FILE)
     joblib.dump(preprocessor, out / PREPROCESSING_FILE)
     (out / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
     summary = {**meta, "folder": str(out), "seconds": time.perf_counter() - started}
-    return ExportedModel(kept.model, preprocessor, summary)
+    return ExportedModel(model, preprocessor, summary)
 
 
 def read_meta(folder: Path) -> dict[str, Any]:

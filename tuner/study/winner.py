@@ -1,9 +1,10 @@
 """The trial a study reports, and its loss: the lowest of a few noisy means is biased low, so a
-winner reports its mean on confirmation splits that did not choose it, when it has one."""
+winner reports its confirmation when it has one: the estimate, on splits that did not choose
+it, of the procedure `tuner export` saves (an ensemble of its networks, training/ensemble.py)."""
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +29,7 @@ class Winner:
     final_candidates: int = 0
     final_loss: float | None = None  # its mean on the final splits it was chosen on
     confirm_splits: int = 0
+    members: int = 1  # networks averaged in the procedure that `loss` estimates
 
     @property
     def rescored(self) -> bool:
@@ -46,17 +48,23 @@ class Winner:
         return self.final_splits if self.rescored else len(self.trial.split_losses)
 
     def describe(self) -> str:
-        """`#12: loss 0.6601 ± 0.0062 on 10 fresh splits`: the loss a user acts on, and how."""
+        """`#11: loss 0.4612 ± 0.0150, an ensemble of 2 networks on 6 fresh splits`: the loss
+        a user acts on, and what it is the loss of."""
         trial = self.trial
         text = f"#{trial.number}: loss {self.loss:.4f} ± {self.loss_se:.4f}"
+        if self.confirmed:
+            what = f"an ensemble of {self.members} networks" if self.members > 1 else "a network"
+            return f"{text}, {what} on {self.reported_splits} fresh splits"
         if not self.rescored:
-            return f"{text} (search-time, {self.reported_splits} splits; not re-scored)"
-        text += f" on {self.reported_splits} fresh splits"
+            splits = self.reported_splits
+            return f"{text} (search-time, {splits} splits; a single network's, not re-scored)"
+        text += f" on {self.reported_splits} fresh splits (a single network's"
         confirm = trial.confirm
-        if not self.confirmed and confirm is not None and not confirm.ok:
-            text += f" (its confirmation failed: {confirm.error_kind}; the best of "
-            text += f"{self.final_candidates} finalists' means is biased low)"
-        return text
+        if confirm is not None and not confirm.ok:
+            text += f"; its confirmation failed: {confirm.error_kind}"
+            if self.final_candidates > 1:
+                text += f"; the best of {self.final_candidates} finalists' means is biased low"
+        return f"{text})"
 
     def to_dict(self) -> dict[str, Any]:
         """The keys `--json` adds to the winner's trial."""
@@ -70,6 +78,7 @@ class Winner:
             "final_splits": self.final_splits,
             "final_candidates": self.final_candidates,
             "confirm_splits": self.confirm_splits,
+            "members": self.members,
         }
 
 
@@ -123,5 +132,13 @@ def winner(trials: Sequence[TrialRecord]) -> Winner | None:
     final, reported = best.final, best.confirm if confirmed else best.final
     assert final is not None and reported is not None and best.loss is not None
     loss = (reported.loss, reported.loss_std or 0.0, reported.loss_se, best.loss)
-    splits = reported.splits if confirmed else 0
-    return Winner(best, *loss, final.splits, len(group), final.loss, splits)  # type: ignore[arg-type]
+    splits, members = (reported.splits, confirm_members(best)) if confirmed else (0, 1)
+    found = (final.splits, len(group), final.loss, splits, members)
+    return Winner(best, *loss, *found)  # type: ignore[arg-type]
+
+
+def confirm_members(trial: TrialRecord) -> int:
+    """The networks averaged in `trial`'s confirmation (stored beside it by the end of the
+    search; 1, a single network, in a confirmation stored before ensembles)."""
+    stored = trial.attrs.get("confirm")
+    return int(stored.get("members", 1)) if isinstance(stored, Mapping) else 1
