@@ -349,7 +349,7 @@ def export(
             f"trial         {meta['trial']}",
             f"architecture  {meta['architecture']['description']}",
             f"networks      {meta['architecture']['members']}, averaged",
-            f"loss          {score['estimate']} (search loss {score['search_loss']:.4f})",
+            f"estimate      {score['estimate']}; search loss {score['search_loss']:.4f}",
             f"seconds       {meta['seconds']:.1f}",
         ]
         print_written(meta, lines, json)
