@@ -98,3 +98,15 @@ def test_the_exported_models_loss_on_unseen_rows_agrees_with_the_estimate():
         variances.append(estimate_se**2 + per_row.var(ddof=1) / len(per_row))
     se = np.sqrt(np.sum(variances)) / len(differences)
     assert abs(np.mean(differences)) <= 3 * se, (differences, se)
+
+
+def test_a_regression_estimate_is_in_the_targets_units():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(300, 2))
+    y = (1000.0 * x[:, 0] + rng.normal(0, 300.0, 300)).astype("float32")
+    features = pd.DataFrame(x, columns=["x0", "x1"])
+    dataset = Dataset(features, y, "regression", (), ("x0", "x1"), ())
+    score = evaluate_ensemble(config(splits=2), dataset, PARAMS, seed=4, members=2)
+    assert set(score.metrics) == {"rmse", "mae", "r2"}
+    assert score.metrics["rmse"] == pytest.approx(score.loss)
+    assert 200.0 < score.loss < 1000.0, "between the noise and the target's spread"

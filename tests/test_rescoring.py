@@ -269,6 +269,18 @@ def test_a_failed_confirmation_reports_the_rescored_loss(storage):
     assert "confirmation failed: diverged" in found.describe()
 
 
+def test_with_one_split_a_trial_the_confirmation_is_of_a_single_network(storage):
+    cfg = validate_config(
+        {**RAW, "evaluation": {"splits": 1}, "search": {**RAW["search"], "confirm_splits": 3}}
+    )
+    study, _ = searched(storage, cfg)
+    scorer = Noisy(1)
+    rescore_final(cfg, storage, study, scorer, QuietReporter())
+    found = study_result(storage, study).winner
+    assert found.confirmed and found.members == 1 and set(scorer.members) == {1}
+    assert found.describe().endswith(", a network on 3 fresh splits")
+
+
 class Flat(Noisy):
     """Every point has the same true loss, 0.5: any difference between means is noise."""
 
