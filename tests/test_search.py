@@ -75,6 +75,7 @@ def test_runs_the_budget_and_reports_the_best(storage):
         "final_splits",
         "final_candidates",
         "confirm_splits",
+        "members",
         "params",
         "study",
         "storage",
