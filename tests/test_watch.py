@@ -186,6 +186,15 @@ def test_the_bar_shows_a_long_trials_epoch_and_the_time_left():
     assert "eta 3m" in shown
     assert "  eta " not in next(line for line in shown.splitlines() if "best 0.5000" in line)
 
+    # Several slots: each slot's trial, with its epoch.
+    out.truncate(0)
+    reporter.search_started("s", 4, 1, 0, "end: ...")
+    reporter.trial_started(_record(1))
+    reporter.slots_changed({"w0": 1, "w1": None})
+    reporter.trial_progress(_record(1), 3, 0.25)
+    reporter.search_finished([_record(0)])
+    assert "w0: #1 epoch 3 loss 0.2500  w1: -" in out.getvalue()
+
 
 def test_the_debug_flag_does_not_stay_in_the_environment(run, monkeypatch):
     monkeypatch.delenv("TUNER_DEBUG", raising=False)

@@ -157,8 +157,11 @@ class ConsoleReporter(Reporter):
             return
         parts = []
         for slot, number in self._slots.items():
-            label = f"{slot}: #" if slot is not None else "trial "
-            parts.append(f"{label}{'-' if number is None else number}{self._epoch_text(number)}")
+            if slot is None:  # one slot
+                parts.append(f"trial {number}{self._epoch_text(number)}")
+            else:
+                trial = "-" if number is None else f"#{number}"
+                parts.append(f"{slot}: {trial}{self._epoch_text(number)}")
         self._progress.update(self._task, description="  ".join(parts), refresh=True)
 
     def _epoch_text(self, number: int | None) -> str:
