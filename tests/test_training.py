@@ -96,14 +96,15 @@ def test_each_update_is_its_keras_optimizer(name):
         "sgd": keras.optimizers.SGD(learning_rate=0.01, momentum=0.9),
         "rmsprop": keras.optimizers.RMSprop(learning_rate=0.01),
     }[name]
-    step = STEPS[name]
-    flat, m, v, steps = start, np.zeros_like(start), np.zeros_like(start), np.zeros((1, 1))
+    step, tensor = STEPS[name], keras.ops.convert_to_tensor
+    zeros, no_steps = np.zeros_like(start), np.zeros((1, 1), "float32")
+    flat, m, v, steps = tensor(start), tensor(zeros), tensor(zeros), tensor(no_steps)
     for _ in range(5):
-        grads = rng.normal(size=(1, 6)).astype("float32")
-        optimizer.apply([keras.ops.convert_to_tensor(grads)], [variable])
-        flat, m, v, steps = step(flat, m, v, steps, grads, np.array([True]), 0.01)
+        grads = tensor(rng.normal(size=(1, 6)).astype("float32"))
+        optimizer.apply([grads], [variable])
+        flat, m, v, steps = step(flat, m, v, steps, grads, tensor(np.array([True])), 0.01)
     np.testing.assert_allclose(keras.ops.convert_to_numpy(flat), variable.numpy(), rtol=1e-5)
-    frozen = step(flat, m, v, steps, grads, np.array([False]), 0.01)[0]
+    frozen = step(flat, m, v, steps, grads, tensor(np.array([False])), 0.01)[0]
     np.testing.assert_array_equal(
         keras.ops.convert_to_numpy(frozen), keras.ops.convert_to_numpy(flat)
     )

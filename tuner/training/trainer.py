@@ -1,4 +1,5 @@
-"""The product's trainer: one replica per split, all in one compiled TensorFlow call an epoch."""
+"""The product's trainer: one replica per split, all in one compiled call an epoch, on
+TensorFlow, JAX or PyTorch (the epoch's compilation: compiled.py)."""
 
 import logging
 import math
@@ -17,12 +18,12 @@ from keras import ops
 from tuner.config.schema import EvaluationConfig
 from tuner.errors import TrialFailed
 from tuner.training.architecture import Architecture, Training, training_of
+from tuner.training.compiled import State, epoch_function
 from tuner.training.data import PreparedSplit, TargetScale, target_scale
 from tuner.training.model import (
     Replicas,
     SplitResult,
     activation_layer,
-    fit_keras_replicas,
     load_replica,
     network,
     score_split,
@@ -39,13 +40,9 @@ from tuner.training.replicas import (
     take_replicas,
     worth_narrowing,
 )
-from tuner.training.updates import STEPS
 
 # keras.layers.BatchNormalization's defaults.
 BN_MOMENTUM, BN_EPSILON = 0.99, 1e-3
-# The state carried between epochs: weights, the optimiser's slots m and v, the steps per
-# replica, and the batch-norm moving statistics, (replicas, 2, units) per hidden layer.
-State = tuple[Any, Any, Any, Any, list[Any]]
 Weights = tuple[np.ndarray, list[np.ndarray]]  # flat weights and batch-norm statistics
 
 
@@ -58,13 +55,15 @@ class StackedNet:
         self.seed = keras.random.SeedGenerator(seed % 2**31)
 
     def initial_state(self, seeds: Sequence[int]) -> State:
-        """Keras's initial weights for each replica's seed; zero optimiser slots and steps."""
+        """Keras's initial weights for each replica's seed; zero optimiser slots and steps; the
+        dropout seed generator's first state."""
         flat = ops.convert_to_tensor(initial_weights(self.pieces, seeds))
         shapes = [(self.replicas, u) for u in (self.arch.hidden if self.arch.batch_norm else ())]
         stats = [np.stack([np.zeros(s), np.ones(s)], 1).astype("float32") for s in shapes]
         stats = [ops.convert_to_tensor(s) for s in stats]
         zeros = ops.zeros_like(flat)
-        return flat, zeros, zeros, ops.zeros((self.replicas, 1)), stats
+        seed = ops.convert_to_tensor(self.seed.state.value)
+        return flat, zeros, zeros, ops.zeros((self.replicas, 1)), stats, seed
 
     def unflatten(self, flat: Any) -> list[Any]:
         """The weight pieces, each (replicas, *shape), cut from the flat matrix."""
@@ -137,53 +136,6 @@ def _batch_norm(layer: dict[str, Any], stat: Any, x: Any, training: bool) -> tup
     return (x - mean) * scale + layer["beta"], stat
 
 
-def _gradients(
-    net: StackedNet, flat: Any, stats: list[Any], x: Any, y: Any, rows: Any
-) -> tuple[Any, list[Any], Any]:
-    """Losses, statistics and the flat gradient: the one TensorFlow-specific place."""
-    import tensorflow as tf
-
-    weights = net.unflatten(flat)
-    with tf.GradientTape() as tape:
-        tape.watch(weights)
-        losses, stats = net.losses(weights, stats, x, y, rows, training=True)
-        total = ops.sum(losses)
-    grads = tape.gradient(total, weights)
-    return losses, stats, ops.concatenate([ops.reshape(g, (net.replicas, -1)) for g in grads], 1)
-
-
-def epoch_function(
-    net: StackedNet, data: StackedData, batch: int, learning_rate: float, optimizer: str = "adam"
-) -> Callable[..., tuple[State, Any, Any]]:
-    """(state, indices, row weights, active) -> (state, training loss, held-out loss)."""
-    import tensorflow as tf
-
-    replicas, rows, width = data.x_train.shape
-    x_flat = ops.convert_to_tensor(data.x_train.reshape(replicas * rows, width))
-    y_flat = ops.convert_to_tensor(data.y_train.reshape(replicas * rows))
-    x_test, y_test = ops.convert_to_tensor(data.x_test), ops.convert_to_tensor(data.y_test)
-    update = STEPS[optimizer]
-
-    def epoch(state: State, indices: Any, weights: Any, active: Any) -> tuple[State, Any, Any]:
-        def step(i: Any, carry: tuple[Any, ...]) -> tuple[Any, ...]:
-            flat, m, v, steps, stats, total = carry
-            x = ops.reshape(ops.take(x_flat, indices[i], axis=0), (replicas, batch, width))
-            y = ops.reshape(ops.take(y_flat, indices[i], axis=0), (replicas, batch))
-            losses, new_stats, grads = _gradients(net, flat, stats, x, y, weights[i])
-            flat, m, v, steps = update(flat, m, v, steps, grads, active, learning_rate)
-            on = ops.reshape(active, (-1, 1, 1))
-            stats = [ops.where(on, new, old) for new, old in zip(new_stats, stats, strict=True)]
-            return flat, m, v, steps, stats, total + losses * ops.sum(weights[i])
-
-        carry = ops.fori_loop(0, indices.shape[0], step, (*state, ops.zeros((replicas,))))
-        flat, stats = carry[0], carry[4]
-        val, _ = net.losses(net.unflatten(flat), stats, x_test, y_test, None, training=False)
-        return carry[:5], carry[5] / rows, val
-
-    # AutoGraph is not needed (no Python control flow on tensors) and slows the trace.
-    return tf.function(epoch, autograph=False)
-
-
 class StackedReplicas(Replicas):
     """The stacked trainer's replicas: their best weights, and each training part's scale."""
 
@@ -217,8 +169,6 @@ def fit_replicas(
     A regression target trains standardised on each training part (TrialFailed: diverged)."""
     padded = pad_splits(splits)
     arch = replace(arch, n_inputs=padded[0].x_train.shape[1])
-    if keras.backend.backend() != "tensorflow":  # the compiled loop is TensorFlow's
-        return fit_keras_replicas(arch, params, padded, evaluation, seed)
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
     keras.backend.clear_session()
     scales = [target_scale(arch.task, split.y_train) for split in padded]
@@ -314,7 +264,8 @@ class _Stack:
         net = StackedNet(self.net.arch, len(self.ids), self.seed + len(times))
         self.run_epoch = self._compile(net)
         times.clear()
-        return (*(_rows(x, keep) for x in state[:4]), [_rows(s, keep) for s in state[4]])
+        rows = (*(_rows(x, keep) for x in state[:4]), [_rows(s, keep) for s in state[4]])
+        return (*rows, state[5])  # the dropout seed goes on
 
 
 def _rows(value: Any, keep: np.ndarray) -> Any:
