@@ -18,7 +18,9 @@ from tuner.errors import StudyError
 from tuner.optimize.asking import Asker
 from tuner.study.store import Storage, StudyRecord, TrialRecord, require_database
 from tuner.study.warmstart import warm_trials
+from tuner.study.winner import winner
 from tuner.training.architecture import Architecture
+from tuner.training.baselines import score_baselines
 from tuner.training.evaluate import Score, architecture_for, load_for_scoring, size_limit
 
 
@@ -144,6 +146,18 @@ def _run(config: Config, storage: Storage, study: StudyRecord, run: _Run) -> Sea
             worker.close(kill=True)
 
 
+def _baselines(config: Config, storage: Storage, study: StudyRecord, dataset: Any) -> None:
+    """Score the simple models on the winner's confirmation splits, kept beside it: whether
+    the network is worth it, at a glance (seconds of scikit-learn)."""
+    found = winner(storage.trials(study))
+    if found is None or not found.confirmed or found.trial.confirm is None:
+        return
+    confirm = found.trial.confirm
+    sizes = confirm.sizes or (confirm.splits,)
+    scored = score_baselines(config, dataset, confirm.seeds, sizes)
+    storage.set_attrs(found.trial, {"baselines": scored})
+
+
 def _end(
     config: Config, storage: Storage, study: StudyRecord, worker: Worker, run: _Run, time_up: bool
 ) -> SearchResult:
@@ -158,6 +172,7 @@ def _end(
     fitted = fit_final(config, storage.trials(study), end_room(config, run.deadline))
     if fitted.search.final_candidates > 0:
         rescore(fitted, storage, study, objective, run.reporter, run.signals)
+        _baselines(config, storage, study, run.dataset)
     result = study_result(storage, study, time_up)
     run.reporter.final_finished(result.winner)
     return replace(result, end_seconds=time.monotonic() - started)

@@ -99,12 +99,12 @@ def score_final(
     seeds: Sequence[int],
     sizes: Sequence[int],
     interrupted: Callable[[], bool] = lambda: False,
-    members: int = 1,
+    members: int | None = None,
 ) -> FinalScore:
-    """Score a trial's point on fresh splits, chunk by chunk (an ensemble of `members`
-    networks on each when more than 1); a failure is recorded."""
+    """Score a trial's point on fresh splits, chunk by chunk (with `members`, the ensemble of
+    that many networks each split's training part alone trains); a failure is recorded."""
     splits, scores = sum(sizes), []
-    options = {"members": members} if members > 1 else {}
+    options = {} if members is None else {"members": members}
     for seed, size in zip(seeds, sizes, strict=True):
         try:
             scores.append(objective(trial.params, seed, size, **options))

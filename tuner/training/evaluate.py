@@ -66,11 +66,12 @@ def evaluate_point(
     params: Mapping[str, Scalar],
     seed: int,
     *,
-    members: int = 1,
+    members: int | None = None,
 ) -> Score:
     """The mean held-out loss on `evaluation.splits` resampled splits (TrialFailed: diverged);
-    with `members` > 1, the loss of the averaged ensemble of that many networks instead."""
-    if members > 1:
+    with `members`, the loss of the averaged ensemble of that many networks trained on each
+    split's training part alone (the exported procedure) instead."""
+    if members is not None:
         from tuner.training.ensemble import evaluate_ensemble  # Keras only when it trains
 
         return evaluate_ensemble(config, dataset, params, seed, members)
