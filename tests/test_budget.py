@@ -53,12 +53,13 @@ TRIALS = [done(0, 0.5, 2.0), done(1, 0.4, 4.0), done(2, 0.6, 1.0), done(3, 0.9, 
 
 @pytest.mark.parametrize(
     ("calls", "expected"),
-    [(20, (3, 5, 5)), (19, (3, 4, 5)), (8, (3, 2, 2)), (7, (2, 2, 3)), (5, (1, 2, 3)),
-     (3, (1, 1, 2)), (2, (1, 2, 0)), (1, (1, 1, 0)), (0, (0, 0, 0))],
+    [(20, (3, 5, 5)), (19, (3, 4, 5)), (8, (3, 2, 2)), (7, (2, 2, 3)), (5, (1, 0, 5)),
+     (3, (1, 0, 3)), (2, (1, 0, 2)), (1, (1, 1, 0)), (0, (0, 0, 0))],
 )  # fmt: skip
 def test_the_plan_drops_finalists_before_going_under_four_splits_each(calls, expected):
-    # The winner's confirmation (an ensemble, a call an outer split) is planned with one
-    # finalist too; under 2 calls it is none, its loss would have no standard error.
+    # One finalist left: its re-score would choose nothing, so every call goes to its
+    # confirmation (an ensemble, a call an outer split); under 2 calls of that it is
+    # re-scored instead, its loss would have no standard error.
     assert plan(calls * 2.0, (2.0, 2.0, 2.0), 5, 5, splits=2) == expected
 
 
@@ -69,9 +70,20 @@ def test_the_plan_in_other_shapes():
     assert plan(15, same, 2, 10, splits=2) == (3, 2, 9), "the calls left go to the confirmation"
     assert plan(12, same, 10, 10, splits=1) == (2, 4, 4), "4 splits of 1"
     assert plan(1, same, 10, 10, splits=1) == (0, 0, 0), "a re-score on 1 split is none"
-    assert plan(2, same, 10, 10, splits=1) == (1, 2, 0)
-    assert plan(4, same, 10, 10, splits=1) == (1, 2, 2)
+    assert plan(2, same, 10, 10, splits=1) == (1, 0, 2)
+    assert plan(4, same, 10, 10, splits=1) == (1, 0, 4)
+    assert plan(2, same, 10, 0, splits=1) == (1, 2, 0), "no confirmation: re-scored"
     assert plan(5, (), 5, 5, splits=2) == (0, 0, 0), "no finalists"
+
+
+def test_a_lone_finalist_is_confirmed_not_rescored():
+    # Its re-score would choose nothing: the calls go to the confirmation, up to all of it.
+    assert plan(100.0, (3.0,), 5, 4, splits=3) == (1, 0, 4)
+    assert plan(9.0, (3.0,), 5, 4, splits=3) == (1, 0, 3)
+    assert plan(6.0, (3.0,), 5, 4, splits=3) == (1, 0, 2), "MIN_CONFIRM calls"
+    assert plan(5.9, (3.0,), 5, 4, splits=3) == (1, 1, 0), "else re-scored, as before"
+    assert plan(3.0, (3.0,), 5, 1, splits=3) == (1, 0, 1), "1 call is all that is wanted"
+    assert plan(2.9, (3.0,), 5, 4, splits=3) == (0, 0, 0), "nothing fits"
 
 
 def test_the_plan_counts_each_finalists_own_seconds():
@@ -80,9 +92,10 @@ def test_the_plan_counts_each_finalists_own_seconds():
     # confirmation the 16 s left, at the slowest's 4 s a call.
     assert plan(30.0, (4.0, 2.0, 1.0), 5, 5, splits=2) == (3, 2, 4)
     # Cheap finalists behind a slow best one: it alone is kept when the rest cannot be paid,
-    # its confirmation first when 2 calls of it fit.
-    assert plan(10.0, (4.0, 0.5, 0.5), 5, 5, splits=2) == (1, 2, 0)
-    assert plan(12.0, (4.0, 0.5, 0.5), 5, 5, splits=2) == (1, 1, 2)
+    # and confirmed on as many calls as fit.
+    assert plan(7.0, (4.0, 0.5, 0.5), 5, 5, splits=2) == (1, 1, 0)
+    assert plan(10.0, (4.0, 0.5, 0.5), 5, 5, splits=2) == (1, 0, 2)
+    assert plan(12.0, (4.0, 0.5, 0.5), 5, 5, splits=2) == (1, 0, 3)
     assert plan(20.0, (4.0, 0.5, 0.5), 5, 5, splits=2) == (3, 2, 2)
 
 
@@ -100,7 +113,8 @@ def test_the_reserve_is_the_finalists_expected_time_capped_by_the_share():
     assert final_reserve(config(time_budget=100), TRIALS) == pytest.approx(20.0 + 3)
     share = config(time_budget=100, final_share=0.5)
     assert final_reserve(share, TRIALS) == pytest.approx(50.0 + 3)
-    assert final_reserve(config(time_budget=1000, final_candidates=1), TRIALS) == 60.0 + 3
+    lone = config(time_budget=1000, final_candidates=1)  # confirmed only: 10 calls of 4 s
+    assert final_reserve(lone, TRIALS) == 40.0 + 3
     assert final_reserve(config(), TRIALS) == 0.0, "no budget, nothing kept"
     assert final_reserve(config(time_budget=100), []) == 0.0
     assert final_reserve(config(time_budget=100, final_share=0), TRIALS) == 3.0, (
@@ -135,28 +149,51 @@ def test_the_end_is_kept_whole_when_it_fits_and_cut_when_not():
     assert cut.time_budget == 600
     assert fit_final(whole, TRIALS, 3.0).search.final_candidates == 0, "nothing fits"
     alone = fit_final(whole, TRIALS, 10.0).search  # 4 s a call: the best one alone, 2 calls
-    assert (alone.final_candidates, alone.final_splits, alone.confirm_splits) == (1, 4, 0)
+    assert (alone.final_candidates, alone.final_splits, alone.confirm_splits) == (1, 0, 2)
+    starved = fit_final(whole, TRIALS, 6.0).search  # 1 call: re-scored, not confirmed
+    assert (starved.final_candidates, starved.final_splits, starved.confirm_splits) == (1, 2, 0)
+
+
+def test_a_lone_finalist_costs_its_confirmation_only():
+    one = config(time_budget=1000, final_candidates=1)  # trial 1, 4 s a call
+    todo = pending(one, TRIALS)
+    assert todo.alone and todo.confirm == 10 and todo.seconds == 40.0
+    assert final_reserve(one, TRIALS) == 40.0 + 3
+    whole = fit_final(one, TRIALS, 100.0).search  # it fits, yet is not re-scored
+    assert (whole.final_candidates, whole.final_splits, whole.confirm_splits) == (1, 0, 10)
+    cut = fit_final(one, TRIALS, 20.0).search
+    assert (cut.final_candidates, cut.final_splits, cut.confirm_splits) == (1, 0, 5)
+    off = config(time_budget=1000, final_candidates=1, confirm_splits=0)
+    assert not pending(off, TRIALS).alone, "no confirmation: its re-score is its loss"
 
 
 def test_the_plan_said_at_the_start_fits_the_share_of_a_trial_budget():
     # 15 trials of one call each: the end may take 3.75 calls (20% of the run), so the best
-    # trial alone on 1 call (2 fresh splits), and its ensemble confirmed in 2 calls.
+    # trial alone, not re-scored (that would choose nothing): its ensemble confirmed in 3 calls.
     default = config(init_points=5, n_iter=10)
     planned = planned_end(default).search
-    assert (planned.final_candidates, planned.final_splits, planned.confirm_splits) == (1, 2, 2)
+    assert (planned.final_candidates, planned.final_splits, planned.confirm_splits) == (1, 0, 3)
     assert describe_end(default) == (
-        "end: 1 finalist(s) re-scored on fresh splits (2 each), the winner (as exported: an "
-        "ensemble of 2 networks) confirmed on 2 more; at most 20% of the run"
+        "end: the best trial confirmed as exported (an ensemble of 2 networks) on 3 fresh "
+        "splits; at most 20% of the run"
+    )
+    short = config(init_points=3, n_iter=3)  # 1.5 calls: too few to confirm, re-scored
+    assert describe_end(short) == "end: 1 finalist(s) re-scored on fresh splits (2 each); " + (
+        "at most 20% of the run"
     )
     # 30 trials: 7.5 calls, 2 finalists on 4 splits (4 calls) and the winner confirmed on 3.
     course = planned_end(config(init_points=10, n_iter=20)).search
     assert (course.final_candidates, course.final_splits, course.confirm_splits) == (2, 4, 3)
     assert "networks) confirmed on 3 more" in describe_end(config(init_points=10, n_iter=20))
     single = validate_config({"data": NO_DATA, "space": BOWL_SPACE, "evaluation": {"splits": 1}})
-    assert "the winner (as exported: a network) confirmed on" in describe_end(single)
+    assert "the best trial confirmed as exported (a network) on 7" in describe_end(single)
     budget = config(time_budget=600)
     assert planned_end(budget) is budget, "with a time budget, cut at the end to the time left"
     assert describe_end(budget).startswith("end: up to 3 finalist(s)")
+    assert describe_end(config(time_budget=600, final_candidates=1)) == (
+        "end: the best trial confirmed as exported (an ensemble of 2 networks) on up to 10 "
+        "fresh splits; at most 20% of the run"
+    )
     assert "no re-score" in describe_end(config(final_candidates=0))
 
 
@@ -210,7 +247,9 @@ def test_a_time_budget_keeps_its_share_for_the_end(workers, write_config, tmp_pa
     found = json.loads(result.stdout)
     trials = json.loads(CliRunner().invoke(cli, ["trials", str(path), "--json"]).stdout)
     assert len(trials["trials"]) < 40, "the time budget ended the trials"
-    assert found["final_splits"] > 0, f"time was kept for the end: {result.stderr[-1500:]}"
+    # A re-score, or a lone finalist's confirmation alone.
+    kept = found["final_splits"] > 0 or found["confirm_splits"] > 0
+    assert kept, f"time was kept for the end: {result.stderr[-1500:]}"
     assert 1 <= end_calls(found) <= 10, "cut to what fits in 0.4 of 10 s at 0.4 s a call"
 
 

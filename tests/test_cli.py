@@ -164,7 +164,9 @@ def test_search_end_to_end_then_resume_adds_only_the_new_budget(run, write_confi
     ]
     assert result.stderr.index("end: ") < result.stderr.index("trial   0")
     assert "re-scoring the best 2 trial(s) on 4 fresh splits" in result.stderr
-    assert f"confirming the winner #{best['trial']} on 2 other fresh splits" in result.stderr
+    assert f"confirming the winner #{best['trial']} as it is exported (each of 2 more" in (
+        result.stderr
+    )
     assert f"winner: #{best['trial']}: loss {best['loss']:.4f} ± " in result.stderr
     assert "an ensemble of 2 networks on 2 fresh splits" in result.stderr
 

@@ -20,7 +20,9 @@ from tests.conftest import BOWL_SPACE, NO_DATA, ROOT
 from tests.objectives import noisy_losses
 from tuner.cli.commands import cli as cli_group
 from tuner.config.schema import validate_config
+from tuner.engine.budget import fit_final, pending
 from tuner.engine.final import (
+    alone,
     candidates,
     confirm_seeds,
     final_seeds,
@@ -257,6 +259,60 @@ def test_one_finalist_is_confirmed_too_and_confirm_splits_0_is_not(storage):
     assert found.confirmed and found.members == 2 and found.loss == found.trial.confirm.loss
 
 
+def test_a_lone_finalist_is_confirmed_as_exported_not_rescored(storage):
+    """Its re-score would choose nothing: the end confirms it straight away, and a resumed
+    search keeps that confirmation."""
+    cfg = config(final_candidates=1, confirm_splits=4)
+    study, _ = searched(storage, cfg)
+    end = fit_final(cfg, storage.trials(study), 60.0)
+    assert (end.search.final_candidates, end.search.final_splits) == (1, 0)
+    scorer = Noisy(2)
+    rescore_final(end, storage, study, scorer, QuietReporter())
+    trials = storage.trials(study)
+    first = candidates(trials, 1)[0]
+    assert scorer.calls == [(s, first.params) for s in confirm_seeds(end, trials)]
+    assert scorer.members == [2] * 4, "the ensemble, an outer split a call"
+    used = trial_ranges(trials, 2)
+    assert not any(overlaps((s, s + 2), r) for s, _ in scorer.calls for r in used)
+    assert first.final is None and first.confirm.splits == 4
+    result = study_result(storage, study)
+    found = result.winner
+    assert found.trial.number == first.number and found.confirmed and not found.rescored
+    assert found.loss == first.confirm.loss and found.members == 2
+    assert found.describe().endswith(", an ensemble of 2 networks on 4 fresh splits")
+    data = result.to_dict()
+    assert (data["final_splits"], data["final_loss"], data["final_candidates"]) == (0, None, 1)
+    assert data["confirm_splits"] == data["loss_splits"] == 4
+    assert data["loss_se"] == pytest.approx(np.std(first.confirm.split_losses, ddof=1) / 2)
+    assert pending(cfg, trials).seconds == 0 and pending(cfg, trials).confirm == 0
+    again = Noisy(2)
+    rescore_final(fit_final(cfg, trials, 60.0), storage, study, again, QuietReporter())
+    assert again.calls == [], "a resumed search keeps the confirmation"
+
+
+def test_a_lone_confirmation_replaces_an_earlier_ends_rescore(storage):
+    two = config(final_candidates=2)
+    study, _ = searched(storage, two)
+    rescore_final(two, storage, study, Noisy(2), QuietReporter())
+    first = candidates(storage.trials(study), 1)[0]
+    assert first.final is not None
+    # A later end on a single finalist: the old re-score would choose among the old finalists.
+    rescore_final(alone(config(confirm_splits=2)), storage, study, Noisy(2), QuietReporter())
+    found = winner(storage.trials(study))
+    assert found.trial.number == first.number and found.trial.final is None
+    assert found.confirmed and found.confirm_splits == 2
+
+
+def test_a_failed_lone_confirmation_reports_the_search_time_loss(storage):
+    cfg = config(confirm_splits=2)
+    study, _ = searched(storage, cfg)
+    failing = Noisy(2, fail_if=lambda *_: True)
+    rescore_final(alone(cfg), storage, study, failing, QuietReporter())
+    found = winner(storage.trials(study))
+    assert not found.fresh and found.loss == found.search_loss
+    assert found.describe().endswith("not re-scored; its confirmation failed: diverged)")
+
+
 def test_a_failed_confirmation_reports_the_rescored_loss(storage):
     cfg = config(final_candidates=2, confirm_splits=2)
     study, _ = searched(storage, cfg)
@@ -433,6 +489,32 @@ def test_search_json_best_and_trials_report_the_rescored_winner(cli, write_confi
     }
     assert calls(tmp_path / "calls.log") == logged
     assert "2 already re-scored" in again.stderr
+
+
+def test_a_lone_finalists_end_confirms_it_and_reports_that(cli, write_config, tmp_path):
+    config = write_config("lone", search={"init_points": 3, "n_iter": 1, "final_candidates": 1})
+    result = cli("search", config, *NOISY, "--json")
+    assert result.exit_code == 0, result.output
+    end = [line for line in result.stderr.splitlines() if line.startswith("end: ")]
+    assert end == [
+        "end: the best trial confirmed as exported (an ensemble of 2 networks) on 2 fresh "
+        "splits; at most 90% of the run"
+    ]
+    assert "re-scoring" not in result.stderr
+    found = json.loads(result.stdout)
+    trials = json.loads(cli("trials", config, "--json").stdout)["trials"]
+    assert all(t["final"] is None for t in trials), "no re-score"
+    confirm = trials[found["trial"]]["confirm"]
+    assert found["loss"] == confirm["loss"] and found["confirm_splits"] == 2 == found["loss_splits"]
+    assert (found["final_splits"], found["final_candidates"], found["members"]) == (0, 1, 2)
+    assert f"winner: #{found['trial']}: loss {found['loss']:.4f} ± " in result.stderr
+    assert "an ensemble of 2 networks on 2 fresh splits" in result.stderr
+    table = cli("best", config).stdout
+    assert "(2 fresh splits, the exported ensemble of 2)" in table and "search loss" in table
+    logged = calls(tmp_path / "calls.log")
+    assert len(logged) == 4 + 2, "4 trials, then 2 confirmation calls"
+    again = cli("search", config, *NOISY, "--resume", "--json")
+    assert again.exit_code == 0 and calls(tmp_path / "calls.log") == logged, "kept on resume"
 
 
 def test_final_candidates_0_reports_the_search_time_loss(cli, write_config, tmp_path):

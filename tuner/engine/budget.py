@@ -1,5 +1,6 @@
 """The time budget, and the search's end (final.py) cut to at most `search.final_share` of the
-run's wall time: fewer finalists, or fewer splits each."""
+run's wall time: fewer finalists, or fewer splits each; a lone finalist is confirmed, not
+re-scored."""
 
 import math
 import time
@@ -10,9 +11,10 @@ import numpy as np
 
 from tuner.config.schema import Config
 from tuner.engine.final import (
+    alone,
     candidates,
     confirm_chunks,
-    confirm_seeds,
+    confirm_holds,
     final_chunks,
     final_seeds,
     holds,
@@ -68,26 +70,32 @@ class Pending:
     per: int  # calls per finalist
     confirm: int  # calls of the confirmation still to do (one outer split of an ensemble each)
     slowest: float  # seconds of one call of the slowest finalist (the winner may be it)
+    alone: bool = False  # a lone finalist, confirmed rather than re-scored (`plan`)
 
     @property
     def seconds(self) -> float:
-        return self.per * sum(self.undone) + self.confirm * self.slowest
+        rescore = 0.0 if self.alone else self.per * sum(self.undone)
+        return rescore + self.confirm * self.slowest
 
 
 def pending(config: Config, trials: Sequence[TrialRecord]) -> Pending:
-    """The end's calls still to do, as configured (an unknown finalist costs the slowest's)."""
+    """The end's calls still to do, as configured (an unknown finalist costs the slowest's);
+    a lone finalist's are its confirmation's (`alone`)."""
     search = config.search
     chosen = candidates(trials, search.final_candidates)
     sizes = final_chunks(config)
-    seeds = final_seeds(config, trials) if chosen else []
     splits = config.evaluation.splits
     slowest = max((call_seconds(t, splits) for t in chosen), default=0.0)
+    if len(chosen) == 1 and search.confirm_splits > 0:
+        lone = alone(config)
+        confirm = 0 if confirm_holds(lone, trials, chosen[0]) else len(confirm_chunks(lone))
+        return Pending(1, (slowest,), len(sizes), confirm, slowest, alone=True)
+    seeds = final_seeds(config, trials) if chosen else []
     undone = [t for t in chosen if not holds(t.final, seeds, sum(sizes))]
     confirm = len(confirm_chunks(config)) if chosen else 0
     if confirm and not undone:
         found = winner(trials)
-        seeds = confirm_seeds(config, trials)
-        if found is None or holds(found.trial.confirm, seeds, search.confirm_splits):
+        if found is None or confirm_holds(config, trials, found.trial):
             confirm = 0
     costs = tuple(call_seconds(t, splits) or slowest for t in undone)
     return Pending(len(chosen), costs, len(sizes), confirm, slowest)
@@ -120,8 +128,8 @@ def plan(
     whose call costs `costs` (best first), at most `per` calls each, and at most `confirm`
     calls of the winner's confirmation (at the slowest's cost): all finalists while each keeps
     `MIN_SPLITS` fresh splits and the confirmation as many calls as a finalist, else fewer,
-    else the best alone on 2 splits or more; the calls left go to the confirmation, which
-    gets `MIN_CONFIRM` calls or none."""
+    the calls left going to the confirmation (`MIN_CONFIRM` calls or none); else the best
+    alone (`plan_alone`)."""
 
     def cost(n: int, each: int) -> float:
         return each * sum(costs[:n]) + min(confirm, each) * max(costs[:n])
@@ -131,32 +139,47 @@ def plan(
         return calls if calls >= min(confirm, MIN_CONFIRM) else 0
 
     least = min(per, math.ceil(MIN_SPLITS / splits))
-    for n in range(len(costs), 0, -1):
+    for n in range(len(costs), 1, -1):
         each = max((e for e in range(1, per + 1) if cost(n, e) <= left), default=0)
         if each >= least:
             return n, each, confirmed(n, each)
-    # The best alone: its fresh splits choose nothing, but are its loss should the
-    # confirmation fail; the confirmation, the loss it reports, comes first.
-    alone = math.ceil(2 / splits)
-    if not costs or alone > per or alone * costs[0] > left:
-        return 0, 0, 0
-    if confirmed(1, alone):
-        return 1, alone, confirmed(1, alone)
-    return 1, min(per, int(left // costs[0])), 0
+    return plan_alone(left, costs[0], per, confirm, splits) if costs else (0, 0, 0)
+
+
+def plan_alone(
+    left: float, cost: float, per: int, confirm: int, splits: int
+) -> tuple[int, int, int]:
+    """`plan` for the best finalist alone, a call costing `cost`: its re-score would choose
+    nothing, so the calls go to its confirmation, the loss it reports of what is exported;
+    only where `MIN_CONFIRM` calls of that do not fit is it re-scored (on 2 splits or more),
+    for a loss on splits that did not choose it."""
+    calls = int(left // cost)
+    if confirm and min(confirm, calls) >= min(confirm, MIN_CONFIRM):
+        return 1, 0, min(confirm, calls)
+    each = min(per, calls)
+    return (1, each, 0) if each * splits >= 2 else (0, 0, 0)
 
 
 def fit_final(config: Config, trials: Sequence[TrialRecord], left: float) -> Config:
-    """The config with the end cut to fit `left` seconds (uncut once a finalist is re-scored)."""
+    """The config with the end cut to fit `left` seconds (uncut once a finalist is re-scored);
+    a lone finalist's as `plan_alone` gives it (as configured once its confirmation is held)."""
     todo = pending(config, trials)
-    if todo.slowest <= 0 or todo.seconds <= left or len(todo.undone) < todo.finalists:
+    if todo.alone and (todo.confirm == 0 or todo.slowest <= 0):
+        return alone(config)
+    whole = todo.seconds <= left and not todo.alone
+    if todo.slowest <= 0 or whole or len(todo.undone) < todo.finalists:
         return config
     return _cut(config, *plan(left, todo.undone, todo.per, todo.confirm, config.evaluation.splits))
 
 
 def _cut(config: Config, count: int, each: int, confirm: int) -> Config:
+    """`config` with `count` finalists on `each` calls (none: a lone one is not re-scored) and
+    `confirm` confirmation calls."""
     search, splits = config.search, config.evaluation.splits
-    final = max(2, min(search.final_splits, each * splits))
     confirmed = min(search.confirm_splits, confirm)  # one outer split a call
+    if count == 1 and each == 0:
+        return alone(config, confirmed)
+    final = max(2, min(search.final_splits, each * splits))
     cut = {"final_candidates": count, "final_splits": final, "confirm_splits": confirmed}
     return config.model_copy(update={"search": search.model_copy(update=cut)})
 
@@ -179,11 +202,14 @@ def describe_end(config: Config) -> str:
     if planned.final_candidates == 0:
         return "end: no re-score (search.final_candidates is 0, or the budget is too small)"
     upto = "up to " if search.time_budget is not None else ""
+    members = config.evaluation.splits
+    what = f"an ensemble of {members} networks" if members > 1 else "a network"
+    if planned.final_candidates == 1 and planned.confirm_splits > 0:  # `plan_alone`
+        text = f"end: the best trial confirmed as exported ({what}) on {upto}"
+        return f"{text}{planned.confirm_splits} fresh splits; {share}"
     text = f"end: {upto}{planned.final_candidates} finalist(s) re-scored on fresh splits"
     text += f" ({upto}{planned.final_splits} each)"
-    members = config.evaluation.splits
     if planned.confirm_splits > 0:
-        what = f"an ensemble of {members} networks" if members > 1 else "a network"
         text += f", the winner (as exported: {what}) confirmed on {upto}"
         text += f"{planned.confirm_splits} more"
     return f"{text}; {share}"

@@ -1,7 +1,9 @@
 """The end of a search: the finalists re-scored on fresh splits (single networks, as trials
 score them), then the winner confirmed on other fresh splits as what `tuner export` saves: an
 ensemble of `evaluation.splits` networks (training/ensemble.py). The loss reported is that
-confirmation's mean, on splits that did not choose the winner.
+confirmation's mean, on splits that did not choose the winner. A lone finalist is not re-scored
+(`search.final_splits` 0, as budget.py plans it): a re-score of one chooses nothing, and its
+calls go to the confirmation, the estimate of what is exported.
 
 Chunk c of the re-score draws its seed from `SeedSequence([search.seed, FINAL_TAG, c, attempt])`
 (CONFIRM_TAG for the confirmation); a seed `s` on `n` splits uses the seeds `s .. s+n-1` (a
@@ -11,6 +13,7 @@ confirmation chunk, one outer split of `evaluation.splits` networks, those of it
 import itertools
 import math
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -143,6 +146,23 @@ def holds(score: FinalScore | None, seeds: Sequence[int], splits: int) -> bool:
     return score is not None and (score.seeds, score.splits) == (tuple(seeds), splits)
 
 
+def alone(config: Config, confirm_splits: int | None = None) -> Config:
+    """`config`'s end for a lone finalist: confirmed on `confirm_splits` (as configured unless
+    given), not re-scored. By `model_copy`, which does not validate: final_splits 0 is the
+    end's own, the schema's least (2) is for configs users write."""
+    search = config.search
+    calls = search.confirm_splits if confirm_splits is None else confirm_splits
+    cut = {"final_candidates": 1, "final_splits": 0, "confirm_splits": calls}
+    return config.model_copy(update={"search": search.model_copy(update=cut)})
+
+
+def confirm_holds(config: Config, trials: Sequence[TrialRecord], trial: TrialRecord) -> bool:
+    """True when `trial` holds this end's confirmation: its seeds, splits and members."""
+    seeds = confirm_seeds(config, trials)
+    held = holds(trial.confirm, seeds, config.search.confirm_splits)
+    return held and confirm_members(trial) == config.evaluation.splits
+
+
 def rescore_final(
     config: Config,
     storage: Storage,
@@ -153,9 +173,13 @@ def rescore_final(
 ) -> None:
     """Re-score the finalists not yet re-scored on these seeds; then confirm the winner, as an
     ensemble of `evaluation.splits` networks, on `search.confirm_splits` more splits, unless it
-    holds that already."""
+    holds that already. With `search.final_splits` 0, confirm the first finalist alone."""
     trials = storage.trials(study)
     chosen = candidates(trials, config.search.final_candidates)
+    if config.search.final_splits <= 0:
+        if chosen:
+            _confirm(config, storage, trials, chosen[0], objective, reporter, interrupted)
+        return
     sizes, seeds = final_chunks(config), final_seeds(config, trials)
     todo = [t for t in chosen if not holds(t.final, seeds, sum(sizes))]
     reporter.final_started(chosen, sum(sizes), len(todo))
@@ -164,17 +188,33 @@ def rescore_final(
         reporter.final_scored(storage.record_final(trial, final))
     trials = storage.trials(study)
     found = winner(trials)
-    if config.search.confirm_splits <= 0 or found is None or not found.rescored:
+    if found is not None and found.rescored:
+        _confirm(config, storage, trials, found.trial, objective, reporter, interrupted)
+
+
+def _confirm(
+    config: Config,
+    storage: Storage,
+    trials: Sequence[TrialRecord],
+    trial: TrialRecord,
+    objective: FinalObjective,
+    reporter: Reporter,
+    interrupted: Callable[[], bool],
+) -> None:
+    """Confirm `trial` as exported on `search.confirm_splits` fresh splits, unless it holds
+    that confirmation already."""
+    if config.search.confirm_splits <= 0 or confirm_holds(config, trials, trial):
         return
     sizes, seeds = confirm_chunks(config), confirm_seeds(config, trials)
     members = config.evaluation.splits
-    if holds(found.trial.confirm, seeds, sum(sizes)) and confirm_members(found.trial) == members:
-        return
-    reporter.confirm_started(found.trial, sum(sizes))
-    score = score_final(objective, found.trial, seeds, sizes, interrupted, members)
+    reporter.confirm_started(trial, sum(sizes))
+    score = score_final(objective, trial, seeds, sizes, interrupted, members)
     # The members beside the score, in one write: the winner says what its loss is of.
-    stored = {"confirm": {**score.to_dict(), "members": members}}
-    reporter.confirm_scored(storage.set_attrs(found.trial, stored))
+    stored: dict[str, Any] = {"confirm": {**score.to_dict(), "members": members}}
+    if config.search.final_splits <= 0:
+        # A re-score from an earlier end is not this end's: the winner would choose by it.
+        stored["final"] = None
+    reporter.confirm_scored(storage.set_attrs(trial, stored))
 
 
 def rescore(

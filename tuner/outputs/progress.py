@@ -251,7 +251,7 @@ class ConsoleReporter(Reporter):
 
     def confirm_scored(self, trial: TrialRecord) -> None:
         assert trial.confirm is not None
-        kept = "its re-scored loss is reported"
+        kept = f"its {'re-scored' if trial.final is not None else 'search-time'} loss is reported"
         self._step_done()
         self._console.print(_scored_line(trial, trial.confirm, "confirmed", "confirmation", kept))
 

@@ -154,12 +154,12 @@ def _best_table(study: str, winner: Winner) -> Table:
     table.add_column("key")
     table.add_column("value")
     table.add_row("trial", str(winner.trial.number))
-    how = "fresh splits" if winner.rescored else "search-time splits; not re-scored"
+    how = "fresh splits" if winner.fresh else "search-time splits; not re-scored"
     if winner.confirmed:  # the exported procedure's estimate
         how += f", the exported ensemble of {winner.members}" if winner.members > 1 else ""
     loss = f"{winner.loss:.4f} ± {winner.loss_se:.4f} ({winner.reported_splits} {how})"
     table.add_row("loss", loss)
-    if winner.rescored:
+    if winner.fresh:
         splits = len(winner.trial.split_losses)
         table.add_row("search loss", f"{winner.search_loss:.4f} ({splits} splits)")
     source, found = winner_metrics(winner)

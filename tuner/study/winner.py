@@ -26,7 +26,7 @@ class Winner:
     loss_se: float
     search_loss: float
     final_splits: int = 0
-    final_candidates: int = 0
+    final_candidates: int = 0  # the finalists the end kept (1: a lone one, maybe not re-scored)
     final_loss: float | None = None  # its mean on the final splits it was chosen on
     confirm_splits: int = 0
     members: int = 1  # networks averaged in the procedure that `loss` estimates
@@ -38,8 +38,15 @@ class Winner:
 
     @property
     def confirmed(self) -> bool:
-        """True when `loss` comes from confirmation splits."""
+        """True when `loss` comes from confirmation splits (a lone finalist's, without a
+        re-score, too)."""
         return self.confirm_splits > 0
+
+    @property
+    def fresh(self) -> bool:
+        """True when `loss` is on fresh splits (a confirmation's or a re-score's), not on the
+        splits the search chose by."""
+        return self.confirmed or self.rescored
 
     @property
     def reported_splits(self) -> int:
@@ -57,13 +64,11 @@ class Winner:
             return f"{text}, {what} on {self.reported_splits} fresh splits"
         if not self.rescored:
             splits = self.reported_splits
-            return f"{text} (search-time, {splits} splits; a single network's, not re-scored)"
-        text += f" on {self.reported_splits} fresh splits (a single network's"
-        confirm = trial.confirm
-        if confirm is not None and not confirm.ok:
-            text += f"; its confirmation failed: {confirm.error_kind}"
-            if self.final_candidates > 1:
-                text += f"; the best of {self.final_candidates} finalists' means is biased low"
+            text += f" (search-time, {splits} splits; a single network's, not re-scored"
+            return f"{text}{_failed(trial)})"
+        text += f" on {self.reported_splits} fresh splits (a single network's{_failed(trial)}"
+        if _failed(trial) and self.final_candidates > 1:
+            text += f"; the best of {self.final_candidates} finalists' means is biased low"
         return f"{text})"
 
     def to_dict(self) -> dict[str, Any]:
@@ -80,6 +85,14 @@ class Winner:
             "confirm_splits": self.confirm_splits,
             "members": self.members,
         }
+
+
+def _failed(trial: TrialRecord) -> str:
+    """`; its confirmation failed: diverged` when it did, else ''."""
+    confirm = trial.confirm
+    if confirm is None or confirm.ok:
+        return ""
+    return f"; its confirmation failed: {confirm.error_kind}"
 
 
 def ranked(trials: Sequence[TrialRecord]) -> list[TrialRecord]:
@@ -117,16 +130,15 @@ def finalists(order: Sequence[TrialRecord]) -> list[TrialRecord]:
 
 
 def winner(trials: Sequence[TrialRecord]) -> Winner | None:
-    """The finalist with the lowest re-scored mean, else the first of `finalist_order`."""
+    """The finalist with the lowest re-scored mean, else the first of `finalist_order` (its
+    confirmation's loss when a lone end confirmed it)."""
     order = finalist_order(trials)
     if not order:
         return None
     group = finalists(order)
     scored = [t for t in group if t.final is not None and t.final.ok]
     if not scored:
-        trial, std = order[0], order[0].loss_std or 0.0
-        se = std / math.sqrt(max(1, len(trial.split_losses)))
-        return Winner(trial, trial.loss, std, se, trial.loss)  # type: ignore[arg-type]
+        return _unscored(order[0])
     best = min(scored, key=lambda t: (t.final.loss, t.loss, t.number))  # type: ignore[union-attr]
     confirmed = best.confirm is not None and best.confirm.ok
     final, reported = best.final, best.confirm if confirmed else best.final
@@ -135,6 +147,20 @@ def winner(trials: Sequence[TrialRecord]) -> Winner | None:
     splits, members = (reported.splits, confirm_members(best)) if confirmed else (0, 1)
     found = (final.splits, len(group), final.loss, splits, members)
     return Winner(best, *loss, *found)  # type: ignore[arg-type]
+
+
+def _unscored(trial: TrialRecord) -> Winner:
+    """The first finalist, not re-scored: confirmed (by a lone end, which re-scores a lone
+    finalist only when it cannot confirm it), else at its search-time loss."""
+    assert trial.loss is not None
+    confirm = trial.confirm
+    if confirm is not None and confirm.ok:
+        assert confirm.loss is not None
+        loss = (confirm.loss, confirm.loss_std or 0.0, confirm.loss_se, trial.loss)
+        return Winner(trial, *loss, 0, 1, None, confirm.splits, confirm_members(trial))
+    std = trial.loss_std or 0.0
+    se = std / math.sqrt(max(1, len(trial.split_losses)))
+    return Winner(trial, trial.loss, std, se, trial.loss)
 
 
 def confirm_members(trial: TrialRecord) -> int:
