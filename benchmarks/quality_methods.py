@@ -430,11 +430,20 @@ class Rescorer:
             self._unlimited = Worker(config, self._setting.dataset, self._setting.factory)
         return self._unlimited
 
-    def __call__(self, params: Mapping[str, Scalar], limited: bool = True) -> dict[str, Any]:
+    def exported(self, params: Mapping[str, Scalar]) -> dict[str, Any]:
+        """tuner's reported procedure re-scored on the same splits: the ensemble of
+        `evaluation.splits` networks that tuner exports, trained on each training part alone."""
+        members = self._setting.config.evaluation.splits
+        found = self(params, True, members=members)
+        return {f"exported_{key}": value for key, value in found.items()}
+
+    def __call__(
+        self, params: Mapping[str, Scalar], limited: bool = True, **options: Any
+    ) -> dict[str, Any]:
         """`rescored` (None when it failed), its spread and split losses, and seconds."""
         started = time.perf_counter()
         try:
-            score = self._worker_for(limited)(params, RESCORE_SEED)
+            score = self._worker_for(limited)(params, RESCORE_SEED, **options)
         except TrialFailed as exc:
             took = time.perf_counter() - started
             return {

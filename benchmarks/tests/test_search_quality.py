@@ -52,9 +52,11 @@ def run_script(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=300)
 
 
-def cheap_loss(params: dict, seed: int, splits: int = 2) -> float:
-    """What the noisy bowl scores a point with this seed: the search's or the re-scoring's."""
-    config = with_evaluation(load_config(CONFIG), splits=splits)
+def cheap_loss(params: dict, seed: int, splits: int | None = None) -> float:
+    """What the noisy bowl scores a point with this seed: the search's (the config's splits)
+    or the re-scoring's."""
+    config = load_config(CONFIG)
+    config = with_evaluation(config, splits=splits or config.evaluation.splits)
     return noisy_bowl(config, None)(params, seed).loss
 
 
@@ -66,7 +68,7 @@ def check_cell(cell: dict, trials_run: int, method: str = "") -> None:
     if method != "tuner":
         search_losses = [cheap_loss(params, trial_seed(1, k)) for k in range(trials_run)]
         assert min(abs(cell["reported"] - loss) for loss in search_losses) < 1e-9
-    assert cell["rescored"] == pytest.approx(cheap_loss(params, RESCORE_SEED), abs=1e-12)
+    assert cell["rescored"] == pytest.approx(cheap_loss(params, RESCORE_SEED, 2), abs=1e-12)
     assert cell["rescored"] != pytest.approx(cell["reported"], abs=1e-6)
     assert cell["rescore_split_losses"] and len(cell["rescore_split_losses"]) == 2
 
@@ -100,7 +102,7 @@ def test_equal_trials_end_to_end_then_rerun_skips(tmp_path: Path) -> None:
         assert 1e-4 <= cell["params"]["learning_rate"] <= 0.03
     reference = cells["reference/course-point/0"]
     assert reference["params"] == {**reference["params"], **COURSE_POINT}
-    assert reference["rescored"] == pytest.approx(cheap_loss(reference["params"], RESCORE_SEED))
+    assert reference["rescored"] == pytest.approx(cheap_loss(reference["params"], RESCORE_SEED, 2))
 
     again = run_script(*args)
     assert again.returncode == 0, again.stderr[-3000:]
@@ -183,9 +185,11 @@ def test_tuner_runs_as_shipped_with_the_same_budget() -> None:
     ]
     timed = tuner_command(setting, 3, Budget(seconds=600), Path("out"))
     assert timed[timed.index("--time-budget") + 1] == "10m"
-    assert "evaluation.timeout=600" in timed and "search.n_iter=1000000" in timed
+    # No trial longer than the budget, nor than the config's own timeout.
+    timeout = min(600, config.evaluation.timeout or 600)
+    assert f"evaluation.timeout={timeout}" in timed and "search.n_iter=1000000" in timed
     assert Budget(seconds=90).trial_timeout(with_evaluation(config, timeout=30.0)) == 30
-    assert Budget(trials=5).trial_timeout(config) is None
+    assert Budget(trials=5).trial_timeout(config) == config.evaluation.timeout
 
 
 def test_random_search_is_uniform_in_tuners_scaled_space() -> None:
