@@ -164,7 +164,7 @@ def test_search_end_to_end_then_resume_adds_only_the_new_budget(run, write_confi
     ]
     assert result.stderr.index("end: ") < result.stderr.index("trial   0")
     assert "re-scoring the best 2 trial(s) on 4 fresh splits" in result.stderr
-    assert f"confirming the winner #{best['trial']} as it is exported (each of 2 more" in (
+    assert f"confirming the winner #{best['trial']} as it is exported, on 2 fresh" in (
         result.stderr
     )
     assert f"winner: #{best['trial']}: loss {best['loss']:.4f} ± " in result.stderr
@@ -232,7 +232,9 @@ def test_evaluate_by_vector_and_by_name(run, write_config):
         "params",
         "seconds",
         "architecture",
+        "metrics",
     }
+    assert set(score["metrics"]) == {"accuracy", "balanced_accuracy", "roc_auc"}
     assert len(score["split_losses"]) == 2 and len(score["epochs"]) == 2
     assert score["loss"] == pytest.approx(sum(score["split_losses"]) / 2)
     assert score["params"]["learning_rate"] == 0.01 and score["params"]["batch_size"] == 32

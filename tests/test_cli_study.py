@@ -92,7 +92,7 @@ def test_best_is_the_lowest_rescored_loss(run):
     assert best["architecture"].startswith("5 -> ") and best["study"] == "tiny"
     text = run("best", "tiny.yaml").stdout
     assert "best of study tiny" in text and "architecture" in text
-    assert f"{best['loss']:.4f} ± {best['loss_se']:.4f} (2 fresh splits)" in text
+    assert f"{best['loss']:.4f} ± {best['loss_se']:.4f} (2 fresh splits, the exported" in text
     assert f"{best['search_loss']:.4f} (2 splits)" in text.split("search loss")[-1]
     fresh = text.split("fresh splits")[-1]
     assert f"{best['final']['split_losses'][0]:.4f}" in fresh
@@ -201,12 +201,28 @@ def test_a_search_result_shows_the_winners_metrics_and_baselines(annotated, caps
     assert "logistic regression" in out.split("against baselines")[1] and "ROC AUC" in out
 
 
-def test_a_study_without_metrics_or_baselines_shows_none(run):
+def test_the_end_keeps_baselines_and_a_study_without_them_shows_none(
+    run, finished_study, tmp_path, monkeypatch
+):
+    # The search's end scored the baselines on the winner's confirmation splits.
+    kept = json.loads(run("best", "tiny.yaml", "--json").stdout)["baselines"]
+    assert kept["linear"]["name"] == "logistic regression" and kept["prior"]["loss"] > 0
+    assert kept["linear"]["splits"] == kept["prior"]["splits"] == 2
+    # A study stored before baselines and metrics existed shows neither.
+    folder = tmp_path / "plain"
+    shutil.copytree(finished_study.folder, folder)
+    storage = Storage(sqlite_url(folder / "runs" / "tiny" / "study.db"))
+    try:
+        for trial in storage.trials(storage.get_study("tiny")):
+            storage.set_attrs(trial, {"baselines": None, "metrics": None})
+    finally:
+        storage.close()
+    monkeypatch.chdir(folder)
     best = json.loads(run("best", "tiny.yaml", "--json").stdout)
     assert best["baselines"] is None
     assert "against baselines" not in run("best", "tiny.yaml").stdout
     assert run("report", "tiny.yaml", "--out", "plain.html").exit_code == 0
-    assert "Against baselines" not in (Path.cwd() / "plain.html").read_text()
+    assert "Against baselines" not in (folder / "plain.html").read_text()
     assert not math.isnan(best["loss"])
 
 

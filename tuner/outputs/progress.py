@@ -233,8 +233,8 @@ class ConsoleReporter(Reporter):
             f"confirming #{trial.number}", _Steps(1, self._confirm_guess(trial, splits))
         )
         self._console.print(
-            f"confirming the winner #{trial.number} as it is exported (each of {splits} more "
-            f"fresh splits trains it on its training part alone){eta}"
+            f"confirming the winner #{trial.number} as it is exported, on {splits} fresh "
+            f"splits (each trains it on its training part alone){eta}"
         )
 
     def _confirm_guess(self, trial: TrialRecord, splits: int) -> float | None:
