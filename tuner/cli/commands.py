@@ -126,8 +126,7 @@ def search(
     """Search the space of CONFIG with Bayesian optimisation; print the best trial."""
     with _handled(debug):
         from tuner.outputs.events import following
-        from tuner.outputs.progress import stderr_console
-        from tuner.outputs.report import print_search_result
+        from tuner.outputs.report import print_search_result, print_time_up
         from tuner.study.store import sqlite_url
 
         name = study_name or config.stem
@@ -143,10 +142,7 @@ def search(
             if follower is not None:
                 follower.done(result.to_dict())
         if result.time_up and cfg.search.time_budget and not quiet:
-            stderr_console().print(
-                f"time budget of {cfg.search.time_budget:g} s (search.time_budget) ended the "
-                "search before its trial budget. Continue with --resume"
-            )
+            print_time_up(cfg.search.time_budget)
         print_search_result(result, names, json)
 
 

@@ -298,12 +298,7 @@ def run_trials(
     asker = asker or Asker(config, warm_trials(config))
     loop = _Loop(config, storage, study, reporter, deadline, asker, heartbeat, signals)
     loop.slots = len(slots)  # the trials that run at once, for the estimate of the time left
-    trials = storage.trials(study)
-    retried = {t.retry_of for t in trials}
-    rerun = sum(1 for t in trials if t.error_kind in RERUN_KINDS and t.number not in retried)
-    done = sum(t.counts for t in trials)
-    reporter.search_started(study.name, config.search.budget, done, rerun, describe_end(config))
-    reporter.eta_changed(estimate_left(loop, trials))
+    _announce(loop, storage.trials(study))
 
     def interrupted(_stop: SearchInterrupted) -> None:
         loop.stop.set()
@@ -322,6 +317,16 @@ def run_trials(
     trials = storage.trials(study)
     reporter.search_finished(trials)
     return study_result(storage, study, sum(t.counts for t in trials) < config.search.budget)
+
+
+def _announce(loop: "_Loop", trials: Sequence[TrialRecord]) -> None:
+    """Tell the reporter the search starts: trials done, those to run again, the end's plan."""
+    config, retried = loop.config, {t.retry_of for t in trials}
+    rerun = sum(1 for t in trials if t.error_kind in RERUN_KINDS and t.number not in retried)
+    done = sum(t.counts for t in trials)
+    name = loop.study.name
+    loop.reporter.search_started(name, config.search.budget, done, rerun, describe_end(config))
+    loop.reporter.eta_changed(estimate_left(loop, trials))
 
 
 def study_result(storage: Storage, study: StudyRecord, time_up: bool = False) -> SearchResult:

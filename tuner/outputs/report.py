@@ -184,6 +184,14 @@ def print_score(score: Score, params: Mapping[str, Any], architecture: str, as_j
     out.print(f"seconds       {score.seconds:.1f}")
 
 
+def print_time_up(seconds: float) -> None:
+    """On stderr: the time budget ended the search before its trial budget."""
+    plain_console(stderr=True).print(
+        f"time budget of {seconds:g} s (search.time_budget) ended the search before its trial "
+        "budget. Continue with --resume"
+    )
+
+
 def print_error(message: str) -> None:
     sys.stderr.write(f"error: {message}\n")
     sys.stderr.flush()

@@ -60,6 +60,18 @@ def size_limit(config: Config, dataset: Dataset) -> Callable[[Mapping[str, Scala
     return within
 
 
+def refuse_too_large(config: Config, dataset: Dataset, params: Mapping[str, Scalar]) -> None:
+    """TrialFailed `too_large` for a network over `evaluation.max_params` on this data."""
+    planned = architecture_for(config, dataset, params)
+    limit = config.evaluation.max_params
+    if planned.n_params > limit:
+        raise TrialFailed(
+            "too_large",
+            f"{planned.n_params:,} parameters is over evaluation.max_params ({limit:,}): "
+            f"{planned.describe()}",
+        )
+
+
 def evaluate_point(
     config: Config,
     dataset: Dataset,
@@ -77,13 +89,7 @@ def evaluate_point(
         return evaluate_ensemble(config, dataset, params, seed, members)
     started = time.perf_counter()
     evaluation = config.evaluation
-    planned = architecture_for(config, dataset, params)
-    if planned.n_params > evaluation.max_params:
-        raise TrialFailed(
-            "too_large",
-            f"{planned.n_params:,} parameters is over evaluation.max_params "
-            f"({evaluation.max_params:,}): {planned.describe()}",
-        )
+    refuse_too_large(config, dataset, params)
     splits = make_splits(dataset, evaluation.splits, evaluation.test_size, seed)
     parts = [prepare_split(dataset, train, test) for train, test in splits]
     # One-hot widths differ when a category is absent from a part: the others are padded.
