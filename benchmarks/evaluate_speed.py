@@ -65,7 +65,7 @@ def points(config, dataset, count: int, seed: int = 0) -> list[dict]:
         }
         if architecture_for(config, dataset, full(point)).n_params <= 1_000_000:
             chosen.append(point)
-    return [full(p) for p in chosen]
+    return [full(p) for p in chosen[:count]]
 
 
 def full(point: dict) -> dict:

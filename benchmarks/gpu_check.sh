@@ -20,9 +20,10 @@ mkdir -p "$out"
 log="$out/gpu-check.txt"
 : >"$log"
 export KERAS_BACKEND=${KERAS_BACKEND:-jax} PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=3
-if [ -d .gpu/wheels ]; then
+wheels=${GPU_WHEELS:-.gpu/wheels}  # another folder for a dry run on another Python
+if [ -d "$wheels" ]; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-        --target /tmp/site .gpu/wheels/*.whl || exit 1
+        --target /tmp/site "$wheels"/*.whl || exit 1
     export PYTHONPATH=/tmp/site
 fi
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}

@@ -5,7 +5,7 @@
 #   bash benchmarks/gpu_wheels.sh [PYTHON_VERSION]     # 3.12 there by default
 set -euo pipefail
 version=${1:-3.12}
-dest=.gpu/wheels
+dest=${GPU_WHEELS:-.gpu/wheels}  # another folder for a dry run on another Python
 mkdir -p "$dest"
 grep -qx '/.gpu/' .git/info/exclude 2>/dev/null || echo '/.gpu/' >>.git/info/exclude
 platforms=(--platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64
