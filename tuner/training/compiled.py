@@ -40,14 +40,21 @@ Gradients = Callable[[Net, Any, list[Any], Any, Any, Any, Any], tuple[Any, list[
 
 
 def _forward(
-    net: Net, flat: Any, stats: list[Any], x: Any, y: Any, rows: Any, seed: Any
+    net: Net, weights: list[Any], stats: list[Any], x: Any, y: Any, rows: Any, seed: Any
 ) -> tuple[Any, tuple[Any, list[Any], Any]]:
     """The summed training loss, and (losses, new statistics, next seed): dropout's draws
     come from `seed` instead of the generator's variable, which a compiled epoch cannot write."""
     with keras.StatelessScope(state_mapping=[(net.seed.state, seed)]) as scope:
-        losses, stats = net.losses(net.unflatten(flat), stats, x, y, rows, training=True)
+        losses, stats = net.losses(weights, stats, x, y, rows, training=True)
         seed = scope.get_current_value(net.seed.state)
     return ops.sum(losses), (losses, stats, seed)
+
+
+def _flat(net: Net, grads: list[Any]) -> Any:
+    """The pieces' gradients as one (replicas, weights) matrix, the layout of the weights.
+    Differentiating by the pieces rather than through slices of the flat matrix: each slice's
+    gradient would otherwise be a full-size matrix of zeros around the piece."""
+    return ops.concatenate([ops.reshape(g, (net.replicas, -1)) for g in grads], axis=1)
 
 
 def _tensorflow_gradients(
@@ -55,10 +62,11 @@ def _tensorflow_gradients(
 ) -> tuple[Any, list[Any], Any, Any]:
     import tensorflow as tf
 
+    weights = net.unflatten(flat)
     with tf.GradientTape() as tape:
-        tape.watch(flat)
-        total, (losses, stats, seed) = _forward(net, flat, stats, x, y, rows, seed)
-    return losses, stats, tape.gradient(total, flat), seed
+        tape.watch(weights)
+        total, (losses, stats, seed) = _forward(net, weights, stats, x, y, rows, seed)
+    return losses, stats, _flat(net, tape.gradient(total, weights)), seed
 
 
 def _jax_gradients(
@@ -66,11 +74,12 @@ def _jax_gradients(
 ) -> tuple[Any, list[Any], Any, Any]:
     import jax
 
-    def forward(weights: Any) -> tuple[Any, tuple[Any, list[Any], Any]]:
+    def forward(weights: list[Any]) -> tuple[Any, tuple[Any, list[Any], Any]]:
         return _forward(net, weights, stats, x, y, rows, seed)
 
-    (_, (losses, stats, seed)), grads = jax.value_and_grad(forward, has_aux=True)(flat)
-    return losses, stats, grads, seed
+    value_and_grad = jax.value_and_grad(forward, has_aux=True)
+    (_, (losses, stats, seed)), grads = value_and_grad(net.unflatten(flat))
+    return losses, stats, _flat(net, grads), seed
 
 
 def _torch_gradients(
@@ -79,10 +88,10 @@ def _torch_gradients(
     import torch
 
     with torch.enable_grad():
-        weights = flat.detach().requires_grad_(True)
+        weights = [w.detach().requires_grad_(True) for w in net.unflatten(flat)]
         total, (losses, stats, seed) = _forward(net, weights, stats, x, y, rows, seed)
-        (grads,) = torch.autograd.grad(total, weights)
-    return losses.detach(), [s.detach() for s in stats], grads, seed
+        grads = torch.autograd.grad(total, weights)
+    return losses.detach(), [s.detach() for s in stats], _flat(net, list(grads)), seed
 
 
 def _compile(epoch: Epoch) -> Epoch:
