@@ -193,7 +193,7 @@ def fixed_costs(data: Path) -> None:
         peak, above = out.split()
         print(
             f"peak RSS, one evaluation of the course point, {kind}: {peak} MiB "
-            f"({above} MiB above the process after importing TensorFlow)"
+            f"({above} MiB above the process after importing Keras and its backend)"
         )
 
 
