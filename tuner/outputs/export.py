@@ -66,13 +66,18 @@ def file_checksum(path: str) -> str | None:
 
 
 def _versions() -> dict[str, str]:
-    import keras
-    import tensorflow as tf
+    """What made the model: Python, Keras and the backend it ran on (TensorFlow, JAX or
+    PyTorch, whichever KERAS_BACKEND chose; a JAX-only GPU box has no TensorFlow)."""
+    import importlib.metadata
 
+    import keras
+
+    backend = keras.backend.backend()
     return {
         "python": platform.python_version(),
-        "tensorflow": tf.__version__,
         "keras": keras.__version__,
+        "backend": backend,
+        backend: importlib.metadata.version(backend),
         "scikit-learn": sklearn.__version__,
         "tuner": __version__,
     }
