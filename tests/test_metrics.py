@@ -82,3 +82,13 @@ def test_r2_is_sklearns():
     y, values = _regression()
     got = metrics("regression", y, values, 0)["r2"]
     assert got == pytest.approx(r2_score(y, values.reshape(-1)), rel=1e-6)
+
+
+def test_mean_metrics_weights_each_part_and_skips_undefined_values():
+    from tuner.training.metrics import mean_metrics
+
+    parts = [{"accuracy": 0.5, "roc_auc": math.nan}, {"accuracy": 0.8, "roc_auc": 0.9}]
+    # A chunk of 3 splits counts three times one of 1; an undefined AUC is left out.
+    assert mean_metrics(parts, [1, 3]) == pytest.approx({"accuracy": 0.725, "roc_auc": 0.9})
+    assert mean_metrics(parts) == pytest.approx({"accuracy": 0.65, "roc_auc": 0.9})
+    assert math.isnan(mean_metrics([{"roc_auc": math.nan}], [2])["roc_auc"])

@@ -9,7 +9,7 @@ from tuner.config.schema import EvaluationConfig, NetworkConfig
 from tuner.errors import TrialFailed
 from tuner.training.architecture import decode
 from tuner.training.data import PreparedSplit
-from tuner.training.evaluate import mean_metrics
+from tuner.training.metrics import mean_metrics
 from tuner.training.model import build_model, fit_keras_replicas, load_replica, train_split
 from tuner.training.replicas import (
     EarlyStopping,

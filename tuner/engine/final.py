@@ -11,7 +11,6 @@ confirmation chunk, one outer split of `evaluation.splits` networks, those of it
 `fresh_seed` draws the next `attempt` until that range meets no seed the study used."""
 
 import itertools
-import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -24,6 +23,7 @@ from tuner.errors import SearchInterrupted, TrialFailed, UsageError
 from tuner.study.store import FinalScore, Storage, StudyRecord, TrialRecord
 from tuner.study.winner import confirm_members, finalist_order, winner
 from tuner.training.evaluate import Score
+from tuner.training.metrics import mean_metrics
 
 FINAL_TAG = 0x66696E61  # "fina"
 CONFIRM_TAG = 0x636F6E66  # "conf"
@@ -125,20 +125,9 @@ def score_final(
     std = float(np.std(losses, ddof=1)) if len(losses) > 1 else 0.0
     scored = (float(np.mean(losses)), std, tuple(losses), tuple(epochs))
     seconds = sum(score.seconds for score in scores)
-    found = pooled_metrics(scores)
+    # Each chunk's metrics are means over its splits: weighted by them, over all the splits.
+    found = mean_metrics([s.metrics for s in scores], [len(s.split_losses) for s in scores])
     return FinalScore(tuple(seeds), splits, *scored, seconds, sizes=tuple(sizes), metrics=found)
-
-
-def pooled_metrics(scores: Sequence[Score]) -> dict[str, float]:
-    """Each metric's mean over the chunks' splits (a chunk weighted by its splits), over the
-    chunks where it is defined."""
-    pooled: dict[str, float] = {}
-    for name in {name for score in scores for name in score.metrics}:
-        pairs = [(len(s.split_losses), s.metrics.get(name, math.nan)) for s in scores]
-        defined = [(weight, value) for weight, value in pairs if math.isfinite(value)]
-        total = sum(weight for weight, _ in defined)
-        pooled[name] = sum(w * v for w, v in defined) / total if total else math.nan
-    return pooled
 
 
 def holds(score: FinalScore | None, seeds: Sequence[int], splits: int) -> bool:

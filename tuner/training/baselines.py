@@ -14,7 +14,7 @@ from sklearn.metrics import log_loss
 
 from tuner.config.schema import Config
 from tuner.training.data import Dataset, PreparedSplit, make_splits, prepare_split
-from tuner.training.metrics import metrics
+from tuner.training.metrics import mean_metrics, metrics
 
 # Predictions of a baseline fitted on a split's training part, for its held-out part:
 # probabilities (rows, n_classes) or values in target units.
@@ -67,7 +67,7 @@ def _score(
         "loss": float(np.mean(losses)),
         "loss_se": std / math.sqrt(len(losses)),
         "splits": len(losses),
-        "metrics": _json_ready(_mean_metrics(per_split)),
+        "metrics": _json_ready(mean_metrics(per_split)),
     }
 
 
@@ -110,16 +110,6 @@ def _ridge(part: PreparedSplit, n_classes: int) -> np.ndarray:
     model = Ridge()
     model.fit(part.x_train, part.y_train.astype("float64"))
     return np.asarray(model.predict(part.x_test))
-
-
-def _mean_metrics(per_split: Sequence[Mapping[str, float]]) -> dict[str, float]:
-    """Each metric's mean over the splits where it is defined; NaN where it is on none."""
-    names = dict.fromkeys(name for split in per_split for name in split)
-    means = {}
-    for name in names:
-        values = [split[name] for split in per_split if math.isfinite(split.get(name, math.nan))]
-        means[name] = float(np.mean(values)) if values else math.nan
-    return means
 
 
 def _json_ready(values: Mapping[str, float]) -> dict[str, float | None]:

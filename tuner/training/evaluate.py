@@ -2,7 +2,7 @@
 
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from typing import Any
@@ -13,6 +13,7 @@ from tuner.config.schema import Config, Scalar
 from tuner.errors import TrialFailed
 from tuner.training.architecture import Architecture, decode
 from tuner.training.data import Dataset, load_dataset, make_splits, prepare_split
+from tuner.training.metrics import mean_metrics
 
 
 @dataclass(frozen=True)
@@ -107,17 +108,6 @@ def evaluate_point(
     seconds = time.perf_counter() - started
     found = mean_metrics([result.metrics for result in results])
     return Score(loss, std, tuple(losses), epochs, seconds, found)
-
-
-def mean_metrics(per_split: Sequence[Mapping[str, float]]) -> dict[str, float]:
-    """Each metric's mean over the splits where it is defined (an AUC is not on a part that
-    lacks a class); NaN where it is defined on none."""
-    names = dict.fromkeys(name for split in per_split for name in split)
-    means = {}
-    for name in names:
-        values = [split[name] for split in per_split if math.isfinite(split.get(name, math.nan))]
-        means[name] = float(np.mean(values)) if values else math.nan
-    return means
 
 
 def make_objective(

@@ -3,6 +3,7 @@ RMSE, MAE and R² (regression), all scikit-learn's. Pure NumPy and scikit-learn,
 
 import math
 import warnings
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from sklearn.exceptions import UndefinedMetricWarning
@@ -77,3 +78,20 @@ def regression_metrics(y_true: np.ndarray, values: np.ndarray) -> dict[str, floa
         "mae": float(mean_absolute_error(truth, predicted)),
         "r2": float(r2_score(truth, predicted)) if len(truth) > 1 else math.nan,
     }
+
+
+def mean_metrics(
+    per_split: Sequence[Mapping[str, float]], weights: Sequence[float] | None = None
+) -> dict[str, float]:
+    """Each metric's mean over the splits where it is defined (an AUC is not on a part that
+    lacks a class), weighted by `weights` when given; NaN where it is defined on none."""
+    weights = [1.0] * len(per_split) if weights is None else list(weights)
+    means = {}
+    for name in dict.fromkeys(name for split in per_split for name in split):
+        pairs = [
+            (w, split.get(name, math.nan)) for w, split in zip(weights, per_split, strict=True)
+        ]
+        defined = [(w, value) for w, value in pairs if math.isfinite(value)]
+        total = sum(w for w, _ in defined)
+        means[name] = float(sum(w * value for w, value in defined) / total) if total else math.nan
+    return means
