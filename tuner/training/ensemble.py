@@ -20,7 +20,7 @@ from tuner.errors import TrialFailed
 from tuner.training.architecture import decode
 from tuner.training.data import Dataset, PreparedSplit, make_preprocessor, make_splits
 from tuner.training.evaluate import Score
-from tuner.training.metrics import metrics
+from tuner.training.metrics import mean_metrics, metrics
 from tuner.training.model import Replicas, held_out_loss
 from tuner.training.trainer import fit_replicas
 
@@ -110,12 +110,13 @@ def _averaged(replicas: Replicas, outers: Sequence[_Outer], members: int) -> np.
 def _scored(
     dataset: Dataset, replicas: Replicas, outers: Sequence[_Outer], members: int
 ) -> tuple[list[float], dict[str, float]]:
-    """Each outer split's loss of its averaged predictions, and each metric's mean over them."""
+    """Each outer split's loss of its averaged predictions, and each metric's mean over the
+    outer splits where it is defined, as a trial's are."""
     averaged = _averaged(replicas, outers, members)
     pairs = list(zip(outers, averaged, strict=True))
     losses = [held_out_loss(replicas.arch, o.y_test, p) for o, p in pairs]
     found = [metrics(dataset.task, o.y_test, p, dataset.n_outputs) for o, p in pairs]
-    return losses, {name: float(np.mean([m[name] for m in found])) for name in found[0]}
+    return losses, mean_metrics(found)
 
 
 def evaluate_ensemble(
