@@ -10,7 +10,7 @@ from tuner.errors import TrialFailed
 from tuner.training.architecture import decode
 from tuner.training.data import PreparedSplit
 from tuner.training.metrics import mean_metrics
-from tuner.training.model import build_model, fit_keras_replicas, load_replica, train_split
+from tuner.training.model import load_replica
 from tuner.training.replicas import (
     EarlyStopping,
     epoch_batches,
@@ -20,6 +20,8 @@ from tuner.training.replicas import (
 )
 from tuner.training.trainer import StackedNet, epoch_function, fit_replicas, train_splits
 from tuner.training.updates import STEPS
+
+from .keras_reference import build_model, train_split
 
 
 def blobs(seed=0, rows=200, noise=0.7, random_labels=False):
@@ -322,23 +324,6 @@ def test_a_replicas_keras_model_predicts_as_the_stack_does(task, activation, bat
         np.testing.assert_allclose(model.predict(x, verbose=0), shared[i], rtol=1e-5, atol=1e-5)
     if not classify:  # in the target's units, not the standardised ones it trained on
         assert abs(float(shared.mean()) - float(splits[1].y_test.mean())) < splits[1].y_test.std()
-
-
-def test_the_keras_fallback_replicas_predict_in_target_units_and_save(tmp_path):
-    import keras
-
-    params = {"dropout": 0.0, "neuron_pct": 0.004, "neuron_shrink": 0.5, "batch_norm": True}
-    arch = decode(params, NetworkConfig(min_neurons=5), 4, 1, "regression")
-    splits = [waves(1), waves(2)]
-    training = {"learning_rate": 0.01, "batch_size": 32}
-    replicas = fit_keras_replicas(arch, training, splits, EvaluationConfig(epochs=3), seed=3)
-    assert len(replicas.epochs) == 2
-    x = splits[0].x_test
-    shared = replicas.predict(x)
-    assert abs(float(shared.mean()) - float(splits[0].y_test.mean())) < splits[0].y_test.std()
-    replicas.keras_model(0).save(tmp_path / "replica.keras")
-    loaded = keras.models.load_model(tmp_path / "replica.keras")
-    np.testing.assert_allclose(loaded.predict(x, verbose=0), shared[0], rtol=1e-5)
 
 
 def test_each_split_has_its_metrics_and_a_score_their_mean_where_defined():

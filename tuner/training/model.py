@@ -1,7 +1,6 @@
-"""Keras networks trained with `fit` (for export, other backends, and to test the trainer)."""
+"""The Keras model of an architecture (what a trained replica is loaded into, to export and
+predict), and the scoring of one split's held-out predictions."""
 
-import logging
-import math
 import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -13,13 +12,11 @@ import keras
 import numpy as np
 from sklearn.metrics import log_loss
 
-from tuner.config.schema import EvaluationConfig
 from tuner.errors import TrialFailed
-from tuner.training.architecture import Architecture, training_of
-from tuner.training.data import PreparedSplit, TargetScale, target_scale
+from tuner.training.architecture import Architecture
+from tuner.training.data import TargetScale
 from tuner.training.metrics import metrics
 from tuner.training.replicas import layout
-from tuner.training.updates import keras_optimizer
 
 
 @dataclass(frozen=True)
@@ -55,69 +52,9 @@ class Replicas(ABC):
         return np.broadcast_to(x, (len(self.epochs), *x.shape)) if x.ndim == 2 else x
 
 
-class KerasReplicas(Replicas):
-    """Replicas trained one after another with Keras `fit` (any backend)."""
-
-    def __init__(self, arch: Architecture, epochs: tuple[int, ...], models: list) -> None:
-        super().__init__(arch, epochs)
-        self.models = models
-
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        parts = zip(self.models, self.per_replica(x), strict=True)
-        return np.stack([keras.ops.convert_to_numpy(m(xi, training=False)) for m, xi in parts])
-
-    def keras_model(self, i: int) -> keras.Model:
-        return self.models[i]
-
-
-class _StopOnNaN(keras.callbacks.Callback):
-    """Keras's TerminateOnNaN, without its print to stdout (stdout carries results)."""
-
-    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-        loss = (logs or {}).get("loss")
-        if loss is not None and not math.isfinite(float(loss)):
-            self.model.stop_training = True
-
-
-def fit_model(
-    arch: Architecture, params: dict[str, Any], evaluation: EvaluationConfig, seed: int, *data: Any
-) -> tuple[keras.Model, list[float]]:
-    """A model trained as a trial trains on (x, y, x_held_out, y_held_out), and its training
-    losses. A regression target trains standardised; the model returned predicts in its units."""
-    keras.utils.set_random_seed(seed % 2**31)
-    training = training_of(params)
-    scale = target_scale(arch.task, data[1])
-    model = build_model(arch, training.learning_rate, training.optimizer)
-    stop = keras.callbacks.EarlyStopping(
-        min_delta=evaluation.min_delta, patience=evaluation.patience, restore_best_weights=True
-    )
-    history = model.fit(
-        data[0],
-        scale.forward(data[1]),
-        validation_data=(data[2], scale.forward(data[3])),
-        epochs=evaluation.epochs,
-        batch_size=training.batch_size,
-        callbacks=[stop, _StopOnNaN()],
-        verbose=0,
-    )
-    if not scale.identity:
-        trained, model = model, network(arch, scale)
-        model.set_weights(trained.get_weights())  # the rescaling layer has no weights
-    return model, history.history.get("loss", [])
-
-
 def activation_layer(name: str) -> keras.layers.Layer:
     own = {"prelu": keras.layers.PReLU, "leaky_relu": keras.layers.LeakyReLU}
     return own[name]() if name in own else keras.layers.Activation(name)
-
-
-def build_model(arch: Architecture, learning_rate: float, optimizer: str = "adam") -> keras.Model:
-    """`network(arch)`, compiled with its loss and optimiser, to train with `fit`."""
-    model = network(arch)
-    classify = arch.task == "classification"
-    loss = "sparse_categorical_crossentropy" if classify else "mean_squared_error"
-    model.compile(optimizer=keras_optimizer(optimizer, learning_rate), loss=loss)
-    return model
 
 
 def network(arch: Architecture, scale: TargetScale | None = None) -> keras.Model:
@@ -148,7 +85,7 @@ def load_replica(
     model: keras.Model, arch: Architecture, flat: np.ndarray, stats: list[np.ndarray]
 ) -> keras.Model:
     """Put one stacked replica's weights (its flat row) and batch-norm statistics, (2, units)
-    per hidden layer, into a model that `network` or `build_model` built for `arch`."""
+    per hidden layer, into a model that `network` built for `arch`."""
     pieces = {(p.layer, p.name): flat[p.offset : p.offset + p.size] for p in layout(arch)}
     kinds = (keras.layers.Dense, keras.layers.PReLU, keras.layers.BatchNormalization)
     dense, prelu, norms = ([x for x in model.layers if isinstance(x, k)] for k in kinds)
@@ -160,41 +97,6 @@ def load_replica(
     for index, layer in enumerate(norms):
         layer.set_weights([pieces[(index, "gamma")], pieces[(index, "beta")], *stats[index]])
     return model
-
-
-def fit_keras_replicas(
-    arch: Architecture,
-    params: dict[str, Any],
-    splits: list[PreparedSplit],
-    evaluation: EvaluationConfig,
-    seed: int,
-) -> KerasReplicas:
-    """One Keras model per split, one after another; split i's starts from seed + i."""
-    logging.getLogger("tensorflow").setLevel(logging.ERROR)  # its retracing notices
-    keras.backend.clear_session()
-    models, epochs = [], []
-    for i, split in enumerate(splits):
-        data = (split.x_train, split.y_train, split.x_test, split.y_test)
-        model, train_losses = fit_model(arch, params, evaluation, seed + i, *data)
-        for epoch, value in enumerate(train_losses, start=1):
-            if not math.isfinite(value):
-                raise TrialFailed("diverged", f"training loss became {value} at epoch {epoch}")
-        models.append(model)
-        epochs.append(len(train_losses))
-    return KerasReplicas(arch, tuple(epochs), models)
-
-
-def train_split(
-    arch: Architecture,
-    params: dict[str, Any],
-    split: PreparedSplit,
-    evaluation: EvaluationConfig,
-    seed: int,
-) -> SplitResult:
-    """Train on one split with early stopping on its held-out part; score the best weights."""
-    replicas = fit_keras_replicas(arch, params, [split], evaluation, seed)
-    predictions = replicas.predict(split.x_test)[0]
-    return score_split(arch, split.y_test, predictions, replicas.epochs[0])
 
 
 def score_split(

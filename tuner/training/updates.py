@@ -1,26 +1,17 @@
-"""The optimisers: Keras's for `fit`, and the same updates on the stacked trainer's matrix."""
+"""Keras's optimisers' updates (Adam, SGD with momentum, RMSprop) written on the stacked
+trainer's flat weight matrix, one row per replica."""
 
 import os
 from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before Keras: TensorFlow's start-up chatter
 
-import keras
 from keras import ops
 
 # keras.optimizers.Adam's defaults; `adam_step` is its update, written on the flat matrix.
 BETA_1, BETA_2, EPSILON = 0.9, 0.999, 1e-7
 # keras.optimizers.RMSprop's default rho (its epsilon is Adam's); SGD's momentum is ours.
 RHO, SGD_MOMENTUM = 0.9, 0.9
-
-
-def keras_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimizer:
-    """adam, sgd (momentum 0.9) or rmsprop, with Keras's defaults otherwise."""
-    if name == "sgd":
-        return keras.optimizers.SGD(learning_rate=learning_rate, momentum=SGD_MOMENTUM)
-    if name == "rmsprop":
-        return keras.optimizers.RMSprop(learning_rate=learning_rate)
-    return keras.optimizers.Adam(learning_rate=learning_rate)
 
 
 def adam_step(
