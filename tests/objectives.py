@@ -39,6 +39,18 @@ def bowl(_config: Any, _dataset: Any) -> Callable[[Mapping[str, Any], int], Scor
     return objective
 
 
+def sized_bowl(config: Any, dataset: Any) -> Callable[[Mapping[str, Any], int], Score]:
+    """The bowl, refusing a point whose network is over `evaluation.max_params` as training
+    would (TrialFailed too_large), without training."""
+    from tuner.training.evaluate import refuse_too_large
+
+    def objective(params: Mapping[str, Any], _seed: int, **_options: Any) -> Score:
+        refuse_too_large(config, dataset, params)
+        return _score(bowl_loss(params))
+
+    return objective
+
+
 def timed_bowl(_config: Any, _dataset: Any) -> Callable[[Mapping[str, Any], int], Score]:
     """The bowl after TUNER_TEST_SLEEP seconds, which it reports as the trial's seconds."""
     pause = float(os.environ.get("TUNER_TEST_SLEEP", "0.05"))
