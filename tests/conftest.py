@@ -116,15 +116,6 @@ class FinishedStudy:
         self.folder, self.config, self.csv, self.url = folder, config, csv, url
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The tests of the finished study run on one pytest-xdist worker (with `--dist
-    loadgroup`, as .ci/run passes): a session fixture is built once per worker, and this one
-    trains a search."""
-    for item in items:
-        if "finished_study" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.xdist_group("finished_study"))
-
-
 @pytest.fixture(scope="session")
 def finished_study(tmp_path_factory) -> FinishedStudy:
     """Three trials on the tiny data (3 epochs), plus one failed trial; built once per session.
