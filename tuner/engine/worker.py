@@ -225,7 +225,12 @@ class Worker:
         _start(self._process)
         child.close()
         self._conn, self._trials = parent, 0
-        if (reply := self._receive())[0] != "ready":
+        try:
+            reply = self._receive()  # the child imports its framework first: seconds
+        except BaseException:
+            self.close(kill=True)  # Ctrl-C or a signal while it starts
+            raise
+        if reply[0] != "ready":
             _unpack(reply)
         return parent
 

@@ -113,7 +113,10 @@ def evaluate_point(
 def make_objective(
     config: Config, dataset: Dataset
 ) -> Callable[[Mapping[str, Scalar], int], Score]:
-    """The objective a worker process runs: `evaluate_point` on this config and data."""
+    """The objective a worker process runs: `evaluate_point` on this config and data. Keras
+    starts here, as the worker starts, so that no trial's seconds count the framework's start."""
+    import tuner.training.trainer  # noqa: F401
+
     return partial(evaluate_point, config, dataset)
 
 
